@@ -1,0 +1,1 @@
+"""Batch latency predictor: LightGBM trained on measured engine steps."""

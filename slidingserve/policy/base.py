@@ -1,0 +1,86 @@
+"""The policy interface and its registry.
+
+A policy is a small class with a typed config. ``schedule`` is pure with respect to its input
+except for per-request bookkeeping that the policy keys on ``RequestView.key`` and drops in
+``forget``. Adding a policy is one file plus one ``@register_policy`` line.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from slidingserve.latency import LatencyModel
+from slidingserve.policy.types import SchedulerInput, StepPlan
+
+
+class PolicyConfig(BaseModel):
+    """Base of every policy config: frozen, no unknown fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Policy(ABC):
+    name: ClassVar[str]
+    config_cls: ClassVar[type[PolicyConfig]] = PolicyConfig
+
+    def __init__(self, config: PolicyConfig, latency: LatencyModel):
+        self.config = config
+        self.latency = latency
+
+    @abstractmethod
+    def schedule(self, state: SchedulerInput) -> StepPlan:
+        """Plan one engine step."""
+
+    def forget(self, key: int) -> None:  # noqa: B027 - optional hook
+        """The request with ``key`` finished or was aborted; drop any state kept for it."""
+
+    @property
+    def token_budget(self) -> int | None:
+        """The fixed per-step token budget, for fixed-budget baselines (None otherwise)."""
+        return None
+
+
+_REGISTRY: dict[str, type[Policy]] = {}
+
+
+def register_policy(name: str) -> Callable[[type[Policy]], type[Policy]]:
+    def deco(cls: type[Policy]) -> type[Policy]:
+        if name in _REGISTRY:
+            raise ValueError(f"policy {name!r} registered twice")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def policy_names() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def make_policy(name: str, latency: LatencyModel, **overrides: Any) -> Policy:
+    """Build a registered policy, validating ``overrides`` against its config class."""
+    _load_builtin()
+    try:
+        cls = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown policy {name!r} (known: {', '.join(sorted(_REGISTRY))})") from None
+    try:
+        config = cls.config_cls(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise ValueError(
+            f"policy {name!r}: config field {field!r}: {err['msg']} (got {err.get('input')!r})"
+        ) from None
+    return cls(config, latency)
+
+
+def _load_builtin() -> None:
+    # Importing the package registers every built-in policy exactly once.
+    import slidingserve.policy.builtin  # noqa: F401

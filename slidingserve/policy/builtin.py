@@ -1,0 +1,1 @@
+"""Imports every built-in policy so that it registers itself."""

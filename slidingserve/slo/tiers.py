@@ -1,0 +1,168 @@
+"""SLO tiers.
+
+A tier sets a TTFT target, a TPOT target, an optional end-to-end deadline (time to last
+token) and a weight. A request attains its SLO when it meets every target its tier sets,
+with TPOT = (time to last token - TTFT) / (output tokens - 1). The stricter token-level form
+puts token i (1-based) due at ``arrival + ttft_s + (i - 1) * tpot_s``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class TierConfigError(ValueError):
+    """A tier file (or a tier name) is invalid; the message names file, field and value."""
+
+
+@dataclass(frozen=True, slots=True)
+class SLOTier:
+    name: str
+    ttft_s: float  # time-to-first-token target, from arrival
+    tpot_s: float  # time-per-output-token target
+    e2e_s: float | None  # optional deadline for the last token, from arrival
+    weight: float  # value of keeping one request of this tier on time
+    priority: int  # 0 = most important
+    share: float  # default fraction of traffic
+
+    def token_deadline(self, arrival_s: float, token_index: int) -> float:
+        """Time token ``token_index`` (1-based) is due under the token-level SLO."""
+        return arrival_s + self.ttft_s + (token_index - 1) * self.tpot_s
+
+
+class _TierModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1)
+    ttft_s: float = Field(gt=0)
+    tpot_s: float = Field(gt=0)
+    e2e_s: float | None = Field(default=None, gt=0)
+    weight: float = Field(default=1.0, gt=0)
+    priority: int | None = Field(default=None, ge=0)
+    share: float = Field(default=0.0, ge=0)
+
+
+class _TierFileModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    default_tier: str | None = None
+    tiers: list[_TierModel] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> _TierFileModel:
+        names = [t.name for t in self.tiers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate tier name(s): {dupes}")
+        if self.default_tier is not None and self.default_tier not in names:
+            raise ValueError(f"default_tier {self.default_tier!r} is not one of {names}")
+        return self
+
+
+class TierSet(Mapping[str, SLOTier]):
+    """An ordered, immutable set of tiers, looked up by name."""
+
+    def __init__(self, tiers: list[SLOTier], default: str | None = None, source: str = "<memory>"):
+        if not tiers:
+            raise TierConfigError(f"{source}: tiers: at least one tier is required")
+        self._tiers = {t.name: t for t in tiers}
+        self.default_name = default if default is not None else tiers[0].name
+        self.source = source
+
+    def __getitem__(self, name: str) -> SLOTier:
+        try:
+            return self._tiers[name]
+        except KeyError:
+            raise TierConfigError(
+                f"unknown SLO tier {name!r} (known: {', '.join(self._tiers)}; from {self.source})"
+            ) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tiers)
+
+    def __len__(self) -> int:
+        return len(self._tiers)
+
+    @property
+    def default(self) -> SLOTier:
+        return self._tiers[self.default_name]
+
+    def mix(self) -> dict[str, float]:
+        """Default traffic shares, normalised; uniform when the file gives none."""
+        total = sum(t.share for t in self._tiers.values())
+        if total <= 0:
+            return {n: 1.0 / len(self._tiers) for n in self._tiers}
+        return {n: t.share / total for n, t in self._tiers.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "default_tier": self.default_name,
+            "tiers": [
+                {k: getattr(t, k) for k in SLOTier.__slots__}  # type: ignore[attr-defined]
+                for t in self._tiers.values()
+            ],
+        }
+
+
+def default_tiers_path() -> Path:
+    """The shipped default tier file (``deploy/slo_tiers.yaml``)."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent / "deploy" / "slo_tiers.yaml"
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError("deploy/slo_tiers.yaml not found next to the slidingserve package")
+
+
+def tiers_from_dict(data: Any, source: str = "<memory>") -> TierSet:
+    try:
+        model = _TierFileModel.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = _format_loc(data, err["loc"])
+        value = err.get("input")
+        raise TierConfigError(f"{source}: field {loc}: {err['msg']} (got {value!r})") from None
+    tiers = [
+        SLOTier(
+            name=t.name,
+            ttft_s=t.ttft_s,
+            tpot_s=t.tpot_s,
+            e2e_s=t.e2e_s,
+            weight=t.weight,
+            priority=t.priority if t.priority is not None else i,
+            share=t.share,
+        )
+        for i, t in enumerate(model.tiers)
+    ]
+    return TierSet(tiers, model.default_tier, source)
+
+
+def load_tiers(path: str | Path | None = None) -> TierSet:
+    """Load and validate a tier file; errors name the file, the field and the bad value."""
+    p = Path(path) if path is not None else default_tiers_path()
+    try:
+        data = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise TierConfigError(f"{p}: tier file not found") from None
+    except yaml.YAMLError as exc:
+        raise TierConfigError(f"{p}: not valid YAML: {exc}") from None
+    return tiers_from_dict(data, source=str(p))
+
+
+def _format_loc(data: Any, loc: tuple[int | str, ...]) -> str:
+    """Render a pydantic location, naming tiers by name: ``tiers[interactive].ttft_s``."""
+    parts: list[str] = []
+    node = data
+    for item in loc:
+        if isinstance(item, int):
+            name = node[item].get("name") if isinstance(node, list) and isinstance(node[item], dict) else None
+            parts[-1] += f"[{name or item}]"
+            node = node[item] if isinstance(node, list) else None
+        else:
+            parts.append(str(item))
+            node = node.get(item) if isinstance(node, dict) else None
+    return ".".join(parts) or "<root>"
