@@ -1,6 +1,12 @@
 """Scheduling policies: SlidingServe and its baselines, one registry, no engine imports."""
 
-from slidingserve.policy.base import Policy, PolicyConfig, make_policy, policy_names, register_policy
+from slidingserve.policy.base import (
+    Policy,
+    PolicyConfig,
+    make_policy,
+    policy_names,
+    register_policy,
+)
 from slidingserve.policy.types import HostLimits, KVState, RequestView, SchedulerInput, StepPlan
 
 __all__ = [

@@ -69,7 +69,8 @@ def make_policy(name: str, latency: LatencyModel, **overrides: Any) -> Policy:
     try:
         cls = _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown policy {name!r} (known: {', '.join(sorted(_REGISTRY))})") from None
+        known = ", ".join(sorted(_REGISTRY))
+        raise ValueError(f"unknown policy {name!r} (known: {known})") from None
     try:
         config = cls.config_cls(**overrides)
     except ValidationError as exc:

@@ -23,7 +23,7 @@ class RequestView:
     num_generated: int  # output tokens emitted so far
     num_blocks: int = 0  # KV blocks the request holds now (0 when waiting / preempted)
     first_token_s: float | None = None  # when the first output token was emitted
-    max_tokens: int | None = None  # the client's output cap, if any (an upper bound, not a forecast)
+    max_tokens: int | None = None  # the client's output cap, if any (a bound, not a forecast)
     num_preemptions: int = 0  # times the host preempted it
 
     @property
