@@ -136,3 +136,25 @@ class BudgetPacker:
 
     def plan(self, predicted_s: float = 0.0, stats: dict[str, float] | None = None) -> StepPlan:
         return StepPlan(list(self.scheduled), list(self.preempt), predicted_s, dict(stats or {}))
+
+
+def make_room(
+    packer: BudgetPacker, req: RequestView, num_tokens: int, victims: list[RequestView]
+) -> bool:
+    """Preempt from the end of ``victims`` (least important last) until ``num_tokens`` fit.
+
+    Never preempts ``req`` itself or anything already planned; preempts nothing when even all
+    the remaining victims together would not free enough blocks. Consumes ``victims`` from the
+    end. Returns True when the tokens' blocks fit afterwards.
+    """
+    if not packer.kv_short(req, num_tokens):
+        return True
+    candidates = [v for v in victims if v.key != req.key and not packer.is_planned(v.key)]
+    freeable = sum(v.num_blocks for v in candidates)
+    if packer.blocks_needed(req, num_tokens) > packer.free_blocks + freeable:
+        return False
+    while packer.kv_short(req, num_tokens):
+        victim = victims.pop()
+        if victim.key != req.key and not packer.is_planned(victim.key):
+            packer.preempt_request(victim)
+    return True

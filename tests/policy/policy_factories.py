@@ -18,8 +18,14 @@ def waiting(
     key: int, tier_name: str = "standard", arrival: float = 0.0, prompt: int = 100
 ) -> RequestView:
     """A new request that has not run yet."""
-    return RequestView(key=key, tier=tier(tier_name), arrival_s=arrival, prompt_len=prompt,
-                       num_computed=0, num_generated=0)
+    return RequestView(
+        key=key,
+        tier=tier(tier_name),
+        arrival_s=arrival,
+        prompt_len=prompt,
+        num_computed=0,
+        num_generated=0,
+    )
 
 
 def decoding(
@@ -32,20 +38,35 @@ def decoding(
 ) -> RequestView:
     """A running request past its prefill: one token pending, blocks for what it computed."""
     computed = prompt + generated - 1
-    return RequestView(key=key, tier=tier(tier_name), arrival_s=arrival, prompt_len=prompt,
-                       num_computed=computed, num_generated=generated,
-                       num_blocks=-(-computed // BLOCK),
-                       first_token_s=arrival + 0.1 if first_token_s is None else first_token_s)
+    return RequestView(
+        key=key,
+        tier=tier(tier_name),
+        arrival_s=arrival,
+        prompt_len=prompt,
+        num_computed=computed,
+        num_generated=generated,
+        num_blocks=-(-computed // BLOCK),
+        first_token_s=arrival + 0.1 if first_token_s is None else first_token_s,
+    )
 
 
 def prefilling(
-    key: int, tier_name: str = "standard", arrival: float = 0.0, prompt: int = 1000,
+    key: int,
+    tier_name: str = "standard",
+    arrival: float = 0.0,
+    prompt: int = 1000,
     computed: int = 256,
 ) -> RequestView:
     """A running request part-way through its prompt."""
-    return RequestView(key=key, tier=tier(tier_name), arrival_s=arrival, prompt_len=prompt,
-                       num_computed=computed, num_generated=0,
-                       num_blocks=-(-computed // BLOCK))
+    return RequestView(
+        key=key,
+        tier=tier(tier_name),
+        arrival_s=arrival,
+        prompt_len=prompt,
+        num_computed=computed,
+        num_generated=0,
+        num_blocks=-(-computed // BLOCK),
+    )
 
 
 def state(
@@ -59,9 +80,13 @@ def state(
     running = running or []
     used = sum(r.num_blocks for r in running)
     kv = KVState(free_blocks=free_blocks, total_blocks=free_blocks + used, block_size=BLOCK)
-    return SchedulerInput(now_s=now, running=running, waiting=waiting_ or [], kv=kv,
-                          limits=HostLimits(max_num_seqs=max_num_seqs,
-                                            max_batch_tokens=max_batch_tokens))
+    return SchedulerInput(
+        now_s=now,
+        running=running,
+        waiting=waiting_ or [],
+        kv=kv,
+        limits=HostLimits(max_num_seqs=max_num_seqs, max_batch_tokens=max_batch_tokens),
+    )
 
 
 def roofline() -> RooflineModel:

@@ -31,7 +31,13 @@ def test_preempts_last_running_when_kv_short_and_stops_admission():
 
 
 def test_waiting_admission_stops_at_first_that_does_not_fit():
-    st = state(waiting_=[waiting(1, arrival=0.0, prompt=100), waiting(2, arrival=1.0, prompt=1000),
-                         waiting(3, arrival=2.0, prompt=10)], free_blocks=20)
+    st = state(
+        waiting_=[
+            waiting(1, arrival=0.0, prompt=100),
+            waiting(2, arrival=1.0, prompt=1000),
+            waiting(3, arrival=2.0, prompt=10),
+        ],
+        free_blocks=20,
+    )
     plan = make_policy("vllm-fcfs", roofline(), budget=4096).schedule(st)
     assert plan.scheduled == [(1, 100)]  # 2 needs 63 blocks; FCFS does not let 3 jump ahead
