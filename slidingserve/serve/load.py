@@ -1,0 +1,64 @@
+"""A replica's load as it reports it, and the TTFT a new request would see there.
+
+Each engine replica reports a ``ReplicaLoad`` as its Ray Serve routing stats. A request of
+priority ``p`` waits for the prefill tokens of requests at priorities ``<= p`` (the engine's
+scheduler serves higher-priority tiers first), so its predicted TTFT at a replica is
+
+    step_s + (tokens waiting at priorities <= p + its own prompt) * s_per_prefill_token
+
+and its slack is its TTFT target minus that. Both the router (to pick a replica) and the
+replica (to admit or refuse) use this one formula.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+LOAD_FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaLoad:
+    """One replica's routing stats (plain data, so they travel as a dict)."""
+
+    ts: float  # wall time the snapshot was taken (time.time())
+    replica: str  # replica id, for logs and tests
+    queue_len: int  # requests admitted and not finished
+    running: int  # requests past their first token
+    waiting_tokens: dict[int, int] = field(default_factory=dict)  # priority -> prefill tokens
+    s_per_prefill_token: float = 1e-4  # predicted prefill cost per token
+    step_s: float = 0.02  # predicted duration of one decode step at the current batch
+    model_version: int | None = None  # predictor model version in use
+    format: int = LOAD_FORMAT
+
+    def to_stats(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_stats(cls, stats: Mapping[str, Any] | None) -> ReplicaLoad | None:
+        """The load in ``stats``, or None when absent or from another format."""
+        if not stats or stats.get("format") != LOAD_FORMAT:
+            return None
+        try:
+            return cls(**{k: stats[k] for k in cls.__dataclass_fields__ if k in stats})
+        except TypeError:
+            return None
+
+    def age_s(self, now: float | None = None) -> float:
+        return (time.time() if now is None else now) - self.ts
+
+    def tokens_ahead(self, priority: int) -> int:
+        return sum(n for p, n in self.waiting_tokens.items() if p <= priority)
+
+    def predicted_ttft_s(self, priority: int, prompt_len: int, extra_tokens: int = 0) -> float:
+        """TTFT a new request of ``priority`` would see; ``extra_tokens``: routed, not yet seen."""
+        ahead = self.tokens_ahead(priority) + extra_tokens + prompt_len
+        return self.step_s + ahead * self.s_per_prefill_token
+
+    def slack_s(
+        self, priority: int, ttft_target_s: float, prompt_len: int, extra_tokens: int = 0
+    ) -> float:
+        return ttft_target_s - self.predicted_ttft_s(priority, prompt_len, extra_tokens)

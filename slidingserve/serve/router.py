@@ -1,0 +1,134 @@
+"""SLO-slack request router for the ingress -> engine hop.
+
+Idea: every engine replica reports a ``ReplicaLoad`` (queue, waiting prefill tokens per
+priority, predicted cost per token) as its Ray Serve routing stats. For a request of tier T
+with prompt length L the router predicts the TTFT it would see on each replica and ranks
+replicas by slack (T's TTFT target minus that prediction), most slack first. Between stats
+reports it adds the prompts it has itself routed to a replica since that replica's snapshot,
+so a burst does not pile onto the replica that looked emptiest a moment ago.
+
+Fallback: when any candidate's stats are missing or older than ``stale_after_s`` (or the
+call carries no ``GenerateRequest``), it behaves as power-of-two-choices: two random
+candidates, of which Serve picks the shorter queue.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import defaultdict
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ray.serve.request_router import (
+    FIFOMixin,
+    PendingRequest,
+    ReplicaID,
+    ReplicaResult,
+    RequestRouter,
+    RunningReplica,
+)
+
+from slidingserve.serve.load import ReplicaLoad
+from slidingserve.serve.messages import GenerateRequest
+
+K = TypeVar("K", bound=Hashable)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteQuery:
+    """What the router needs to know about one request."""
+
+    priority: int
+    ttft_target_s: float
+    prompt_len: int
+
+
+def rank_by_slack(
+    loads: Sequence[tuple[K, ReplicaLoad]],
+    query: RouteQuery,
+    routed_tokens: dict[K, int] | None = None,
+) -> list[K]:
+    """Replica keys ordered by predicted slack for ``query``, most slack first.
+
+    Ties go to the shorter queue. ``routed_tokens``: prompt tokens sent to each replica that
+    its last snapshot does not include yet.
+    """
+    extra = routed_tokens or {}
+
+    def order(item: tuple[K, ReplicaLoad]) -> tuple[float, int]:
+        key, load = item
+        slack = load.slack_s(
+            query.priority, query.ttft_target_s, query.prompt_len, extra.get(key, 0)
+        )
+        return (-slack, load.queue_len)
+
+    return [key for key, _ in sorted(loads, key=order)]
+
+
+def query_of(pending: PendingRequest | None) -> RouteQuery | None:
+    """The routing query of a pending ``Engine.generate`` call, else None."""
+    if pending is None or not pending.args:
+        return None
+    req = pending.args[0]
+    if not isinstance(req, GenerateRequest):
+        return None
+    return RouteQuery(req.slo.priority, req.slo.ttft_s, req.prompt_len)
+
+
+class SlackRouter(FIFOMixin, RequestRouter):
+    """Ray Serve request router: most predicted TTFT slack first, p2c when stats are stale."""
+
+    def initialize_state(self, stale_after_s: float = 3.0, seed: int | None = None, **_: Any):
+        self._stale_after_s = float(stale_after_s)
+        self._rng = random.Random(seed)
+        # replica -> [(wall time routed, prompt tokens)] not yet covered by its snapshot
+        self._routed: dict[ReplicaID, list[tuple[float, int]]] = defaultdict(list)
+
+    async def choose_replicas(
+        self,
+        candidate_replicas: list[RunningReplica],
+        pending_request: PendingRequest | None = None,
+    ) -> list[list[RunningReplica]]:
+        if not candidate_replicas:
+            return []
+        query = query_of(pending_request)
+        loads = self._fresh_loads(candidate_replicas)
+        if query is None or loads is None:
+            return [self._two_choices(candidate_replicas)]
+        by_id = {r.replica_id: r for r in candidate_replicas}
+        routed = self._routed_tokens(loads)
+        ranked = rank_by_slack(list(loads.items()), query, routed)
+        return [[by_id[rid]] for rid in ranked]
+
+    def on_request_routed(
+        self, pending_request: PendingRequest, replica_id: ReplicaID, result: ReplicaResult
+    ) -> None:
+        query = query_of(pending_request)
+        if query is not None:
+            self._routed[replica_id].append((time.time(), query.prompt_len))
+
+    # ---- helpers ------------------------------------------------------------------------
+    def _fresh_loads(self, replicas: list[RunningReplica]) -> dict[ReplicaID, ReplicaLoad] | None:
+        now = time.time()
+        loads: dict[ReplicaID, ReplicaLoad] = {}
+        for r in replicas:
+            load = ReplicaLoad.from_stats(r.routing_stats)
+            if load is None or load.age_s(now) > self._stale_after_s:
+                return None
+            loads[r.replica_id] = load
+        return loads
+
+    def _routed_tokens(self, loads: dict[ReplicaID, ReplicaLoad]) -> dict[ReplicaID, int]:
+        out: dict[ReplicaID, int] = {}
+        for rid, load in loads.items():
+            kept = [(t, n) for t, n in self._routed.get(rid, ()) if t > load.ts]
+            self._routed[rid] = kept
+            out[rid] = sum(n for _, n in kept)
+        return out
+
+    def _two_choices(self, replicas: list[RunningReplica]) -> list[RunningReplica]:
+        if len(replicas) <= 2:
+            return self._rng.sample(replicas, len(replicas))
+        return self._rng.sample(replicas, 2)
