@@ -1,0 +1,60 @@
+"""EngineArgs for the tiny model on a CPU vLLM engine, with small, sane defaults.
+
+vLLM's CPU defaults ask for most of the machine's RAM as KV cache and large batches; these
+defaults fit a 2-core, shared machine. Async scheduling is off so that every scheduler
+(vLLM's own and ours) runs the same synchronous engine loop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+DEFAULT_KV_CACHE_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_MODEL_LEN = 2048
+DEFAULT_MAX_NUM_SEQS = 32
+DEFAULT_MAX_BATCHED_TOKENS = 512
+
+
+def cpu_engine_kwargs(
+    model: str | Path,
+    *,
+    kv_cache_memory_bytes: int = DEFAULT_KV_CACHE_BYTES,
+    max_model_len: int = DEFAULT_MAX_MODEL_LEN,
+    max_num_seqs: int = DEFAULT_MAX_NUM_SEQS,
+    max_num_batched_tokens: int = DEFAULT_MAX_BATCHED_TOKENS,
+    seed: int = 0,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Keyword arguments for ``vllm.EngineArgs``/``AsyncEngineArgs`` (and ``vllm.LLM``)."""
+    for name, value in (
+        ("kv_cache_memory_bytes", kv_cache_memory_bytes),
+        ("max_model_len", max_model_len),
+        ("max_num_seqs", max_num_seqs),
+        ("max_num_batched_tokens", max_num_batched_tokens),
+    ):
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f"cpu engine args: {name} must be a positive int (got {value!r})")
+    kwargs: dict[str, Any] = {
+        "model": str(model),
+        "tokenizer": str(model),
+        "dtype": "bfloat16",
+        "kv_cache_memory_bytes": kv_cache_memory_bytes,
+        "max_model_len": max_model_len,
+        "max_num_seqs": max_num_seqs,
+        "max_num_batched_tokens": max_num_batched_tokens,
+        "enable_chunked_prefill": True,
+        "enable_prefix_caching": False,
+        "async_scheduling": False,
+        "enforce_eager": True,
+        "seed": seed,
+    }
+    kwargs.update(overrides)
+    return kwargs
+
+
+def cpu_engine_args(model: str | Path, **kwargs: Any) -> Any:
+    """``vllm.engine.arg_utils.AsyncEngineArgs`` built from ``cpu_engine_kwargs``."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    return AsyncEngineArgs(**cpu_engine_kwargs(model, **kwargs))
