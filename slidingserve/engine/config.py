@@ -1,0 +1,72 @@
+"""What the SlidingServe scheduler reads from vLLM's config.
+
+vLLM hands the scheduler its ``VllmConfig``; ``vllm_config.additional_config`` is a free-form
+dict that vLLM carries unchanged into the EngineCore process. The adapter reads one key of it:
+
+    EngineArgs(..., scheduler_cls=SCHEDULER_CLS,
+               additional_config={"slidingserve": {"policy": "slidingserve", ...}})
+
+Every field is validated on load; errors name the field and the bad value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from slidingserve.slo.tiers import TierSet, load_tiers, tiers_from_dict
+
+CONFIG_KEY = "slidingserve"
+SCHEDULER_CLS = "slidingserve.engine.scheduler.SlidingServeScheduler"
+
+
+class EngineSchedulerConfig(BaseModel):
+    """The adapter's configuration (``additional_config["slidingserve"]``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    policy: str = Field(default="slidingserve", min_length=1)  # registered policy name
+    policy_config: dict[str, Any] = Field(default_factory=dict)  # overrides of its config
+    tiers_path: str | None = None  # tier file (None: deploy/slo_tiers.yaml)
+    tiers: dict[str, Any] | None = None  # inline tier file contents (wins over tiers_path)
+    latency_model: str | None = None  # latency-model dir (None: a RooflineModel)
+    roofline: dict[str, Any] = Field(default_factory=dict)  # RooflineConfig overrides
+    latency_check_every: int = Field(default=16, gt=0)  # steps between model-version checks
+    step_trace: str | None = None  # .csv/.parquet path the measured steps are written to
+    step_trace_flush_every: int = Field(default=512, gt=0)  # steps between (atomic) rewrites
+    model_name: str = "unknown"  # provenance of the step trace
+    hardware: str | None = None  # provenance (None: machine-cpus)
+
+    def load_tiers(self) -> TierSet:
+        if self.tiers is not None:
+            return tiers_from_dict(self.tiers, source=f"additional_config.{CONFIG_KEY}.tiers")
+        return load_tiers(self.tiers_path)
+
+
+def config_from_additional(additional: dict[str, Any] | None) -> EngineSchedulerConfig:
+    """Parse ``additional_config[CONFIG_KEY]`` (absent -> all defaults)."""
+    raw = (additional or {}).get(CONFIG_KEY, {})
+    if not isinstance(raw, dict):
+        raise ValueError(
+            f"additional_config[{CONFIG_KEY!r}] must be a mapping (got {type(raw).__name__})"
+        )
+    try:
+        return EngineSchedulerConfig(**raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise ValueError(
+            f"additional_config.{CONFIG_KEY}.{field}: {err['msg']} (got {err.get('input')!r})"
+        ) from None
+
+
+def additional_config(**fields: Any) -> dict[str, Any]:
+    """``additional_config`` for EngineArgs, validated here so that bad fields fail early."""
+    cfg = EngineSchedulerConfig(**fields)
+    return {CONFIG_KEY: cfg.model_dump(exclude_defaults=True)}
+
+
+def path_or_none(value: str | None) -> Path | None:
+    return Path(value) if value else None
