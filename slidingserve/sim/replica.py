@@ -1,0 +1,247 @@
+"""One simulated engine: a KV cache in blocks, a waiting and a running queue, a policy.
+
+Each step: build a ``SchedulerInput`` from the live ``RequestView`` objects (the output length
+stays on the host side), ask the policy for a ``StepPlan``, check it (``check_plan`` raises
+``PlanError`` on unknown keys, too many tokens or sequences, KV over-allocation), then apply it:
+preempt (free blocks, back to the front of the waiting queue with ``num_computed = 0``: vLLM's
+recompute), allocate blocks in plan order, run for the latency model's predicted step time, and
+at the step's end advance ``num_computed``; a request whose computed tokens reach its known
+tokens emits one output token, and finishes after its last one (``policy.forget``). Per-step
+work is O(requests in the step), plus O(waiting) on steps that admit or preempt.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from slidingserve.latency import LatencyModel
+from slidingserve.latency.features import (
+    F_DECODE_CTX_MAX,
+    F_DECODE_CTX_SUM,
+    F_DECODE_REQS,
+    F_PREFILL_ATTN,
+    F_PREFILL_REQS,
+    F_PREFILL_TOKENS,
+    F_TOTAL_TOKENS,
+    N_FEATURES,
+)
+from slidingserve.policy import HostLimits, KVState, Policy, SchedulerInput, StepPlan
+from slidingserve.sim.request import SimRequest
+
+_EPS = 1e-9
+Items = list[tuple[SimRequest, int]]
+
+
+class PlanError(RuntimeError):
+    """A policy returned a plan the host cannot run; the message names the request and value."""
+
+
+class Replica:
+    def __init__(
+        self,
+        index: int,
+        policy: Policy,
+        latency: LatencyModel,
+        num_blocks: int,
+        block_size: int,
+        limits: HostLimits,
+        record_token_times: bool = False,
+    ):
+        self.index = index
+        self.policy = policy
+        self.latency = latency
+        self.total_blocks = num_blocks
+        self.free_blocks = num_blocks
+        self.block_size = block_size
+        self.limits = limits
+        self.record_token_times = record_token_times
+        self.running: list = []  # RequestView of requests holding KV blocks, admission order
+        self.waiting: list = []  # RequestView of requests holding none (new or preempted)
+        self.requests: dict[int, SimRequest] = {}  # live requests on this replica
+        self.busy = False
+        self.step_items: Items = []
+        self.step_end_s = 0.0
+        self.policy_calls = 0
+        self.policy_s = 0.0  # wall time spent inside policy.schedule
+        self.steps = 0
+        self.tokens_run = 0
+        self.preemptions = 0
+
+    # -- queries ---------------------------------------------------------------------------------
+    @property
+    def outstanding(self) -> int:
+        return len(self.running) + len(self.waiting)
+
+    def queued_prefill_tokens(self) -> int:
+        return sum(v.prompt_len + v.num_generated - v.num_computed for v in self.waiting) + sum(
+            v.prompt_len + v.num_generated - v.num_computed - 1 for v in self.running
+        )
+
+    # -- commands --------------------------------------------------------------------------------
+    def enqueue(self, req: SimRequest) -> None:
+        req.replica = self.index
+        self.requests[req.view.key] = req
+        self.waiting.append(req.view)
+
+    def plan(self, now: float) -> StepPlan:
+        state = SchedulerInput(
+            now,
+            self.running,
+            self.waiting,
+            KVState(self.free_blocks, self.total_blocks, self.block_size),
+            self.limits,
+        )
+        self.policy_calls += 1
+        t0 = time.perf_counter()
+        plan = self.policy.schedule(state)
+        self.policy_s += time.perf_counter() - t0
+        return plan
+
+    def check_plan(self, plan: StepPlan, now: float) -> tuple[Items, list[SimRequest]]:
+        """Resolve a plan's keys; raise ``PlanError`` if it cannot run as given."""
+        seen: set[int] = set()
+        preempted: list[SimRequest] = []
+        free = self.free_blocks
+        for key in plan.preempt:
+            r = self._live(key, now, "preempt")
+            if key in seen:
+                raise self._error(now, f"request {key} preempted twice")
+            if r.view.num_blocks == 0:
+                raise self._error(now, f"request {key} preempted but it holds no KV (not running)")
+            seen.add(key)
+            preempted.append(r)
+            free += r.view.num_blocks
+        items: Items = []
+        tokens = 0
+        bs = self.block_size
+        for key, n in plan.scheduled:
+            r = self._live(key, now, "scheduled")
+            if key in seen:
+                raise self._error(now, f"request {key} appears twice in the plan (or is preempted)")
+            seen.add(key)
+            v = r.view
+            pending = v.prompt_len + v.num_generated - v.num_computed
+            if not 1 <= n <= pending:
+                raise self._error(now, f"request {key}: {n} tokens scheduled, {pending} pending")
+            if v.num_computed + n > self.limits.max_model_len:
+                raise self._error(
+                    now,
+                    f"request {key}: {v.num_computed + n} tokens exceed max_model_len "
+                    f"{self.limits.max_model_len}",
+                )
+            free -= max(-(-(v.num_computed + n) // bs) - v.num_blocks, 0)
+            if free < 0:
+                raise self._error(
+                    now,
+                    f"KV over-allocation at request {key}: plan needs {-free} blocks more "
+                    f"than the {self.free_blocks} free (+ preempted)",
+                )
+            tokens += n
+            items.append((r, n))
+        if tokens > self.limits.max_batch_tokens:
+            raise self._error(
+                now, f"{tokens} tokens exceed max_batch_tokens {self.limits.max_batch_tokens}"
+            )
+        if len(items) > self.limits.max_num_seqs:
+            raise self._error(
+                now, f"{len(items)} requests exceed max_num_seqs {self.limits.max_num_seqs}"
+            )
+        return items, preempted
+
+    def preempt(self, preempted: list[SimRequest]) -> None:
+        for r in preempted:
+            v = r.view
+            self.free_blocks += v.num_blocks
+            r.tokens_discarded += v.num_computed
+            v.num_computed = 0
+            v.num_blocks = 0
+            v.num_preemptions += 1
+        self.preemptions += len(preempted)
+        self.running = [v for v in self.running if v.num_blocks > 0]
+        self.waiting = [r.view for r in preempted] + self.waiting
+
+    def launch(self, items: Items, now: float) -> float:
+        """Allocate blocks for ``items`` (already checked), start the step; returns its end."""
+        bs = self.block_size
+        x = [0.0] * N_FEATURES
+        ctx_max = 0
+        admitted = False
+        for r, n in items:
+            v = r.view
+            c = v.num_computed
+            need = -(-(c + n) // bs) - v.num_blocks
+            if need > 0:
+                if v.num_blocks == 0:
+                    admitted = True
+                    self.running.append(v)
+                v.num_blocks += need
+                self.free_blocks -= need
+            if n == 1 and v.prompt_len + v.num_generated - c == 1:
+                x[F_DECODE_REQS] += 1
+                x[F_DECODE_CTX_SUM] += c + 1
+                ctx_max = max(ctx_max, c + 1)
+            else:
+                x[F_PREFILL_TOKENS] += n
+                x[F_PREFILL_REQS] += 1
+                x[F_PREFILL_ATTN] += n * (c + n / 2.0)
+        if admitted:
+            self.waiting = [v for v in self.waiting if v.num_blocks == 0]
+        x[F_DECODE_CTX_MAX] = ctx_max
+        x[F_TOTAL_TOKENS] = x[F_PREFILL_TOKENS] + x[F_DECODE_REQS]
+        duration = float(self.latency.predict_features(np.asarray([x]))[0])
+        if not duration > 0:
+            raise self._error(now, f"latency model predicted a non-positive step time {duration}")
+        self.busy = True
+        self.step_items = items
+        self.step_end_s = now + duration
+        self.steps += 1
+        return self.step_end_s
+
+    def complete(self, now: float) -> list[SimRequest]:
+        """End the step in flight at ``now``: advance tokens, emit, finish. Returns finished."""
+        finished: list[SimRequest] = []
+        for r, n in self.step_items:
+            v = r.view
+            v.num_computed += n
+            r.tokens_run += n
+            self.tokens_run += n
+            if v.num_computed == v.prompt_len + v.num_generated:
+                v.num_generated += 1
+                if v.first_token_s is None:
+                    v.first_token_s = now
+                r.last_token_s = now
+                if now > min(r.due0 + (v.num_generated - 1) * r.tpot, r.cap) + _EPS:
+                    r.late_tokens += 1
+                if r.token_times is not None:
+                    r.token_times.append(now)
+                if v.num_generated == r.spec.output_len:
+                    self.retire(r)
+                    finished.append(r)
+        if finished:
+            self.running = [v for v in self.running if v.num_blocks > 0]
+        self.busy = False
+        self.step_items = []
+        return finished
+
+    def retire(self, r: SimRequest) -> None:
+        """``r`` emitted its last token: free its blocks, drop it, tell the policy."""
+        v = r.view
+        self.free_blocks += v.num_blocks
+        v.num_blocks = 0
+        r.finished = True
+        del self.requests[v.key]
+        self.policy.forget(v.key)
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _live(self, key: int, now: float, where: str) -> SimRequest:
+        r = self.requests.get(key)
+        if r is None:
+            raise self._error(now, f"{where} key {key!r} is not a live request on this replica")
+        return r
+
+    def _error(self, now: float, message: str) -> PlanError:
+        return PlanError(
+            f"policy {self.policy.name!r}, replica {self.index}, t={now:.6f}s: {message}"
+        )

@@ -1,0 +1,221 @@
+"""The discrete-event loop: arrivals and step completions on N replicas behind a router.
+
+Events are step ends, kept in a heap of (time, seq, replica); arrivals come from the sorted
+workload and are merged in (an arrival at the same time as a step end is handled first, so the
+next step sees it). Deterministic: no randomness here (the workload carries the seed), ties
+broken by insertion order. At the end, conservation is asserted (``ConservationError``): every
+request finished exactly once with all its output tokens, and every token run is accounted for
+(prompt + output - 1 tokens per finished request, plus the recompute after preemptions).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from slidingserve.latency import LatencyModel, RooflineModel
+from slidingserve.metrics import RequestRecord
+from slidingserve.policy import Policy, RequestView, make_policy
+from slidingserve.sim.config import SimConfig
+from slidingserve.sim.fastforward import fast_forward, is_decode_only_plan
+from slidingserve.sim.replica import Replica
+from slidingserve.sim.request import SimRequest
+from slidingserve.sim.routers import make_router
+from slidingserve.slo import TierSet
+from slidingserve.workload import RequestSpec
+
+
+class ConservationError(AssertionError):
+    """The simulation lost or duplicated a request or a token (a simulator bug)."""
+
+
+class SimulationStalled(RuntimeError):
+    """Requests are pending but the policy schedules nothing and no arrival is left."""
+
+
+@dataclass
+class SimResult:
+    records: list[RequestRecord]
+    end_s: float  # simulated time of the last event handled
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def simulate(
+    specs: Sequence[RequestSpec],
+    tiers: TierSet,
+    policy: str | Callable[[LatencyModel], Policy],
+    config: SimConfig | None = None,
+    latency: LatencyModel | None = None,
+    policy_config: dict[str, Any] | None = None,
+) -> SimResult:
+    """Simulate ``specs`` (sorted by arrival) under ``policy`` (a registered name or a factory)."""
+    config = config or SimConfig()
+    latency = latency or RooflineModel()
+    factory = _policy_factory(policy, policy_config)
+    replicas = [
+        Replica(
+            i,
+            factory(latency),
+            latency,
+            config.kv_blocks(),
+            config.block_size,
+            config.limits(),
+            config.record_token_times,
+        )
+        for i in range(config.replicas)
+    ]
+    router = make_router(config.router, latency)
+    reqs = [_sim_request(s, tiers, config) for s in specs]
+    for a, b in itertools.pairwise(specs):
+        if b.arrival_s < a.arrival_s:
+            raise ValueError(f"workload not sorted by arrival at request {b.key} ({b.arrival_s})")
+    horizon = (
+        (specs[-1].arrival_s + config.drain_s) if specs and config.drain_s is not None else math.inf
+    )
+    wall0 = time.perf_counter()
+    heap: list[tuple[float, int, int]] = []
+    seq = 0
+    n_arrived = 0
+    fast_forwarded = 0
+    now = 0.0
+    n = len(reqs)
+
+    def start(rep: Replica, t: float) -> None:
+        nonlocal seq, fast_forwarded
+        if not rep.running and not rep.waiting:
+            return
+        while True:
+            plan = rep.plan(t)
+            items, preempted = rep.check_plan(plan, t)
+            if preempted:
+                rep.preempt(preempted)
+            if items:
+                break
+            if not preempted:
+                return  # idle until something arrives for it
+            # A preempt-only plan: ask again (terminates: each round shrinks the running set).
+        if config.fast_forward and is_decode_only_plan(rep, plan, items):
+            nxt = reqs[n_arrived].spec.arrival_s if n_arrived < n else horizon
+            t, items, skipped = fast_forward(rep, items, t, nxt, config.fast_forward_max_steps)
+            fast_forwarded += skipped
+        end = rep.launch(items, t)
+        heapq.heappush(heap, (end, seq, rep.index))
+        seq += 1
+
+    while True:
+        t_arr = reqs[n_arrived].spec.arrival_s if n_arrived < n else math.inf
+        t_step = heap[0][0] if heap else math.inf
+        t_next = min(t_arr, t_step)
+        if t_next == math.inf or t_next > horizon:
+            break
+        now = t_next
+        if t_arr <= t_step:
+            woken: dict[int, Replica] = {}  # simultaneous arrivals all join before a step starts
+            while n_arrived < n and reqs[n_arrived].spec.arrival_s == now:
+                req = reqs[n_arrived]
+                n_arrived += 1
+                rep = replicas[router.route(req, replicas, now)]
+                rep.enqueue(req)
+                if not rep.busy:
+                    woken[rep.index] = rep
+            for rep in woken.values():
+                start(rep, now)
+        else:
+            _, _, idx = heapq.heappop(heap)
+            rep = replicas[idx]
+            rep.complete(now)
+            start(rep, now)
+
+    stopped_early = any(not r.finished for r in reqs)
+    if stopped_early and horizon == math.inf:
+        stuck = [rep for rep in replicas if rep.outstanding]
+        raise SimulationStalled(
+            f"policy {stuck[0].policy.name!r} scheduled nothing on replica {stuck[0].index} at "
+            f"t={now:.3f}s with {len(stuck[0].running)} running and {len(stuck[0].waiting)} "
+            "waiting requests, and no arrival is left"
+        )
+    _check_conservation(reqs, replicas, complete=not stopped_early)
+    wall = time.perf_counter() - wall0
+    stats = {
+        "sim_wall_s": wall,
+        "end_s": now,
+        "requests": n,
+        "finished": sum(r.finished for r in reqs),
+        "stopped_at_horizon": stopped_early,
+        "steps": sum(rep.steps for rep in replicas),
+        "policy_calls": sum(rep.policy_calls for rep in replicas),
+        "policy_wall_s": sum(rep.policy_s for rep in replicas),
+        "fast_forwarded_steps": fast_forwarded,
+        "tokens_run": sum(rep.tokens_run for rep in replicas),
+        "preemptions": sum(rep.preemptions for rep in replicas),
+    }
+    return SimResult([r.record() for r in reqs], now, stats)
+
+
+def _policy_factory(
+    policy: str | Callable[[LatencyModel], Policy], overrides: dict[str, Any] | None
+) -> Callable[[LatencyModel], Policy]:
+    if not isinstance(policy, str):
+        return policy
+    name, cfg = policy, dict(overrides or {})
+    make_policy(name, RooflineModel(), **cfg)  # fail early, naming the bad name or field
+    return lambda lat: make_policy(name, lat, **cfg)
+
+
+def _sim_request(spec: RequestSpec, tiers: TierSet, config: SimConfig) -> SimRequest:
+    tier = tiers[spec.tier]
+    if spec.prompt_len + spec.output_len - 1 > config.max_model_len:
+        raise ValueError(
+            f"request {spec.key}: prompt {spec.prompt_len} + output {spec.output_len} tokens "
+            f"exceed max_model_len {config.max_model_len}"
+        )
+    view = RequestView(
+        key=spec.key,
+        tier=tier,
+        arrival_s=spec.arrival_s,
+        prompt_len=spec.prompt_len,
+        num_computed=0,
+        num_generated=0,
+    )
+    return SimRequest(
+        spec=spec,
+        view=view,
+        token_times=[] if config.record_token_times else None,
+        due0=spec.arrival_s + tier.ttft_s,
+        tpot=tier.tpot_s,
+        cap=spec.arrival_s + tier.e2e_s if tier.e2e_s is not None else math.inf,
+    )
+
+
+def _check_conservation(reqs: list[SimRequest], replicas: list[Replica], complete: bool) -> None:
+    for r in reqs:
+        v, s = r.view, r.spec
+        if r.tokens_run != v.num_computed + r.tokens_discarded:
+            raise ConservationError(
+                f"request {s.key}: ran {r.tokens_run} tokens but holds {v.num_computed} "
+                f"+ discarded {r.tokens_discarded}"
+            )
+        if r.finished and (
+            v.num_generated != s.output_len or v.num_computed != s.prompt_len + s.output_len - 1
+        ):
+            raise ConservationError(
+                f"request {s.key}: finished with {v.num_generated}/{s.output_len} tokens, "
+                f"{v.num_computed} computed"
+            )
+        if v.num_generated > s.output_len:
+            raise ConservationError(f"request {s.key}: emitted {v.num_generated} > {s.output_len}")
+    ran = sum(rep.tokens_run for rep in replicas)
+    if ran != sum(r.tokens_run for r in reqs):
+        raise ConservationError(f"replicas ran {ran} tokens, requests account for a different sum")
+    if complete:
+        for rep in replicas:
+            if rep.free_blocks != rep.total_blocks or rep.requests or rep.outstanding:
+                raise ConservationError(
+                    f"replica {rep.index}: {rep.total_blocks - rep.free_blocks} KV blocks or "
+                    f"{rep.outstanding} requests left after every request finished"
+                )
