@@ -81,6 +81,10 @@ class TierSet(Mapping[str, SLOTier]):
                 f"unknown SLO tier {name!r} (known: {', '.join(self._tiers)}; from {self.source})"
             ) from None
 
+    def __contains__(self, name: object) -> bool:
+        # Mapping's default goes through __getitem__, whose error is not a KeyError.
+        return name in self._tiers
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._tiers)
 
