@@ -210,16 +210,8 @@ class Llama:
         self.norm = torch.ones(d.hidden, device=device, dtype=self.dtype)
         self.lm_head = w(d.vocab, d.hidden)
         # KV pool: (2, layers, slots, kv_heads, head_dim), filled with random "earlier" K/V.
-        self.kv = torch.randn(
-            2,
-            d.num_layers,
-            kv_capacity,
-            d.num_kv_heads,
-            d.head_dim,
-            generator=g,
-            device=device,
-            dtype=self.dtype,
-        )
+        kv_shape = (2, d.num_layers, kv_capacity, d.num_kv_heads, d.head_dim)
+        self.kv = torch.randn(kv_shape, generator=g, device=device, dtype=self.dtype)
         self.kv_capacity = kv_capacity
         inv = 1.0 / (
             500000.0 ** (torch.arange(0, d.head_dim, 2, device=device).float() / d.head_dim)
@@ -363,13 +355,15 @@ def time_step(model: Llama, b: dict[str, Any], warmup: int, repeats: int) -> lis
     return times
 
 
-def time_graph(model: Llama, b: dict[str, Any], repeats: int, pool: Any) -> list[float]:
+def time_graph(model: Llama, b: dict[str, Any], repeats: int) -> list[float]:
     """Seconds per replay of the step captured as one CUDA graph (vLLM replays graphs for small
-    batches); call after ``time_step`` has warmed the step up eagerly."""
+    batches); call after ``time_step`` has warmed the step up eagerly. Each capture gets its own
+    memory pool, freed with the graph (the H100 run of 2026-11-25 shared one pool across deleted
+    graphs and hit an allocator assertion at the second capture; this form is not yet re-run)."""
     torch = model.torch
     graph = torch.cuda.CUDAGraph()
     with torch.inference_mode():
-        with torch.cuda.graph(graph, pool=pool):
+        with torch.cuda.graph(graph):
             model.forward(b)
         graph.replay()
         times = []
@@ -460,7 +454,6 @@ def run_profile(args: argparse.Namespace) -> int:
             if s.kv_tokens <= kv_cap and s.total_tokens <= args.max_tokens:
                 time_step(model, model.prepare(s), 2, 0)
     (out / "env.json").write_text(json.dumps(env, indent=1))
-    pool = torch.cuda.graph_pool_handle() if device == "cuda" else None
     graph_ok = device == "cuda" and args.graph_max_tokens > 0
     start, done = time.perf_counter(), 0
     with (out / "raw.jsonl").open("w") as f:
@@ -473,7 +466,7 @@ def run_profile(args: argparse.Namespace) -> int:
             graph_times: list[float] | None = None
             if graph_ok and s.total_tokens <= args.graph_max_tokens:
                 try:
-                    graph_times = time_graph(model, b, args.repeats, pool)
+                    graph_times = time_graph(model, b, args.repeats)
                 except Exception as e:  # keep the eager numbers; stop trying graphs
                     print(f"CUDA graph capture failed, eager only from now on: {e}", flush=True)
                     graph_ok = False
