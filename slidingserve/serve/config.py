@@ -30,13 +30,14 @@ class EngineConfig(_Strict):
     tokenizer: str | None = None
     served_model_name: str | None = None
     max_num_batched_tokens: int = Field(default=512, gt=0)
-    max_num_seqs: int = Field(default=64, gt=0)
+    max_num_seqs: int = Field(default=32, gt=0)
     max_model_len: int = Field(default=2048, gt=0)
     tensor_parallel_size: int = Field(default=1, gt=0)
-    kv_cache_memory_bytes: int | None = Field(default=256 * 2**20, gt=0)
+    kv_cache_memory_bytes: int | None = Field(default=64 * 2**20, gt=0)  # None: vLLM's default
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
     dtype: str = "auto"
     enforce_eager: bool = True
+    executor: str | None = "uni"  # vLLM distributed_executor_backend; "uni" = no worker process
     scheduler_cls: str | None = None  # import path; None = the engine teammate's default
     policy: str | None = None  # SlidingServe policy name handed to the scheduler
     data_dir: str | None = None  # where the tiny model is cached (default: the data dir)

@@ -1,0 +1,51 @@
+"""The application builder: ``import_path: slidingserve.serve.app:build`` in a Serve config.
+
+``build(args)`` validates ``args`` as a ``ServeAppConfig`` and returns the bound application
+(Ingress -> Engine), with the slack router on the Engine deployment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.serve import Application
+from ray.serve.config import RequestRouterConfig
+
+from slidingserve.serve.config import ServeAppConfig, load_serve_config
+from slidingserve.serve.deployments import Engine, Ingress
+
+ROUTER_CLASS = "slidingserve.serve.router.SlackRouter"
+
+
+def router_config(cfg: ServeAppConfig) -> dict[str, Any]:
+    """The Engine deployment's ``request_router_config`` (validated by Ray's model)."""
+    out: dict[str, Any] = {
+        "request_routing_stats_period_s": cfg.router.stats_period_s,
+        "request_routing_stats_timeout_s": max(cfg.router.stats_period_s * 4, 2.0),
+    }
+    if cfg.router.enabled:
+        out["request_router_class"] = ROUTER_CLASS
+        out["request_router_kwargs"] = {"stale_after_s": cfg.router.stale_after_s}
+    RequestRouterConfig(**out)  # fail here, naming the field, rather than in the controller
+    return out
+
+
+def build_app(cfg: ServeAppConfig) -> Application:
+    data = cfg.model_dump(mode="json")
+    actor: dict[str, Any] = {"num_cpus": cfg.engine_num_cpus}
+    if cfg.engine_num_gpus:
+        actor["num_gpus"] = cfg.engine_num_gpus
+    engine = Engine.options(
+        num_replicas=cfg.num_replicas,
+        max_ongoing_requests=cfg.max_ongoing_requests,
+        ray_actor_options=actor,
+        request_router_config=router_config(cfg),
+        health_check_period_s=10,
+        health_check_timeout_s=60,
+    ).bind(data)
+    return Ingress.options(ray_actor_options={"num_cpus": 0}).bind(engine, data)
+
+
+def build(args: dict[str, Any]) -> Application:
+    """Serve application builder (``serve run slidingserve.serve.app:build key=value``)."""
+    return build_app(load_serve_config(args, "application args"))

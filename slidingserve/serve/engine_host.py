@@ -1,0 +1,270 @@
+"""One engine replica's work, free of Ray Serve: an ``AsyncLLM``, its load, admission.
+
+``EngineHost`` owns the vLLM ``AsyncLLM`` (driven by the configured ``scheduler_cls``), keeps
+the replica's load (requests waiting for their first token, per priority), predicts the TTFT
+a new request would see, and admits, downgrades or refuses it. Every admitted request ends
+with its last ``TokenDelta`` or an explicit ``StreamError``; nothing is dropped silently.
+
+Cost estimates: with a latency model (the predictor's, applied live) the per-token prefill
+cost and the decode step come from it; before one arrives they are running averages of what
+the replica observes (TTFT per token processed, gaps between decode deltas).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slidingserve.latency.base import LatencyModel
+from slidingserve.latency.features import BatchShape
+from slidingserve.metrics.records import RequestRecord
+from slidingserve.serve.config import EngineConfig, ServeAppConfig
+from slidingserve.serve.load import ReplicaLoad
+from slidingserve.serve.messages import (
+    Admitted,
+    GenerateRequest,
+    Rejected,
+    StreamError,
+    StreamEvent,
+    TokenDelta,
+)
+from slidingserve.serve.metrics import EngineMetrics
+from slidingserve.serve.slo_headers import RequestSLO
+from slidingserve.slo.tiers import SLOTier, TierSet
+
+log = logging.getLogger(__name__)
+
+EMA = 0.2  # weight of a new observation in the running cost averages
+
+
+def resolve_model(cfg: EngineConfig) -> str:
+    """The model path: ``tiny`` builds (or reuses) the project's small CPU model."""
+    if cfg.model != "tiny":
+        return cfg.model
+    from slidingserve.models.tiny import ensure_tiny_model
+
+    return str(ensure_tiny_model(Path(cfg.data_dir) if cfg.data_dir else None))
+
+
+def engine_args(cfg: EngineConfig) -> Any:
+    """vLLM ``AsyncEngineArgs`` from the config (extra args pass through unchanged)."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    kwargs: dict[str, Any] = {
+        "model": resolve_model(cfg),
+        "tokenizer": cfg.tokenizer,
+        "served_model_name": cfg.name,
+        "max_num_batched_tokens": cfg.max_num_batched_tokens,
+        "max_num_seqs": cfg.max_num_seqs,
+        "max_model_len": cfg.max_model_len,
+        "tensor_parallel_size": cfg.tensor_parallel_size,
+        "dtype": cfg.dtype,
+        "enforce_eager": cfg.enforce_eager,
+        "disable_log_stats": True,
+        "enable_prefix_caching": False,
+        "async_scheduling": False,  # the SLO scheduler runs vLLM's synchronous engine loop
+    }
+    if cfg.executor is not None and cfg.tensor_parallel_size == 1:
+        kwargs["distributed_executor_backend"] = cfg.executor
+    if cfg.kv_cache_memory_bytes is not None:
+        kwargs["kv_cache_memory_bytes"] = cfg.kv_cache_memory_bytes
+    if cfg.gpu_memory_utilization is not None:
+        kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+    if cfg.scheduler_cls is not None:
+        kwargs["scheduler_cls"] = cfg.scheduler_cls
+    kwargs.update(cfg.extra_engine_args)
+    return AsyncEngineArgs(**kwargs)
+
+
+def best_effort_tier(tiers: TierSet, name: str | None) -> SLOTier:
+    if name is not None:
+        return tiers[name]
+    return max(tiers.values(), key=lambda t: t.priority)
+
+
+@dataclass(slots=True)
+class _Live:
+    """A request the replica holds."""
+
+    priority: int
+    prompt_len: int
+    admitted_s: float
+    tokens_ahead: int
+    first_token_s: float | None = None
+    last_token_s: float | None = None
+    n_out: int = 0
+    ctx: int = 0
+
+
+@dataclass(slots=True)
+class CostEstimate:
+    """Running averages of the replica's costs (used until a latency model arrives)."""
+
+    s_per_prefill_token: float = 2e-4
+    step_s: float = 0.02
+    samples: int = field(default=0)
+
+    def observe_ttft(self, seconds: float, tokens: int) -> None:
+        if tokens > 0 and seconds > 0:
+            per_tok = max(seconds - self.step_s, 0.0) / tokens
+            self.s_per_prefill_token += EMA * (per_tok - self.s_per_prefill_token)
+            self.samples += 1
+
+    def observe_step(self, seconds: float) -> None:
+        if seconds > 0:
+            self.step_s += EMA * (seconds - self.step_s)
+
+
+class EngineHost:
+    """An ``AsyncLLM`` plus the replica's load, admission control and metrics."""
+
+    def __init__(self, cfg: ServeAppConfig, tiers: TierSet, replica: str):
+        self.cfg = cfg
+        self.tiers = tiers
+        self.replica = replica
+        self.metrics = EngineMetrics(replica)
+        self.costs = CostEstimate()
+        self.latency: LatencyModel | None = None
+        self.model_version: int | None = None
+        self._live: dict[str, _Live] = {}
+        self._llm: Any = None
+
+    async def start(self) -> None:
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self._llm = AsyncLLM.from_engine_args(engine_args(self.cfg.engine))
+        log.info("replica %s: engine up (model %s)", self.replica, self.cfg.engine.name)
+
+    def shutdown(self) -> None:
+        if self._llm is not None:
+            self._llm.shutdown()
+            self._llm = None
+
+    async def check_health(self) -> None:
+        if self._llm is None:
+            raise RuntimeError(f"replica {self.replica}: engine not started")
+        await self._llm.check_health()
+
+    # ---- load ---------------------------------------------------------------------------
+    def set_latency_model(self, model: LatencyModel, version: int) -> None:
+        """Apply a new latency model live (the predictor link calls this)."""
+        self.latency, self.model_version = model, version
+        self.metrics.model_version.set(version, tags={"replica": self.replica})
+
+    def load(self) -> ReplicaLoad:
+        waiting: dict[int, int] = {}
+        for r in self._live.values():
+            if r.first_token_s is None:
+                waiting[r.priority] = waiting.get(r.priority, 0) + r.prompt_len
+        per_tok, step = self._costs()
+        load = ReplicaLoad(
+            ts=time.time(),
+            replica=self.replica,
+            queue_len=len(self._live),
+            running=sum(1 for r in self._live.values() if r.first_token_s is not None),
+            waiting_tokens=waiting,
+            s_per_prefill_token=per_tok,
+            step_s=step,
+            model_version=self.model_version,
+        )
+        for tier in self.tiers.values():
+            self.metrics.predicted_ttft.set(
+                load.predicted_ttft_s(tier.priority, 0),
+                tags={"replica": self.replica, "tier": tier.name},
+            )
+        return load
+
+    def _costs(self) -> tuple[float, float]:
+        if self.latency is None:
+            return self.costs.s_per_prefill_token, self.costs.step_s
+        ctxs = tuple(r.ctx for r in self._live.values() if r.first_token_s is not None)
+        budget = self.cfg.engine.max_num_batched_tokens
+        chunk = BatchShape(prefill=((budget, 0),), decode_ctx=ctxs)
+        step = float(self.latency.predict(BatchShape(decode_ctx=ctxs))) if ctxs else 0.0
+        return float(self.latency.predict(chunk)) / budget, step
+
+    # ---- requests -----------------------------------------------------------------------
+    def admit(self, req: GenerateRequest) -> Admitted | Rejected:
+        """Admit, downgrade or refuse ``req`` by its predicted TTFT on this replica."""
+        adm = self.cfg.admission
+        load = self.load()
+        waited = max(time.time() - req.arrival_s, 0.0)
+        predicted = waited + load.predicted_ttft_s(req.slo.priority, req.prompt_len)
+        target = req.slo.ttft_s * adm.margin
+        if not adm.enabled or predicted <= target:
+            return Admitted(self.replica, req.slo, None, predicted)
+        if adm.on_reject == "reject":
+            retry = max(adm.min_retry_after_s, int(predicted - req.slo.ttft_s + 0.999))
+            return Rejected(self.replica, predicted, req.slo.ttft_s, retry)
+        fallback = RequestSLO.of_tier(best_effort_tier(self.tiers, adm.best_effort_tier))
+        return Admitted(self.replica, fallback, req.slo.tier, predicted)
+
+    async def generate(self, req: GenerateRequest) -> AsyncIterator[StreamEvent]:
+        decision = self.admit(req)
+        yield decision
+        if isinstance(decision, Rejected):
+            return
+        slo = decision.slo
+        live = _Live(slo.priority, req.prompt_len, time.time(), 0, ctx=req.prompt_len)
+        live.tokens_ahead = self.load().tokens_ahead(slo.priority)
+        self._live[req.request_id] = live
+        outcome = "error"
+        try:
+            async for delta in self._run(req, slo, live):
+                yield delta
+            outcome = "downgraded" if decision.downgraded_from else "ok"
+        except Exception as exc:  # the stream ends with an explicit error, never silently
+            log.warning("replica %s: request %s failed: %s", self.replica, req.request_id, exc)
+            yield StreamError(f"engine error: {type(exc).__name__}: {exc}", {"n_out": live.n_out})
+        finally:
+            self._live.pop(req.request_id, None)
+            self._finish(req, slo, live, outcome)
+
+    async def _run(
+        self, req: GenerateRequest, slo: RequestSLO, live: _Live
+    ) -> AsyncIterator[TokenDelta]:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        if self._llm is None:
+            raise RuntimeError("engine not started")
+        params = SamplingParams(
+            **req.sampling, output_kind=RequestOutputKind.DELTA, extra_args=slo.extra_args()
+        )
+        prompt = {"prompt_token_ids": list(req.prompt_token_ids)}
+        async for out in self._llm.generate(prompt, params, request_id=req.request_id):
+            comp = out.outputs[0]
+            now = time.time()
+            n_new = len(comp.token_ids)
+            if n_new:
+                if live.first_token_s is None:
+                    live.first_token_s = now
+                    ahead = live.tokens_ahead + live.prompt_len
+                    self.costs.observe_ttft(now - live.admitted_s, ahead)
+                elif live.last_token_s is not None:
+                    self.costs.observe_step((now - live.last_token_s) / n_new)
+                live.last_token_s = now
+                live.n_out += n_new
+                live.ctx += n_new
+            finish = comp.finish_reason if out.finished else None
+            yield TokenDelta(comp.text, list(comp.token_ids), finish, req.prompt_len, live.n_out)
+
+    def _finish(self, req: GenerateRequest, slo: RequestSLO, live: _Live, outcome: str) -> None:
+        record = RequestRecord(
+            arrival_s=req.arrival_s,
+            tier=slo.tier,
+            first_token_s=live.first_token_s,
+            last_token_s=live.last_token_s,
+            n_out=live.n_out,
+            finished=outcome in ("ok", "downgraded"),
+        )
+        tier = self.tiers[slo.tier]
+        bound = SLOTier(tier.name, slo.ttft_s, slo.tpot_s, tier.e2e_s, tier.weight,
+                        tier.priority, tier.share)
+        self.metrics.finished(
+            slo.tier, outcome, record.ttft_s, record.tpot_s, live.n_out, record.meets_slo(bound)
+        )

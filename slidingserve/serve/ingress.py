@@ -1,0 +1,230 @@
+"""The HTTP side: OpenAI-compatible routes over an engine deployment handle.
+
+``IngressService`` turns one HTTP request into a ``GenerateRequest`` (SLO headers, API key,
+tokenization), sends it to the engine deployment (through the slack router) and writes the
+response: JSON, or SSE that starts once the first token is known so the measured TTFT can
+travel in a header. ``build_api`` wires it into a FastAPI app.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from slidingserve.serve import openai_api as oa
+from slidingserve.serve.auth import AuthError, KeyTable
+from slidingserve.serve.config import ServeAppConfig
+from slidingserve.serve.messages import (
+    Admitted,
+    GenerateRequest,
+    Rejected,
+    StreamError,
+    StreamEvent,
+    TokenDelta,
+)
+from slidingserve.serve.metrics import IngressMetrics
+from slidingserve.serve.slo_headers import (
+    DOWNGRADED_HEADER,
+    TIER_ECHO_HEADER,
+    TIER_HEADER,
+    TTFT_MEASURED_HEADER,
+    SLOHeaderError,
+    parse_slo_headers,
+)
+from slidingserve.slo.tiers import TierSet
+
+log = logging.getLogger(__name__)
+DEFAULT_MAX_TOKENS = 16
+SERVED_BY_HEADER = "x-served-by"
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None, **headers: str):
+        super().__init__(message)
+        self.status, self.message, self.param, self.headers = status, message, param, headers
+
+    def response(self) -> JSONResponse:
+        kind = "invalid_request_error" if self.status < 500 else "server_error"
+        if self.status == 429:
+            kind = "rate_limit_error"
+        return JSONResponse(
+            oa.error_body(self.message, self.param, kind), self.status, headers=self.headers
+        )
+
+
+class IngressService:
+    """Validates, tokenizes and forwards requests; writes OpenAI-shaped responses."""
+
+    def __init__(self, cfg: ServeAppConfig, tiers: TierSet, engine: Any, tokenizer: Any):
+        self.cfg, self.tiers, self.engine, self.tokenizer = cfg, tiers, engine, tokenizer
+        self.keys = KeyTable(cfg.auth.resolved_keys(), tiers)
+        self.metrics = IngressMetrics()
+        self.model_name = cfg.engine.name
+        log.info("ingress: %s", self.keys.describe())
+
+    # ---- one request --------------------------------------------------------------------
+    async def complete(self, body: oa.CompletionBody | oa.ChatBody, headers: Mapping[str, str]):
+        arrival = time.time()
+        tier_hint = headers.get(TIER_HEADER, self.tiers.default_name)
+        try:
+            return await self._complete(body, headers, arrival)
+        except HTTPError as err:
+            known = tier_hint in set(self.tiers)
+            self.metrics.refused(tier_hint if known else "unknown", err.status)
+            return err.response()
+
+    async def _complete(self, body, headers: Mapping[str, str], arrival: float) -> Response:
+        try:
+            slo = parse_slo_headers(headers, self.tiers)
+        except SLOHeaderError as err:
+            raise HTTPError(400, str(err), err.header) from None
+        try:
+            self.keys.check(headers.get("authorization"), slo.tier)
+        except AuthError as err:
+            raise HTTPError(err.status, err.message, "authorization") from None
+        if body.model is not None and body.model != self.model_name:
+            raise HTTPError(404, f"model {body.model!r} not served (serving {self.model_name!r})",
+                            "model")
+        chat = isinstance(body, oa.ChatBody)
+        ids = self._prompt_ids(body)
+        sampling = body.sampling(DEFAULT_MAX_TOKENS)
+        limit = self.cfg.engine.max_model_len
+        if len(ids) + sampling["max_tokens"] > limit:
+            n_max = sampling["max_tokens"]
+            raise HTTPError(400, f"prompt ({len(ids)} tokens) + max_tokens ({n_max}) exceeds "
+                            f"max_model_len {limit}", "max_tokens")
+        rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
+        req = GenerateRequest(rid, ids, slo, sampling, arrival)
+        stream = self.engine.options(stream=True).generate.remote(req)
+        first = await stream.__anext__()
+        if isinstance(first, Rejected):
+            raise HTTPError(
+                429,
+                f"SLO tier {slo.tier!r}: predicted TTFT {first.predicted_ttft_s:.3f}s exceeds the "
+                f"target {first.target_s:.3f}s on every replica; retry later",
+                TIER_HEADER,
+                **{"Retry-After": str(first.retry_after_s)},
+            )
+        assert isinstance(first, Admitted), first
+        head: list[StreamEvent] = []
+        async for ev in stream:  # hold the headers until the first token: TTFT is measured
+            head.append(ev)
+            if not isinstance(ev, TokenDelta) or ev.token_ids or ev.finish_reason:
+                break
+        out_headers = {
+            TIER_ECHO_HEADER: first.slo.tier,
+            TTFT_MEASURED_HEADER: f"{(time.time() - arrival) * 1000.0:.1f}",
+            SERVED_BY_HEADER: first.replica,
+        }
+        if first.downgraded_from:
+            out_headers[DOWNGRADED_HEADER] = first.downgraded_from
+        if body.stream:
+            include_usage = bool((body.stream_options or {}).get("include_usage"))
+            return StreamingResponse(
+                self._sse(rid, chat, head, stream, include_usage, len(ids)),
+                media_type="text/event-stream",
+                headers=out_headers,
+            )
+        return await self._collect(rid, chat, head, stream, len(ids), out_headers)
+
+    def _prompt_ids(self, body: oa.CompletionBody | oa.ChatBody) -> list[int]:
+        if isinstance(body, oa.ChatBody):
+            msgs = [m.model_dump(exclude_none=True) for m in body.messages]
+            if getattr(self.tokenizer, "chat_template", None):
+                ids = self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True)
+                return list(ids)
+            text = "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant:"
+            return list(self.tokenizer.encode(text))
+        if isinstance(body.prompt, str):
+            return list(self.tokenizer.encode(body.prompt))
+        vocab = len(self.tokenizer)
+        bad = [t for t in body.prompt if t < 0 or t >= vocab]
+        if bad:
+            raise HTTPError(400, f"prompt token id {bad[0]} outside the vocabulary [0, {vocab})",
+                            "prompt")
+        return list(body.prompt)
+
+    async def _collect(self, rid, chat, head, stream, n_prompt, headers) -> Response:
+        text: list[str] = []
+        finish, n_out = None, 0
+        async for ev in _chain(head, stream):
+            if isinstance(ev, StreamError):
+                body = oa.error_body(ev.message, None, "server_error")
+                body["error"]["partial"] = {"text": "".join(text), **ev.partial}
+                return JSONResponse(body, 500, headers=headers)
+            assert isinstance(ev, TokenDelta)
+            text.append(ev.text)
+            finish, n_out = ev.finish_reason or finish, ev.num_generated
+        body = oa.completion_response(rid, self.model_name, "".join(text), finish, n_prompt,
+                                      n_out, chat)
+        return JSONResponse(body, headers=headers)
+
+    async def _sse(self, rid, chat, head, stream, include_usage, n_prompt) -> AsyncIterator[str]:
+        first, n_out = True, 0
+        try:
+            async for ev in _chain(head, stream):
+                if isinstance(ev, StreamError):
+                    yield oa.stream_error(ev.message)
+                    return
+                assert isinstance(ev, TokenDelta)
+                n_out = ev.num_generated
+                yield oa.stream_chunk(rid, self.model_name, ev.text, ev.finish_reason, chat, first)
+                first = False
+        except Exception as exc:  # the stream ends with an explicit error, never silently
+            yield oa.stream_error(f"stream failed: {type(exc).__name__}: {exc}")
+            return
+        if include_usage:
+            yield "data: " + oa.json.dumps({"id": rid, "choices": [],
+                                            "usage": oa.usage(n_prompt, n_out)}) + "\n\n"
+        yield oa.STREAM_DONE
+
+
+async def _chain(head: list[StreamEvent], rest: Any) -> AsyncIterator[StreamEvent]:
+    for ev in head:
+        yield ev
+    if head and isinstance(head[-1], TokenDelta) and head[-1].finish_reason:
+        return
+    if head and isinstance(head[-1], StreamError):
+        return
+    async for ev in rest:
+        yield ev
+
+
+def build_api(service: IngressService) -> FastAPI:
+    """The FastAPI app: /v1/completions, /v1/chat/completions, /v1/models, /health."""
+    api = FastAPI(title="SlidingServe", version="0.1.0")
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"] if p != "body") or "body"
+        msg = f"field {loc}: {err['msg']} (got {err.get('input')!r})"
+        return JSONResponse(oa.error_body(msg, loc), 400)
+
+    @api.post("/v1/completions")
+    async def completions(body: oa.CompletionBody, request: Request) -> Response:
+        return await service.complete(body, request.headers)
+
+    @api.post("/v1/chat/completions")
+    async def chat(body: oa.ChatBody, request: Request) -> Response:
+        return await service.complete(body, request.headers)
+
+    @api.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        card = {"id": service.model_name, "object": "model", "owned_by": "slidingserve",
+                "created": 0, "slo_tiers": list(service.tiers)}
+        return {"object": "list", "data": [card]}
+
+    @api.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": service.model_name, "tiers": list(service.tiers),
+                "default_tier": service.tiers.default_name, "auth": service.keys.describe()}
+
+    return api

@@ -1,0 +1,128 @@
+"""Prometheus metrics of the application, through ``ray.util.metrics`` (tier-tagged).
+
+Ray exports them on each node's metrics port with a ``ray_`` prefix, e.g.
+``ray_slidingserve_ttft_seconds_bucket{tier="interactive",...}``. The Grafana dashboards in
+``manifests/grafana/`` query exactly these names (``METRIC_NAMES``).
+"""
+
+from __future__ import annotations
+
+from ray.util import metrics
+
+LATENCY_BOUNDS_S = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 6, 10, 30, 60, 120, 600, 1800]
+TPOT_BOUNDS_S = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.2, 0.4, 1.0]
+CHUNK_BOUNDS = [16.0, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
+RATIO_BOUNDS = [0.25, 0.5, 0.67, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.25, 1.5, 2.0, 4.0]
+
+METRIC_NAMES = (
+    "slidingserve_requests_total",
+    "slidingserve_slo_attained_total",
+    "slidingserve_rejected_total",
+    "slidingserve_goodput_tokens_total",
+    "slidingserve_output_tokens_total",
+    "slidingserve_ttft_seconds",
+    "slidingserve_tpot_seconds",
+    "slidingserve_chunk_tokens",
+    "slidingserve_predictor_ratio",
+    "slidingserve_predictor_model_version",
+    "slidingserve_predicted_ttft_seconds",
+)
+
+
+class EngineMetrics:
+    """Per-replica metrics: latencies, attainment, goodput, chunks, predictor health."""
+
+    def __init__(self, replica: str):
+        tier = ("tier",)
+        self.replica = replica
+        self.requests = metrics.Counter(
+            "slidingserve_requests_total",
+            description="Requests finished, by tier and outcome (ok, error, downgraded).",
+            tag_keys=("tier", "outcome"),
+        )
+        self.attained = metrics.Counter(
+            "slidingserve_slo_attained_total",
+            description="Finished requests that met every target of their tier.",
+            tag_keys=tier,
+        )
+        self.goodput = metrics.Counter(
+            "slidingserve_goodput_tokens_total",
+            description="Output tokens of requests that met their SLO.",
+            tag_keys=tier,
+        )
+        self.tokens = metrics.Counter(
+            "slidingserve_output_tokens_total", description="Output tokens.", tag_keys=tier
+        )
+        self.ttft = metrics.Histogram(
+            "slidingserve_ttft_seconds",
+            description="Time to first token from arrival at the ingress.",
+            boundaries=LATENCY_BOUNDS_S,
+            tag_keys=tier,
+        )
+        self.tpot = metrics.Histogram(
+            "slidingserve_tpot_seconds",
+            description="Mean time per output token after the first, per request.",
+            boundaries=TPOT_BOUNDS_S,
+            tag_keys=tier,
+        )
+        self.chunk = metrics.Histogram(
+            "slidingserve_chunk_tokens",
+            description="Prefill tokens scheduled per engine step (chosen chunk size).",
+            boundaries=CHUNK_BOUNDS,
+            tag_keys=("replica",),
+        )
+        self.pred_error = metrics.Histogram(
+            "slidingserve_predictor_ratio",
+            description="Predicted / measured engine step time (1 = exact).",
+            boundaries=RATIO_BOUNDS,
+            tag_keys=("replica",),
+        )
+        self.model_version = metrics.Gauge(
+            "slidingserve_predictor_model_version",
+            description="Latency-model version a replica uses (-1: none yet).",
+            tag_keys=("replica",),
+        )
+        self.predicted_ttft = metrics.Gauge(
+            "slidingserve_predicted_ttft_seconds",
+            description="Predicted TTFT of a new request per tier on this replica.",
+            tag_keys=("replica", "tier"),
+        )
+        self.model_version.set(-1, tags={"replica": replica})
+
+    def finished(
+        self, tier: str, outcome: str, ttft_s: float | None, tpot_s: float | None,
+        n_out: int, attained: bool,
+    ) -> None:
+        tags = {"tier": tier}
+        self.requests.inc(1, tags={"tier": tier, "outcome": outcome})
+        if ttft_s is not None:
+            self.ttft.observe(ttft_s, tags=tags)
+        if tpot_s is not None:
+            self.tpot.observe(tpot_s, tags=tags)
+        if n_out:
+            self.tokens.inc(n_out, tags=tags)
+        if attained:
+            self.attained.inc(1, tags=tags)
+            if n_out:
+                self.goodput.inc(n_out, tags=tags)
+
+    def step(self, prefill_tokens: int, predicted_s: float | None, measured_s: float) -> None:
+        tags = {"replica": self.replica}
+        if prefill_tokens > 0:
+            self.chunk.observe(prefill_tokens, tags=tags)
+        if predicted_s is not None and measured_s > 0:
+            self.pred_error.observe(predicted_s / measured_s, tags=tags)
+
+
+class IngressMetrics:
+    """Ingress-side counters: refusals by tier and status."""
+
+    def __init__(self) -> None:
+        self.rejected = metrics.Counter(
+            "slidingserve_rejected_total",
+            description="Requests refused at the ingress, by tier and HTTP status.",
+            tag_keys=("tier", "status"),
+        )
+
+    def refused(self, tier: str, status: int) -> None:
+        self.rejected.inc(1, tags={"tier": tier, "status": str(status)})
