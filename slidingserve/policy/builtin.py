@@ -1,3 +1,10 @@
 """Imports every built-in policy so that it registers itself."""
 
-from slidingserve.policy import edf, qoserve, sarathi, vllm_fcfs, vllm_priority  # noqa: F401
+from slidingserve.policy import (  # noqa: F401
+    edf,
+    qoserve,
+    sarathi,
+    slidingserve,
+    vllm_fcfs,
+    vllm_priority,
+)

@@ -64,6 +64,14 @@ class BudgetPacker:
         return cls(budget, state.limits.max_num_seqs, state.kv, state.limits.max_model_len)
 
     # -- queries -------------------------------------------------------------------------------
+    @property
+    def block_size(self) -> int:
+        return self._block_size
+
+    @property
+    def max_model_len(self) -> int:
+        return self._max_model_len
+
     def blocks_needed(self, req: RequestView, num_tokens: int) -> int:
         total = -(-(req.num_computed + num_tokens) // self._block_size)
         return max(total - req.num_blocks, 0)
@@ -111,6 +119,24 @@ class BudgetPacker:
         self.free_blocks -= blocks
         self._chosen[req.key] = (num_tokens, blocks)
         self.scheduled.append((req.key, num_tokens))
+
+    def add_decodes(self, keys: list[int], blocks: list[int]) -> bool:
+        """Add one token for each key (decodes) if all fit together; False (nothing added) if not.
+
+        The caller guarantees the keys are distinct, unplanned and have a token pending;
+        ``blocks[i]`` is what ``blocks_needed(request, 1)`` returns for ``keys[i]``.
+        """
+        n, need = len(keys), sum(blocks)
+        if n > self.seqs_left or n > self.tokens_left or need > self.free_blocks:
+            return False
+        if any(k in self._chosen or k in self._preempted for k in keys):
+            raise ValueError("add_decodes: a key is already planned in this step")
+        self.tokens_left -= n
+        self.seqs_left -= n
+        self.free_blocks -= need
+        self._chosen.update(zip(keys, zip([1] * n, blocks, strict=True), strict=True))
+        self.scheduled.extend(zip(keys, [1] * n, strict=True))
+        return True
 
     def add_fitting(self, req: RequestView, want: int | None = None) -> int:
         """Add as many tokens as fit (up to ``want``); returns the number added (0: none)."""

@@ -1,0 +1,100 @@
+"""SlidingChunker: the prefill chunk of this step, chosen jointly with the next step's.
+
+Rule. Let ``t(c)`` be the predicted time of this step's decodes plus ``c`` prefill tokens, and
+``S1`` the tightest decode slack now (the smallest ``next deadline - now`` over the decodes in
+the step, decodes already later than ``late_tolerance_s`` excluded: they are lost either way and
+must not starve the step). After step 1 every decode has emitted a token, so decode ``i``'s
+slack for step 2 is ``s_i + tpot_i - t(c1)``; a request whose prefill completes within ``c1``
+tokens becomes a decode whose first slack is its tier's TPOT. ``S2(c1)`` is the smallest of
+those. With ``c2(c1) = max{c : t(c) * safety <= S2(c1)}``, the chunker picks
+
+    c1* = argmax_{c1 : t(c1) * safety <= S1}  c1 + c2(c1)      (ties: the larger c1)
+
+over a grid of chunk sizes (``granularity`` tokens apart, up to ``max_chunk``). Greedy
+slack-driven chunking (QoServe) is the special case ``window = 1``: the largest c1 that fits.
+
+Invariant: whenever the deadlines can be met (some c1 fits S1), the chosen step is predicted to
+end within every non-late decode's slack, ``t(c1*) * safety <= S1``, so the look-ahead only ever
+trades this step's tokens for the next step's, never a deadline. When nothing fits (S1 < t(0)),
+the chunk is 0: a decode-only step, the fastest possible. Without decodes there is no slack
+bound and the chunk is ``max_chunk``.
+
+Both steps are evaluated from one vector of predictions (t is non-decreasing in c; ``c2`` is a
+``searchsorted`` on it), so the search costs one ``predict_features`` call of ``len(grid)`` rows.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from slidingserve.latency import LatencyModel
+from slidingserve.latency.features import with_prefill_chunks
+
+
+class ChunkerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    window: Literal[1, 2] = 2  # steps planned jointly (1 = greedy)
+    safety: float = Field(default=1.0, ge=1.0, le=10.0)  # predicted time x safety must fit
+    granularity: int = Field(default=16, ge=1)  # chunk grid step in tokens
+    max_chunk: int = Field(default=8192, ge=1)  # prefill tokens per step at most
+    late_tolerance_s: float = Field(default=0.1, ge=0)  # decodes later than this don't bound
+
+
+class SlidingChunker:
+    def __init__(self, config: ChunkerConfig):
+        self.config = config
+
+    def grid(self, limit: int) -> np.ndarray:
+        g = self.config.granularity
+        top = min(limit, self.config.max_chunk)
+        grid = np.arange(0, top + 1, g, dtype=np.float64)
+        if grid[-1] != top:
+            grid = np.append(grid, float(top))
+        return grid
+
+    def plan(
+        self,
+        latency: LatencyModel,
+        base: np.ndarray,
+        done: float,
+        limit: int,
+        slack: np.ndarray,
+        tpot: np.ndarray,
+        queue_tokens: np.ndarray,
+        queue_tpot: np.ndarray,
+    ) -> tuple[int, float]:
+        """Prefill tokens for this step and their predicted step time.
+
+        ``base``: features of the step's decodes; ``done``: tokens already computed by the first
+        prefill (its attention context); ``limit``: most prefill tokens that could run (budget,
+        queue, KV); ``slack``/``tpot``: per decode in the step; ``queue_tokens``/``queue_tpot``:
+        remaining prefill and tier TPOT of the prefill queue, in serving order.
+        """
+        grid = self.grid(max(limit, 0))
+        X = with_prefill_chunks(base, grid, np.array(done))
+        t = np.maximum.accumulate(latency.predict_features(X))
+        ok = slack >= -self.config.late_tolerance_s
+        if not ok.any():
+            return int(grid[-1]), float(t[-1])
+        safety = self.config.safety
+        s1 = float(slack[ok].min())
+        fits = np.flatnonzero(t * safety <= s1)
+        if fits.size == 0:
+            return 0, float(t[0])
+        if self.config.window == 1:
+            i = int(fits[-1])
+            return int(grid[i]), float(t[i])
+        c1, t1 = grid[fits], t[fits]
+        s2 = float((slack[ok] + tpot[ok]).min()) - t1
+        if queue_tokens.size:  # requests finishing their prefill within c1 start decoding
+            finished = np.searchsorted(np.cumsum(queue_tokens), c1, side="right")
+            new_tpot = np.minimum.accumulate(queue_tpot)
+            s2 = np.where(finished > 0, np.minimum(s2, new_tpot[np.maximum(finished - 1, 0)]), s2)
+        j = np.searchsorted(t * safety, s2, side="right") - 1
+        c2 = np.where(j >= 0, grid[np.maximum(j, 0)], 0.0)
+        total = c1 + c2
+        best = int(np.flatnonzero(total == total.max())[-1])
+        return int(c1[best]), float(t1[best])

@@ -1,0 +1,204 @@
+"""``slidingserve``: the SlidingServe policy, composed from its four collaborators.
+
+One step (``schedule``), top to bottom:
+
+1. Read the requests into columns (``RequestTable``) and compute each one's next deadline.
+2. Sort everything with the ``MultiLevelPrioritySorter`` (protection status, urgency, remaining
+   prefill; aging bounds waiting).
+3. Run every running decode (one token each); when KV is short, preempt from the end of the
+   sorted order (lowest tier, most slack first).
+4. Order the prefill queue (sorted, feasible first); when that order is predicted to make
+   requests miss their deadlines, the ``BatchConstructor`` (knapsack with deadlines) picks which
+   at-risk requests go first.
+5. Size the step's prefill with the ``SlidingChunker`` (this step and the next, jointly).
+6. Pack prefill chunks in queue order under the chunk, ``max_num_seqs`` and KV (keeping a small
+   watermark of free blocks when admitting new requests), and predict the step time.
+
+Nothing is ever dropped: infeasible and given-up requests stay queued behind the others.
+Ablation flags switch each collaborator off: ``use_sorter`` (FCFS order), ``use_aging``,
+``use_sliding_chunker`` (greedy chunking, QoServe's rule without its grid and margin),
+``use_batch_constructor``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from slidingserve.latency import LatencyModel
+from slidingserve.latency.features import (
+    F_PREFILL_ATTN,
+    F_PREFILL_REQS,
+    F_PREFILL_TOKENS,
+    F_TOTAL_TOKENS,
+    decode_features,
+    with_prefill_chunks,
+)
+from slidingserve.policy.base import Policy, PolicyConfig, register_policy
+from slidingserve.policy.batch_constructor import BatchConstructor, ConstructorConfig
+from slidingserve.policy.chunker import ChunkerConfig, SlidingChunker
+from slidingserve.policy.packing import BudgetPacker, make_room
+from slidingserve.policy.sorter import MultiLevelPrioritySorter, SorterConfig
+from slidingserve.policy.table import RequestTable
+from slidingserve.policy.types import SchedulerInput, StepPlan
+
+
+class SlidingServeConfig(PolicyConfig):
+    sorter: SorterConfig = SorterConfig()
+    chunker: ChunkerConfig = ChunkerConfig()
+    constructor: ConstructorConfig = ConstructorConfig()
+    use_sorter: bool = True  # False: serve in arrival order (FCFS)
+    use_aging: bool = True
+    use_sliding_chunker: bool = True  # False: greedy chunking (window 1)
+    use_batch_constructor: bool = True
+    kv_watermark: float = Field(default=0.01, ge=0.0, lt=1.0)  # free fraction kept when admitting
+    rate_decay: float = Field(default=0.9, ge=0.0, lt=1.0)  # EMA of the time per prefill token
+
+
+@register_policy("slidingserve")
+class SlidingServe(Policy):
+    config_cls = SlidingServeConfig
+    config: SlidingServeConfig
+
+    def __init__(self, config: SlidingServeConfig, latency: LatencyModel):
+        super().__init__(config, latency)
+        c = config
+        self.sorter = MultiLevelPrioritySorter(
+            c.sorter.model_copy(update={"use_aging": c.use_aging and c.sorter.use_aging})
+        )
+        window = c.chunker.window if c.use_sliding_chunker else 1
+        self.chunker = SlidingChunker(c.chunker.model_copy(update={"window": window}))
+        self.constructor = BatchConstructor(c.constructor)
+        probe = float(min(2048, c.chunker.max_chunk))
+        t = latency.predict_features(with_prefill_chunks(decode_features([]), np.array([probe]), 0))
+        self._s_per_token = float(t[0]) / probe  # EMA of step time per prefill token
+
+    def schedule(self, state: SchedulerInput) -> StepPlan:
+        now, table = state.now_s, RequestTable.build(state.running, state.waiting)
+        packer = BudgetPacker.for_step(state)
+        if not len(table):
+            return packer.plan()
+        due, pending = table.next_due(), table.pending
+        prefill = pending > 1
+        service = np.where(prefill, pending * self._s_per_token, 0.0)
+        order, infeasible = self._sort(now, table, due, service, pending)
+        running = table.is_running
+        victims = [table.views[i] for i in order if running[i]]
+        decodes = order[running[order] & (pending[order] == 1)]
+        decodes = self._run_decodes(table, decodes, victims, packer)
+        queue = order[prefill[order] | (~running[order] & (pending[order] > 0))]
+        if self.config.use_batch_constructor and queue.size:
+            feasible = queue[~infeasible[queue]]
+            target = self.sorter.slack(
+                now, due[feasible], 0.0 * due[feasible], np.isfinite(table.e2e[feasible])
+            )
+            new = self.constructor.plan(service[feasible], target, table.weight[feasible])
+            queue = np.concatenate([feasible[new], queue[infeasible[queue]]])
+        base = decode_features((table.computed[decodes] + 1).tolist())
+        limit = min(
+            packer.tokens_left, int(pending[queue].sum()), packer.free_blocks * state.kv.block_size
+        )
+        head = queue[: int(np.searchsorted(np.cumsum(pending[queue]), limit)) + 1]
+        done = float(table.computed[head].max()) if head.size else 0.0
+        chunk, _ = self.chunker.plan(
+            self.latency,
+            base,
+            done,
+            limit,
+            due[decodes] - now,
+            table.tpot[decodes],
+            pending[queue],
+            table.tpot[queue],
+        )
+        x = self._pack_prefills(table, queue, chunk, victims, packer, state, base)
+        predicted = float(self.latency.predict_features(x[None, :])[0]) if packer.scheduled else 0.0
+        used = x[F_PREFILL_TOKENS]
+        if used >= 64:
+            d = self.config.rate_decay
+            self._s_per_token = d * self._s_per_token + (1 - d) * predicted / used
+        stats = {
+            "chunk": float(chunk),
+            "prefill_tokens": float(used),
+            "decodes": float(decodes.size),
+            "infeasible": float(infeasible.sum()),
+        }
+        return packer.plan(predicted, stats)
+
+    def _sort(
+        self,
+        now: float,
+        table: RequestTable,
+        due: np.ndarray,
+        service: np.ndarray,
+        pending: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if not self.config.use_sorter:
+            return np.argsort(table.arrival, kind="stable"), np.zeros(len(table), dtype=bool)
+        return self.sorter.plan(
+            now,
+            due,
+            service,
+            table.priority,
+            table.arrival,
+            np.where(pending > 1, pending, 0.0),
+            table.blocks > 0,
+            np.isfinite(table.e2e),
+        )
+
+    def _run_decodes(
+        self, table: RequestTable, decodes: np.ndarray, victims: list, packer: BudgetPacker
+    ) -> np.ndarray:
+        """Schedule every decode it can (all at once when they fit); returns those scheduled."""
+        need = np.maximum(
+            np.ceil((table.computed[decodes] + 1) / packer.block_size) - table.blocks[decodes], 0.0
+        ).astype(np.int64)
+        fits_len = bool((table.computed[decodes] + 1 <= packer.max_model_len).all())
+        if fits_len and packer.add_decodes(table.key[decodes].tolist(), need.tolist()):
+            return decodes
+        done = []
+        for i in decodes:
+            r = table.views[i]
+            ok = not packer.is_planned(r.key) and make_room(packer, r, 1, victims)
+            if ok and packer.add_fitting(r, 1):
+                done.append(i)
+        return np.asarray(done, dtype=np.intp)
+
+    def _pack_prefills(
+        self,
+        table: RequestTable,
+        queue: np.ndarray,
+        chunk: int,
+        victims: list,
+        packer: BudgetPacker,
+        state: SchedulerInput,
+        base: np.ndarray,
+    ) -> np.ndarray:
+        """Fill ``chunk`` prefill tokens in queue order; returns the step's feature vector."""
+        x = base.copy()
+        reserve = int(self.config.kv_watermark * state.kv.total_blocks)
+        left = chunk
+        for i in queue:
+            if left <= 0 or packer.seqs_left <= 0:
+                break
+            r = table.views[i]
+            if packer.is_planned(r.key):
+                continue
+            n = packer.token_cap(r, left)
+            if n <= 0:
+                continue
+            if r.num_blocks > 0:
+                make_room(packer, r, n, victims)
+            elif packer.blocks_needed(r, n) > packer.free_blocks - reserve:
+                n = min(
+                    n,
+                    (r.num_blocks + packer.free_blocks - reserve) * packer.block_size
+                    - r.num_computed,
+                )
+            added = packer.add_fitting(r, n) if n > 0 else 0
+            if added:
+                left -= added
+                x[F_PREFILL_TOKENS] += added
+                x[F_PREFILL_REQS] += 1
+                x[F_PREFILL_ATTN] += added * (r.num_computed + added / 2.0)
+                x[F_TOTAL_TOKENS] += added
+        return x

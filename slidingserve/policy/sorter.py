@@ -1,0 +1,85 @@
+"""Multi-Level Priority Sorter: the order in which SlidingServe serves requests.
+
+The sort key is lexicographic, smallest first:
+
+1. SLO-protection status. ``-1`` for a request that has starved (aging, below); otherwise the
+   tier priority (0 = most important) after aging, plus ``INFEASIBLE`` (a large offset) when the
+   request cannot make its next deadline even if served right now (its own predicted service
+   time exceeds its slack; the target is ``slack_margin_s`` earlier for tiers with an end-to-end
+   deadline, which still need their decode). Such requests are still served, after every request
+   that can be kept on time. Contention among feasible requests (the queue ahead) is the
+   BatchConstructor's job.
+2. Urgency: predicted slack, next deadline - now - own service time (FCFS by arrival for the
+   starving class).
+3. Remaining work: least remaining prefill first.
+
+Aging (``use_aging``): a request that has waited ``w`` seconds since arrival without being
+admitted (it holds no KV) moves up ``floor(w / aging_s)`` tier levels, and once
+``w >= (priority + 1) * aging_s`` it enters the starving class, which is served FCFS ahead of
+everything else. Bound: a request waits at most ``(priority + 1) * aging_s`` plus the service
+time of the starving requests that arrived before it (each of which is itself bounded), so no
+request waits without bound while arrivals are finite. Running requests are not aged: they
+hold KV and are served every step they fit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+INFEASIBLE = 1000.0  # level-1 offset of requests projected to miss their deadline
+STARVING = -1.0
+
+
+class SorterConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    aging_s: float = Field(default=300.0, gt=0)  # seconds of waiting per tier level gained
+    slack_margin_s: float = Field(default=30.0, ge=0)  # decode reserve of end-to-end tiers
+    use_aging: bool = True
+    use_feasibility: bool = True
+
+
+class MultiLevelPrioritySorter:
+    def __init__(self, config: SorterConfig):
+        self.config = config
+
+    def protection_level(
+        self, priority: np.ndarray, waited_s: np.ndarray, admitted: np.ndarray
+    ) -> np.ndarray:
+        """Level 1 before the feasibility test: tier priority after aging, STARVING when starved."""
+        if not self.config.use_aging:
+            return priority.astype(np.float64)
+        aged = np.where(admitted, 0.0, np.floor(waited_s / self.config.aging_s))
+        level = np.maximum(priority - aged, 0.0)
+        return np.where(aged >= priority + 1.0, STARVING, level)
+
+    def plan(
+        self,
+        now: float,
+        due: np.ndarray,
+        service_s: np.ndarray,
+        priority: np.ndarray,
+        arrival: np.ndarray,
+        remaining: np.ndarray,
+        admitted: np.ndarray,
+        has_e2e: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Indices in serving order, and the mask of requests that cannot make their deadline.
+
+        ``due``: next deadline; ``service_s``: predicted time to the next token if served now;
+        ``admitted``: holds KV (never aged); ``has_e2e``: the tier has an end-to-end deadline.
+        """
+        level = self.protection_level(priority, now - arrival, admitted)
+        slack = self.slack(now, due, service_s, has_e2e)
+        infeasible = np.zeros(len(due), dtype=bool)
+        if self.config.use_feasibility:
+            infeasible = (slack < 0.0) & (level != STARVING)
+            level = level + np.where(infeasible, INFEASIBLE, 0.0)
+        urgency = np.where(level == STARVING, arrival, slack)
+        return np.lexsort((remaining, urgency, level)), infeasible
+
+    def slack(
+        self, now: float, due: np.ndarray, service_s: np.ndarray, has_e2e: np.ndarray
+    ) -> np.ndarray:
+        """Predicted slack: deadline (less the decode reserve of e2e tiers) - now - service."""
+        return due - np.where(has_e2e, self.config.slack_margin_s, 0.0) - now - service_s
