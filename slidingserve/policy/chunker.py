@@ -6,7 +6,8 @@ the step, decodes already later than ``late_tolerance_s`` excluded: they are los
 must not starve the step). After step 1 every decode has emitted a token, so decode ``i``'s
 slack for step 2 is ``s_i + tpot_i - t(c1)``; a request whose prefill completes within ``c1``
 tokens becomes a decode whose first slack is its tier's TPOT. ``S2(c1)`` is the smallest of
-those. With ``c2(c1) = max{c : t(c) * safety <= S2(c1)}``, the chunker picks
+those. With ``c2(c1) = max{c <= L - c1 : t(c) * safety <= S2(c1)}`` (L: the prefill tokens known
+to be waiting, so step 2 never counts work that does not exist), the chunker picks
 
     c1* = argmax_{c1 : t(c1) * safety <= S1}  c1 + c2(c1)      (ties: the larger c1)
 
@@ -94,7 +95,7 @@ class SlidingChunker:
             new_tpot = np.minimum.accumulate(queue_tpot)
             s2 = np.where(finished > 0, np.minimum(s2, new_tpot[np.maximum(finished - 1, 0)]), s2)
         j = np.searchsorted(t * safety, s2, side="right") - 1
-        c2 = np.where(j >= 0, grid[np.maximum(j, 0)], 0.0)
+        c2 = np.minimum(np.where(j >= 0, grid[np.maximum(j, 0)], 0.0), grid[-1] - c1)
         total = c1 + c2
         best = int(np.flatnonzero(total == total.max())[-1])
         return int(c1[best]), float(t1[best])

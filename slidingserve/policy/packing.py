@@ -129,7 +129,7 @@ class BudgetPacker:
         n, need = len(keys), sum(blocks)
         if n > self.seqs_left or n > self.tokens_left or need > self.free_blocks:
             return False
-        if any(k in self._chosen or k in self._preempted for k in keys):
+        if not self._chosen.keys().isdisjoint(keys) or not self._preempted.isdisjoint(keys):
             raise ValueError("add_decodes: a key is already planned in this step")
         self.tokens_left -= n
         self.seqs_left -= n

@@ -40,7 +40,7 @@ from slidingserve.policy.chunker import ChunkerConfig, SlidingChunker
 from slidingserve.policy.packing import BudgetPacker, make_room
 from slidingserve.policy.sorter import MultiLevelPrioritySorter, SorterConfig
 from slidingserve.policy.table import RequestTable
-from slidingserve.policy.types import SchedulerInput, StepPlan
+from slidingserve.policy.types import RequestView, SchedulerInput, StepPlan
 
 
 class SlidingServeConfig(PolicyConfig):
@@ -78,122 +78,90 @@ class SlidingServe(Policy):
         packer = BudgetPacker.for_step(state)
         if not len(table):
             return packer.plan()
-        due, pending = table.next_due(), table.pending
-        prefill = pending > 1
-        service = np.where(prefill, pending * self._s_per_token, 0.0)
-        order, infeasible = self._sort(now, table, due, service, pending)
-        running = table.is_running
-        victims = [table.views[i] for i in order if running[i]]
-        decodes = order[running[order] & (pending[order] == 1)]
-        decodes = self._run_decodes(table, decodes, victims, packer)
-        queue = order[prefill[order] | (~running[order] & (pending[order] > 0))]
+        # 1. deadlines and predicted service of every request
+        due, pending, running = table.next_due(), table.pending, table.is_running
+        in_prefill = pending > 1
+        service = np.where(in_prefill, pending * self._s_per_token, 0.0)
+        reserve = self.sorter.decode_reserve(np.isfinite(table.e2e), table.generated == 0)
+        # 2. one order for everything: protection status, urgency, remaining prefill
+        order, infeasible = self._sort(now, table, due, service, pending, reserve)
+        victims = Victims(table, order[running[order]])
+        # 3. every running decode, preempting from the end of the order when KV is short
+        decodes = self._run_decodes(table, order[running[order] & (pending[order] == 1)],
+                                    victims, packer)
+        # 4. the prefill queue; the batch constructor fronts the at-risk requests it can keep
+        queue = order[in_prefill[order] | (~running[order] & (pending[order] > 0))]
         if self.config.use_batch_constructor and queue.size:
-            feasible = queue[~infeasible[queue]]
-            target = self.sorter.slack(
-                now, due[feasible], 0.0 * due[feasible], np.isfinite(table.e2e[feasible])
-            )
-            new = self.constructor.plan(service[feasible], target, table.weight[feasible])
-            queue = np.concatenate([feasible[new], queue[infeasible[queue]]])
+            ok, late = queue[~infeasible[queue]], queue[infeasible[queue]]
+            target = due[ok] - reserve[ok] - now
+            front = self.constructor.plan(service[ok], target, table.weight[ok])
+            queue = np.concatenate([ok[front], late])
+        # 5. this step's prefill tokens, planned jointly with the next step's
         base = decode_features((table.computed[decodes] + 1).tolist())
-        limit = min(
-            packer.tokens_left, int(pending[queue].sum()), packer.free_blocks * state.kv.block_size
-        )
-        head = queue[: int(np.searchsorted(np.cumsum(pending[queue]), limit)) + 1]
+        queued = pending[queue]
+        limit = min(packer.tokens_left, int(queued.sum()), packer.free_blocks * packer.block_size)
+        head = queue[: int(np.searchsorted(np.cumsum(queued), limit)) + 1]
         done = float(table.computed[head].max()) if head.size else 0.0
-        chunk, _ = self.chunker.plan(
-            self.latency,
-            base,
-            done,
-            limit,
-            due[decodes] - now,
-            table.tpot[decodes],
-            pending[queue],
-            table.tpot[queue],
-        )
-        x = self._pack_prefills(table, queue, chunk, victims, packer, state, base)
+        chunk, _ = self.chunker.plan(self.latency, base, done, limit, due[decodes] - now,
+                                     table.tpot[decodes], queued, table.tpot[queue])
+        # 6. pack the chunk in queue order and predict the step
+        x = self._pack_prefills(table, queue, chunk, victims, packer, state.kv.total_blocks, base)
         predicted = float(self.latency.predict_features(x[None, :])[0]) if packer.scheduled else 0.0
-        used = x[F_PREFILL_TOKENS]
-        if used >= 64:
-            d = self.config.rate_decay
-            self._s_per_token = d * self._s_per_token + (1 - d) * predicted / used
-        stats = {
-            "chunk": float(chunk),
-            "prefill_tokens": float(used),
-            "decodes": float(decodes.size),
-            "infeasible": float(infeasible.sum()),
-        }
+        self._observe(predicted, float(x[F_PREFILL_TOKENS]))
+        stats = {"chunk": float(chunk), "prefill_tokens": float(x[F_PREFILL_TOKENS]),
+                 "decodes": float(decodes.size), "infeasible": float(infeasible.sum())}
         return packer.plan(predicted, stats)
 
+    def _observe(self, predicted_s: float, prefill_tokens: float) -> None:
+        """EMA of step time per prefill token (the rate the service estimates use)."""
+        if prefill_tokens >= 64:
+            d = self.config.rate_decay
+            self._s_per_token = d * self._s_per_token + (1 - d) * predicted_s / prefill_tokens
+
     def _sort(
-        self,
-        now: float,
-        table: RequestTable,
-        due: np.ndarray,
-        service: np.ndarray,
-        pending: np.ndarray,
+        self, now: float, table: RequestTable, due: np.ndarray, service: np.ndarray,
+        pending: np.ndarray, reserve: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         if not self.config.use_sorter:
             return np.argsort(table.arrival, kind="stable"), np.zeros(len(table), dtype=bool)
-        return self.sorter.plan(
-            now,
-            due,
-            service,
-            table.priority,
-            table.arrival,
-            np.where(pending > 1, pending, 0.0),
-            table.blocks > 0,
-            np.isfinite(table.e2e),
-        )
+        remaining = np.where(pending > 1, pending, 0.0)
+        return self.sorter.plan(now, due, service, table.priority, table.arrival, remaining,
+                                table.blocks > 0, reserve)
 
     def _run_decodes(
-        self, table: RequestTable, decodes: np.ndarray, victims: list, packer: BudgetPacker
+        self, table: RequestTable, decodes: np.ndarray, victims: Victims, packer: BudgetPacker
     ) -> np.ndarray:
         """Schedule every decode it can (all at once when they fit); returns those scheduled."""
-        need = np.maximum(
-            np.ceil((table.computed[decodes] + 1) / packer.block_size) - table.blocks[decodes], 0.0
-        ).astype(np.int64)
-        fits_len = bool((table.computed[decodes] + 1 <= packer.max_model_len).all())
-        if fits_len and packer.add_decodes(table.key[decodes].tolist(), need.tolist()):
+        computed = table.computed[decodes]
+        need = np.maximum(np.ceil((computed + 1) / packer.block_size) - table.blocks[decodes], 0)
+        fits_len = bool((computed + 1 <= packer.max_model_len).all())
+        if fits_len and packer.add_decodes(table.key[decodes].tolist(), need.astype(int).tolist()):
             return decodes
         done = []
         for i in decodes:
             r = table.views[i]
-            ok = not packer.is_planned(r.key) and make_room(packer, r, 1, victims)
+            ok = not packer.is_planned(r.key) and victims.make_room(packer, r, 1)
             if ok and packer.add_fitting(r, 1):
                 done.append(i)
         return np.asarray(done, dtype=np.intp)
 
     def _pack_prefills(
-        self,
-        table: RequestTable,
-        queue: np.ndarray,
-        chunk: int,
-        victims: list,
-        packer: BudgetPacker,
-        state: SchedulerInput,
-        base: np.ndarray,
+        self, table: RequestTable, queue: np.ndarray, chunk: int, victims: Victims,
+        packer: BudgetPacker, total_blocks: int, base: np.ndarray,
     ) -> np.ndarray:
         """Fill ``chunk`` prefill tokens in queue order; returns the step's feature vector."""
         x = base.copy()
-        reserve = int(self.config.kv_watermark * state.kv.total_blocks)
+        reserve = int(self.config.kv_watermark * total_blocks)
         left = chunk
         for i in queue:
             if left <= 0 or packer.seqs_left <= 0:
                 break
             r = table.views[i]
-            if packer.is_planned(r.key):
-                continue
-            n = packer.token_cap(r, left)
-            if n <= 0:
-                continue
-            if r.num_blocks > 0:
-                make_room(packer, r, n, victims)
-            elif packer.blocks_needed(r, n) > packer.free_blocks - reserve:
-                n = min(
-                    n,
-                    (r.num_blocks + packer.free_blocks - reserve) * packer.block_size
-                    - r.num_computed,
-                )
+            n = 0 if packer.is_planned(r.key) else packer.token_cap(r, left)
+            if n > 0 and r.num_blocks > 0:
+                victims.make_room(packer, r, n)
+            elif n > 0 and packer.blocks_needed(r, n) > packer.free_blocks - reserve:
+                n = min(n, (packer.free_blocks - reserve) * packer.block_size - r.num_computed)
             added = packer.add_fitting(r, n) if n > 0 else 0
             if added:
                 left -= added
@@ -202,3 +170,18 @@ class SlidingServe(Policy):
                 x[F_PREFILL_ATTN] += added * (r.num_computed + added / 2.0)
                 x[F_TOTAL_TOKENS] += added
         return x
+
+
+class Victims:
+    """Running requests in serving order, materialised only when KV runs short."""
+
+    def __init__(self, table: RequestTable, order: np.ndarray):
+        self._table, self._order = table, order
+        self._list: list[RequestView] | None = None
+
+    def make_room(self, packer: BudgetPacker, req: RequestView, num_tokens: int) -> bool:
+        if not packer.kv_short(req, num_tokens):
+            return True
+        if self._list is None:
+            self._list = [self._table.views[i] for i in self._order]
+        return make_room(packer, req, num_tokens, self._list)

@@ -5,10 +5,10 @@ The sort key is lexicographic, smallest first:
 1. SLO-protection status. ``-1`` for a request that has starved (aging, below); otherwise the
    tier priority (0 = most important) after aging, plus ``INFEASIBLE`` (a large offset) when the
    request cannot make its next deadline even if served right now (its own predicted service
-   time exceeds its slack; the target is ``slack_margin_s`` earlier for tiers with an end-to-end
-   deadline, which still need their decode). Such requests are still served, after every request
-   that can be kept on time. Contention among feasible requests (the queue ahead) is the
-   BatchConstructor's job.
+   time exceeds its slack; before the first token the target is ``slack_margin_s`` earlier for
+   tiers with an end-to-end deadline, which still need their decode). Such requests are still
+   served, after every request that can be kept on time. Contention among feasible requests
+   (the queue ahead) is the BatchConstructor's job.
 2. Urgency: predicted slack, next deadline - now - own service time (FCFS by arrival for the
    starving class).
 3. Remaining work: least remaining prefill first.
@@ -62,15 +62,16 @@ class MultiLevelPrioritySorter:
         arrival: np.ndarray,
         remaining: np.ndarray,
         admitted: np.ndarray,
-        has_e2e: np.ndarray,
+        reserve_s: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Indices in serving order, and the mask of requests that cannot make their deadline.
 
         ``due``: next deadline; ``service_s``: predicted time to the next token if served now;
-        ``admitted``: holds KV (never aged); ``has_e2e``: the tier has an end-to-end deadline.
+        ``admitted``: holds KV (never aged); ``reserve_s``: time to keep before the deadline
+        (``decode_reserve`` gives it: the decode time of an e2e tier's request still in prefill).
         """
         level = self.protection_level(priority, now - arrival, admitted)
-        slack = self.slack(now, due, service_s, has_e2e)
+        slack = due - reserve_s - now - service_s
         infeasible = np.zeros(len(due), dtype=bool)
         if self.config.use_feasibility:
             infeasible = (slack < 0.0) & (level != STARVING)
@@ -78,8 +79,6 @@ class MultiLevelPrioritySorter:
         urgency = np.where(level == STARVING, arrival, slack)
         return np.lexsort((remaining, urgency, level)), infeasible
 
-    def slack(
-        self, now: float, due: np.ndarray, service_s: np.ndarray, has_e2e: np.ndarray
-    ) -> np.ndarray:
-        """Predicted slack: deadline (less the decode reserve of e2e tiers) - now - service."""
-        return due - np.where(has_e2e, self.config.slack_margin_s, 0.0) - now - service_s
+    def decode_reserve(self, has_e2e: np.ndarray, in_prefill: np.ndarray) -> np.ndarray:
+        """``slack_margin_s`` for requests of end-to-end tiers before their first token, else 0."""
+        return np.where(has_e2e & in_prefill, self.config.slack_margin_s, 0.0)

@@ -54,16 +54,11 @@ class RequestTable:
         a = np.fromiter(chain.from_iterable(map(_NUMERIC, views)), np.float64, 6 * n).reshape(n, 6)
         nan = float("nan")
         first = np.array([nan if f is None else f for f in map(_FIRST, views)], dtype=np.float64)
-        index: dict[int, int] = {}
-        tier_rows: list[tuple[float, float, float, float, float]] = []
-        tier_of = np.empty(n, dtype=np.intp)
-        for i, t in enumerate(map(_TIER, views)):
-            ti = index.get(id(t))
-            if ti is None:
-                ti = index[id(t)] = len(tier_rows)
-                tier_rows.append(_tier_row(t))
-            tier_of[i] = ti
-        tv = np.array(tier_rows, dtype=np.float64).reshape(len(tier_rows), 5)[tier_of]
+        tier_objs = list(map(_TIER, views))
+        ids = np.fromiter(map(id, tier_objs), np.int64, n)
+        _, at, tier_of = np.unique(ids, return_index=True, return_inverse=True)
+        rows = [_tier_row(tier_objs[i]) for i in at]
+        tv = np.array(rows, dtype=np.float64).reshape(len(rows), 5)[tier_of.reshape(-1)]
         return cls(
             views,
             len(running),
