@@ -1,0 +1,279 @@
+"""The application end to end: real Ray Serve, two CPU replicas of the tiny model, over HTTP.
+
+One cluster for the whole module. Keys are test data passed through the app's config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from serve_helpers import free_port, serve_app
+
+pytestmark = [pytest.mark.ray, pytest.mark.vllm]
+
+ALL = {"Authorization": "Bearer test-key-all"}
+BATCH_ONLY = {"Authorization": "Bearer test-key-batch"}
+APP_ARGS = {
+    "num_replicas": 2,
+    "engine_num_cpus": 1,
+    "auth": {"keys": {"test-key-all": ["*"], "test-key-batch": ["batch"]}, "keys_env": None},
+    "router": {"stats_period_s": 0.5, "stale_after_s": 5.0},
+}
+
+
+@pytest.fixture(scope="module")
+def app():
+    metrics_port = free_port()
+    with serve_app(APP_ARGS, _metrics_export_port=metrics_port) as url:
+        client = httpx.Client(base_url=url, timeout=120)
+        yield client, metrics_port
+        client.close()
+
+
+def post(client, path, body, **headers):
+    return client.post(path, json=body, headers={**ALL, **headers})
+
+
+def sse_events(text: str) -> list:
+    lines = [ln[len("data: ") :] for ln in text.splitlines() if ln.startswith("data: ")]
+    assert lines and lines[-1] == "[DONE]", text[-300:]
+    return [json.loads(x) for x in lines[:-1]]
+
+
+# ---- happy paths ------------------------------------------------------------------------
+def test_completion_non_streaming_echoes_tier_and_ttft(app):
+    client, _ = app
+    r = post(
+        client,
+        "/v1/completions",
+        {"prompt": "ka ko ri su", "max_tokens": 6, "ignore_eos": True},
+        **{"x-slo-tier": "interactive"},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["object"] == "text_completion" and body["model"] == "tiny"
+    assert (
+        body["usage"]["completion_tokens"] == 6 and body["choices"][0]["finish_reason"] == "length"
+    )
+    assert r.headers["x-slo-tier"] == "interactive"
+    assert float(r.headers["x-ttft-ms"]) > 0
+
+
+def test_chat_streaming_default_tier(app):
+    client, _ = app
+    body = {
+        "messages": [{"role": "user", "content": "hello"}],
+        "max_tokens": 5,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    r = post(client, "/v1/chat/completions", body)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert r.headers["x-slo-tier"] == "standard"  # the tier file's default
+    events = sse_events(r.text)
+    chunks = [e for e in events if e.get("choices")]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert events[-1]["usage"]["completion_tokens"] == 5
+
+
+def test_completion_streaming_and_chat_non_streaming(app):
+    client, _ = app
+    r = post(
+        client,
+        "/v1/completions",
+        {"prompt": [5, 6, 7, 8], "max_tokens": 4, "ignore_eos": True, "stream": True},
+        **{"x-slo-tier": "batch"},
+    )
+    assert r.status_code == 200 and r.headers["x-slo-tier"] == "batch"
+    events = sse_events(r.text)
+    assert "".join(e["choices"][0]["text"] for e in events)
+    assert events[-1]["choices"][0]["finish_reason"] == "length"
+    r = post(
+        client,
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["role"] == "assistant"
+
+
+def test_models_and_health(app):
+    client, _ = app
+    assert client.get("/v1/models").json()["data"][0]["id"] == "tiny"
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["default_tier"] == "standard"
+
+
+def test_tightened_header_is_honoured(app):
+    client, _ = app
+    r = post(
+        client,
+        "/v1/completions",
+        {"prompt": "ka", "max_tokens": 2},
+        **{"x-slo-tier": "interactive", "x-slo-ttft-ms": "5000", "x-slo-tpot-ms": "45"},
+    )
+    assert r.status_code == 200 and r.headers["x-slo-tier"] == "interactive"
+
+
+# ---- refusals ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "needles"),
+    [
+        ({"x-slo-tier": "gold"}, None, 400, ["x-slo-tier", "'gold'"]),
+        (
+            {"x-slo-tier": "interactive", "x-slo-ttft-ms": "fast"},
+            None,
+            400,
+            ["x-slo-ttft-ms", "'fast'"],
+        ),
+        (
+            {"x-slo-tier": "interactive", "x-slo-ttft-ms": "60000"},
+            None,
+            400,
+            ["x-slo-ttft-ms", "'60000'", "at most 6000 ms"],
+        ),
+        ({"x-slo-tier": "interactive", "x-slo-tpot-ms": "0"}, None, 400, ["x-slo-tpot-ms", "'0'"]),
+        ({}, {"prompt": "ka", "max_tokens": -3}, 400, ["max_tokens", "-3"]),
+        ({}, {"prompt": "ka", "temperature": "hot"}, 400, ["temperature", "'hot'"]),
+        ({}, {"prompt": "ka", "max_tokens": 4000}, 400, ["max_model_len", "4000"]),
+        ({}, {"prompt": [1, 99999]}, 400, ["99999", "vocabulary"]),
+        ({}, {"prompt": "ka", "model": "gpt-9"}, 404, ["'gpt-9'"]),
+        ({}, {"prompt": "ka", "n": 3}, 400, ["n"]),
+    ],
+)
+def test_bad_input_is_refused_with_a_clear_message(app, headers, body, status, needles):
+    client, _ = app
+    r = post(client, "/v1/completions", body or {"prompt": "ka", "max_tokens": 2}, **headers)
+    assert r.status_code == status, r.text
+    message = r.json()["error"]["message"]
+    for needle in needles:
+        assert needle in message, message
+
+
+def test_keys_bind_tiers(app):
+    client, _ = app
+    body = {"prompt": "ka", "max_tokens": 2}
+    r = client.post(
+        "/v1/completions", json=body, headers={**BATCH_ONLY, "x-slo-tier": "interactive"}
+    )
+    assert r.status_code == 403 and "interactive" in r.json()["error"]["message"]
+    r = client.post("/v1/completions", json=body, headers=BATCH_ONLY)  # default tier: standard
+    assert r.status_code == 403
+    r = client.post("/v1/completions", json=body, headers={**BATCH_ONLY, "x-slo-tier": "batch"})
+    assert r.status_code == 200 and r.headers["x-slo-tier"] == "batch"
+    r = client.post("/v1/completions", json=body, headers={"x-slo-tier": "batch"})
+    assert r.status_code == 401
+    r = client.post(
+        "/v1/completions",
+        json=body,
+        headers={"Authorization": "Bearer wrong", "x-slo-tier": "batch"},
+    )
+    assert r.status_code == 401 and "wrong" not in r.text
+
+
+def test_admission_refuses_a_target_no_replica_can_meet(app):
+    client, _ = app
+    r = post(
+        client,
+        "/v1/completions",
+        {"prompt": "ka ko", "max_tokens": 2},
+        **{"x-slo-tier": "interactive", "x-slo-ttft-ms": "0.5"},
+    )
+    assert r.status_code == 429, r.text
+    assert int(r.headers["retry-after"]) >= 1
+    assert "predicted TTFT" in r.json()["error"]["message"]
+
+
+# ---- router -----------------------------------------------------------------------------
+def test_router_spreads_concurrent_load(app):
+    client, _ = app
+    time.sleep(1.5)  # let both replicas report routing stats
+
+    def one(i: int) -> str:
+        r = post(
+            client,
+            "/v1/completions",
+            {"prompt": "ka ko ri " * 40, "max_tokens": 8, "ignore_eos": True},
+            **{"x-slo-tier": "interactive"},
+        )
+        assert r.status_code == 200, r.text
+        return r.headers["x-served-by"]
+
+    with ThreadPoolExecutor(8) as pool:
+        served = list(pool.map(one, range(8)))
+    assert len(set(served)) == 2, served
+
+
+def test_router_prefers_the_replica_with_more_slack(app):
+    """The real SlackRouter over the live replicas, with constructed routing stats."""
+    import ray
+    from ray.serve._private.common import (
+        DeploymentHandleSource,
+        DeploymentID,
+        ReplicaID,
+        RequestMetadata,
+        RunningReplicaInfo,
+    )
+    from ray.serve.request_router import PendingRequest, RunningReplica
+
+    from slidingserve.serve.load import ReplicaLoad
+    from slidingserve.serve.messages import GenerateRequest
+    from slidingserve.serve.router import SlackRouter
+    from slidingserve.serve.slo_headers import RequestSLO
+    from slidingserve.slo.tiers import load_tiers
+
+    dep = DeploymentID(name="Engine", app_name="slidingserve")
+    names = [
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if re.match(r"SERVE_REPLICA::slidingserve#Engine#", a["name"])
+    ]
+    assert len(names) == 2, names
+
+    def replica(name: str, stats: dict) -> RunningReplica:
+        rid = ReplicaID(unique_id=name.rsplit("#", 1)[1], deployment_id=dep)
+        info = RunningReplicaInfo(rid, None, None, None, name, 64, routing_stats=stats)
+        return RunningReplica(info)
+
+    def stats(name: str, waiting: dict[int, int], age_s: float = 0.0) -> dict:
+        return ReplicaLoad(
+            ts=time.time() - age_s,
+            replica=name,
+            queue_len=sum(waiting.values()) // 100,
+            running=0,
+            waiting_tokens=waiting,
+            s_per_prefill_token=1e-3,
+            step_s=0.02,
+        ).to_stats()
+
+    interactive = RequestSLO.of_tier(load_tiers()["interactive"])
+    req = GenerateRequest("r", [1] * 50, interactive, {"max_tokens": 1}, time.time())
+
+    async def choose(a_stats: dict, b_stats: dict):
+        router = SlackRouter(deployment_id=dep, handle_source=DeploymentHandleSource.UNKNOWN)
+        router.initialize_state(stale_after_s=3.0, seed=0)
+        a, b = replica(names[0], a_stats), replica(names[1], b_stats)
+        pending = PendingRequest(
+            args=[req], kwargs={}, metadata=RequestMetadata(request_id="x", internal_request_id="x")
+        )
+        ranks = await router.choose_replicas([a, b], pending)
+        return [[r.replica_id.unique_id for r in rank] for rank in ranks], a, b
+
+    # a holds 4000 interactive prefill tokens (4 s at 1 ms/token), b only batch work.
+    ranks, a, b = asyncio.run(choose(stats(names[0], {0: 4000}), stats(names[1], {2: 9000})))
+    assert ranks == [[b.replica_id.unique_id], [a.replica_id.unique_id]]
+    # reversed backlog, reversed choice
+    ranks, a, b = asyncio.run(choose(stats(names[0], {2: 9000}), stats(names[1], {0: 4000})))
+    assert ranks == [[a.replica_id.unique_id], [b.replica_id.unique_id]]
+    # stale stats: power of two choices (one rank holding both candidates)
+    ranks, _, _ = asyncio.run(choose(stats(names[0], {0: 4000}, age_s=60), stats(names[1], {})))
+    assert len(ranks) == 1 and sorted(ranks[0]) == sorted(n.rsplit("#", 1)[1] for n in names)
