@@ -91,3 +91,59 @@ def state(
 
 def roofline() -> RooflineModel:
     return RooflineModel()
+
+
+def run_to_completion(
+    policy, requests: list[tuple[str, float, int, int]], total_blocks: int, max_steps: int = 20_000,
+    max_num_seqs: int = 64,
+) -> tuple[dict[int, int], int]:
+    """A tiny host: runs plans exactly as given until every request has produced its tokens.
+
+    ``requests``: (tier, arrival, prompt, output). Returns tokens produced per key and the
+    steps taken. Preempted requests lose their KV and recompute, as in vLLM.
+    """
+    specs = {k: r for k, r in enumerate(requests)}
+    views: dict[int, RequestView] = {}
+    running: list[int] = []
+    produced: dict[int, int] = {}
+    free, now = total_blocks, 0.0
+    for step in range(max_steps):
+        for k, (t, arr, p, _) in specs.items():
+            if k not in views and arr <= now:
+                views[k] = RequestView(k, tier(t), arr, p, 0, 0)
+        live = [k for k in views if k not in produced]
+        if not live and len(views) == len(specs):
+            return produced, step
+        wait = [views[k] for k in live if k not in running]
+        st = SchedulerInput(now, [views[k] for k in running], wait,
+                            KVState(free, total_blocks, BLOCK),
+                            HostLimits(max_num_seqs=max_num_seqs, max_batch_tokens=4096))
+        plan = policy.schedule(st)
+        for k in plan.preempt:
+            v = views[k]
+            free += v.num_blocks
+            v.num_blocks, v.num_computed = 0, 0
+            running.remove(k)
+        for k, n in plan.scheduled:
+            v = views[k]
+            need = max(-(-(v.num_computed + n) // BLOCK) - v.num_blocks, 0)
+            assert need <= free, "plan over-allocates KV"
+            free -= need
+            v.num_blocks += need
+            if k not in running:
+                running.append(k)
+        now += max(plan.predicted_s, 0.005)
+        for k, n in plan.scheduled:
+            v = views[k]
+            v.num_computed += n
+            if v.num_computed == v.prompt_len + v.num_generated:
+                v.num_generated += 1
+                if v.first_token_s is None:
+                    v.first_token_s = now
+                if v.num_generated == specs[k][3]:
+                    produced[k] = v.num_generated
+                    free += v.num_blocks
+                    v.num_blocks = 0
+                    running.remove(k)
+                    policy.forget(k)
+    return produced, max_steps

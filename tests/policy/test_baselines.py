@@ -56,3 +56,34 @@ def test_bad_budget_is_rejected_with_field_and_value():
 
     with pytest.raises(ValueError, match=r"budget.*-5"):
         make_policy("sarathi", roofline(), budget=-5)
+
+
+def test_qoserve_chunk_is_the_largest_grid_total_within_slack_over_safety():
+    from slidingserve.latency.features import decode_features, with_prefill_chunks
+
+    decs = [decoding(i, "interactive", arrival=0.0, prompt=1000, generated=10,
+                     first_token_s=0.55) for i in range(100)]
+    st = state(running=decs, waiting_=[waiting(500, "standard", arrival=1.0, prompt=5000)],
+               now=1.0)
+    plan = make_policy("qoserve", roofline()).schedule(st)
+    slack = 0.55 + 10 * 0.05 - 1.0
+    grid = [128, 256, 512, 768, 1024, 1280, 1536, 1792, 2048]
+    base = decode_features([r.num_computed + 1 for r in decs])
+    import numpy as np
+
+    t = roofline().predict_features(with_prefill_chunks(base, np.array(grid) - 100.0, 0))
+    best = max(g for g, ti in zip(grid, t, strict=True) if ti * 1.2 <= slack)
+    assert dict(plan.scheduled)[500] == best - 100
+    assert plan.predicted_s * 1.2 <= slack
+
+
+def test_qoserve_relegates_hopeless_requests_but_still_serves_them():
+    pol = make_policy("qoserve", roofline())
+    # arrived 5.99 s ago with 8000 tokens to prefill: cannot make its 6 s TTFT -> relegated
+    hopeless = waiting(1, "interactive", arrival=0.0, prompt=8000)
+    fresh = waiting(2, "batch", arrival=5.9, prompt=100)
+    plan = pol.schedule(state(waiting_=[hopeless, fresh], now=5.99))
+    assert [k for k, _ in plan.scheduled][:1] == [2]  # the batch request now goes first
+    assert 1 in dict(plan.scheduled)  # ...but the relegated one still gets the rest
+    plan = pol.schedule(state(waiting_=[hopeless], now=6.5))
+    assert plan.scheduled and plan.scheduled[0][0] == 1  # alone, it is served
