@@ -310,6 +310,7 @@ def write_steptrace(trace: StepTrace, path: str | os.PathLike[str]) -> Path:
             pq.write_table(table, tmp)
         else:
             pacsv.write_csv(table, tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, p)
     finally:
         if os.path.exists(tmp):
@@ -358,3 +359,42 @@ class StepRecorder:
 
     def write(self, path: str | os.PathLike[str]) -> Path:
         return write_steptrace(self.to_trace(), path)
+
+
+AGGREGATIONS = ("none", "min", "median")
+
+
+def aggregate_identical(trace: StepTrace, how: str = "min") -> StepTrace:
+    """One row per distinct feature vector, its latency the ``min`` or ``median`` of the rows.
+
+    Profiles measure every step shape several times (``predictor.profile --repeats``); on a shared
+    machine other tenants only ever add time, so the fastest repeat estimates the uncontended
+    latency. Provenance is taken from each group's first row; extra columns are dropped, except
+    that ``n_repeats`` (rows in the group) is added. ``how="none"`` returns the trace unchanged.
+    """
+    if how not in AGGREGATIONS:
+        raise StepTraceError(f"aggregation must be one of {list(AGGREGATIONS)} (got {how!r})")
+    if how == "none" or len(trace) == 0:
+        return trace
+    _, first, inverse, counts = np.unique(
+        trace.X, axis=0, return_index=True, return_inverse=True, return_counts=True
+    )
+    inverse = inverse.reshape(-1)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.cumsum(counts)[:-1]
+    groups = np.split(trace.latency_s[order], bounds)
+    reduce = np.min if how == "min" else np.median
+    y = np.array([reduce(g) for g in groups], dtype=np.float64)
+    keep = np.sort(first)  # keep the original order of first appearance
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))
+    y_in_order = np.empty_like(y)
+    y_in_order[rank] = y
+    n_in_order = np.empty_like(counts)
+    n_in_order[rank] = counts
+    return StepTrace(
+        X=trace.X[keep],
+        latency_s=y_in_order,
+        provenance={k: v[keep] for k, v in trace.provenance.items()},
+        extra={"n_repeats": n_in_order},
+    )
