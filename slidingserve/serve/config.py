@@ -35,12 +35,15 @@ class EngineConfig(_Strict):
     tensor_parallel_size: int = Field(default=1, gt=0)
     kv_cache_memory_bytes: int | None = Field(default=64 * 2**20, gt=0)  # None: vLLM's default
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
-    dtype: str = "auto"
+    dtype: str | None = None  # None: float32 for the tiny CPU model, "auto" otherwise
     enforce_eager: bool = True
     executor: str | None = "uni"  # vLLM distributed_executor_backend; "uni" = no worker process
-    scheduler_cls: str | None = None  # import path; None = the engine teammate's default
-    policy: str | None = None  # SlidingServe policy name handed to the scheduler
-    data_dir: str | None = None  # where the tiny model is cached (default: the data dir)
+    scheduler: Literal["slidingserve", "vllm"] = "slidingserve"  # "vllm": vLLM's own (baseline)
+    policy: str = "slidingserve"  # registered policy the SlidingServe scheduler runs
+    policy_config: dict[str, Any] = Field(default_factory=dict)
+    latency_check_every: int = Field(default=16, gt=0)  # engine steps between version checks
+    step_trace_flush_every: int = Field(default=64, gt=0)  # engine steps between trace writes
+    data_dir: str | None = None  # tiny-model cache and per-replica files (default: data dir)
     extra_engine_args: dict[str, Any] = Field(default_factory=dict)
 
     @property

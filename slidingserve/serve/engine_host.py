@@ -50,7 +50,57 @@ def resolve_model(cfg: EngineConfig) -> str:
     return str(ensure_tiny_model(Path(cfg.data_dir) if cfg.data_dir else None))
 
 
-def engine_args(cfg: EngineConfig) -> Any:
+def data_dir(cfg: EngineConfig) -> Path:
+    from slidingserve.models.tiny import default_data_dir
+
+    return Path(cfg.data_dir) if cfg.data_dir else default_data_dir()
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaFiles:
+    """Where one replica's engine reads its latency model and writes its measured steps."""
+
+    root: Path
+
+    @property
+    def latency_model(self) -> Path:
+        return self.root / "latency_model"
+
+    @property
+    def step_trace(self) -> Path:
+        return self.root / "steps.parquet"
+
+    @classmethod
+    def for_replica(cls, cfg: EngineConfig, replica: str) -> ReplicaFiles:
+        return cls(data_dir(cfg) / "serve" / replica)
+
+
+def scheduler_kwargs(cfg: ServeAppConfig, files: ReplicaFiles) -> dict[str, Any]:
+    """``scheduler_cls`` + ``additional_config`` for the SlidingServe scheduler (engine owner's).
+
+    The engine polls ``files.latency_model`` for new versions (hot swap) and rewrites
+    ``files.step_trace`` with its measured steps; the predictor link feeds both.
+    """
+    from slidingserve.engine.config import SCHEDULER_CLS, additional_config
+    from slidingserve.engine.latency_source import VERSION_FILE, write_roofline_dir
+    from slidingserve.latency.roofline import RooflineConfig
+
+    if not (files.latency_model / VERSION_FILE).is_file():
+        write_roofline_dir(files.latency_model, RooflineConfig(), "roofline-default")
+    extra = additional_config(
+        policy=cfg.engine.policy,
+        policy_config=cfg.engine.policy_config,
+        tiers_path=cfg.tiers_path,
+        latency_model=str(files.latency_model),
+        latency_check_every=cfg.engine.latency_check_every,
+        step_trace=str(files.step_trace),
+        step_trace_flush_every=cfg.engine.step_trace_flush_every,
+        model_name=cfg.engine.name,
+    )
+    return {"scheduler_cls": SCHEDULER_CLS, "additional_config": extra}
+
+
+def engine_args(cfg: EngineConfig, scheduler: dict[str, Any] | None = None) -> Any:
     """vLLM ``AsyncEngineArgs`` from the config (extra args pass through unchanged)."""
     from vllm.engine.arg_utils import AsyncEngineArgs
 
@@ -62,7 +112,7 @@ def engine_args(cfg: EngineConfig) -> Any:
         "max_num_seqs": cfg.max_num_seqs,
         "max_model_len": cfg.max_model_len,
         "tensor_parallel_size": cfg.tensor_parallel_size,
-        "dtype": cfg.dtype,
+        "dtype": cfg.dtype or ("float32" if cfg.model == "tiny" else "auto"),
         "enforce_eager": cfg.enforce_eager,
         "disable_log_stats": True,
         "enable_prefix_caching": False,
@@ -74,8 +124,7 @@ def engine_args(cfg: EngineConfig) -> Any:
         kwargs["kv_cache_memory_bytes"] = cfg.kv_cache_memory_bytes
     if cfg.gpu_memory_utilization is not None:
         kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
-    if cfg.scheduler_cls is not None:
-        kwargs["scheduler_cls"] = cfg.scheduler_cls
+    kwargs.update(scheduler or {})
     kwargs.update(cfg.extra_engine_args)
     return AsyncEngineArgs(**kwargs)
 
@@ -124,6 +173,7 @@ class EngineHost:
 
     def __init__(self, cfg: ServeAppConfig, tiers: TierSet, replica: str):
         self.cfg = cfg
+        self.files = ReplicaFiles.for_replica(cfg.engine, replica)
         self.tiers = tiers
         self.replica = replica
         self.metrics = EngineMetrics(replica)
@@ -136,7 +186,10 @@ class EngineHost:
     async def start(self) -> None:
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        self._llm = AsyncLLM.from_engine_args(engine_args(self.cfg.engine))
+        sched = None
+        if self.cfg.engine.scheduler == "slidingserve":
+            sched = scheduler_kwargs(self.cfg, self.files)
+        self._llm = AsyncLLM.from_engine_args(engine_args(self.cfg.engine, sched))
         log.info("replica %s: engine up (model %s)", self.replica, self.cfg.engine.name)
 
     def shutdown(self) -> None:

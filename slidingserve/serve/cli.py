@@ -1,0 +1,146 @@
+"""CLI of the serve package: ``slidingserve serve``, ``dashboards push|render``, ``bench http``.
+
+Mounted into the main ``slidingserve`` app with one ``app.add_typer(serve_cli)`` line.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+
+serve_cli = typer.Typer(no_args_is_help=True)
+dashboards_cli = typer.Typer(help="Grafana dashboards for the application's metrics.",
+                             no_args_is_help=True)
+bench_cli = typer.Typer(help="Load generators.", no_args_is_help=True)
+serve_cli.add_typer(dashboards_cli, name="dashboards")
+serve_cli.add_typer(bench_cli, name="bench")
+
+
+def repo_file(*parts: str) -> Path:
+    """A file shipped next to the package (``deploy/``, ``manifests/``)."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent.joinpath(*parts)
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(f"{'/'.join(parts)} not found next to the slidingserve package")
+
+
+def load_serve_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(http_options, application args) of a Serve config file, validated by Ray's schema."""
+    from ray.serve.schema import ServeDeploySchema
+
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise typer.BadParameter(f"{path}: {exc}") from None
+    schema = ServeDeploySchema.model_validate(raw)
+    apps = [a for a in schema.applications if a.import_path == "slidingserve.serve.app:build"]
+    if len(apps) != 1:
+        raise typer.BadParameter(
+            f"{path}: expected exactly one application with import_path "
+            f"slidingserve.serve.app:build (found {len(apps)})"
+        )
+    return raw.get("http_options", {}) or {}, dict(apps[0].args or {})
+
+
+def curl_line(url: str, tier: str, keyed: bool) -> str:
+    body = json.dumps({"prompt": "ka ko ri su", "max_tokens": 16, "stream": False})
+    auth = ' -H "Authorization: Bearer $SLIDINGSERVE_KEY"' if keyed else ""
+    return (f"curl -s {url}/v1/completions -H 'content-type: application/json' "
+            f"-H 'x-slo-tier: {tier}'{auth} -d {shlex.quote(body)}")
+
+
+@serve_cli.command("serve")
+def serve_cmd(
+    config: Path = typer.Option(None, help="Serve config file (default: deploy/local.yaml)."),
+    host: str = typer.Option(None, help="HTTP host (default: from the config)."),
+    port: int = typer.Option(None, help="HTTP port (default: from the config)."),
+    replicas: int = typer.Option(None, help="Engine replicas (default: from the config)."),
+    metrics_port: int = typer.Option(None, help="Ray's Prometheus metrics port (default: Ray's)."),
+    num_cpus: int = typer.Option(None, help="CPUs for the local Ray (default: all)."),
+) -> None:
+    """Start local Ray and the application; print its URL and a curl line; serve until Ctrl-C."""
+    import ray
+    from ray import serve
+
+    from slidingserve.serve.app import build_app
+    from slidingserve.serve.auth import KeyTable
+    from slidingserve.serve.config import ServeConfigError, load_serve_config
+    from slidingserve.slo.tiers import load_tiers
+
+    path = config or repo_file("deploy", "local.yaml")
+    http, args = load_serve_file(path)
+    if replicas is not None:
+        args["num_replicas"] = replicas
+    try:
+        cfg = load_serve_config(args, str(path))
+        tiers = load_tiers(cfg.tiers_path)
+        keys = KeyTable(cfg.auth.resolved_keys(), tiers)
+    except (ServeConfigError, ValueError) as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    host = host or http.get("host", "127.0.0.1")
+    port = port or int(http.get("port", 8000))
+    typer.echo(f"slidingserve: {keys.describe()}")
+    typer.echo(f"slidingserve: starting Ray and {cfg.num_replicas} engine replica(s) of "
+               f"{cfg.engine.name!r} (first start builds the model; this takes a minute or two)")
+    init: dict[str, Any] = {"include_dashboard": False}
+    if num_cpus is not None:
+        init["num_cpus"] = num_cpus
+    if metrics_port is not None:
+        init["_metrics_export_port"] = metrics_port
+    ray.init(**init)
+    try:
+        serve.start(http_options={"host": host, "port": port})
+        t0 = time.time()
+        serve.run(build_app(cfg), name="slidingserve", route_prefix="/")
+        url = f"http://{host}:{port}"
+        typer.secho(f"\nslidingserve is up at {url} ({time.time() - t0:.0f}s)", fg="green")
+        typer.echo(f"tiers: {', '.join(tiers)} (default {tiers.default_name})")
+        typer.echo("try:\n  " + curl_line(url, "interactive", not keys.open) + "\n")
+        typer.echo("serving; press Ctrl-C to stop")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        typer.echo("\nslidingserve: stopping")
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@dashboards_cli.command("render")
+def dashboards_render(
+    out: Path = typer.Option(None, help="Output folder (default: manifests/grafana)."),
+) -> None:
+    """Write the dashboards' JSON files."""
+    from slidingserve.serve.dashboards import render
+
+    target = out or repo_file("manifests") / "grafana"
+    for path in render(target):
+        typer.echo(str(path))
+
+
+@dashboards_cli.command("push")
+def dashboards_push(
+    url: str = typer.Option(..., help="Grafana base URL, e.g. http://grafana:3000"),
+    token: str = typer.Option(..., envvar="GRAFANA_TOKEN", help="Grafana service-account token."),
+    folder_uid: str = typer.Option(None, help="Grafana folder uid (default: General)."),
+    source: Path = typer.Option(None, help="Folder of dashboard JSON (default: built in)."),
+) -> None:
+    """Create or overwrite the dashboards in a Grafana (grafana-client)."""
+    from slidingserve.serve.dashboards import DashboardPushError, dashboards, load_dir, push
+
+    try:
+        boards = load_dir(source) if source is not None else dashboards()
+        for link in push(url, token, boards, folder_uid):
+            typer.echo(f"pushed {link}")
+    except DashboardPushError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
