@@ -11,3 +11,8 @@ def version() -> None:
     from slidingserve import __version__
 
     typer.echo(__version__)
+
+
+from slidingserve.serve.cli import serve_cli  # noqa: E402  (serve, dashboards, bench http)
+
+app.add_typer(serve_cli)
