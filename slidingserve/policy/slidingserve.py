@@ -39,7 +39,7 @@ from slidingserve.policy.batch_constructor import BatchConstructor, ConstructorC
 from slidingserve.policy.chunker import ChunkerConfig, SlidingChunker
 from slidingserve.policy.packing import BudgetPacker, make_room
 from slidingserve.policy.sorter import MultiLevelPrioritySorter, SorterConfig
-from slidingserve.policy.table import RequestTable
+from slidingserve.policy.table import RequestTable, TableBuilder
 from slidingserve.policy.types import RequestView, SchedulerInput, StepPlan
 
 
@@ -69,12 +69,13 @@ class SlidingServe(Policy):
         window = c.chunker.window if c.use_sliding_chunker else 1
         self.chunker = SlidingChunker(c.chunker.model_copy(update={"window": window}))
         self.constructor = BatchConstructor(c.constructor)
+        self.tables = TableBuilder()  # caches waiting requests' rows between steps
         probe = float(min(2048, c.chunker.max_chunk))
         t = latency.predict_features(with_prefill_chunks(decode_features([]), np.array([probe]), 0))
         self._s_per_token = float(t[0]) / probe  # EMA of step time per prefill token
 
     def schedule(self, state: SchedulerInput) -> StepPlan:
-        now, table = state.now_s, RequestTable.build(state.running, state.waiting)
+        now, table = state.now_s, self.tables.build(state.running, state.waiting)
         packer = BudgetPacker.for_step(state)
         if not len(table):
             return packer.plan()
@@ -111,6 +112,9 @@ class SlidingServe(Policy):
         stats = {"chunk": float(chunk), "prefill_tokens": float(x[F_PREFILL_TOKENS]),
                  "decodes": float(decodes.size), "infeasible": float(infeasible.sum())}
         return packer.plan(predicted, stats)
+
+    def forget(self, key: int) -> None:
+        self.tables.forget(key)
 
     def _observe(self, predicted_s: float, prefill_tokens: float) -> None:
         """EMA of step time per prefill token (the rate the service estimates use)."""

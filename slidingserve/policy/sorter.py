@@ -33,7 +33,7 @@ STARVING = -1.0
 
 class SorterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    aging_s: float = Field(default=300.0, gt=0)  # seconds of waiting per tier level gained
+    aging_s: float = Field(default=600.0, gt=0)  # seconds of waiting per tier level gained
     slack_margin_s: float = Field(default=30.0, ge=0)  # decode reserve of end-to-end tiers
     use_aging: bool = True
     use_feasibility: bool = True

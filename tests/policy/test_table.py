@@ -1,0 +1,45 @@
+"""RequestTable columns match the views; the builder's cache never serves stale rows."""
+
+from __future__ import annotations
+
+import numpy as np
+from policy_factories import decoding, waiting
+
+from slidingserve.policy.deadlines import next_due
+from slidingserve.policy.table import TableBuilder, read_rows
+
+
+def test_columns_match_views_and_deadlines() -> None:
+    views = [decoding(1, "interactive", generated=5, first_token_s=0.7),
+             decoding(2, "batch", generated=3), waiting(3, "standard", arrival=2.0)]
+    t = TableBuilder().build(views[:2], views[2:])
+    assert t.key.tolist() == [1, 2, 3]
+    assert t.pending.tolist() == [1, 1, 100]
+    assert np.isnan(t.first[2]) and t.first[0] == 0.7
+    assert np.allclose(t.next_due(), [next_due(v) for v in views])
+    assert t.is_running.tolist() == [True, True, False]
+
+
+def test_cache_follows_requests_through_admission_and_preemption() -> None:
+    b = TableBuilder()
+    w = [waiting(k, "standard", arrival=float(k), prompt=50 + k) for k in range(5)]
+    first = b.build([], w)
+    assert np.array_equal(first.data, read_rows(w), equal_nan=True)
+    assert len(b) == 5
+    # request 0 is admitted and runs; then preempted after generating 3 tokens
+    r0 = w[0]
+    r0.num_computed, r0.num_blocks = 50, 4
+    b.build([r0], w[1:])
+    assert len(b) == 4  # seen running: dropped from the cache
+    r0.num_computed, r0.num_blocks, r0.num_generated, r0.first_token_s = 0, 0, 3, 1.0
+    t = b.build([], [r0, *w[1:]])
+    assert np.array_equal(t.data, read_rows([r0, *w[1:]]), equal_nan=True)
+    b.forget(1)
+    assert len(b) == 4
+
+
+def test_cache_drops_keys_that_left_without_forget() -> None:
+    b = TableBuilder()
+    b.build([], [waiting(k) for k in range(3000)])
+    t = b.build([], [waiting(5000)])
+    assert len(b) <= 2 * 1 + 1024 and t.key.tolist() == [5000]
