@@ -23,6 +23,7 @@ from slidingserve.metrics import RequestRecord
 from slidingserve.policy import Policy, RequestView, make_policy
 from slidingserve.sim.config import SimConfig
 from slidingserve.sim.fastforward import fast_forward, is_decode_only_plan
+from slidingserve.sim.monitor import ViolationMonitor
 from slidingserve.sim.replica import Replica
 from slidingserve.sim.request import SimRequest
 from slidingserve.sim.routers import make_router
@@ -52,8 +53,14 @@ def simulate(
     config: SimConfig | None = None,
     latency: LatencyModel | None = None,
     policy_config: dict[str, Any] | None = None,
+    monitor: ViolationMonitor | None = None,
+    monitor_every_s: float = 5.0,
 ) -> SimResult:
-    """Simulate ``specs`` (sorted by arrival) under ``policy`` (a registered name or a factory)."""
+    """Simulate ``specs`` (sorted by arrival) under ``policy`` (a registered name or a factory).
+
+    With a ``monitor`` (asked every ``monitor_every_s`` simulated seconds), the run stops as
+    soon as it says so: ``stats["stopped_early"]``.
+    """
     config = config or SimConfig()
     latency = latency or RooflineModel()
     factory = _policy_factory(policy, policy_config)
@@ -77,6 +84,10 @@ def simulate(
     horizon = (
         (specs[-1].arrival_s + config.drain_s) if specs and config.drain_s is not None else math.inf
     )
+    if monitor is not None:
+        monitor.bind(reqs)
+    next_check = monitor_every_s
+    stopped_by_monitor = False
     wall0 = time.perf_counter()
     heap: list[tuple[float, int, int]] = []
     seq = 0
@@ -114,6 +125,11 @@ def simulate(
         if t_next == math.inf or t_next > horizon:
             break
         now = t_next
+        if monitor is not None and now >= next_check:
+            next_check = now + monitor_every_s
+            if monitor.should_stop(now):
+                stopped_by_monitor = True
+                break
         if t_arr <= t_step:
             woken: dict[int, Replica] = {}  # simultaneous arrivals all join before a step starts
             while n_arrived < n and reqs[n_arrived].spec.arrival_s == now:
@@ -132,7 +148,7 @@ def simulate(
             start(rep, now)
 
     stopped_early = any(not r.finished for r in reqs)
-    if stopped_early and horizon == math.inf:
+    if stopped_early and horizon == math.inf and not stopped_by_monitor:
         stuck = [rep for rep in replicas if rep.outstanding]
         raise SimulationStalled(
             f"policy {stuck[0].policy.name!r} scheduled nothing on replica {stuck[0].index} at "
@@ -146,7 +162,8 @@ def simulate(
         "end_s": now,
         "requests": n,
         "finished": sum(r.finished for r in reqs),
-        "stopped_at_horizon": stopped_early,
+        "stopped_at_horizon": stopped_early and not stopped_by_monitor,
+        "stopped_early": stopped_by_monitor,
         "steps": sum(rep.steps for rep in replicas),
         "policy_calls": sum(rep.policy_calls for rep in replicas),
         "policy_wall_s": sum(rep.policy_s for rep in replicas),

@@ -1,0 +1,170 @@
+"""``slidingserve capacity`` and ``slidingserve run`` (the quick comparison behind ``make run``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from slidingserve.capacity.config import CapacityConfig, Contender, ablation_contenders
+from slidingserve.capacity.harness import run_capacity
+from slidingserve.capacity.report import plot_attainment, print_table, write_json
+from slidingserve.policy import policy_names
+from slidingserve.sim import SimConfig
+from slidingserve.slo import load_tiers
+from slidingserve.workload import parse_tier_mix
+
+
+def parse_policies(text: str) -> list[str]:
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    known = policy_names()
+    for name in names:
+        if name not in known:
+            raise typer.BadParameter(f"unknown policy {name!r} (known: {', '.join(known)})")
+    if not names:
+        raise typer.BadParameter(f"no policy given (got {text!r})")
+    return names
+
+
+def parse_budgets(text: str) -> list[int]:
+    out = []
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        try:
+            value = int(item)
+        except ValueError:
+            raise typer.BadParameter(f"budget {item!r} is not an integer") from None
+        if value < 1:
+            raise typer.BadParameter(f"budget must be >= 1 token (got {value})")
+        out.append(value)
+    return out
+
+
+def execute(config: CapacityConfig, out: Path, console: Console) -> dict[str, Any]:
+    """Run a capacity comparison with progress bars; write capacity.json and attainment.png."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        tasks: dict[str, Any] = {}
+
+        def report(done: int, total: int, message: str) -> None:
+            phase = message.split(":")[0]
+            if phase not in tasks:
+                tasks[phase] = progress.add_task(phase, total=max(total, 1))
+            progress.update(tasks[phase], completed=done if total else 1, description=message)
+
+        result = run_capacity(config, report)
+    write_json(out / "capacity.json", result)
+    plot_attainment(result, out / "attainment.png")
+    print_table(result, console)
+    console.print(
+        f"wrote {out / 'capacity.json'} and {out / 'attainment.png'} in {result['wall_s']:.0f} s"
+    )
+    return result
+
+
+def capacity(
+    out: Annotated[Path, typer.Option(help="Output folder (capacity.json, attainment.png).")],
+    trace: Annotated[
+        Path | None, typer.Option(help="Trace CSV for lengths (default: synthetic).")
+    ] = None,
+    policies: Annotated[str, typer.Option(help="Comma-separated policy names.")] = (
+        "slidingserve,qoserve,sarathi,vllm-fcfs,vllm-priority,edf"
+    ),
+    replicas: Annotated[int, typer.Option(help="Replicas behind the router.")] = 1,
+    router: Annotated[str, typer.Option(help="Router for several replicas.")] = "round-robin",
+    tiers: Annotated[Path | None, typer.Option(help="SLO tier file.")] = None,
+    tier_mix: Annotated[
+        str | None, typer.Option(help="e.g. interactive=0.2,standard=0.5,batch=0.3")
+    ] = None,
+    seeds: Annotated[int, typer.Option(help="Seeds per policy (spread reported).")] = 3,
+    budgets: Annotated[str, typer.Option(help="Budgets swept for fixed-budget baselines.")] = (
+        "256,512,1024,2048,4096,8192"
+    ),
+    ablation: Annotated[
+        bool, typer.Option(help="Also run SlidingServe with each part off.")
+    ] = False,
+    ablation_seeds: Annotated[int | None, typer.Option(help="Seeds for ablation variants.")] = None,
+    trial_seconds: Annotated[
+        float, typer.Option(help="Measured window per trial (s of arrivals).")
+    ] = 120.0,
+    warmup_seconds: Annotated[
+        float, typer.Option(help="Warm-up arrivals before the window (s).")
+    ] = 30.0,
+    horizon_seconds: Annotated[
+        float, typer.Option(help="Trial ends this long after the window.")
+    ] = 120.0,
+    min_requests: Annotated[int, typer.Option(help="Least measured requests per trial.")] = 1000,
+    rel_tol: Annotated[float, typer.Option(help="Bisection tolerance (relative).")] = 0.04,
+    curve: Annotated[
+        str, typer.Option(help="Load-curve points, multiples of the reference capacity.")
+    ] = ("0.6,0.8,1.0,1.15,1.3,1.5"),
+    workers: Annotated[int, typer.Option(help="Worker processes (this machine: at most 2).")] = 2,
+    kv_blocks: Annotated[int | None, typer.Option(help="KV blocks per replica.")] = None,
+) -> None:
+    """Highest Poisson rate per policy meeting the SLOs (1% worst tier; 90% overall)."""
+    console = Console()
+    names = parse_policies(policies)
+    tier_set = load_tiers(tiers)
+    try:
+        points = [float(x) for x in curve.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"--curve: not a list of numbers (got {curve!r})") from None
+    abl = ablation_contenders() if ablation else []
+    config = CapacityConfig(
+        contenders=[Contender(label=n, policy=n) for n in names],
+        ablation=abl,
+        ablation_seeds=ablation_seeds,
+        trace=trace,
+        tiers=tiers,
+        tier_mix=parse_tier_mix(tier_mix, tier_set) if tier_mix is not None else None,
+        sim=SimConfig(replicas=replicas, router=router, num_blocks=kv_blocks),
+        seeds=seeds,
+        budgets=parse_budgets(budgets),
+        trial_seconds=trial_seconds,
+        warmup_seconds=warmup_seconds,
+        horizon_seconds=horizon_seconds,
+        min_requests=min_requests,
+        rel_tol=rel_tol,
+        curve_points=points,
+        heavy_load=1.3 if 1.3 in points else (points[-1] if points else 1.3),
+        workers=workers,
+    )
+    execute(config, out, console)
+
+
+def run(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/quick"),
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 2,
+) -> None:
+    """Quick capacity comparison of every policy on the built-in synthetic workload."""
+    console = Console()
+    names = policy_names()
+    config = CapacityConfig(
+        contenders=[Contender(label=n, policy=n) for n in names],
+        seeds=1,
+        budgets=[512, 2048],
+        trial_seconds=15.0,
+        warmup_seconds=5.0,
+        horizon_seconds=20.0,
+        min_requests=100,
+        rel_tol=0.12,
+        sweep_rel_tol=0.2,
+        curve_points=[1.0, 1.3],
+        workers=workers,
+    )
+    console.print(
+        f"quick comparison of {', '.join(names)} on the synthetic workload "
+        "(15 s windows, 1 seed; `slidingserve capacity` for the full search)"
+    )
+    result = execute(config, out, console)
+    console.print(json.dumps(result.get("comparison", {}), indent=None))

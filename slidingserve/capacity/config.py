@@ -1,0 +1,98 @@
+"""Capacity-search configuration: what to compare, on which workload, how precisely."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from slidingserve.sim import SimConfig
+
+DEFAULT_BUDGETS = [256, 512, 1024, 2048, 4096, 8192]
+# SlidingServe components the ablation switches off, one at a time (config flags of the policy).
+ABLATION_FLAGS = ["use_sorter", "use_aging", "use_sliding_chunker", "use_batch_constructor"]
+
+
+class Contender(BaseModel):
+    """One line of the comparison: a registered policy with config overrides, under a label."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    label: str
+    policy: str
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class CapacityConfig(BaseModel):
+    """Capacity search: per contender, the highest Poisson rate meeting each SLO criterion.
+
+    A trial measures ``clamp(rate x trial_seconds, min_requests, max_requests)`` Poisson
+    arrivals with lengths from the trace (or the synthetic distribution), after
+    ``rate x warmup_seconds`` warm-up arrivals; arrivals go on after the measured window
+    until every measured request's fate is known, so the window drains under the same load.
+    Criteria: worst tier's violation rate <= ``violation_target`` (``capacity_rps``) and
+    overall attainment >= ``attainment_target`` (``capacity_rps_90``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    contenders: list[Contender] = Field(min_length=1)
+    ablation: list[Contender] = Field(default_factory=list)
+    trace: Path | None = None
+    tiers: Path | None = None
+    tier_mix: dict[str, float] | None = None
+    sim: SimConfig = SimConfig()
+    seeds: int = Field(default=3, ge=1)
+    ablation_seeds: int | None = Field(default=None, ge=1)  # None: same as seeds
+    budgets: list[int] = Field(default_factory=lambda: list(DEFAULT_BUDGETS))
+    violation_target: float = Field(default=0.01, gt=0, lt=1)
+    attainment_target: float = Field(default=0.9, gt=0, lt=1)
+    trial_seconds: float = Field(default=120.0, gt=0)
+    min_requests: int = Field(default=1000, ge=10)
+    max_requests: int = Field(default=20000, ge=10)
+    warmup_seconds: float = Field(default=30.0, ge=0)
+    # A trial ends this long after its measured window; measured requests not settled by then
+    # count as violations (bounds the cost of overloaded trials; None: wait for every deadline).
+    horizon_seconds: float | None = Field(default=120.0, gt=0)
+    rel_tol: float = Field(default=0.04, gt=0, lt=1)  # bisection stops when (hi - lo) <= tol x hi
+    sweep_rel_tol: float = Field(default=0.08, gt=0, lt=1)  # coarser, for the budget sweep
+    start_rate: float | None = Field(default=None, gt=0)  # None: estimated from the workload
+    # The load curve (attainment.png, heavy-load comparison) at these multiples of the
+    # reference contender's capacity.
+    curve_points: list[float] = Field(default_factory=lambda: [0.6, 0.8, 1.0, 1.15, 1.3, 1.5])
+    reference: str | None = "qoserve"
+    heavy_load: float = Field(default=1.3, gt=0)
+    workers: int = Field(default=2, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _check(self) -> CapacityConfig:
+        labels = [c.label for c in [*self.contenders, *self.ablation]]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ValueError(f"contender labels must be unique (got duplicates {dupes})")
+        bad = [b for b in self.budgets if b < 1]
+        if bad:
+            raise ValueError(f"budgets must be >= 1 token (got {bad[0]})")
+        if self.min_requests > self.max_requests:
+            raise ValueError(f"min_requests {self.min_requests} > max_requests {self.max_requests}")
+        if self.heavy_load not in self.curve_points and self.curve_points:
+            raise ValueError(
+                f"heavy_load {self.heavy_load} must be one of curve_points {self.curve_points}"
+            )
+        return self
+
+    def trial_requests(self, rate: float) -> tuple[int, int]:
+        """(warm-up, measured) request counts of a trial at ``rate``."""
+        measured = min(max(rate * self.trial_seconds, self.min_requests), self.max_requests)
+        return int(rate * self.warmup_seconds), int(measured)
+
+
+def ablation_contenders(base: str = "slidingserve") -> list[Contender]:
+    """SlidingServe with each component switched off in turn."""
+    return [
+        Contender(
+            label=f"{base}-no-{flag.removeprefix('use_').replace('_', '-')}",
+            policy=base,
+            overrides={flag: False},
+        )
+        for flag in ABLATION_FLAGS
+    ]

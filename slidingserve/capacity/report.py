@@ -1,0 +1,82 @@
+"""Outputs of a capacity run: capacity.json, attainment.png and a rich table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)
+
+
+def capacity_table(result: dict[str, Any], title: str = "Capacity under SLOs") -> Table:
+    table = Table(title=title)
+    for col in ("policy", "capacity (1%)", "spread", "capacity (90%)", "budget", "trials"):
+        table.add_column(col, justify="left" if col == "policy" else "right")
+    rows = {**result["policies"], **result.get("ablation", {})}
+    for label, r in sorted(rows.items(), key=lambda kv: -kv[1]["capacity_rps"]):
+        sp = r["spread"]["capacity_rps"]
+        table.add_row(
+            label,
+            f"{r['capacity_rps']:.2f} rps",
+            f"{sp['min']:.2f}-{sp['max']:.2f}",
+            f"{r['capacity_rps_90']:.2f} rps",
+            "-" if r["budget"] is None else str(r["budget"]),
+            str(r["trials"]),
+        )
+    cmp = result.get("comparison") or {}
+    if cmp.get("capacity_ratio") is not None:
+        table.caption = (
+            f"slidingserve / {cmp['best_baseline']}: {cmp['capacity_ratio']:.2f}x (1%), "
+            + (f"{cmp['capacity_ratio_90']:.2f}x (90%)" if cmp.get("capacity_ratio_90") else "")
+        )
+        heavy = cmp.get("heavy_load")
+        if heavy and heavy.get("violation_ratio") is not None:
+            table.caption += (
+                f"; at {heavy['multiple']}x {result['reference']}'s capacity "
+                f"({heavy['rate']:.2f} rps) violations "
+                + ", ".join(f"{k} {v:.1%}" for k, v in heavy["violation"].items())
+            )
+    return table
+
+
+def print_table(result: dict[str, Any], console: Console | None = None) -> None:
+    (console or Console()).print(capacity_table(result))
+
+
+def plot_attainment(result: dict[str, Any], path: Path) -> None:
+    """Violation rate per tier (and overall) vs arrival rate, one line per policy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = result["curve"]["lines"]
+    tiers = sorted({t for pts in lines.values() for p in pts for t in p["tiers"]})
+    panels = [*tiers, "overall"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        for label, pts in sorted(lines.items()):
+            xs = [p["rate"] for p in pts]
+            ys = [p["violation"] if panel == "overall" else p["tiers"].get(panel, 0.0) for p in pts]
+            ax.plot(xs, ys, marker="o", label=label)
+        ax.axhline(0.01, color="grey", linestyle="--", linewidth=0.8)
+        ax.set_title(panel)
+        ax.set_xlabel("arrival rate (requests/s)")
+        ax.set_ylim(-0.02, 1.02)
+    axes[0][0].set_ylabel("SLO violation rate")
+    axes[0][-1].legend(fontsize=7)
+    if not lines:
+        axes[0][0].text(0.5, 0.5, "no load curve", ha="center", transform=axes[0][0].transAxes)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

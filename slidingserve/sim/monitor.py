@@ -1,0 +1,49 @@
+"""Early stop for measurement runs: stop once the measured requests' fates are known.
+
+A capacity trial measures a window of requests while arrivals go on after it (so the system
+stays loaded while the window drains: deferring work past the window gains nothing). A
+``ViolationMonitor`` watches the measured requests. A request is *settled* when it finished
+(judged against every target), or when its decisive deadline passed (its end-to-end deadline,
+or for tiers without one its TTFT deadline) and it can no longer meet its SLO (unfinished with
+an e2e deadline, or no first token yet). The simulator stops when every measured request is
+settled, or when more than ``max_violations`` are surely violated (the run then fails for
+sure; requests still unsettled count as violations).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from slidingserve.sim.request import SimRequest
+from slidingserve.slo import TierSet
+
+
+class ViolationMonitor:
+    def __init__(self, measured: Sequence[int], tiers: TierSet, max_violations: int):
+        self.tiers = tiers
+        self.max_violations = max_violations
+        self.measured = list(measured)
+        self.violations = 0  # surely violated so far
+        self.aborted = False  # stopped because violations exceeded the limit
+
+    def bind(self, reqs: Sequence[SimRequest]) -> None:
+        """Attach the run's requests (called by ``simulate``)."""
+        self._open = [reqs[i] for i in self.measured]
+        self.violations = 0
+        self.aborted = False
+
+    def should_stop(self, now: float) -> bool:
+        still_open = []
+        for r in self._open:
+            tier = self.tiers[r.spec.tier]
+            if r.finished:
+                self.violations += not r.record().meets_slo(tier)
+                continue
+            decisive = r.spec.arrival_s + (tier.e2e_s if tier.e2e_s is not None else tier.ttft_s)
+            if now > decisive and (tier.e2e_s is not None or r.view.first_token_s is None):
+                self.violations += 1
+                continue
+            still_open.append(r)
+        self._open = still_open
+        self.aborted = self.violations > self.max_violations
+        return self.aborted or not still_open

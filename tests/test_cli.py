@@ -1,0 +1,125 @@
+"""CLI smoke tests through typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from slidingserve.cli import app
+
+runner = CliRunner()
+
+
+def test_sim_writes_summary_and_resolved_config(tmp_path):
+    out = tmp_path / "run"
+    res = runner.invoke(
+        app,
+        [
+            "sim",
+            "--policy",
+            "vllm-fcfs",
+            "--rate",
+            "5",
+            "--num-requests",
+            "40",
+            "--out",
+            str(out),
+            "--seed",
+            "3",
+            "--budget",
+            "1024",
+            "--replicas",
+            "2",
+            "--router",
+            "least-loaded",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "summary.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    assert summary["format"] == "slidingserve.summary/v1"
+    assert summary["overall"]["requests"] == 40
+    assert set(summary["tiers"]) == {"interactive", "standard", "batch"}
+    assert config["policy_config"] == {"budget": 1024}
+    assert config["sim"]["replicas"] == 2 and config["workload"]["seed"] == 3
+
+
+def test_sim_replays_a_trace(tmp_path):
+    trace = tmp_path / "t.csv"
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n0,100,5\n0.5,200,6\n1.0,50,7\n")
+    res = runner.invoke(
+        app, ["sim", "--trace", str(trace), "--policy", "sarathi", "--out", str(tmp_path / "o")]
+    )
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["overall"]["finished"] == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["sim", "--policy", "fifo", "--rate", "1"], "fifo"),
+        (["sim", "--rate", "1", "--trace", "/nonexistent/trace.csv"], "/nonexistent/trace.csv"),
+        (["sim", "--rate", "1", "--tier-mix", "gold=1"], "gold"),
+        (["sim", "--rate", "-2"], "-2"),
+        (["sim", "--rate", "1", "--router", "nearest"], "nearest"),
+        (["sim"], "--rate"),
+        (["capacity", "--policies", "slidingserve,fifo"], "fifo"),
+        (["capacity", "--budgets", "256,lots"], "lots"),
+        (["capacity", "--curve", "1,x"], "1,x"),
+    ],
+)
+def test_bad_values_are_named_and_exit_non_zero(tmp_path, args, needle):
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "x")])
+    assert res.exit_code != 0
+    assert needle in res.output
+
+
+def test_bad_tier_file_is_named(tmp_path):
+    bad = tmp_path / "tiers.yaml"
+    bad.write_text("tiers:\n  - {name: a, ttft_s: -1, tpot_s: 0.1}\n")
+    res = runner.invoke(app, ["sim", "--rate", "1", "--tiers", str(bad), "--out", str(tmp_path)])
+    assert res.exit_code == 2
+    assert str(bad) in res.output and "ttft_s" in res.output
+
+
+def test_capacity_writes_json_and_plot(tmp_path):
+    out = tmp_path / "cap"
+    res = runner.invoke(
+        app,
+        [
+            "capacity",
+            "--policies",
+            "vllm-fcfs,sarathi",
+            "--out",
+            str(out),
+            "--seeds",
+            "1",
+            "--budgets",
+            "1024",
+            "--trial-seconds",
+            "3",
+            "--warmup-seconds",
+            "1",
+            "--horizon-seconds",
+            "6",
+            "--min-requests",
+            "20",
+            "--rel-tol",
+            "0.25",
+            "--curve",
+            "1.0,1.3",
+            "--workers",
+            "1",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "capacity.json").read_text())
+    for name in ("vllm-fcfs", "sarathi"):
+        entry = data["policies"][name]
+        assert entry["capacity_rps"] > 0 and entry["budget"] == 1024
+        assert "capacity_rps_90" in entry and "spread" in entry
+    assert (out / "attainment.png").stat().st_size > 1000
+    assert "capacity (1%)" in res.output
