@@ -144,3 +144,70 @@ def dashboards_push(
     except DashboardPushError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(1) from None
+
+
+@bench_cli.command("http")
+def bench_http(
+    url: str = typer.Option(..., help="Base URL of the deployment, e.g. http://127.0.0.1:8000"),
+    rate: float = typer.Option(..., help="Mean request rate (requests/s, Poisson arrivals)."),
+    duration: float = typer.Option(..., help="Seconds of arrivals."),
+    trace: Path = typer.Option(None, help="Azure trace CSV for lengths (default: synthetic)."),
+    tier_mix: str = typer.Option(None, help="e.g. interactive=0.2,standard=0.5,batch=0.3"),
+    tiers_path: Path = typer.Option(None, "--tiers", help="Tier file (default: deploy's)."),
+    max_prompt_tokens: int = typer.Option(1024, help="Clip prompts to this many tokens."),
+    max_output_tokens: int = typer.Option(128, help="Clip outputs to this many tokens."),
+    api_key: str = typer.Option(None, envvar="SLIDINGSERVE_KEY", help="Bearer API key."),
+    model: str = typer.Option(None, help="Model name to send (default: the server's)."),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(Path("results/bench_http"), help="Folder for summary.json."),
+) -> None:
+    """Open-loop streaming load; client-side TTFT/TPOT per tier; writes summary.json."""
+    import asyncio
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.table import Table
+
+    from slidingserve.serve.bench_http import BenchConfig, bench_summary, plan, run_bench
+    from slidingserve.slo.tiers import TierConfigError, load_tiers
+    from slidingserve.workload.tiermix import TierMixError, parse_tier_mix
+
+    try:
+        tiers = load_tiers(tiers_path)
+        mix = parse_tier_mix(tier_mix, tiers) if tier_mix else None
+        cfg = BenchConfig(url=url.rstrip("/"), rate=rate, duration_s=duration, tier_mix=mix,
+                          trace=str(trace) if trace else None, max_prompt_tokens=max_prompt_tokens,
+                          max_output_tokens=max_output_tokens, api_key=api_key, model=model,
+                          seed=seed)
+        n = len(plan(cfg, tiers))
+    except (TierConfigError, TierMixError, ValueError) as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    console = Console(stderr=True)
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task(f"{n} requests at {rate:g}/s", total=n)
+        outcomes = asyncio.run(run_bench(cfg, tiers, lambda: bar.advance(task)))
+    summary = bench_summary(cfg, tiers, outcomes)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    table = Table(title=f"bench http {url} ({summary['duration_s']:.1f}s)")
+    for col in ("tier", "requests", "finished", "429", "SLO attainment", "TTFT p50 s",
+                "TTFT p99 s", "TPOT p50 s", "goodput req/s"):
+        table.add_column(col)
+    rejected = summary["http"]["rejected_429_by_tier"]
+    for name, g in [*summary["tiers"].items(), ("all", summary["overall"])]:
+        if not g["requests"]:
+            continue
+        att = g["slo_attainment"]
+        table.add_row(name, str(g["requests"]), str(g["finished"]),
+                      str(rejected.get(name, sum(rejected.values()) if name == "all" else 0)),
+                      f"{att:.3f}" if att is not None else "-", _fmt(g["ttft_s"]["p50"]),
+                      _fmt(g["ttft_s"]["p99"]), _fmt(g["tpot_s"]["p50"]),
+                      _fmt(g["goodput_rps"]))
+    Console().print(table)
+    typer.echo(f"wrote {out / 'summary.json'}")
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"

@@ -101,6 +101,7 @@ class PredictorLinkConfig(_Strict):
     namespace: str | None = None
     poll_period_s: float = Field(default=1.0, gt=0)
     sample_batch: int = Field(default=64, gt=0)
+    retrain_every_s: float | None = Field(default=60.0, gt=0)  # if this replica creates the actor
 
 
 class ServeAppConfig(_Strict):

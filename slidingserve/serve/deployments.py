@@ -49,7 +49,8 @@ class EngineReplica:
     def replica_info(self) -> dict[str, Any]:
         """Which replica answered, its load and its latency-model version (for operators)."""
         return {"replica": self.host.replica, "model_version": self.host.model_version,
-                "load": self.host.load().to_stats()}
+                "load": self.host.load().to_stats(),
+                "samples_sent": self.link.samples_sent if self.link is not None else None}
 
     async def check_health(self) -> None:
         await self.host.check_health()

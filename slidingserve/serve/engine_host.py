@@ -85,7 +85,8 @@ def scheduler_kwargs(cfg: ServeAppConfig, files: ReplicaFiles) -> dict[str, Any]
     from slidingserve.engine.latency_source import VERSION_FILE, write_roofline_dir
     from slidingserve.latency.roofline import RooflineConfig
 
-    if not (files.latency_model / VERSION_FILE).is_file():
+    have = [files.latency_model / n for n in (VERSION_FILE, "model.json")]
+    if not any(p.is_file() for p in have):  # start on the roofline until the predictor publishes
         write_roofline_dir(files.latency_model, RooflineConfig(), "roofline-default")
     extra = additional_config(
         policy=cfg.engine.policy,
@@ -158,14 +159,20 @@ class CostEstimate:
     samples: int = field(default=0)
 
     def observe_ttft(self, seconds: float, tokens: int) -> None:
+        """A request's prefill took ``seconds`` for ``tokens`` (its own + those ahead of it)."""
         if tokens > 0 and seconds > 0:
-            per_tok = max(seconds - self.step_s, 0.0) / tokens
+            per_tok = _clamp(max(seconds - self.step_s, 0.0) / tokens, self.s_per_prefill_token)
             self.s_per_prefill_token += EMA * (per_tok - self.s_per_prefill_token)
             self.samples += 1
 
     def observe_step(self, seconds: float) -> None:
         if seconds > 0:
-            self.step_s += EMA * (seconds - self.step_s)
+            self.step_s += EMA * (_clamp(seconds, self.step_s) - self.step_s)
+
+
+def _clamp(observed: float, current: float, factor: float = 4.0) -> float:
+    """One observation moves an estimate at most ``factor``-fold (robust to outliers)."""
+    return min(max(observed, current / factor), current * factor)
 
 
 class EngineHost:
@@ -296,8 +303,8 @@ class EngineHost:
             if n_new:
                 if live.first_token_s is None:
                     live.first_token_s = now
-                    ahead = live.tokens_ahead + live.prompt_len
-                    self.costs.observe_ttft(now - live.admitted_s, ahead)
+                    if live.tokens_ahead == 0:  # head of the line: TTFT is its own prefill
+                        self.costs.observe_ttft(now - live.admitted_s, live.prompt_len)
                 elif live.last_token_s is not None:
                     self.costs.observe_step((now - live.last_token_s) / n_new)
                 live.last_token_s = now

@@ -103,7 +103,10 @@ class IngressService:
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         req = GenerateRequest(rid, ids, slo, sampling, arrival)
         stream = self.engine.options(stream=True).generate.remote(req)
-        first = await stream.__anext__()
+        try:
+            first = await stream.__anext__()
+        except Exception as exc:  # no replica could take it: say so, never drop it silently
+            raise HTTPError(503, f"engine unavailable: {type(exc).__name__}: {exc}") from None
         if isinstance(first, Rejected):
             raise HTTPError(
                 429,
@@ -114,10 +117,13 @@ class IngressService:
             )
         assert isinstance(first, Admitted), first
         head: list[StreamEvent] = []
-        async for ev in stream:  # hold the headers until the first token: TTFT is measured
-            head.append(ev)
-            if not isinstance(ev, TokenDelta) or ev.token_ids or ev.finish_reason:
-                break
+        try:
+            async for ev in stream:  # hold the headers until the first token: TTFT is measured
+                head.append(ev)
+                if not isinstance(ev, TokenDelta) or ev.token_ids or ev.finish_reason:
+                    break
+        except Exception as exc:
+            head.append(StreamError(f"engine failed: {type(exc).__name__}: {exc}"))
         out_headers = {
             TIER_ECHO_HEADER: first.slo.tier,
             TTFT_MEASURED_HEADER: f"{(time.time() - arrival) * 1000.0:.1f}",
@@ -154,14 +160,15 @@ class IngressService:
     async def _collect(self, rid, chat, head, stream, n_prompt, headers) -> Response:
         text: list[str] = []
         finish, n_out = None, 0
-        async for ev in _chain(head, stream):
-            if isinstance(ev, StreamError):
-                body = oa.error_body(ev.message, None, "server_error")
-                body["error"]["partial"] = {"text": "".join(text), **ev.partial}
-                return JSONResponse(body, 500, headers=headers)
-            assert isinstance(ev, TokenDelta)
-            text.append(ev.text)
-            finish, n_out = ev.finish_reason or finish, ev.num_generated
+        try:
+            async for ev in _chain(head, stream):
+                if isinstance(ev, StreamError):
+                    return _partial_error(ev.message, text, headers, ev.partial)
+                assert isinstance(ev, TokenDelta)
+                text.append(ev.text)
+                finish, n_out = ev.finish_reason or finish, ev.num_generated
+        except Exception as exc:
+            return _partial_error(f"engine failed: {type(exc).__name__}: {exc}", text, headers, {})
         body = oa.completion_response(rid, self.model_name, "".join(text), finish, n_prompt,
                                       n_out, chat)
         return JSONResponse(body, headers=headers)
@@ -184,6 +191,13 @@ class IngressService:
             yield "data: " + oa.json.dumps({"id": rid, "choices": [],
                                             "usage": oa.usage(n_prompt, n_out)}) + "\n\n"
         yield oa.STREAM_DONE
+
+
+def _partial_error(message: str, text: list[str], headers: dict[str, str],
+                   partial: dict[str, Any]) -> JSONResponse:
+    body = oa.error_body(message, None, "server_error")
+    body["error"]["partial"] = {"text": "".join(text), **partial}
+    return JSONResponse(body, 500, headers=headers)
 
 
 async def _chain(head: list[StreamEvent], rest: Any) -> AsyncIterator[StreamEvent]:

@@ -4,7 +4,7 @@ Idea: every engine replica reports a ``ReplicaLoad`` (queue, waiting prefill tok
 priority, predicted cost per token) as its Ray Serve routing stats. For a request of tier T
 with prompt length L the router predicts the TTFT it would see on each replica and ranks
 replicas by slack (T's TTFT target minus that prediction), most slack first. Between stats
-reports it adds the prompts it has itself routed to a replica since that replica's snapshot,
+reports it adds the prompts it has itself sent to a replica since that replica's snapshot,
 so a burst does not pile onto the replica that looked emptiest a moment ago.
 
 Fallback: when any candidate's stats are missing or older than ``stale_after_s`` (or the
@@ -83,8 +83,8 @@ class SlackRouter(FIFOMixin, RequestRouter):
     def initialize_state(self, stale_after_s: float = 3.0, seed: int | None = None, **_: Any):
         self._stale_after_s = float(stale_after_s)
         self._rng = random.Random(seed)
-        # replica -> [(wall time routed, prompt tokens)] not yet covered by its snapshot
-        self._routed: dict[ReplicaID, list[tuple[float, int]]] = defaultdict(list)
+        # replica -> {request: (wall time routed, prompt tokens)} not yet in its snapshot
+        self._routed: dict[ReplicaID, dict[str, tuple[float, int]]] = defaultdict(dict)
 
     async def choose_replicas(
         self,
@@ -100,14 +100,16 @@ class SlackRouter(FIFOMixin, RequestRouter):
         by_id = {r.replica_id: r for r in candidate_replicas}
         routed = self._routed_tokens(loads)
         ranked = rank_by_slack(list(loads.items()), query, routed)
+        self._note(pending_request, ranked[0], query.prompt_len)
         return [[by_id[rid]] for rid in ranked]
 
     def on_request_routed(
         self, pending_request: PendingRequest, replica_id: ReplicaID, result: ReplicaResult
     ) -> None:
+        """Serve confirms the replica (only with its rejection protocol on): fix the note."""
         query = query_of(pending_request)
         if query is not None:
-            self._routed[replica_id].append((time.time(), query.prompt_len))
+            self._note(pending_request, replica_id, query.prompt_len)
 
     # ---- helpers ------------------------------------------------------------------------
     def _fresh_loads(self, replicas: list[RunningReplica]) -> dict[ReplicaID, ReplicaLoad] | None:
@@ -120,12 +122,21 @@ class SlackRouter(FIFOMixin, RequestRouter):
             loads[r.replica_id] = load
         return loads
 
+    def _note(self, pending: PendingRequest | None, replica: ReplicaID, tokens: int) -> None:
+        """Count ``tokens`` against ``replica`` until its next snapshot (once per request)."""
+        if pending is None:
+            return
+        key = pending.metadata.internal_request_id
+        for notes in self._routed.values():
+            notes.pop(key, None)
+        self._routed[replica][key] = (time.time(), tokens)
+
     def _routed_tokens(self, loads: dict[ReplicaID, ReplicaLoad]) -> dict[ReplicaID, int]:
         out: dict[ReplicaID, int] = {}
         for rid, load in loads.items():
-            kept = [(t, n) for t, n in self._routed.get(rid, ()) if t > load.ts]
+            kept = {k: (t, n) for k, (t, n) in self._routed.get(rid, {}).items() if t > load.ts}
             self._routed[rid] = kept
-            out[rid] = sum(n for _, n in kept)
+            out[rid] = sum(n for _, n in kept.values())
         return out
 
     def _two_choices(self, replicas: list[RunningReplica]) -> list[RunningReplica]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -16,7 +16,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_app(args: dict[str, Any], **ray_init: Any) -> Iterator[str]:
+def serve_app(
+    args: dict[str, Any], before_run: Callable[[], Any] | None = None, **ray_init: Any
+) -> Iterator[str]:
     """Start local Ray, run the application with ``args``, yield its base URL, tear down."""
     import ray
     from ray import serve
@@ -26,6 +28,8 @@ def serve_app(args: dict[str, Any], **ray_init: Any) -> Iterator[str]:
     port = free_port()
     ray.init(num_cpus=4, include_dashboard=False, **ray_init)
     try:
+        if before_run is not None:
+            before_run()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         t0 = time.time()
         serve.run(build(args), name="slidingserve", route_prefix="/")

@@ -24,13 +24,24 @@ APP_ARGS = {
     "engine_num_cpus": 1,
     "auth": {"keys": {"test-key-all": ["*"], "test-key-batch": ["batch"]}, "keys_env": None},
     "router": {"stats_period_s": 0.5, "stale_after_s": 5.0},
+    "engine": {"step_trace_flush_every": 4},
+    "predictor": {"enabled": True, "poll_period_s": 0.5, "sample_batch": 8,
+                  "retrain_every_s": None},
 }
+
+
+def create_small_predictor() -> None:
+    """The predictor actor, made before the replicas so they find it (small sample gates)."""
+    from predictor.actor import get_or_create_actor
+    from predictor.service import ServiceConfig
+
+    get_or_create_actor(ServiceConfig(min_train_samples=20, min_holdout_samples=5))
 
 
 @pytest.fixture(scope="module")
 def app():
     metrics_port = free_port()
-    with serve_app(APP_ARGS, _metrics_export_port=metrics_port) as url:
+    with serve_app(APP_ARGS, create_small_predictor, _metrics_export_port=metrics_port) as url:
         client = httpx.Client(base_url=url, timeout=120)
         yield client, metrics_port
         client.close()
@@ -258,15 +269,17 @@ def test_router_prefers_the_replica_with_more_slack(app):
     interactive = RequestSLO.of_tier(load_tiers()["interactive"])
     req = GenerateRequest("r", [1] * 50, interactive, {"max_tokens": 1}, time.time())
 
-    async def choose(a_stats: dict, b_stats: dict):
+    async def choose(a_stats: dict, b_stats: dict, times: int = 1):
         router = SlackRouter(deployment_id=dep, handle_source=DeploymentHandleSource.UNKNOWN)
         router.initialize_state(stale_after_s=3.0, seed=0)
         a, b = replica(names[0], a_stats), replica(names[1], b_stats)
-        pending = PendingRequest(
-            args=[req], kwargs={}, metadata=RequestMetadata(request_id="x", internal_request_id="x")
-        )
-        ranks = await router.choose_replicas([a, b], pending)
-        return [[r.replica_id.unique_id for r in rank] for rank in ranks], a, b
+        out = []
+        for i in range(times):
+            meta = RequestMetadata(request_id=f"x{i}", internal_request_id=f"x{i}")
+            pending = PendingRequest(args=[req], kwargs={}, metadata=meta)
+            ranks = await router.choose_replicas([a, b], pending)
+            out.append([[r.replica_id.unique_id for r in rank] for rank in ranks])
+        return (out[0] if times == 1 else out), a, b
 
     # a holds 4000 interactive prefill tokens (4 s at 1 ms/token), b only batch work.
     ranks, a, b = asyncio.run(choose(stats(names[0], {0: 4000}), stats(names[1], {2: 9000})))
@@ -274,6 +287,117 @@ def test_router_prefers_the_replica_with_more_slack(app):
     # reversed backlog, reversed choice
     ranks, a, b = asyncio.run(choose(stats(names[0], {2: 9000}), stats(names[1], {0: 4000})))
     assert ranks == [[a.replica_id.unique_id], [b.replica_id.unique_id]]
+    # equal stats: what it has just sent counts until the next snapshot, so a burst alternates
+    picks, _, _ = asyncio.run(choose(stats(names[0], {}), stats(names[1], {}), times=4))
+    firsts = [p[0][0] for p in picks]
+    assert firsts[0] != firsts[1] and firsts[0] == firsts[2] and firsts[1] == firsts[3]
     # stale stats: power of two choices (one rank holding both candidates)
     ranks, _, _ = asyncio.run(choose(stats(names[0], {0: 4000}, age_s=60), stats(names[1], {})))
     assert len(ranks) == 1 and sorted(ranks[0]) == sorted(n.rsplit("#", 1)[1] for n in names)
+
+
+# ---- predictor and metrics --------------------------------------------------------------
+def wait_for(check, timeout_s: float, what: str):
+    deadline = time.time() + timeout_s
+    last = None
+    while time.time() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(1.0)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})")
+
+
+def scrape(port: int) -> str:
+    return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+
+
+def test_new_predictor_version_reaches_both_replicas(app):
+    import ray
+
+    from predictor.actor import ACTOR_NAME, NAMESPACE
+
+    client, metrics_port = app
+    actor = ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
+
+    def traffic_and_samples():
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda _: post(client, "/v1/completions",
+                                         {"prompt": "ka ko " * 30, "max_tokens": 12,
+                                          "ignore_eos": True}), range(8)))
+        stats = ray.get(actor.stats.remote())
+        return stats if stats["train_samples"] >= 20 and stats["holdout_samples"] >= 5 else None
+
+    wait_for(traffic_and_samples, 120, "replicas to stream step samples to the predictor")
+    result = ray.get(actor.retrain.remote())
+    assert result.published, result
+    version = result.version
+
+    def replicas_on_version():
+        text = scrape(metrics_port)
+        found = re.findall(
+            r'^ray_slidingserve_predictor_model_version\{[^}]*replica="([^"]+)"[^}]*\} (\S+)',
+            text, re.M)
+        on = {r for r, v in found if float(v) == version}
+        return on if len(on) == 2 else None
+
+    replicas = wait_for(replicas_on_version, 90, f"both replicas to report model v{version}")
+
+    # the engines swapped too: their own step traces record the new latency-model version
+    from predictor.steptrace import read_steptrace
+    from slidingserve.models.tiny import default_data_dir
+
+    def engines_on_version():
+        post(client, "/v1/completions", {"prompt": "ka", "max_tokens": 8, "ignore_eos": True})
+        post(client, "/v1/completions", {"prompt": "ko", "max_tokens": 8, "ignore_eos": True})
+        seen = {}
+        for r in replicas:
+            path = default_data_dir() / "serve" / r / "steps.parquet"
+            if path.exists():
+                seen[r] = read_steptrace(path).extra["latency_version"][-1]
+        ok = all(v == f"lgbm-v{version}" for v in seen.values()) and len(seen) == 2
+        return seen if ok else None
+
+    wait_for(engines_on_version, 90, f"both engines to run on lgbm-v{version}")
+
+
+def test_metrics_endpoint_has_tier_tagged_series(app):
+    _, metrics_port = app
+
+    def series():
+        text = scrape(metrics_port)
+        need = [
+            r'ray_slidingserve_ttft_seconds_bucket\{[^}]*tier="interactive"',
+            r'ray_slidingserve_requests_total\{[^}]*outcome="ok"[^}]*tier="batch"'
+            r'|ray_slidingserve_requests_total\{[^}]*tier="batch"[^}]*outcome="ok"',
+            r'ray_slidingserve_rejected_total\{[^}]*status="429"',
+            r'ray_slidingserve_slo_attained_total\{[^}]*tier="standard"',
+            r"ray_slidingserve_chunk_tokens_bucket",
+            r"ray_slidingserve_predictor_ratio_bucket",
+        ]
+        missing = [p for p in need if not re.search(p, text)]
+        return text if not missing else None
+
+    wait_for(series, 60, "tier-tagged slidingserve series on the metrics endpoint")
+
+
+def test_bench_http_writes_the_shared_summary(app, tmp_path):
+    from typer.testing import CliRunner
+
+    from slidingserve.serve.cli import serve_cli
+
+    client, _ = app
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(serve_cli, [
+        "bench", "http", "--url", str(client.base_url), "--rate", "2", "--duration", "3",
+        "--tier-mix", "interactive=0.5,batch=0.5", "--max-prompt-tokens", "64",
+        "--max-output-tokens", "6", "--out", str(out)], env={"SLIDINGSERVE_KEY": "test-key-all"})
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["format"] == "slidingserve.summary/v1"
+    n = summary["num_requests"]
+    assert n >= 3 and summary["overall"]["finished"] == n
+    assert summary["tiers"]["standard"]["requests"] == 0
+    assert summary["tiers"]["interactive"]["requests"] + summary["tiers"]["batch"]["requests"] == n
+    assert summary["overall"]["ttft_s"]["p50"] > 0 and summary["http"]["rejected_429"] == 0
+    assert summary["http"]["config"]["api_key"] == "<set>"
