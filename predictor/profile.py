@@ -87,23 +87,10 @@ def build_engine(model: Path, config: SweepConfig, seed: int, dtype: str | None)
     return LLMEngine.from_engine_args(EngineArgs(**kwargs))
 
 
-def profile(
-    model: Path,
-    out: Path,
-    max_minutes: float,
-    config: SweepConfig,
-    dtype: str | None = None,
-    repeats: int = 3,
-    warmup_s: float = WARMUP_S,
-) -> StepTrace:
-    """Warm up, then run the same (deterministic) sweep prefix ``repeats`` times; the first
-    repetition gets ``max_minutes / repeats`` and fixes how many scenarios the others run."""
-    import vllm
-
-    engine = build_engine(model, config, config.seed, dtype)
-    dtype_used = str(engine.model_config.dtype).removeprefix("torch.")  # type: ignore[attr-defined]
-    vocab = json.loads((model / "config.json").read_text())["vocab_size"]
-    driver = SweepDriver(engine, config, vocab)
+def measure(
+    driver: SweepDriver, max_minutes: float, repeats: int, warmup_s: float
+) -> list[tuple[int, StepRecord]]:
+    """(repeat, record) of every measured step, warm-up excluded."""
     driver.run(time.monotonic() + warmup_s)  # allocator and kernel warm-up: discarded
     started = time.monotonic()
     rows: list[tuple[int, StepRecord]] = []
@@ -120,6 +107,30 @@ def profile(
             len(rows),
             time.monotonic() - started,
         )
+    return rows
+
+
+def profile(
+    model: Path,
+    out: Path,
+    max_minutes: float,
+    config: SweepConfig,
+    dtype: str | None = None,
+    repeats: int = 3,
+    warmup_s: float = WARMUP_S,
+) -> StepTrace:
+    """Warm up, then run the same (deterministic) sweep prefix ``repeats`` times; the first
+    repetition gets ``max_minutes / repeats`` and fixes how many scenarios the others run."""
+    import vllm
+
+    engine = build_engine(model, config, config.seed, dtype)
+    dtype_used = str(engine.model_config.dtype).removeprefix("torch.")  # type: ignore[attr-defined]
+    vocab = json.loads((model / "config.json").read_text())["vocab_size"]
+    started = time.monotonic()
+    try:
+        rows = measure(SweepDriver(engine, config, vocab), max_minutes, repeats, warmup_s)
+    finally:
+        engine.engine_core.shutdown()  # type: ignore[attr-defined]
     if not rows:
         raise RuntimeError("the profile recorded no steps; raise --max-minutes")
     prov = Provenance(

@@ -13,8 +13,13 @@ from predictor.steptrace import read_steptrace
 pytestmark = pytest.mark.vllm
 
 
-def test_short_profile_records_repeatable_steps(tmp_path: Path) -> None:
+def test_short_profile_records_repeatable_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytest.importorskip("vllm")
+    # the profiler sets these for its process; restore them for the rest of the session
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     from predictor.profile import profile
     from slidingserve.models import ensure_tiny_model
 
