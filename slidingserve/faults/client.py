@@ -1,0 +1,131 @@
+"""One HTTP request, classified: served, refused (429), explicit error, or lost.
+
+Every call is bounded by ``timeout_s``. A request is *answered* when the client learns what
+happened to it: a complete response (``[DONE]`` for a stream), a 429, or an error that says
+why (a JSON ``error.message`` or an SSE error event). Anything else is *lost*: a timeout, a
+dropped connection, a stream that stops without ``[DONE]`` or an error, a 5xx with no message.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+
+Kind = Literal["served", "rejected", "error", "lost"]
+
+
+@dataclass
+class Result:
+    kind: Kind
+    status: int | None
+    message: str = ""
+    replica: str | None = None
+    tokens: int = 0
+    ttft_s: float | None = None
+    latency_s: float = 0.0
+    retry_after: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def answered(self) -> bool:
+        return self.kind != "lost"
+
+
+def error_message(body: bytes) -> str | None:
+    """The ``error.message`` of an OpenAI-shaped error body, or None when there is none."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    err = data.get("error") if isinstance(data, dict) else None
+    msg = err.get("message") if isinstance(err, dict) else None
+    return msg if isinstance(msg, str) and msg.strip() else None
+
+
+def classify_response(status: int, body: bytes, headers: httpx.Headers) -> Result:
+    """A non-streamed response (or a streamed one that was refused before it started)."""
+    msg = error_message(body)
+    if status == 200:
+        try:
+            ok = bool(json.loads(body).get("choices") is not None)
+        except (ValueError, AttributeError):
+            ok = False
+        kind: Kind = "served" if ok else "lost"
+        return Result(kind, status, "" if ok else "200 without a completion body",
+                      headers.get("x-served-by"))
+    if status == 429:
+        return Result("rejected" if msg else "lost", status, msg or "429 without a message",
+                      retry_after=headers.get("retry-after"))
+    if msg is not None:
+        return Result("error", status, msg, headers.get("x-served-by"))
+    return Result("lost", status, f"{status} without an error message: {body[:120]!r}")
+
+
+async def send(client: httpx.AsyncClient, path: str, body: Any, headers: dict[str, str],
+               timeout_s: float, *, stream: bool = False, raw: bytes | None = None,
+               on_token: Any = None) -> Result:
+    """Send one request and classify what came back; never waits longer than ``timeout_s``."""
+    import asyncio
+
+    t0 = time.perf_counter()
+    try:
+        res = await asyncio.wait_for(
+            _send(client, path, body, headers, stream, raw, on_token, t0), timeout_s
+        )
+    except TimeoutError:
+        res = Result("lost", None, f"no answer within {timeout_s:g}s (hung)")
+    except httpx.HTTPError as exc:
+        res = Result("lost", None, f"{type(exc).__name__}: {exc}")
+    res.latency_s = time.perf_counter() - t0
+    return res
+
+
+async def _send(client: httpx.AsyncClient, path: str, body: Any, headers: dict[str, str],
+                stream: bool, raw: bytes | None, on_token: Any, t0: float) -> Result:
+    kwargs: dict[str, Any] = {"headers": headers}
+    if raw is not None:
+        kwargs["content"] = raw
+    else:
+        kwargs["json"] = body
+    if not stream:
+        resp = await client.post(path, **kwargs)
+        return classify_response(resp.status_code, resp.content, resp.headers)
+    async with client.stream("POST", path, **kwargs) as resp:
+        if resp.status_code != 200:
+            content = await resp.aread()
+            return classify_response(resp.status_code, content, resp.headers)
+        replica = resp.headers.get("x-served-by")
+        tokens, ttft = 0, None
+        async for line in resp.aiter_lines():
+            if not line.startswith("data: "):
+                continue
+            data = line[6:]
+            if data == "[DONE]":
+                return Result("served", 200, "", replica, tokens, ttft)
+            event = json.loads(data)
+            if "error" in event:
+                msg = str(event["error"].get("message") or "")
+                return Result("error" if msg else "lost", 200, msg or "empty stream error",
+                              replica, tokens, ttft)
+            if any(c.get("text") or (c.get("delta") or {}).get("content")
+                   for c in event.get("choices", [])):
+                tokens += 1
+                if ttft is None:
+                    ttft = time.perf_counter() - t0
+                if on_token is not None:
+                    on_token(tokens, replica)
+        return Result("lost", 200, "stream ended without [DONE] or an error event", replica,
+                      tokens, ttft)
+
+
+def tally(results: list[Result]) -> dict[str, Any]:
+    """``sent``, ``answered``, ``lost`` and the count of each kind, plus a few lost messages."""
+    kinds = {k: sum(1 for r in results if r.kind == k)
+             for k in ("served", "rejected", "error", "lost")}
+    lost = [r.message for r in results if r.kind == "lost"]
+    return {"sent": len(results), "answered": len(results) - kinds["lost"],
+            "lost": kinds["lost"], **kinds, "lost_examples": sorted(set(lost))[:5]}

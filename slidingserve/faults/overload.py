@@ -1,0 +1,146 @@
+"""Overload: open-loop traffic at a multiple of the measured capacity, for a bounded time.
+
+1. Capacity: a burst of ``burst`` batch-tier requests (the tier admission never refuses) sent
+   at once; capacity = requests finished / (last token - first arrival).
+2. Overload: Poisson arrivals at ``factor`` x capacity for ``duration_s`` with a tier mix, each
+   request bounded by ``request_timeout_s`` in total. Every request must be answered (served,
+   429 or an explicit error); per tier we report attainment, TTFT and refusals, to show the
+   interactive tier kept on time while batch work waits or is refused first. The resident
+   memory of every process of the cluster is sampled throughout (peak reported).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from slidingserve.faults.client import error_message
+from slidingserve.faults.harness import MemorySampler
+from slidingserve.metrics.records import RequestRecord
+from slidingserve.slo.tiers import TierSet
+
+
+@dataclass(frozen=True)
+class OverloadConfig:
+    factor: float = 2.0
+    duration_s: float = 30.0
+    burst: int = 48
+    tier_mix: tuple[tuple[str, float], ...] = (("interactive", 0.3), ("standard", 0.3),
+                                               ("batch", 0.4))
+    max_prompt_tokens: int = 256
+    max_output_tokens: int = 64
+    request_timeout_s: float = 240.0
+    seed: int = 0
+
+
+def _classify(outcome: Any) -> str:
+    """served / rejected / error / lost for a ``bench_http.Outcome``."""
+    if outcome.status is None:
+        return "lost"
+    if outcome.status == 200:
+        if outcome.record.finished:
+            return "served"
+        return "error" if outcome.error else "lost"
+    if outcome.status == 429:
+        return "rejected"
+    return "error" if error_message((outcome.error or "").encode()) else "lost"
+
+
+async def _bounded_bench(bench: Any, tiers: TierSet, timeout_s: float) -> list[Any]:
+    """``bench_http.run_bench`` with every request bounded by ``timeout_s`` after its arrival."""
+    from slidingserve.serve.bench_http import Outcome, one_request, plan
+
+    specs = plan(bench, tiers)
+    rng = random.Random(bench.seed)
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(timeout_s)) as client:
+        t0 = time.perf_counter()
+
+        async def bounded(spec: Any, seed: float) -> Any:
+            try:
+                return await asyncio.wait_for(
+                    one_request(client, bench, spec, t0, random.Random(seed)),
+                    spec.arrival_s + timeout_s)
+            except TimeoutError:
+                rec = RequestRecord(arrival_s=spec.arrival_s, tier=spec.tier, first_token_s=None,
+                                    last_token_s=None, n_out=0, finished=False)
+                return Outcome(spec, rec, None, f"no answer within {timeout_s:g}s (hung)")
+
+        outs = await asyncio.gather(*(bounded(s, rng.random()) for s in specs))
+    return sorted(outs, key=lambda o: o.spec.key)
+
+
+def measure_capacity(url: str, tiers: TierSet, cfg: OverloadConfig, auth: str | None) -> dict:
+    from slidingserve.serve.bench_http import BenchConfig
+
+    bench = BenchConfig(url=url, rate=cfg.burst * 10.0, duration_s=0.1,
+                        tier_mix={"batch": 1.0}, max_prompt_tokens=cfg.max_prompt_tokens,
+                        max_output_tokens=cfg.max_output_tokens, api_key=auth, seed=cfg.seed + 1)
+    outs = asyncio.run(_bounded_bench(bench, tiers, cfg.request_timeout_s))
+    done = [o.record for o in outs if o.record.finished]
+    if not done:
+        raise RuntimeError(f"capacity burst: none of {len(outs)} requests finished "
+                           f"({[o.error for o in outs][:3]})")
+    span = max(r.last_token_s or 0.0 for r in done) - min(o.record.arrival_s for o in outs)
+    return {"burst": len(outs), "finished": len(done), "span_s": round(span, 2),
+            "capacity_rps": len(done) / span}
+
+
+def run_overload(url: str, tiers: TierSet, cfg: OverloadConfig, auth: str | None) -> dict:
+    from slidingserve.serve.bench_http import BenchConfig, bench_summary
+
+    cap = measure_capacity(url, tiers, cfg, auth)
+    rate = cfg.factor * cap["capacity_rps"]
+    bench = BenchConfig(url=url, rate=rate, duration_s=cfg.duration_s,
+                        tier_mix=dict(cfg.tier_mix), max_prompt_tokens=cfg.max_prompt_tokens,
+                        max_output_tokens=cfg.max_output_tokens, api_key=auth, seed=cfg.seed,
+                        timeout_s=cfg.request_timeout_s)
+    mem = MemorySampler(period_s=1.0).start()
+    t0 = time.time()
+    try:
+        outs = asyncio.run(_bounded_bench(bench, tiers, cfg.request_timeout_s))
+    finally:
+        mem.stop()
+    kinds = [_classify(o) for o in outs]
+    summary = bench_summary(bench, tiers, [o for o in outs])
+    per_tier: dict[str, Any] = {}
+    for name, group in summary["tiers"].items():
+        mine = [k for o, k in zip(outs, kinds, strict=True) if o.spec.tier == name]
+        if not mine:
+            continue
+        per_tier[name] = {
+            "sent": len(mine), "served": mine.count("served"),
+            "rejected_429": mine.count("rejected"),
+            "errors": mine.count("error"), "lost": mine.count("lost"),
+            "slo_attainment": group["slo_attainment"],
+            "ttft_attainment": _ttft_attainment(outs, name, tiers),
+            "ttft_p50_s": group["ttft_s"]["p50"], "ttft_p99_s": group["ttft_s"]["p99"],
+            "shed_fraction": (mine.count("rejected") + mine.count("error")) / len(mine),
+        }
+    lost = kinds.count("lost")
+    return {
+        "sent": len(outs), "answered": len(outs) - lost, "lost": lost,
+        "served": kinds.count("served"), "rejected_429": kinds.count("rejected"),
+        "errors": kinds.count("error"), "capacity": cap, "rate_rps": round(rate, 3),
+        "factor": cfg.factor, "duration_s": cfg.duration_s, "wall_s": round(time.time() - t0, 1),
+        "tiers": per_tier, "memory": mem.report(),
+        "lost_examples": sorted({o.error or "" for o, k in zip(outs, kinds, strict=True)
+                                 if k == "lost"})[:5],
+        "status_counts": summary["http"]["status_counts"],
+    }
+
+
+def _ttft_attainment(outs: list[Any], tier: str, tiers: TierSet) -> float | None:
+    """Fraction of the tier's requests whose first token came within the tier's TTFT."""
+    mine = [o.record for o in outs if o.spec.tier == tier]
+    if not mine:
+        return None
+    target = tiers[tier].ttft_s
+    ok = sum(1 for r in mine if r.first_token_s is not None
+             and r.first_token_s - r.arrival_s <= target)
+    return ok / len(mine)

@@ -1,0 +1,135 @@
+"""The fault harness's own logic, without a cluster: classification, key checks, manifests."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from slidingserve.faults.bad_input import Case, check_case, hand_cases, raw_injection_cases
+from slidingserve.faults.client import Result, classify_response, error_message, tally
+from slidingserve.faults.runner import FaultsConfig
+from slidingserve.faults.security import check_manifests, find_key_leaks, time_key_compare
+from slidingserve.serve.auth import AuthError, KeyTable
+from slidingserve.slo.tiers import load_tiers
+
+REPO = Path(__file__).resolve().parents[2]
+H = httpx.Headers()
+
+
+def err(msg: str) -> bytes:
+    return json.dumps({"error": {"message": msg, "type": "x"}}).encode()
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "kind"),
+    [
+        (200, json.dumps({"choices": []}).encode(), "served"),
+        (200, b"{}", "lost"),
+        (429, err("retry later"), "rejected"),
+        (429, b"", "lost"),
+        (400, err("field max_tokens: bad"), "error"),
+        (500, err("engine error"), "error"),
+        (500, b"Internal Server Error", "lost"),
+        (502, b"", "lost"),
+    ],
+)
+def test_classify_response(status, body, kind):
+    assert classify_response(status, body, H).kind == kind
+
+
+def test_error_message_needs_a_non_empty_message():
+    assert error_message(err("x")) == "x"
+    assert error_message(err("  ")) is None
+    assert error_message(b'{"detail": "Not Found"}') is None
+    assert error_message(b"\xff") is None
+
+
+def test_tally_counts_every_kind_and_lost_examples():
+    rs = [Result("served", 200), Result("lost", None, "hung"), Result("rejected", 429),
+          Result("lost", None, "hung"), Result("error", 500, "boom")]
+    t = tally(rs)
+    assert (t["sent"], t["answered"], t["lost"], t["served"], t["error"]) == (5, 3, 2, 1, 1)
+    assert t["lost_examples"] == ["hung"]
+
+
+def test_check_case_wants_status_and_message():
+    case = Case("x", {"prompt": "a"})
+    assert check_case(case, Result("error", 400, "bad")) is None
+    assert "status 500" in (check_case(case, Result("error", 500, "bad")) or "")
+    assert "no error message" in (check_case(case, Result("lost", 400, "")) or "")
+    assert "no answer" in (check_case(case, Result("lost", None, "hung")) or "")
+    anyfour = Case("y", expect=4)
+    assert check_case(anyfour, Result("lost", 431, "")) is None
+
+
+def test_hand_cases_cover_the_issue_list():
+    names = " ".join(c.name for c in hand_cases(2048, 1024))
+    for word in ("max_tokens huge", "negative", "longer than context", "invalid JSON",
+                 "wrong type", "unknown tier", "oversized body"):
+        assert word in names, word
+    assert any("injection" in n for n, _ in raw_injection_cases())
+
+
+def test_faults_config_names_a_bad_scenario():
+    with pytest.raises(ValueError, match="unknown \\['meltdown'\\]"):
+        FaultsConfig(scenarios=("overload", "meltdown"))
+    with pytest.raises(ValueError, match="replicas"):
+        FaultsConfig(replicas=1)
+
+
+def test_key_check_compares_against_every_key_whatever_matches(monkeypatch):
+    """Constant time: the number of compare_digest calls does not depend on the match."""
+    keys = {f"key-{i}-abcdefgh": ["batch"] for i in range(5)}
+    table = KeyTable(keys, load_tiers(None))
+    calls: list[int] = []
+    real = hmac.compare_digest
+
+    def counting(a, b):
+        calls.append(1)
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", counting)
+    for presented in ("key-0-abcdefgh", "key-4-abcdefgh", "key-9-abcdefgh", "k"):
+        calls.clear()
+        try:
+            table.check(f"Bearer {presented}", "batch")
+        except AuthError:
+            pass
+        assert len(calls) == len(keys), presented
+
+
+def test_key_compare_timing_is_reported():
+    timing = time_key_compare({"sk-0123456789abcdef": ["batch"]}, "sk-0123456789abcdef",
+                              rounds=200, repeats=3)
+    assert timing["wrong_first_byte_ns"] > 0 and timing["right_key_ns"] > 0
+    assert timing["first_vs_last_ratio"] > 0
+
+
+def test_key_leak_scan_finds_a_key(tmp_path):
+    (tmp_path / "a.log").write_text("nothing here\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.err").write_text("auth header Bearer sk-secret-1\n")
+    found = find_key_leaks(tmp_path, ["sk-secret-1", "sk-other"])
+    assert found["files_with_a_key"] == ["sub/b.err"] and found["files_scanned"] == 2
+
+
+def test_manifests_document_internal_ports():
+    report = check_manifests(REPO)
+    for rel, r in report.items():
+        assert not r.get("missing"), rel
+        assert r["undocumented"] == [], (rel, r)
+
+
+def test_manifest_check_flags_an_undocumented_port(tmp_path):
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / "rayservice.yaml").write_text(
+        "ports:\n  - {containerPort: 8265, name: dashboard}  # internal: never expose\n"
+        "  - {containerPort: 8080, name: metrics}\n")
+    (tmp_path / "ray_cluster.yaml").write_text("head: ray start --head\n")
+    report = check_manifests(tmp_path)
+    assert report["manifests/rayservice.yaml"]["undocumented"] == ["8080"]
+    assert report["ray_cluster.yaml"]["internal_ports"] == []
