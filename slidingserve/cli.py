@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import typer
 
 from slidingserve.capacity.cli import capacity, run
+from slidingserve.serve.cli import serve_cli
 from slidingserve.sim.cli import sim
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -51,6 +52,7 @@ def version() -> None:
 app.command("sim")(friendly_errors(sim))
 app.command("capacity")(friendly_errors(capacity))
 app.command("run")(friendly_errors(run))
+app.add_typer(serve_cli)  # serve, dashboards push/render, bench http
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m slidingserve.cli`
