@@ -105,6 +105,7 @@ def capacity(
     ] = 120.0,
     min_requests: Annotated[int, typer.Option(help="Least measured requests per trial.")] = 1000,
     rel_tol: Annotated[float, typer.Option(help="Bisection tolerance (relative).")] = 0.04,
+    sweep_rel_tol: Annotated[float, typer.Option(help="Tolerance in the budget sweep.")] = 0.08,
     curve: Annotated[
         str, typer.Option(help="Load-curve points, multiples of the reference capacity.")
     ] = ("0.6,0.8,1.0,1.15,1.3,1.5"),
@@ -135,6 +136,7 @@ def capacity(
         horizon_seconds=horizon_seconds,
         min_requests=min_requests,
         rel_tol=rel_tol,
+        sweep_rel_tol=sweep_rel_tol,
         curve_points=points,
         heavy_load=1.3 if 1.3 in points else (points[-1] if points else 1.3),
         workers=workers,
@@ -152,19 +154,18 @@ def run(
     config = CapacityConfig(
         contenders=[Contender(label=n, policy=n) for n in names],
         seeds=1,
-        budgets=[512, 2048],
+        budgets=[2048],
         trial_seconds=15.0,
         warmup_seconds=5.0,
-        horizon_seconds=20.0,
+        horizon_seconds=15.0,
         min_requests=100,
         rel_tol=0.12,
-        sweep_rel_tol=0.2,
         curve_points=[1.0, 1.3],
         workers=workers,
     )
     console.print(
-        f"quick comparison of {', '.join(names)} on the synthetic workload "
-        "(15 s windows, 1 seed; `slidingserve capacity` for the full search)"
+        f"quick comparison of {', '.join(names)} on the synthetic workload: 15 s windows, "
+        "1 seed, fixed budgets at 2048 (`slidingserve capacity` runs the full search)"
     )
     result = execute(config, out, console)
     console.print(json.dumps(result.get("comparison", {}), indent=None))

@@ -11,6 +11,7 @@ Phases (each a batch of independent jobs spread over ``workers`` processes):
 from __future__ import annotations
 
 import multiprocessing as mp
+import signal
 import statistics
 import time
 from collections.abc import Callable, Iterable
@@ -295,6 +296,10 @@ def _comparison(out: dict[str, Any], config: CapacityConfig) -> dict[str, Any]:
     return res
 
 
+def _raise_exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 class _Runner:
     """Runs batches of jobs on a process pool (or inline with one worker), with progress."""
 
@@ -306,12 +311,15 @@ class _Runner:
     def __enter__(self) -> Callable[[str, list[Job]], list[JobResult]]:
         if self.workers > 1:
             self.pool = mp.get_context("spawn").Pool(self.workers)
+            # SIGTERM unwinds through __exit__ so the workers do not outlive us.
+            self._old_term = signal.signal(signal.SIGTERM, _raise_exit)
         return self.run
 
     def __exit__(self, *exc: object) -> None:
         if self.pool is not None:
             self.pool.terminate()
             self.pool.join()
+            signal.signal(signal.SIGTERM, self._old_term)
 
     def run(self, name: str, jobs: list[Job]) -> list[JobResult]:
         results: list[JobResult] = []

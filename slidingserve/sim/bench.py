@@ -1,0 +1,61 @@
+"""Simulator speed: replay the whole Azure conversation trace at its native rate.
+
+    python -m slidingserve.sim.bench [--trace PATH] [--policy NAME] [--no-fast-forward]
+
+Prints the wall and CPU time of the simulation, split into the time spent inside the policy
+and the simulator's own overhead (target: whole run < 10 s on one core under slidingserve).
+Latency model: the default RooflineModel (Llama-3-8B-class on one H100).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from slidingserve.metrics import summarize
+from slidingserve.sim import SimConfig, simulate
+from slidingserve.slo import load_tiers
+from slidingserve.workload import WorkloadConfig, build_workload
+
+DEFAULT_TRACE = Path(__file__).resolve().parents[2].parent / "shared/traces/azure_llm_2023_conv.csv"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--trace", type=Path, default=DEFAULT_TRACE)
+    ap.add_argument("--policy", default="slidingserve")
+    ap.add_argument("--no-fast-forward", action="store_true")
+    args = ap.parse_args(argv)
+    tiers = load_tiers()
+    if args.trace.is_file():
+        workload = WorkloadConfig(trace=args.trace, arrival="replay")
+        what = f"{args.trace.name} replayed at its native rate"
+    else:
+        workload = WorkloadConfig(rate=5.53, num_requests=19366)
+        what = f"synthetic workload (no trace at {args.trace}), 19,366 requests at 5.53 rps"
+    specs = build_workload(workload, tiers)
+    config = SimConfig(fast_forward=not args.no_fast_forward)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    result = simulate(specs, tiers, args.policy, config)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    s = result.stats
+    summary = summarize(result.records, tiers)
+    print(f"workload: {what}: {len(specs)} requests, {result.end_s:.0f} simulated seconds")
+    print(f"policy: {args.policy}; latency model: RooflineModel (Llama-3-8B-class, one H100)")
+    print(
+        f"wall {wall:.2f} s, CPU {cpu:.2f} s (policy {s['policy_wall_s']:.2f} s wall, "
+        f"simulator overhead {wall - s['policy_wall_s']:.2f} s wall)"
+    )
+    print(
+        f"steps {s['steps']}, policy calls {s['policy_calls']}, "
+        f"fast-forwarded steps {s['fast_forwarded_steps']}, preemptions {s['preemptions']}"
+    )
+    print(
+        f"attainment {summary['overall']['slo_attainment']:.4f}, "
+        f"p99 TTFT {summary['overall']['ttft_s']['p99']:.3f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()
