@@ -125,7 +125,13 @@ class ModelBundle:
                 f"{source}/{MANIFEST}: format_version {m.get('format_version')!r}, "
                 f"this code reads {MODEL_FORMAT_VERSION}"
             )
-        schema = m.get("feature_schema") or {}
+        schema = m.get("feature_schema")
+        hashes = m.get("sha256")
+        if not isinstance(schema, dict) or not isinstance(hashes, dict):
+            raise ModelFormatError(
+                f"{source}/{MANIFEST}: 'feature_schema' and 'sha256' must be objects "
+                f"(got {type(schema).__name__}, {type(hashes).__name__})"
+            )
         if schema.get("version") != FEATURE_SCHEMA_VERSION or tuple(
             schema.get("names", ())
         ) != tuple(FEATURE_NAMES):
@@ -134,7 +140,7 @@ class ModelBundle:
                 f"{schema.get('names')!r} does not match this code's v{FEATURE_SCHEMA_VERSION} "
                 f"{list(FEATURE_NAMES)}; retrain the model on a current step trace"
             )
-        for name, digest in (m.get("sha256") or {}).items():
+        for name, digest in hashes.items():
             if name not in blobs:
                 raise ModelFormatError(f"{source}: file {name!r} named in {MANIFEST} is missing")
             if sha256(blobs[name]) != digest:
@@ -142,7 +148,7 @@ class ModelBundle:
                     f"{source}/{name} is corrupt: its SHA-256 does not match {MANIFEST}"
                 )
         expected = {*BOOSTER_FILES.values(), METRICS}
-        if set(m.get("sha256") or {}) != expected:
+        if set(hashes) != expected:
             raise ModelFormatError(
                 f"{source}/{MANIFEST}: sha256 must list exactly {sorted(expected)}"
             )
