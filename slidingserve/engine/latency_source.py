@@ -8,10 +8,13 @@ that fails keeps the old model (and logs why): serving never stops for a bad pub
 
 Model directory formats (``load_model_dir``):
 
-* ``VERSION`` + ``roofline.json``: a ``RooflineModel`` with those ``RooflineConfig`` fields;
-* ``VERSION`` + anything the predictor package loads (``predictor.load_latency_model(dir)``).
+* the predictor's LightGBM model directory (``model.json`` manifest with a monotonic version;
+  published by replacing the whole directory atomically, ``predictor.bundle.save_bundle``);
+* ``VERSION`` + ``roofline.json``: a ``RooflineModel`` with those ``RooflineConfig`` fields
+  (written model first, ``VERSION`` last by rename: ``write_roofline_dir``).
 
-Publishers write the model files first and the ``VERSION`` file last (atomically, by rename).
+The stamp is (inode, mtime, size) of ``model.json`` (else ``VERSION``), so both a directory
+swap and an in-place rewrite are seen.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,28 +31,27 @@ from slidingserve.latency import BatchShape, LatencyModel, RooflineConfig, Roofl
 
 log = logging.getLogger(__name__)
 VERSION_FILE = "VERSION"
+MANIFEST_FILE = "model.json"  # predictor.bundle.MANIFEST
 ROOFLINE_FILE = "roofline.json"
 
-Loader = Callable[[Path], LatencyModel]
 
 
 def load_model_dir(path: Path) -> tuple[LatencyModel, str]:
     """Load the latency model in ``path``; returns (model, version)."""
+    if (path / MANIFEST_FILE).is_file():
+        from predictor.model import LightGBMLatencyModel
+
+        model = LightGBMLatencyModel.load(path)
+        return model, f"lgbm-v{model.version}"
     version_file = path / VERSION_FILE
-    if not version_file.is_file():
-        raise FileNotFoundError(f"latency model dir {str(path)!r} has no {VERSION_FILE} file")
-    version = version_file.read_text().strip() or "unversioned"
-    if (path / ROOFLINE_FILE).is_file():
+    if version_file.is_file() and (path / ROOFLINE_FILE).is_file():
+        version = version_file.read_text().strip() or "unversioned"
         fields = json.loads((path / ROOFLINE_FILE).read_text())
-        return RooflineModel(RooflineConfig(**fields)), version
-    try:
-        from predictor import load_latency_model  # type: ignore[attr-defined]
-    except ImportError as exc:
-        raise ValueError(
-            f"latency model dir {str(path)!r}: no {ROOFLINE_FILE} and the predictor package "
-            f"offers no loader ({exc})"
-        ) from None
-    return load_latency_model(path), version
+        return RooflineModel(RooflineConfig(**fields)), f"roofline-{version}"
+    raise FileNotFoundError(
+        f"latency model dir {str(path)!r} holds neither a predictor model ({MANIFEST_FILE}) "
+        f"nor {VERSION_FILE} + {ROOFLINE_FILE}"
+    )
 
 
 def write_roofline_dir(path: Path, config: RooflineConfig, version: str) -> Path:
@@ -85,14 +87,16 @@ class LiveLatencyModel:
         model, version = load_model_dir(model_dir)
         return cls(model, version, model_dir, check_every)
 
-    def _version_stamp(self) -> tuple[int, int] | None:
+    def _version_stamp(self) -> tuple[int, int, int] | None:
         if self.model_dir is None:
             return None
-        try:
-            st = os.stat(self.model_dir / VERSION_FILE)
-        except OSError:
-            return None
-        return st.st_mtime_ns, st.st_size
+        for name in (MANIFEST_FILE, VERSION_FILE):
+            try:
+                st = os.stat(self.model_dir / name)
+            except OSError:
+                continue
+            return st.st_ino, st.st_mtime_ns, st.st_size
+        return None
 
     def poll(self, step: int) -> bool:
         """Check for a new version every ``check_every`` steps; True when the model changed."""

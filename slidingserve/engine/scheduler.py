@@ -81,6 +81,10 @@ class SlidingServeScheduler(Scheduler):
             provenance, cfg.policy, path_or_none(cfg.step_trace), cfg.step_trace_flush_every
         )
         self._last_output_s = time.time()
+        # steps run, preemptions the plans asked for, steps cut short by a failed allocation,
+        # preemptions the host made because a plan left the engine stuck (see _liveness_plan)
+        self.counters = {"steps": 0, "preemptions": 0, "alloc_stops": 0,
+                         "liveness_preemptions": 0}
         log.info("SlidingServe scheduler: policy %s, latency model %s", cfg.policy,
                  self.latency.version)
 
@@ -125,6 +129,8 @@ class SlidingServeScheduler(Scheduler):
         t_plan = time.perf_counter()
         paused = self._pause_state.name == "PAUSED_ALL"
         plan = StepPlan() if paused else self.ss_policy.schedule(state)
+        if not plan.scheduled and not plan.preempt and state.running and not state.kv.free_blocks:
+            plan = self._liveness_plan(state)
         plan_s = time.perf_counter() - t_plan
         out, applied = self._apply(plan)
         if applied:
@@ -134,6 +140,21 @@ class SlidingServeScheduler(Scheduler):
             self.step_log.scheduled(x, plan_s, time.perf_counter() - started, plan.predicted_s,
                                     len(applied))
         return out
+
+    def _liveness_plan(self, state: SchedulerInput) -> StepPlan:
+        """The policy planned nothing with the KV cache full: no step could ever run again.
+
+        A policy bug, but a hung engine is the worst outcome, so the host preempts the last
+        running request (vLLM's own victim rule) and asks the policy again. Counted in
+        ``counters["liveness_preemptions"]`` and logged; tests assert it stays 0.
+        """
+        self.counters["liveness_preemptions"] += 1
+        log.warning("policy %s planned nothing with the KV cache full; preempting the last "
+                    "running request to keep the engine live", self.ss_config.policy)
+        victim = self.running[-1]
+        self.running.pop()
+        self._preempt_request(victim, time.monotonic())
+        return self.ss_policy.schedule(self._snapshot())
 
     def _snapshot(self) -> SchedulerInput:
         now = time.time()
@@ -178,6 +199,7 @@ class SlidingServeScheduler(Scheduler):
                 raise PlanError(f"plan preempts key {key}, which is not running")
             self.running.remove(victim)
             self._preempt_request(victim, stamp)
+            self.counters["preemptions"] += 1
 
         new_reqs: list[Request] = []
         resumed: list[Request] = []
@@ -197,6 +219,7 @@ class SlidingServeScheduler(Scheduler):
                     continue
                 blocks = self.kv_cache_manager.allocate_slots(req, n)
                 if blocks is None:
+                    self.counters["alloc_stops"] += 1
                     break
                 running.append(req)
             elif req.status in _WAITING_STATES:
@@ -204,6 +227,7 @@ class SlidingServeScheduler(Scheduler):
                     break
                 blocks, n = self._admit(req, n, stamp)
                 if blocks is None:
+                    self.counters["alloc_stops"] += 1
                     break
                 (new_reqs if req.status == RequestStatus.WAITING else resumed).append(req)
                 req.status = RequestStatus.RUNNING
@@ -212,6 +236,7 @@ class SlidingServeScheduler(Scheduler):
             new_blocks[req.request_id] = blocks
             num_tokens[req.request_id] = n
             applied.append((key, n))
+        self.counters["steps"] += bool(applied)
         return self._make_output(new_reqs, resumed, running, new_blocks, num_tokens), applied
 
     def _planned(self, by_key: dict, key: int) -> Any:
@@ -231,8 +256,11 @@ class SlidingServeScheduler(Scheduler):
             n,
             num_new_computed_tokens=num_hit,
             new_computed_blocks=hit_blocks,
-            full_sequence_must_fit=self.scheduler_reserve_full_isl,
-            has_scheduled_reqs=bool(self.running),
+            # vLLM admits only when the whole prompt fits (scheduler_reserve_full_isl) and
+            # keeps a watermark of free blocks; here admission is the policy's decision (it
+            # sees the exact free blocks and plans preemption), so neither hidden rule applies.
+            full_sequence_must_fit=False,
+            has_scheduled_reqs=False,
         )
         if blocks is None:
             return None, 0
