@@ -4,9 +4,10 @@ A scenario is: ``n_decode`` requests decoding at about ``decode_ctx`` tokens of 
 ``n_prefill`` prompts of ``prompt_len`` tokens prefilled in chunks of ``chunk`` tokens each
 (every chunk step mixes them with the decodes), followed by a few decode-only steps. The grid is
 decode counts x decode contexts x (prefill counts x chunk sizes x prompt lengths). Scenarios are
-grouped by (n_decode, decode_ctx) so that one set of decoding requests serves a whole group; the
-groups and the scenarios inside them are shuffled with ``seed`` so that a time-capped run still
-covers the grid evenly.
+grouped by (n_decode, decode_ctx) so that one set of decoding requests serves several scenarios.
+Each group's scenarios are shuffled with ``seed`` and cut into visits of ``visit_size``; the
+sweep runs the visits round-robin over the (shuffled) groups, so a time-capped run covers every
+(decode count, context) pair before it returns to any of them.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class SweepConfig(BaseModel):
     # prompt_len = chunk * multiple (+ a seeded jitter), so prompts take 1..N chunk steps
     prompt_multiples: tuple[int, ...] = (1, 3)
     decode_only_steps: int = Field(default=2, ge=0)
+    visit_size: int = Field(default=6, ge=1)  # scenarios per visit of a (decodes, context) group
     max_model_len: int = Field(default=2048, gt=0)
     seed: int = 0
 
@@ -55,7 +57,8 @@ class SweepConfig(BaseModel):
 
 
 def design_sweep(config: SweepConfig) -> list[list[Scenario]]:
-    """Scenario groups (one per decode count x context), shuffled; see the module docstring."""
+    """Visits (scenarios sharing one decode count and context), in run order; see the module
+    docstring."""
     rng = random.Random(config.seed)
     groups: list[list[Scenario]] = []
     for n_decode in config.decode_counts:
@@ -76,4 +79,6 @@ def design_sweep(config: SweepConfig) -> list[list[Scenario]]:
             rng.shuffle(group)
             groups.append(group)
     rng.shuffle(groups)
-    return groups
+    k = config.visit_size
+    rounds = max(-(-len(g) // k) for g in groups)
+    return [g[r * k : (r + 1) * k] for r in range(rounds) for g in groups if g[r * k : (r + 1) * k]]
