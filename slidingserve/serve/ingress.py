@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from slidingserve.serve import openai_api as oa
 from slidingserve.serve.auth import AuthError, KeyTable
@@ -211,16 +212,78 @@ async def _chain(head: list[StreamEvent], rest: Any) -> AsyncIterator[StreamEven
         yield ev
 
 
+def body_limit_bytes(max_model_len: int) -> int:
+    """Largest request body accepted: room for ``max_model_len`` tokens of text or JSON ids."""
+    return max(2**20, 64 * max_model_len)
+
+
+class BodyLimit:
+    """ASGI middleware: a body over ``limit`` bytes gets 413 before anything parses it.
+
+    The body is read here (at most ``limit + 1`` bytes, chunked or not) and replayed to the
+    app, so an oversized upload never reaches JSON decoding or the tokenizer.
+    """
+
+    def __init__(self, app: Any, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(scope, receive, send, int(declared))
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = bool(message.get("more_body"))
+            if size > self.limit:
+                return await self._refuse(scope, receive, send, size)
+        body, replayed = b"".join(chunks), False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Any, receive: Any, send: Any, size: int) -> None:
+        msg = (f"request body too large: {size} bytes or more (limit {self.limit} bytes, "
+               "enough for max_model_len tokens)")
+        await JSONResponse(oa.error_body(msg, "body"), 413)(scope, receive, send)
+
+
 def build_api(service: IngressService) -> FastAPI:
     """The FastAPI app: /v1/completions, /v1/chat/completions, /v1/models, /health."""
     api = FastAPI(title="SlidingServe", version="0.1.0")
+    api.add_middleware(BodyLimit, limit=body_limit_bytes(service.cfg.engine.max_model_len))
 
     @api.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"] if p != "body") or "body"
         msg = f"field {loc}: {err['msg']} (got {err.get('input')!r})"
+        if err.get("type") == "json_invalid":
+            reason = (err.get("ctx") or {}).get("error", "JSON decode error")
+            loc, msg = "body", f"body is not valid JSON: {reason} at character {loc}"
         return JSONResponse(oa.error_body(msg, loc), 400)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """404, 405 and unparseable bodies in the same error shape as every other refusal."""
+        msg = str(exc.detail)
+        if exc.status_code == 400:  # FastAPI could not decode the body (not UTF-8, too deep)
+            msg += ": the body must be a UTF-8 JSON object of reasonable nesting depth"
+        return JSONResponse(oa.error_body(msg), exc.status_code,
+                            headers=getattr(exc, "headers", None))
 
     @api.post("/v1/completions")
     async def completions(body: oa.CompletionBody, request: Request) -> Response:
