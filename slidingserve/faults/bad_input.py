@@ -123,10 +123,11 @@ def check_case(case: Case, res: Result) -> str | None:
     return None
 
 
-async def run_hand_cases(url: str, cases: list[Case], auth: dict[str, str],
-                         timeout_s: float) -> list[dict[str, Any]]:
+async def run_hand_cases(url: str, cases: list[Case], auth: dict[str, str], timeout_s: float,
+                         transport: httpx.AsyncBaseTransport | None = None) -> list[dict[str, Any]]:
+    """Send each case (over ``transport`` if given, e.g. straight into an ASGI app)."""
     out = []
-    async with httpx.AsyncClient(base_url=url, timeout=timeout_s) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, transport=transport) as client:
         for case in cases:
             headers = {**auth, **case.headers}
             if case.raw is not None:

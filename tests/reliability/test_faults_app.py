@@ -1,0 +1,114 @@
+"""Reliability end to end: one local Ray Serve app (2 CPU replicas of the tiny model, keys,
+predictor link) and the fast subset of the ``bench faults`` scenarios against it.
+
+Order matters and is fixed by the test names' numbers: the scenarios that kill something run
+last. The full scenarios (overload at 2x capacity for 30 s, more fuzz cases) are the
+``slidingserve bench faults`` command's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import replace
+
+import pytest
+
+from slidingserve.faults.bad_input import (
+    BadInputConfig,
+    hand_cases,
+    run_bad_input,
+    run_hand_cases,
+    run_raw_cases,
+)
+from slidingserve.faults.harness import local_app
+from slidingserve.faults.overload import OverloadConfig, run_overload
+from slidingserve.faults.predictor_failure import (
+    PredictorFailureConfig,
+    create_predictor,
+    run_predictor_failure,
+)
+from slidingserve.faults.replica_failure import ReplicaFailureConfig, run_replica_failure
+from slidingserve.faults.runner import app_args
+from slidingserve.faults.security import find_key_leaks, run_access
+from slidingserve.serve.cli import load_serve_file, repo_file
+from slidingserve.slo.tiers import load_tiers
+
+pytestmark = [pytest.mark.ray, pytest.mark.vllm]
+
+KEYS = {f"sk-all-{secrets.token_urlsafe(12)}": ["*"],
+        f"sk-batch-{secrets.token_urlsafe(12)}": ["batch"]}
+ALL_KEY, BATCH_KEY = list(KEYS)
+AUTH = {"authorization": f"Bearer {ALL_KEY}"}
+
+
+@pytest.fixture(scope="module")
+def app():
+    _, base = load_serve_file(repo_file("deploy", "local.yaml"))
+    with local_app(app_args(base, 2, KEYS), create_predictor, num_cpus=4) as running:
+        yield running
+
+
+def test_1_every_hand_written_bad_input_gets_a_clear_4xx(app):
+    cases = hand_cases(2048, 4 * 2**20)
+    results = asyncio.run(run_hand_cases(app.url, cases, AUTH, 60.0))
+    results += run_raw_cases(app.url, 30.0)
+    wrong = [r for r in results if not r["ok"]]
+    assert not wrong, wrong
+
+
+def test_2_fuzzing_and_canary_nothing_crashes_or_stalls(app):
+    before = app.engine_replicas()
+    cfg = BadInputConfig(fuzz_examples=6, header_examples=10, oversize_bytes=2**20)
+    report = asyncio.run(run_bad_input(app.url, AUTH, 2048, cfg, app.engine_replicas))
+    print({k: report[k] for k in ("cases_run", "fuzz_cases", "wrong_answers", "canary")})
+    assert report["fuzz_cases"] >= 20
+    assert report["wrong_answers"] == 0, (report["wrong_examples"], report["fuzz"])
+    assert report["lost"] == 0 and report["canary"]["served"] == report["canary"]["sent"] > 0
+    assert app.engine_replicas() == before
+
+
+def test_3_keys_bind_tiers(app):
+    access = run_access(app.url, ALL_KEY, BATCH_KEY, 60.0)
+    assert all(c["ok"] for c in access), [c for c in access if not c["ok"]]
+
+
+def test_4_predictor_failure(app):
+    cfg = PredictorFailureConfig(outage_s=5.0, apply_timeout_s=60.0)
+    r = run_predictor_failure(app, AUTH, cfg)
+    print({k: v for k, v in r.items() if k != "lost_examples"})
+    assert r["lost"] == 0 and r["served"] == r["sent"]
+    assert r["first_publish"]["published"] and r["applied_before_kill_s"] is not None
+    assert r["during_outage"]["replicas_kept_model"]
+    assert r["during_outage"]["served"] == r["during_outage"]["sent"] > 0
+    assert r["after_return"]["publishing_resumed"], r["after_return"]
+    bad = r["bad_models"]
+    assert all(bad[k]["refused"] for k in ("garbage", "flipped_byte", "wrong_feature_schema"))
+    assert bad["version_unchanged"] and bad["replicas_kept_model"]
+
+
+def test_5_short_overload_answers_everything(app):
+    cfg = replace(OverloadConfig(), duration_s=8.0, burst=16, request_timeout_s=180.0)
+    r = run_overload(app.url, load_tiers(None), cfg, ALL_KEY)
+    print({k: r[k] for k in ("sent", "served", "rejected_429", "errors", "lost", "rate_rps")})
+    print(r["tiers"])
+    assert r["lost"] == 0, r["lost_examples"]
+    assert r["memory"]["peak_total_mib"] > 0
+
+
+def test_6_replica_failure_loses_nothing(app):
+    cfg = ReplicaFailureConfig(streams=4, probe_s=10.0, recover_timeout_s=240.0)
+    r = asyncio.run(run_replica_failure(app, AUTH, cfg))
+    print({k: v for k, v in r.items() if k not in ("lost_examples",)})
+    assert r["lost"] == 0, r["lost_examples"]
+    killed = r["streams"]["on_killed"]
+    assert killed["sent"] > 0 and killed["lost"] == 0
+    assert r["probes"]["lost"] == 0
+    assert r["recovered"] and r["after_recovery"]["served"] == r["after_recovery"]["sent"]
+    assert r["orphan_engine_processes"] == []
+
+
+def test_7_no_key_in_any_log(app):
+    leaks = find_key_leaks(app.logs_dir, list(KEYS))
+    assert leaks["files_scanned"] > 0
+    assert leaks["files_with_a_key"] == []
