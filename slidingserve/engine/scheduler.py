@@ -18,7 +18,7 @@ Overrides, and why each is needed:
 * ``add_request``: gives each request our integer key and its SLO tier (from
   ``SamplingParams.extra_args``); a request with an unknown tier is refused.
 * ``update_from_output``: records the step's measured latency, then finishes refused requests
-  with ``FINISHED_ERROR`` and the reason in ``stop_reason``.
+  with ``FINISHED_ERROR`` and the reason in ``stop_reason``; flushes the step trace when idle.
 * ``_free_request``: drops a finished/aborted request from the book and the policy.
 * ``shutdown``: flushes the step trace.
 """
@@ -340,6 +340,8 @@ class SlidingServeScheduler(Scheduler):
         self._last_output_s = time.time()
         if self.book.refused:
             self._finish_refused(outputs)
+        if not self.requests:  # idle: make the step trace complete on disk
+            self.step_log.flush_if_dirty()
         return outputs
 
     def _finish_refused(self, outputs: dict[int, EngineCoreOutputs]) -> None:

@@ -45,6 +45,7 @@ class StepLog:
     latency_s: list[float] = field(default_factory=list)
     extra: dict[str, list] = field(default_factory=dict)
     _pending: _Pending | None = None
+    _flushed: int = 0
 
     def scheduled(self, features: np.ndarray, plan_s: float, sched_s: float,
                   predicted_s: float, num_reqs: int) -> None:
@@ -83,3 +84,9 @@ class StepLog:
     def flush(self) -> None:
         if self.path is not None and self.rows:
             write_steptrace(self.to_trace(), self.path)
+        self._flushed = len(self.rows)
+
+    def flush_if_dirty(self) -> None:
+        """Flush if rows arrived since the last flush (the engine calls it when it idles)."""
+        if len(self.rows) != self._flushed:
+            self.flush()

@@ -1,0 +1,416 @@
+"""``slidingserve bench engine``: an open-loop workload through an in-process ``AsyncLLM``.
+
+One trial: requests arrive as a Poisson process at ``rate`` for ``duration_s`` seconds (lengths
+drawn from the trace, scaled to the tiny model's context), each sent at its arrival time, in real
+time, whatever the engine's state (open loop); every output token is timestamped on the client.
+After the last arrival the engine gets ``drain_s`` to finish; what is left is aborted and counts
+as a violation. The summary is the shared ``slidingserve.metrics`` format plus the scheduler's
+own overhead per step (from the step trace the adapter writes).
+
+SLOs are set relative to the engine's measured unloaded latency (``Calibration``): TTFT targets
+are multiples of the unloaded TTFT of a median prompt, TPOT targets multiples of the unloaded
+single-request decode step. The calibration is measured once and reused for every scheduler of
+a run (or read from ``--calibration``), so all schedulers face identical SLOs. The engine starts
+before the calibration exists, so each request carries its tier's calibrated targets explicitly
+(``slo_ttft_ms``/``slo_tpot_ms`` in ``extra_args``); the engine's tier file only names the tiers.
+
+Schedulers: ``vllm-default`` / ``vllm-priority`` are vLLM's own scheduler untouched (FCFS, or
+priority = the tier's priority); any registered policy name (``slidingserve``, ``qoserve``,
+``sarathi``, ``edf``, ``vllm-fcfs``, ...) runs through ``SlidingServeScheduler``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from slidingserve.engine.config import SCHEDULER_CLS, additional_config
+from slidingserve.engine.slo import slo_extra_args
+from slidingserve.metrics.records import RequestRecord
+from slidingserve.metrics.summary import summarize, worst_tier_violation_rate
+from slidingserve.slo.tiers import TierSet, tiers_from_dict
+from slidingserve.workload import WorkloadConfig, build_workload, load_trace
+from slidingserve.workload.spec import RequestSpec
+
+VLLM_OWN = {"vllm-default": "fcfs", "vllm-priority": "priority"}
+DEFAULT_LATENCY_MODEL = Path(__file__).resolve().parents[2] / "predictor/data/cpu_tiny/model"
+
+
+class TierScale(BaseModel):
+    """A tier's targets as multiples of the unloaded latency."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    ttft_x: float = Field(gt=0)  # x unloaded TTFT of the median prompt
+    tpot_x: float = Field(gt=0)  # x unloaded single-request decode step
+    weight: float = Field(default=1.0, gt=0)
+    share: float = Field(default=0.0, ge=0)
+
+
+DEFAULT_SCALES = {
+    "interactive": TierScale(ttft_x=4.0, tpot_x=4.0, weight=4.0, share=0.2),
+    "standard": TierScale(ttft_x=15.0, tpot_x=8.0, weight=2.0, share=0.5),
+    "batch": TierScale(ttft_x=60.0, tpot_x=15.0, weight=1.0, share=0.3),
+}
+
+
+class BenchConfig(BaseModel):
+    """One engine benchmark; every field is validated, errors name field and value."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    trace: Path | None = None  # Azure-format CSV; None: the built-in synthetic lengths
+    duration_s: float = Field(default=60.0, gt=0)
+    drain_s: float = Field(default=60.0, ge=0)
+    seed: int = 0
+    prompt_scale: float = Field(default=0.25, gt=0)  # trace prompt lengths x this
+    output_scale: float = Field(default=0.25, gt=0)  # trace output lengths x this
+    max_prompt: int = Field(default=1024, gt=0)
+    max_output: int = Field(default=128, gt=0)
+    max_model_len: int = Field(default=2048, gt=0)
+    max_num_seqs: int = Field(default=32, gt=0)
+    max_num_batched_tokens: int = Field(default=512, gt=0)
+    kv_cache_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    latency_model: Path | None = None  # in-engine latency model dir (None: the CPU predictor)
+    scales: dict[str, TierScale] = Field(default_factory=lambda: dict(DEFAULT_SCALES))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Unloaded latency of the engine: what the SLOs are multiples of."""
+
+    ttft_s: float  # single-request TTFT of a median-length prompt
+    decode_step_s: float  # single-request decode step
+    prompt_len: int  # the median prompt it was measured with
+
+    @classmethod
+    def placeholder(cls) -> Calibration:
+        """Unit latencies: the engine's tier set (names, weights, priorities) before calibration."""
+        return cls(1.0, 1.0, 0)
+
+    def tiers(self, scales: dict[str, TierScale]) -> TierSet:
+        return tiers_from_dict({
+            "default_tier": next(iter(scales)),
+            "tiers": [
+                {"name": name, "ttft_s": s.ttft_x * self.ttft_s,
+                 "tpot_s": s.tpot_x * self.decode_step_s, "weight": s.weight,
+                 "priority": i, "share": s.share}
+                for i, (name, s) in enumerate(scales.items())
+            ],
+        }, source="bench calibration")
+
+
+def scaled_workload(cfg: BenchConfig, rate: float, tiers: TierSet, seed: int) -> list[RequestSpec]:
+    """Poisson arrivals at ``rate`` for ``duration_s``; lengths scaled to the small model."""
+    n = max(1, round(rate * cfg.duration_s))
+    trace = load_trace(cfg.trace) if cfg.trace is not None else None
+    specs = build_workload(
+        WorkloadConfig(trace=cfg.trace, arrival="poisson", rate=rate, num_requests=n, seed=seed),
+        tiers, trace,
+    )
+    out = []
+    for s in specs:
+        p = int(np.clip(round(s.prompt_len * cfg.prompt_scale), 4, cfg.max_prompt))
+        o = int(np.clip(round(s.output_len * cfg.output_scale), 2, cfg.max_output))
+        p = min(p, cfg.max_model_len - o - 1)
+        out.append(RequestSpec(key=s.key, arrival_s=s.arrival_s, prompt_len=p, output_len=o,
+                               tier=s.tier))
+    return out
+
+
+def engine_kwargs(cfg: BenchConfig, scheduler: str, model: Path, tiers: TierSet | None,
+                  step_trace: Path) -> dict[str, Any]:
+    from slidingserve.models import cpu_engine_kwargs
+
+    kw = cpu_engine_kwargs(
+        model, kv_cache_memory_bytes=cfg.kv_cache_bytes, max_model_len=cfg.max_model_len,
+        max_num_seqs=cfg.max_num_seqs, max_num_batched_tokens=cfg.max_num_batched_tokens,
+        seed=cfg.seed,
+    )
+    if scheduler in VLLM_OWN:
+        kw["scheduling_policy"] = VLLM_OWN[scheduler]
+        return kw
+    latency = cfg.latency_model or (DEFAULT_LATENCY_MODEL if DEFAULT_LATENCY_MODEL.is_dir()
+                                    else None)
+    kw["scheduler_cls"] = SCHEDULER_CLS
+    kw["additional_config"] = additional_config(
+        policy=scheduler,
+        tiers=None if tiers is None else tiers.to_dict(),
+        latency_model=None if latency is None else str(latency),
+        step_trace=str(step_trace),
+        model_name=model.name,
+    )
+    return kw
+
+
+class EngineBench:
+    """One ``AsyncLLM`` (one scheduler) and the trials run on it."""
+
+    def __init__(self, cfg: BenchConfig, scheduler: str, tiers: TierSet | None, out: Path):
+        self.cfg, self.scheduler, self.tiers = cfg, scheduler, tiers
+        self.out = out
+        self.step_trace = out / "steps.csv"
+        self._trial = 0
+        self.engine: Any = None
+
+    async def start(self) -> None:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        from slidingserve.models import ensure_tiny_model
+
+        self.model = ensure_tiny_model()
+        self.out.mkdir(parents=True, exist_ok=True)
+        kw = engine_kwargs(self.cfg, self.scheduler, self.model, self.tiers, self.step_trace)
+        kw["disable_log_stats"] = True
+        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kw))
+
+    def shutdown(self) -> None:
+        if self.engine is not None:
+            self.engine.shutdown()
+            self.engine = None
+
+    async def _request(self, spec: RequestSpec, t0: float, priority: int,
+                       extra_args: dict[str, Any] | None) -> RequestRecord:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        await asyncio.sleep(max(0.0, t0 + spec.arrival_s - time.perf_counter()))
+        params = SamplingParams(
+            max_tokens=spec.output_len, ignore_eos=True, temperature=0.0,
+            output_kind=RequestOutputKind.DELTA,
+                extra_args=extra_args,
+        )
+        rng = np.random.default_rng(spec.key)
+        prompt = {"prompt_token_ids": rng.integers(10, 8000, spec.prompt_len).tolist()}
+        arrival = time.perf_counter() - t0
+        times: list[float] = []
+        finished = False
+        rid = f"bench{self._trial}-{spec.key}"
+        try:
+            async for out in self.engine.generate(prompt, params, request_id=rid,
+                                                  priority=priority):
+                n = len(out.outputs[0].token_ids)
+                if n:
+                    times.extend([time.perf_counter() - t0] * n)
+                finished = out.finished
+        except asyncio.CancelledError:
+            await self.engine.abort(rid)
+        return RequestRecord(
+            arrival_s=arrival, tier=spec.tier, first_token_s=times[0] if times else None,
+            last_token_s=times[-1] if times else None, n_out=len(times),
+            finished=finished and len(times) == spec.output_len, token_times=times,
+            expected_tokens=spec.output_len, key=spec.key,
+        )
+
+    async def trial(self, specs: list[RequestSpec], tiers: TierSet) -> list[RequestRecord]:
+        """Replay ``specs`` in real time; returns one record per request."""
+        self._trial += 1
+        t0 = time.perf_counter() + 0.5
+        own = self.scheduler in VLLM_OWN
+        tasks = [
+            asyncio.create_task(self._request(
+                s, t0, tiers[s.tier].priority if self.scheduler == "vllm-priority" else 0,
+                None if own else slo_extra_args(
+                    s.tier, tiers[s.tier].ttft_s * 1e3, tiers[s.tier].tpot_s * 1e3),
+            ))
+            for s in specs
+        ]
+        last = max((s.arrival_s for s in specs), default=0.0)
+        _, pending = await asyncio.wait(
+            tasks, timeout=max(0.0, t0 + last + self.cfg.drain_s - time.perf_counter())
+        )
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        return [t.result() for t in tasks if not t.cancelled()] + [
+            RequestRecord(arrival_s=s.arrival_s, tier=s.tier, first_token_s=None,
+                          last_token_s=None, n_out=0, finished=False, key=s.key,
+                          expected_tokens=s.output_len)
+            for s, t in zip(specs, tasks, strict=True) if t.cancelled()
+        ]
+
+    async def calibrate(self, cfg: BenchConfig, prompt_len: int, repeats: int = 3) -> Calibration:
+        """Unloaded TTFT of ``prompt_len`` and decode step, one request at a time (median)."""
+        spec = RequestSpec(key=10**6, arrival_s=0.0, prompt_len=prompt_len, output_len=33,
+                           tier=next(iter(cfg.scales)))
+        ttfts, steps = [], []
+        for i in range(repeats + 1):  # the first request warms the engine up
+            self._trial += 1
+            rec = await self._request(spec, time.perf_counter(), 0, None)
+            if i and rec.first_token_s is not None and rec.tpot_s is not None:
+                ttfts.append(rec.first_token_s - rec.arrival_s)
+                steps.append(rec.tpot_s)
+        return Calibration(float(np.median(ttfts)), float(np.median(steps)), prompt_len)
+
+    def overhead(self, since_s: float) -> dict[str, Any] | None:
+        """The adapter's per-step overhead since ``since_s`` (wall clock), from its step trace."""
+        if self.scheduler in VLLM_OWN or not self.step_trace.exists():
+            return None
+        from predictor.steptrace import read_steptrace
+
+        trace = read_steptrace(self.step_trace)
+        ts = np.asarray(trace.extra["timestamp_s"], dtype=float)
+        keep = ts >= since_s
+        if not keep.any():
+            return None
+        plan = np.asarray(trace.extra["plan_s"], dtype=float)[keep]
+        sched = np.asarray(trace.extra["sched_s"], dtype=float)[keep]
+        step = trace.latency_s[keep]
+        return {
+            "steps": int(keep.sum()),
+            "plan_ms": _pct(plan * 1e3),
+            "sched_ms": _pct(sched * 1e3),
+            "step_ms": _pct(step * 1e3),
+            "plan_share": float(plan.sum() / (step.sum() + sched.sum())),
+            "sched_share": float(sched.sum() / (step.sum() + sched.sum())),
+            "latency_versions": sorted(set(np.asarray(trace.extra["latency_version"])[keep]
+                                           .tolist())),
+        }
+
+
+def _pct(x: np.ndarray) -> dict[str, float]:
+    return {"mean": float(x.mean()), "p50": float(np.percentile(x, 50)),
+            "p99": float(np.percentile(x, 99)), "max": float(x.max())}
+
+
+def median_prompt(cfg: BenchConfig, tiers_for_lengths: TierSet) -> int:
+    specs = scaled_workload(cfg, 10.0, tiers_for_lengths, cfg.seed + 1)
+    return int(np.median([s.prompt_len for s in specs]))
+
+
+async def run_trial(bench: EngineBench, cfg: BenchConfig, rate: float, tiers: TierSet,
+                    calib: Calibration) -> dict[str, Any]:
+    specs = scaled_workload(cfg, rate, tiers, cfg.seed)
+    wall0 = time.time()
+    records = await bench.trial(specs, tiers)
+    summary = summarize(records, tiers)
+    summary.update({
+        "scheduler": bench.scheduler,
+        "rate_rps": rate,
+        "worst_tier_violation_rate": worst_tier_violation_rate(summary),
+        "calibration": asdict(calib),
+        "tiers_used": tiers.to_dict(),
+        "scheduler_overhead": bench.overhead(wall0),
+        "config": json.loads(cfg.model_dump_json()),
+    })
+    return summary
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True))
+
+
+async def _calibrated(bench: EngineBench, cfg: BenchConfig, out: Path,
+                      calib: Calibration | None) -> Calibration:
+    if calib is None:
+        placeholder = Calibration.placeholder().tiers(cfg.scales)
+        calib = await bench.calibrate(cfg, median_prompt(cfg, placeholder))
+        _write(out / "calibration.json", asdict(calib))
+    return calib
+
+
+async def compare(cfg: BenchConfig, schedulers: list[str], rate: float, out: Path,
+                  calib: Calibration | None = None) -> dict[str, dict[str, Any]]:
+    """One trial per scheduler at ``rate``, one engine at a time, identical SLOs."""
+    results: dict[str, dict[str, Any]] = {}
+    engine_tiers = Calibration.placeholder().tiers(cfg.scales)
+    for name in schedulers:
+        bench = EngineBench(cfg, name, engine_tiers, out / name if len(schedulers) > 1 else out)
+        await bench.start()
+        try:
+            calib = await _calibrated(bench, cfg, out, calib)
+            summary = await run_trial(bench, cfg, rate, calib.tiers(cfg.scales), calib)
+        finally:
+            bench.shutdown()
+        _write(bench.out / "summary.json", summary)
+        results[name] = summary
+    return results
+
+
+async def find_capacity(cfg: BenchConfig, schedulers: list[str], out: Path, start_rps: float,
+                        calib: Calibration | None = None, rel_tol: float = 0.15,
+                        max_trials: int = 7) -> dict[str, Any]:
+    """Per scheduler, the highest rate meeting each criterion (bracket, then bisect).
+
+    ``capacity_rps``: worst tier's violation rate <= 1% (QoServe's definition);
+    ``capacity_rps_90``: overall attainment >= 90% (DistServe's goodput definition).
+    Trials are shared between the two searches (cached by rate).
+    """
+    engine_tiers = Calibration.placeholder().tiers(cfg.scales)
+    policies: dict[str, Any] = {}
+    for name in schedulers:
+        bench = EngineBench(cfg, name, engine_tiers, out / name)
+        await bench.start()
+        trials: dict[float, dict[str, Any]] = {}
+        try:
+            calib = await _calibrated(bench, cfg, out, calib)
+            tiers = calib.tiers(cfg.scales)
+
+            async def evaluate(rate: float, _b: EngineBench = bench, _t: TierSet = tiers,
+                               _c: Calibration = calib,
+                               _cache: dict[float, dict[str, Any]] = trials) -> dict[str, Any]:
+                key = round(rate, 4)
+                if key not in _cache:
+                    _cache[key] = await run_trial(_b, cfg, key, _t, _c)
+                return _cache[key]
+
+            knee_1 = await _knee(evaluate, lambda s: s["worst_tier_violation_rate"] - 0.01,
+                                 start_rps, rel_tol, max_trials)
+            knee_90 = await _knee(evaluate, lambda s: 0.9 - s["overall"]["slo_attainment"],
+                                  start_rps, rel_tol, max_trials)
+        finally:
+            bench.shutdown()
+        policies[name] = {
+            "capacity_rps": knee_1,
+            "capacity_rps_90": knee_90,
+            "budget": None,
+            "trials": {
+                str(r): {"attainment": s["overall"]["slo_attainment"],
+                         "worst_tier_violation_rate": s["worst_tier_violation_rate"]}
+                for r, s in sorted(trials.items())
+            },
+        }
+        _write(out / "capacity.json", {"policies": policies, "calibration": asdict(calib),
+                                       "config": json.loads(cfg.model_dump_json())})
+    return {"policies": policies}
+
+
+async def _knee(evaluate: Any, excess: Any, start: float, rel_tol: float, max_trials: int,
+                growth: float = 1.6) -> float:
+    """Highest passing rate (``excess <= 0``), interpolated at the knee; 0.0 if none passes."""
+    lo: tuple[float, float] | None = None  # (rate, excess) passing
+    hi: tuple[float, float] | None = None  # failing
+    rate, used = start, 0
+    while (lo is None or hi is None) and used < max_trials:
+        e = excess(await evaluate(rate))
+        used += 1
+        if e <= 0:
+            lo = (rate, e)
+            rate *= growth
+        else:
+            hi = (rate, e)
+            rate /= growth
+        if lo is not None and hi is not None and lo[0] > hi[0]:  # noise: keep it monotone
+            lo = None
+    while lo is not None and hi is not None and hi[0] - lo[0] > rel_tol * hi[0] \
+            and used < max_trials:
+        mid = 0.5 * (lo[0] + hi[0])
+        e = excess(await evaluate(mid))
+        used += 1
+        if e <= 0:
+            lo = (mid, e)
+        else:
+            hi = (mid, e)
+    if lo is None:
+        return 0.0
+    if hi is None or hi[1] <= lo[1]:
+        return lo[0]
+    frac = (0.0 - lo[1]) / (hi[1] - lo[1])
+    return lo[0] + (hi[0] - lo[0]) * min(max(frac, 0.0), 1.0)

@@ -1,0 +1,99 @@
+"""``slidingserve bench engine``: the real-engine comparison (see ``slidingserve.engine.bench``).
+
+Examples::
+
+    slidingserve bench engine --trace ../shared/traces/azure_llm_2023_conv.csv --rate 2 \\
+        --duration 60 --scheduler slidingserve,vllm-default,vllm-priority,qoserve --out DIR
+    slidingserve bench engine --trace ... --find-capacity --start-rate 1 \\
+        --scheduler slidingserve,qoserve,vllm-default --out DIR
+
+vLLM spawns processes: the console script's entry point is guarded, and this module never
+imports vLLM at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import typer
+from pydantic import ValidationError
+
+VLLM_OWN_NAMES = ("vllm-default", "vllm-priority")
+
+
+def parse_schedulers(text: str) -> list[str]:
+    """Comma-separated scheduler names, each vLLM's own or a registered policy.
+
+    ``vllm-default``/``vllm-priority`` always mean vLLM's own scheduler, untouched (the policy
+    registry's ``vllm-priority`` re-implementation is for the simulator).
+    """
+    from slidingserve.policy.base import policy_names
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"--scheduler: no scheduler named (got {text!r})")
+    known = [*VLLM_OWN_NAMES, *(p for p in policy_names() if p not in VLLM_OWN_NAMES)]
+    for n in names:
+        if n not in known:
+            raise ValueError(f"--scheduler: unknown scheduler {n!r} (known: {', '.join(known)})")
+    if len(set(names)) != len(names):
+        raise ValueError(f"--scheduler: a scheduler is named twice (got {text!r})")
+    return names
+
+
+def bench_engine(
+    scheduler: str = typer.Option("slidingserve", help="Scheduler(s), comma-separated."),
+    trace: Path | None = typer.Option(None, help="Azure-format trace CSV (None: synthetic)."),
+    rate: float | None = typer.Option(None, help="Arrival rate (requests/s)."),
+    duration: float = typer.Option(60.0, help="Seconds of arrivals per trial."),
+    drain: float = typer.Option(60.0, help="Seconds allowed after the last arrival."),
+    out: Path = typer.Option(Path("results/bench_engine"), help="Output folder."),
+    find_capacity: bool = typer.Option(False, "--find-capacity", help="Search each capacity."),
+    start_rate: float = typer.Option(1.0, help="First rate of the capacity search."),
+    calibration: Path | None = typer.Option(None, help="Reuse a calibration.json."),
+    latency_model: Path | None = typer.Option(None, help="In-engine latency model dir."),
+    seed: int = typer.Option(0, help="Workload seed."),
+    max_num_batched_tokens: int = typer.Option(512, help="Engine token budget per step."),
+) -> None:
+    """Open-loop workload through an in-process AsyncLLM; writes summary.json / capacity.json."""
+    from slidingserve.engine.bench import BenchConfig, Calibration, compare
+    from slidingserve.engine.bench import find_capacity as search
+
+    names = parse_schedulers(scheduler)
+    if trace is not None and not trace.is_file():
+        raise ValueError(f"--trace: file {str(trace)!r} does not exist")
+    if not find_capacity and (rate is None or rate <= 0):
+        raise ValueError(f"--rate must be > 0 unless --find-capacity (got {rate!r})")
+    try:
+        cfg = BenchConfig(trace=trace, duration_s=duration, drain_s=drain, seed=seed,
+                          latency_model=latency_model,
+                          max_num_batched_tokens=max_num_batched_tokens)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ValueError(f"bench engine: {'.'.join(map(str, err['loc']))}: {err['msg']} "
+                         f"(got {err.get('input')!r})") from None
+    calib = None
+    if calibration is not None:
+        calib = Calibration(**json.loads(calibration.read_text()))
+    if find_capacity:
+        result = asyncio.run(search(cfg, names, out, start_rate, calib))
+        for name, r in result["policies"].items():
+            typer.echo(f"{name:15s} capacity (worst tier <= 1% violations) "
+                       f"{r['capacity_rps']:.2f} rps, (>= 90% attainment) "
+                       f"{r['capacity_rps_90']:.2f} rps")
+        typer.echo(f"wrote {out / 'capacity.json'}")
+        return
+    assert rate is not None
+    results = asyncio.run(compare(cfg, names, rate, out, calib))
+    for name, s in results.items():
+        ov = s["scheduler_overhead"]
+        ovs = ("n/a (vLLM's own)" if ov is None else
+               f"plan {ov['plan_ms']['mean']:.3f} ms mean / {ov['plan_ms']['p99']:.3f} p99, "
+               f"{100 * ov['sched_share']:.2f}% of step time")
+        tiers = ", ".join(f"{t}: {g['slo_attainment']:.2f}" for t, g in s["tiers"].items()
+                          if g["requests"])
+        typer.echo(f"{name:15s} rate {rate:.2f} attainment {s['overall']['slo_attainment']:.3f}"
+                   f" ({tiers}); overhead {ovs}")
+    typer.echo(f"wrote {out}")
