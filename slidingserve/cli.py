@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 import typer
 
 from slidingserve.capacity.cli import capacity, run
-from slidingserve.serve.cli import serve_cli
+from slidingserve.engine.cli import bench_engine
+from slidingserve.serve.cli import bench_cli, serve_cli
 from slidingserve.sim.cli import sim
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -53,6 +54,7 @@ app.command("sim")(friendly_errors(sim))
 app.command("capacity")(friendly_errors(capacity))
 app.command("run")(friendly_errors(run))
 app.add_typer(serve_cli)  # serve, dashboards push/render, bench http
+bench_cli.command("engine")(friendly_errors(bench_engine))  # bench engine (engine/cli.py)
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m slidingserve.cli`
