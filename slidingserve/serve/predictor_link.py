@@ -86,6 +86,22 @@ class PredictorLink:
     """Streams a replica's steps to the predictor actor and applies new versions live."""
 
     def __init__(self, cfg: PredictorLinkConfig, host: EngineHost):
+
+        assert FEATURE_NAMES[F_PREFILL_TOKENS] == "prefill_tokens"
+        self.cfg, self.host = cfg, host
+        self.tail = StepTraceTail(host.files.step_trace)
+        self.samples_sent = 0
+        self.reconnects = 0
+        self._task: asyncio.Task[None] | None = None
+        self._connect()
+
+    def _connect(self) -> None:
+        """Find the predictor actor by name (creating it if there is none) and subscribe.
+
+        After the actor died, the one found here is a new one whose versions start again
+        from 1: the subscriber starts afresh, and the replica keeps using the model it has
+        until the new actor publishes.
+        """
         from predictor.actor import (
             ACTOR_NAME,
             NAMESPACE,
@@ -94,18 +110,13 @@ class PredictorLink:
             get_or_create_actor,
         )
 
-        assert FEATURE_NAMES[F_PREFILL_TOKENS] == "prefill_tokens"
-        self.cfg, self.host = cfg, host
         self.actor = get_or_create_actor(
-            name=cfg.actor_name or ACTOR_NAME,
-            namespace=cfg.namespace or NAMESPACE,
-            retrain_every_s=cfg.retrain_every_s,
+            name=self.cfg.actor_name or ACTOR_NAME,
+            namespace=self.cfg.namespace or NAMESPACE,
+            retrain_every_s=self.cfg.retrain_every_s,
         )
-        self.sender = SampleSender(self.actor, batch=cfg.sample_batch)
+        self.sender = SampleSender(self.actor, batch=self.cfg.sample_batch)
         self.subscriber = ModelSubscriber(self.actor)
-        self.tail = StepTraceTail(host.files.step_trace)
-        self.samples_sent = 0
-        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop())
@@ -119,9 +130,21 @@ class PredictorLink:
         while True:
             try:
                 await asyncio.to_thread(self.step)
-            except Exception:  # the predictor is advisory: log and retry next period
-                log.exception("replica %s: predictor link step failed", self.host.replica)
+            except Exception as exc:  # the predictor is advisory: log and retry next period
+                log.warning("replica %s: predictor link step failed: %s", self.host.replica,
+                            f"{type(exc).__name__}: {str(exc)[:200]}")
+                if _actor_died(exc):
+                    await asyncio.to_thread(self._reconnect)
             await asyncio.sleep(self.cfg.poll_period_s)
+
+    def _reconnect(self) -> None:
+        try:
+            self._connect()
+            self.reconnects += 1
+            log.info("replica %s: reconnected to the predictor actor", self.host.replica)
+        except Exception as exc:
+            log.warning("replica %s: predictor actor not reachable yet: %s", self.host.replica,
+                        exc)
 
     def step(self) -> None:
         """One period: forward new step samples, then apply a new model version if any."""
@@ -141,3 +164,10 @@ class PredictorLink:
             self.host.set_latency_model(model, self.subscriber.version)
             log.info("replica %s: latency model v%s applied", self.host.replica,
                      self.subscriber.version)
+
+
+def _actor_died(exc: BaseException) -> bool:
+    """True when ``exc`` says the predictor actor is gone (not just slow)."""
+    from ray.exceptions import RayActorError
+
+    return isinstance(exc, RayActorError)
