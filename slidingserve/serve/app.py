@@ -43,7 +43,11 @@ def build_app(cfg: ServeAppConfig) -> Application:
         health_check_period_s=10,
         health_check_timeout_s=60,
     ).bind(data)
-    return Ingress.options(ray_actor_options={"num_cpus": 0}).bind(engine, data)
+    return Ingress.options(
+        num_replicas=cfg.ingress_replicas,
+        max_ongoing_requests=cfg.ingress_max_ongoing_requests,
+        ray_actor_options={"num_cpus": 0},
+    ).bind(engine, data)
 
 
 def build(args: dict[str, Any]) -> Application:

@@ -65,6 +65,7 @@ def serve_cmd(
     replicas: int = typer.Option(None, help="Engine replicas (default: from the config)."),
     metrics_port: int = typer.Option(None, help="Ray's Prometheus metrics port (default: Ray's)."),
     num_cpus: int = typer.Option(None, help="CPUs for the local Ray (default: all)."),
+    verbose: bool = typer.Option(False, help="Stream Ray/vLLM worker logs to the console."),
 ) -> None:
     """Start local Ray and the application; print its URL and a curl line; serve until Ctrl-C."""
     import ray
@@ -91,7 +92,7 @@ def serve_cmd(
     typer.echo(f"slidingserve: {keys.describe()}")
     typer.echo(f"slidingserve: starting Ray and {cfg.num_replicas} engine replica(s) of "
                f"{cfg.engine.name!r} (first start builds the model; this takes a minute or two)")
-    init: dict[str, Any] = {"include_dashboard": False}
+    init: dict[str, Any] = {"include_dashboard": False, "log_to_driver": verbose}
     if num_cpus is not None:
         init["num_cpus"] = num_cpus
     if metrics_port is not None:
@@ -105,6 +106,8 @@ def serve_cmd(
         typer.secho(f"\nslidingserve is up at {url} ({time.time() - t0:.0f}s)", fg="green")
         typer.echo(f"tiers: {', '.join(tiers)} (default {tiers.default_name})")
         typer.echo("try:\n  " + curl_line(url, "interactive", not keys.open) + "\n")
+        if not verbose:
+            typer.echo("replica logs: /tmp/ray/session_latest/logs/serve/ (--verbose to stream)")
         typer.echo("serving; press Ctrl-C to stop")
         while True:
             time.sleep(3600)
@@ -205,7 +208,7 @@ def bench_http(
                       f"{att:.3f}" if att is not None else "-", _fmt(g["ttft_s"]["p50"]),
                       _fmt(g["ttft_s"]["p99"]), _fmt(g["tpot_s"]["p50"]),
                       _fmt(g["goodput_rps"]))
-    Console().print(table)
+    Console(width=120).print(table)
     typer.echo(f"wrote {out / 'summary.json'}")
 
 

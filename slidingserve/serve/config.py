@@ -112,7 +112,9 @@ class ServeAppConfig(_Strict):
     num_replicas: int = Field(default=1, gt=0)
     engine_num_cpus: float = Field(default=1.0, ge=0)
     engine_num_gpus: float = Field(default=0.0, ge=0)
-    max_ongoing_requests: int = Field(default=64, gt=0)
+    max_ongoing_requests: int = Field(default=64, gt=0)  # per engine replica
+    ingress_replicas: int = Field(default=1, gt=0)
+    ingress_max_ongoing_requests: int = Field(default=2048, gt=0)  # async: streams, not compute
     auth: AuthConfig = Field(default_factory=AuthConfig)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
