@@ -18,6 +18,7 @@ import typer
 
 from slidingserve.capacity.cli import capacity, run
 from slidingserve.engine.cli import bench_engine
+from slidingserve.faults.cli import faults_cli
 from slidingserve.serve.cli import bench_cli, serve_cli
 from slidingserve.sim.cli import sim
 
@@ -54,6 +55,7 @@ app.command("sim")(friendly_errors(sim))
 app.command("capacity")(friendly_errors(capacity))
 app.command("run")(friendly_errors(run))
 app.add_typer(serve_cli)  # serve, dashboards push/render, bench http
+bench_cli.add_typer(faults_cli, name="faults")  # bench faults (reliability scenarios)
 bench_cli.command("engine")(friendly_errors(bench_engine))  # bench engine (engine/cli.py)
 
 
