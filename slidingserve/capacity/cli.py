@@ -106,6 +106,9 @@ def capacity(
     min_requests: Annotated[int, typer.Option(help="Least measured requests per trial.")] = 1000,
     rel_tol: Annotated[float, typer.Option(help="Bisection tolerance (relative).")] = 0.04,
     sweep_rel_tol: Annotated[float, typer.Option(help="Tolerance in the budget sweep.")] = 0.08,
+    start_rate: Annotated[
+        float | None, typer.Option(help="First rate tried (default: estimated).")
+    ] = None,
     curve: Annotated[
         str, typer.Option(help="Load-curve points, multiples of the reference capacity.")
     ] = ("0.6,0.8,1.0,1.15,1.3,1.5"),
@@ -137,6 +140,7 @@ def capacity(
         min_requests=min_requests,
         rel_tol=rel_tol,
         sweep_rel_tol=sweep_rel_tol,
+        start_rate=start_rate,
         curve_points=points,
         heavy_load=1.3 if 1.3 in points else (points[-1] if points else 1.3),
         workers=workers,

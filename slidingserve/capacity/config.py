@@ -56,6 +56,8 @@ class CapacityConfig(BaseModel):
     rel_tol: float = Field(default=0.04, gt=0, lt=1)  # bisection stops when (hi - lo) <= tol x hi
     sweep_rel_tol: float = Field(default=0.08, gt=0, lt=1)  # coarser, for the budget sweep
     start_rate: float | None = Field(default=None, gt=0)  # None: estimated from the workload
+    growth: float = Field(default=1.35, gt=1)  # bracket expansion factor (small: fewer deep
+    # overload trials, which are the expensive ones)
     # The load curve (attainment.png, heavy-load comparison) at these multiples of the
     # reference contender's capacity.
     curve_points: list[float] = Field(default_factory=lambda: [0.6, 0.8, 1.0, 1.15, 1.3, 1.5])

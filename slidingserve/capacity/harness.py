@@ -86,7 +86,11 @@ def run_job(job: Job) -> JobResult:
         return JobResult(job, trials=trials, wall_s=time.perf_counter() - t0)
     cache = TrialCache(lambda r: run_trial(spec(r, 1.0 - cfg.attainment_target)))
     knee = find_knee(
-        cache, lambda t: t.worst_violation - cfg.violation_target, job.start, job.rel_tol
+        cache,
+        lambda t: t.worst_violation - cfg.violation_target,
+        job.start,
+        job.rel_tol,
+        cfg.growth,
     )
     knee90 = None
     if job.both:
@@ -95,6 +99,7 @@ def run_job(job: Job) -> JobResult:
             lambda t: cfg.attainment_target - t.attainment,
             max(knee.capacity, job.start),
             job.rel_tol,
+            cfg.growth,
         )
     return JobResult(
         job,
