@@ -27,6 +27,7 @@ class FuzzReport:
     by_status: dict[str, int] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)
     max_latency_s: float = 0.0
+    skipped: list[str] = field(default_factory=list)
 
     def record(self, label: str, mode: str, status: int, body: bytes, latency_s: float,
                sent: Any) -> None:
@@ -48,7 +49,7 @@ class FuzzReport:
     def to_dict(self) -> dict[str, Any]:
         return {"cases": self.cases, "by_status": dict(sorted(self.by_status.items())),
                 "failures": len(self.failures), "failure_examples": self.failures[:5],
-                "max_latency_s": round(self.max_latency_s, 3)}
+                "max_latency_s": round(self.max_latency_s, 3), "skipped": self.skipped}
 
 
 def _cap(body: Any) -> Any:
@@ -81,6 +82,7 @@ def _fuzz_operation(client: httpx.Client, op: Any, mode: Any, url: str, auth: di
                     examples: int, seed: int, report: FuzzReport) -> None:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import seed as hseed
+    from hypothesis.errors import Unsatisfiable
     from schemathesis import GenerationMode
 
     @hseed(seed)
@@ -101,7 +103,10 @@ def _fuzz_operation(client: httpx.Client, op: Any, mode: Any, url: str, auth: di
         report.record(op.label, mode.value, status, content, time.perf_counter() - t0,
                       kwargs.get("json", kwargs.get("data")))
 
-    one()
+    try:
+        one()
+    except Unsatisfiable:  # nothing to negate (e.g. GET /health has no inputs)
+        report.skipped.append(f"{op.label} ({mode.value}): no such cases")
 
 
 def _httpx_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -1,12 +1,12 @@
 """Replica failure: SIGKILL one engine replica's process while it streams.
 
-``streams`` long streaming requests start; once one has received ``kill_after_tokens`` tokens,
-the replica serving it (``x-served-by``) is killed. Meanwhile a probe sends a short request
-every ``probe_period_s`` for ``probe_s`` seconds. Expected: streams on the killed replica end
-with an explicit error event (or are retried elsewhere when no token was sent yet), streams
-on the other replica finish, probes are answered by the healthy replica, Serve starts a new
-replica (recovery time reported), and nothing is lost. Engine-core processes orphaned by the
-kill are counted too (a leak if any).
+``streams`` long streaming requests (and ``whole`` non-streamed ones) start; once one has
+received ``kill_after_tokens`` tokens, the replica serving it (``x-served-by``) is killed.
+Meanwhile a probe sends a short request every ``probe_period_s`` for ``probe_s`` seconds.
+Expected: requests on the killed replica end with an explicit error (an SSE error event, or a
+JSON 500 with the partial text), requests on the other replica finish, probes are answered by
+the healthy replica, Serve starts a new replica (recovery time reported), and nothing is lost.
+Engine-core processes orphaned by the kill are counted too (a leak if any).
 """
 
 from __future__ import annotations
@@ -23,12 +23,14 @@ from slidingserve.faults.harness import AppUnderTest, kill_process, orphan_engin
 
 LONG_BODY = {"prompt": list(range(20, 84)), "max_tokens": 400, "ignore_eos": True,
              "temperature": 0.0, "stream": True}
+WHOLE_BODY = {**LONG_BODY, "stream": False}  # in flight, answered as a whole
 SHORT_BODY = {"prompt": "ka ko ri su", "max_tokens": 4, "temperature": 0.0}
 
 
 @dataclass(frozen=True)
 class ReplicaFailureConfig:
     streams: int = 6
+    whole: int = 2  # non-streamed long requests in flight too
     kill_after_tokens: int = 3
     probe_period_s: float = 0.5
     probe_s: float = 20.0
@@ -55,6 +57,8 @@ async def run_replica_failure(app: AppUnderTest, auth: dict[str, str],
         streams = [asyncio.create_task(send(client, "/v1/completions", LONG_BODY, headers,
                                             cfg.stream_timeout_s, stream=True, on_token=on_token))
                    for _ in range(cfg.streams)]
+        whole = [asyncio.create_task(send(client, "/v1/completions", WHOLE_BODY, headers,
+                                          cfg.stream_timeout_s)) for _ in range(cfg.whole)]
         await asyncio.wait_for(ready.wait(), cfg.stream_timeout_s)
         victim = max(started, key=lambda r: started[r])
         pid = replicas[victim]
@@ -64,7 +68,7 @@ async def run_replica_failure(app: AppUnderTest, auth: dict[str, str],
         while time.time() - killed_at < cfg.probe_s:
             probes.append(await send(client, "/v1/completions", SHORT_BODY, headers, 60.0))
             await asyncio.sleep(cfg.probe_period_s)
-        stream_results = await asyncio.gather(*streams)
+        stream_results = list(await asyncio.gather(*streams, *whole))
     recovered = await asyncio.to_thread(app.wait_running, len(replicas), cfg.recover_timeout_s)
     recovery_s = None if recovered is None else round(time.time() - killed_at, 1)
     after = app.engine_replicas()

@@ -34,7 +34,7 @@ def access_cases(all_key: str, batch_key: str) -> list[tuple[str, list[tuple[str
     return [
         ("no key, tier interactive", [("x-slo-tier", "interactive")], 401),
         ("no key, default tier", [], 401),
-        ("empty bearer", [("authorization", "Bearer "), ("x-slo-tier", "batch")], 401),
+        ("empty bearer", [("authorization", "Bearer"), ("x-slo-tier", "batch")], 401),
         ("basic scheme", [("authorization", f"Basic {batch_key}"), ("x-slo-tier", "batch")], 401),
         ("key prefix", [bearer(batch_key[:-1]), ("x-slo-tier", "batch")], 401),
         ("key plus suffix", [bearer(batch_key + "x"), ("x-slo-tier", "batch")], 401),
