@@ -40,6 +40,9 @@ from slidingserve.workload import WorkloadConfig, build_workload, load_trace
 from slidingserve.workload.spec import RequestSpec
 
 VLLM_OWN = {"vllm-default": "fcfs", "vllm-priority": "priority"}
+SIM_POLICY = {"vllm-default": "vllm-fcfs", "vllm-priority": "vllm-priority"}  # their sim twins
+KV_BYTES_PER_TOKEN = 2 * 4 * 4 * 64 * 4  # tiny Llama: K and V x 4 layers x 4 heads x 64 x fp32
+CPU_BLOCK_SIZE = 128  # vLLM-CPU's KV block size
 DEFAULT_LATENCY_MODEL = Path(__file__).resolve().parents[2] / "predictor/data/cpu_tiny/model"
 
 
@@ -274,6 +277,34 @@ class EngineBench:
         }
 
 
+def simulate_trial(cfg: BenchConfig, scheduler: str, specs: list[RequestSpec],
+                   tiers: TierSet) -> dict[str, Any]:
+    """The simulator's prediction of the same trial (same specs, SLOs, limits, latency model)."""
+    from slidingserve.engine.latency_source import load_model_dir
+    from slidingserve.sim.config import SimConfig
+    from slidingserve.sim.simulator import simulate
+
+    latency_dir = cfg.latency_model or DEFAULT_LATENCY_MODEL
+    if not latency_dir.is_dir():
+        return {"skipped": f"no latency model at {latency_dir}"}
+    latency, version = load_model_dir(latency_dir)
+    sim_cfg = SimConfig(
+        block_size=CPU_BLOCK_SIZE,
+        num_blocks=cfg.kv_cache_bytes // (CPU_BLOCK_SIZE * KV_BYTES_PER_TOKEN) - 1,
+        max_num_seqs=cfg.max_num_seqs, max_batch_tokens=cfg.max_num_batched_tokens,
+        max_model_len=cfg.max_model_len, drain_s=cfg.drain_s,
+    )
+    result = simulate(specs, tiers, SIM_POLICY.get(scheduler, scheduler), sim_cfg, latency)
+    sim = summarize(result.records, tiers)
+    return {
+        "policy": SIM_POLICY.get(scheduler, scheduler),
+        "latency_model": version,
+        "slo_attainment": sim["overall"]["slo_attainment"],
+        "tiers": {t: g["slo_attainment"] for t, g in sim["tiers"].items()},
+        "worst_tier_violation_rate": worst_tier_violation_rate(sim),
+    }
+
+
 def _pct(x: np.ndarray) -> dict[str, float]:
     return {"mean": float(x.mean()), "p50": float(np.percentile(x, 50)),
             "p99": float(np.percentile(x, 99)), "max": float(x.max())}
@@ -291,6 +322,7 @@ async def run_trial(bench: EngineBench, cfg: BenchConfig, rate: float, tiers: Ti
     records = await bench.trial(specs, tiers)
     summary = summarize(records, tiers)
     summary.update({
+        "simulated": simulate_trial(cfg, bench.scheduler, specs, tiers),
         "scheduler": bench.scheduler,
         "rate_rps": rate,
         "worst_tier_violation_rate": worst_tier_violation_rate(summary),
