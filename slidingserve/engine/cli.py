@@ -97,3 +97,7 @@ def bench_engine(
         typer.echo(f"{name:15s} rate {rate:.2f} attainment {s['overall']['slo_attainment']:.3f}"
                    f" ({tiers}); overhead {ovs}")
     typer.echo(f"wrote {out}")
+
+
+if __name__ == "__main__":  # python -m slidingserve.engine.cli (vLLM spawns: keep this guard)
+    typer.run(bench_engine)
