@@ -24,6 +24,10 @@ Where we had to choose (the paper leaves these open or the public code differs f
   mean TPOT.
 * The public code has no preemption; under KV pressure we preempt by the reverse of the hybrid
   priority (relegated first, then the latest key), and we never preempt to admit a new request.
+* A decode already later than ``late_tolerance_s`` (0.1 s) does not bound the chunk. Without
+  this, one request resumed after a preemption (its paced deadlines long past) pins every step
+  to the smallest grid value until it finishes, which the public code never meets because it
+  never preempts; ``late_tolerance_s=None`` restores the public rule.
 * The throughput EMA starts from the latency model's prefill rate at the largest grid value
   instead of a hard-coded 8500 tokens/s.
 """
@@ -58,6 +62,8 @@ class QoServeConfig(PolicyConfig):
     hybrid_s_per_token: float = Field(default=0.008, ge=0.0)  # priority cost of remaining prefill
     output_len_pred: int = Field(default=256, ge=0)  # for the TTFT deadline of e2e tiers
     eager_relegation: bool = True
+    # Decodes later than this (s) do not bound the chunk; None: every decode does (public code).
+    late_tolerance_s: float | None = Field(default=0.1, ge=0.0)
     throughput_decay: float = Field(default=0.995, ge=0.0, lt=1.0)
 
     @field_validator("chunk_grid", "low_memory_grid")
@@ -104,11 +110,13 @@ class QoServe(Policy):
         packer = BudgetPacker.for_step(state)
         victims = sorted(state.running, key=self.priority)
         decodes = sorted((r for r in state.running if not r.in_prefill), key=next_due)
-        min_slack, ctx = float("inf"), []
+        min_slack, ctx, tol = float("inf"), [], self.config.late_tolerance_s
         for r in decodes:
             fits = r.remaining_prefill > 0 and make_room(packer, r, 1, victims)
             if fits and packer.add_fitting(r, 1):
-                min_slack = min(min_slack, next_due(r) - now)
+                slack = next_due(r) - now
+                if tol is None or slack >= -tol:
+                    min_slack = min(min_slack, slack)
                 ctx.append(decode_context(r))
         queue = [r for r in state.running if r.in_prefill and not packer.is_planned(r.key)]
         queue += state.waiting

@@ -87,3 +87,16 @@ def test_qoserve_relegates_hopeless_requests_but_still_serves_them():
     assert 1 in dict(plan.scheduled)  # ...but the relegated one still gets the rest
     plan = pol.schedule(state(waiting_=[hopeless], now=6.5))
     assert plan.scheduled and plan.scheduled[0][0] == 1  # alone, it is served
+
+
+def test_qoserve_late_decode_does_not_pin_the_chunk_unless_asked():
+    on_pace = [decoding(i, "interactive", arrival=0.0, prompt=500, generated=10,
+                        first_token_s=0.6) for i in range(20)]
+    resumed = decoding(99, "interactive", arrival=0.0, prompt=500, generated=10,
+                       first_token_s=-5.0)  # its paced deadlines passed long ago
+    st = state(running=[*on_pace, resumed], waiting_=[waiting(500, "standard", prompt=5000)],
+               now=1.0)
+    tolerant = make_policy("qoserve", roofline()).schedule(st)
+    strict = make_policy("qoserve", roofline(), late_tolerance_s=None).schedule(st)
+    assert dict(tolerant.scheduled).get(500, 0) > dict(strict.scheduled).get(500, 0)
+    assert dict(strict.scheduled)[500] == 128 - 21  # the smallest grid total, less the decodes
