@@ -81,10 +81,12 @@ class SlidingServeScheduler(Scheduler):
             provenance, cfg.policy, path_or_none(cfg.step_trace), cfg.step_trace_flush_every
         )
         self._last_output_s = time.time()
-        # steps run, preemptions the plans asked for, steps cut short by a failed allocation,
+        # steps run, preemptions the plans asked for, steps cut short by a failed allocation or
+        # by the running set being full (max_num_seqs),
         # preemptions the host made because a plan left the engine stuck (see _liveness_plan)
-        self.counters = {"steps": 0, "preemptions": 0, "alloc_stops": 0,
+        self.counters = {"steps": 0, "preemptions": 0, "alloc_stops": 0, "seq_cap_stops": 0,
                          "liveness_preemptions": 0}
+        self._cut = False
         log.info("SlidingServe scheduler: policy %s, latency model %s", cfg.policy,
                  self.latency.version)
 
@@ -137,8 +139,17 @@ class SlidingServeScheduler(Scheduler):
             views = {v.key: v for v in state.running}
             views.update((v.key, v) for v in state.waiting)
             x = step_features((views[k], n) for k, n in applied)
-            self.step_log.scheduled(x, plan_s, time.perf_counter() - started, plan.predicted_s,
-                                    len(applied))
+            self.step_log.scheduled(x, {
+                "plan_s": plan_s,
+                "sched_s": time.perf_counter() - started,
+                "predicted_s": plan.predicted_s,
+                "num_reqs": len(applied),
+                "num_planned": len(plan.scheduled),
+                "num_running": len(state.running),
+                "num_waiting": len(state.waiting),
+                "free_blocks": state.kv.free_blocks,
+                "cut": int(self._cut),
+            })
         return out
 
     def _liveness_plan(self, state: SchedulerInput) -> StepPlan:
@@ -189,6 +200,7 @@ class SlidingServeScheduler(Scheduler):
         set reaching ``max_num_seqs``. Token counts are clamped to what vLLM can compute.
         """
         self.current_step += 1
+        self._cut = False
         self.kv_cache_manager.new_step_starts()
         stamp = time.monotonic()
         by_key = self.book.by_key
@@ -220,14 +232,18 @@ class SlidingServeScheduler(Scheduler):
                 blocks = self.kv_cache_manager.allocate_slots(req, n)
                 if blocks is None:
                     self.counters["alloc_stops"] += 1
+                    self._cut = True
                     break
                 running.append(req)
             elif req.status in _WAITING_STATES:
                 if len(self.running) >= self.max_num_active_reqs:
+                    self.counters["seq_cap_stops"] += 1
+                    self._cut = True
                     break
                 blocks, n = self._admit(req, n, stamp)
                 if blocks is None:
                     self.counters["alloc_stops"] += 1
+                    self._cut = True
                     break
                 (new_reqs if req.status == RequestStatus.WAITING else resumed).append(req)
                 req.status = RequestStatus.RUNNING

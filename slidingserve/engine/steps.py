@@ -7,9 +7,11 @@ time the adapter spent in ``schedule()`` (translation + policy + applying the pl
 ``plan_s`` (the policy's ``schedule`` call alone) and ``sched_s`` (all of it).
 
 Rows are written in the predictor's step-trace format (``predictor.steptrace``) with extra
-columns ``timestamp_s``, ``plan_s``, ``sched_s``, ``predicted_s``, ``num_reqs``, ``policy`` and
-``latency_version``; the file is rewritten atomically every ``flush_every`` steps and at
-shutdown, so serving continuously produces training data.
+columns ``timestamp_s``, ``plan_s``, ``sched_s``, ``predicted_s``, the step's request counts
+(``num_reqs`` run, ``num_planned``, ``num_running``/``num_waiting`` before it), ``free_blocks``,
+``cut`` (1 when the plan was cut short), ``policy`` and ``latency_version``. The file is
+rewritten atomically every ``flush_every`` steps, when the engine idles and at shutdown, so
+serving continuously produces training data.
 """
 
 from __future__ import annotations
@@ -27,10 +29,7 @@ from predictor.steptrace import Provenance, StepTrace, write_steptrace
 class _Pending:
     features: np.ndarray
     ended: float
-    plan_s: float
-    sched_s: float
-    predicted_s: float
-    num_reqs: int
+    columns: dict[str, float]
 
 
 @dataclass
@@ -47,11 +46,9 @@ class StepLog:
     _pending: _Pending | None = None
     _flushed: int = 0
 
-    def scheduled(self, features: np.ndarray, plan_s: float, sched_s: float,
-                  predicted_s: float, num_reqs: int) -> None:
-        """Called at the end of ``schedule()`` for a non-empty step."""
-        self._pending = _Pending(features, time.perf_counter(), plan_s, sched_s, predicted_s,
-                                 num_reqs)
+    def scheduled(self, features: np.ndarray, columns: dict[str, float]) -> None:
+        """Called at the end of ``schedule()`` for a non-empty step; ``columns``: extra values."""
+        self._pending = _Pending(features, time.perf_counter(), columns)
 
     def finished(self, latency_version: str) -> None:
         """Called at the start of ``update_from_output()``."""
@@ -63,15 +60,9 @@ class StepLog:
             return
         self.rows.append(p.features)
         self.latency_s.append(latency)
-        for name, value in (
-            ("timestamp_s", time.time()),
-            ("plan_s", p.plan_s),
-            ("sched_s", p.sched_s),
-            ("predicted_s", p.predicted_s),
-            ("num_reqs", p.num_reqs),
-            ("policy", self.policy),
-            ("latency_version", latency_version),
-        ):
+        row = {"timestamp_s": time.time(), **p.columns, "policy": self.policy,
+               "latency_version": latency_version}
+        for name, value in row.items():
             self.extra.setdefault(name, []).append(value)
         if self.path is not None and len(self.latency_s) % self.flush_every == 0:
             self.flush()
