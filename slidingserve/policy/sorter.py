@@ -9,6 +9,9 @@ The sort key is lexicographic, smallest first:
    tiers with an end-to-end deadline, which still need their decode). Such requests are still
    served, after every request that can be kept on time. Contention among feasible requests
    (the queue ahead) is the BatchConstructor's job.
+   With ``urgent_s`` set, tier priority separates only the requests with less slack than that;
+   all others share one level after them (``DEFERRABLE``), earliest deadline first, so that the
+   slack of end-to-end tiers absorbs overload instead of the lowest tier alone.
 2. Urgency: predicted slack, next deadline - now - own service time (FCFS by arrival for the
    starving class).
 3. Remaining work: least remaining prefill first.
@@ -28,6 +31,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 INFEASIBLE = 1000.0  # level-1 offset of requests projected to miss their deadline
+DEFERRABLE = 100.0  # level 1 of requests with more than ``urgent_s`` of slack
 STARVING = -1.0
 
 
@@ -37,6 +41,9 @@ class SorterConfig(BaseModel):
     slack_margin_s: float = Field(default=30.0, ge=0)  # decode reserve of end-to-end tiers
     use_aging: bool = True
     use_feasibility: bool = True
+    # Tier priority separates only requests with less slack than this; the rest share one
+    # level, earliest deadline first (None: tier priority separates all).
+    urgent_s: float | None = Field(default=None, gt=0)
 
 
 class MultiLevelPrioritySorter:
@@ -72,6 +79,9 @@ class MultiLevelPrioritySorter:
         """
         level = self.protection_level(priority, now - arrival, admitted)
         slack = due - reserve_s - now - service_s
+        if self.config.urgent_s is not None:
+            deferrable = (slack > self.config.urgent_s) & (level != STARVING)
+            level = np.where(deferrable, DEFERRABLE, level)
         infeasible = np.zeros(len(due), dtype=bool)
         if self.config.use_feasibility:
             infeasible = (slack < 0.0) & (level != STARVING)

@@ -77,3 +77,15 @@ def test_aging_bounds_the_wait() -> None:
     served = first_served(use_aging=True, aging_s=1.0)
     # batch has priority 2: starving after (2 + 1) * aging_s = 3 s, then served first
     assert served is not None and 3.0 - 1e-9 <= served <= 3.0 + 0.1 + 1e-9
+
+
+def test_urgent_horizon_orders_roomy_requests_by_deadline_across_tiers() -> None:
+    s = MultiLevelPrioritySorter(SorterConfig(urgent_s=60.0))
+    # standard due in 500 s, batch due in 300 s (older), batch due in 30 s (urgent),
+    # interactive due in 5 s (urgent)
+    order, _ = sort(s, due=[500, 300, 30, 5], service=[0.1] * 4, prio=[1, 2, 2, 0],
+                    arrival=[0] * 4, remaining=[10] * 4)
+    assert order.tolist() == [3, 2, 1, 0]
+    strict = MultiLevelPrioritySorter(SorterConfig())
+    assert sort(strict, [500, 300, 30, 5], [0.1] * 4, [1, 2, 2, 0], [0] * 4,
+                [10] * 4)[0].tolist() == [3, 0, 2, 1]
