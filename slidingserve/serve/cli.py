@@ -92,7 +92,9 @@ def serve_cmd(
     typer.echo(f"slidingserve: {keys.describe()}")
     typer.echo(f"slidingserve: starting Ray and {cfg.num_replicas} engine replica(s) of "
                f"{cfg.engine.name!r} (first start builds the model; this takes a minute or two)")
-    init: dict[str, Any] = {"include_dashboard": False, "log_to_driver": verbose}
+    # a fresh local cluster, never someone else's running one
+    init: dict[str, Any] = {"address": "local", "include_dashboard": False,
+                            "log_to_driver": verbose}
     if num_cpus is not None:
         init["num_cpus"] = num_cpus
     if metrics_port is not None:

@@ -26,7 +26,7 @@ def serve_app(
     from slidingserve.serve.app import build
 
     port = free_port()
-    ray.init(num_cpus=4, include_dashboard=False, **ray_init)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, **ray_init)
     try:
         if before_run is not None:
             before_run()
