@@ -144,9 +144,11 @@ class IngressService:
     def _prompt_ids(self, body: oa.CompletionBody | oa.ChatBody) -> list[int]:
         if isinstance(body, oa.ChatBody):
             msgs = [m.model_dump(exclude_none=True) for m in body.messages]
-            if getattr(self.tokenizer, "chat_template", None):
-                ids = self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True)
-                return list(ids)
+            if getattr(self.tokenizer, "chat_template", None):  # the template adds BOS itself
+                text = self.tokenizer.apply_chat_template(
+                    msgs, add_generation_prompt=True, tokenize=False
+                )
+                return list(self.tokenizer.encode(text, add_special_tokens=False))
             text = "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant:"
             return list(self.tokenizer.encode(text))
         if isinstance(body.prompt, str):
