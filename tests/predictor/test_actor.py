@@ -24,7 +24,14 @@ NAMESPACE = "predictor-tests"
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[Any]:
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=1, include_dashboard=False, namespace=NAMESPACE, log_to_driver=False)
+    # address="local": always a fresh cluster of our own, never a teammate's running one
+    ray.init(
+        address="local",
+        num_cpus=1,
+        include_dashboard=False,
+        namespace=NAMESPACE,
+        log_to_driver=False,
+    )
     yield ray
     ray.shutdown()
 
@@ -63,8 +70,10 @@ def test_subscriber_gets_each_published_version(ray_cluster: Any, actor_factory:
     test = profile_trace().subset(te)
     ray.get(actor.add_holdout.remote(test.X, test.latency_s))
     train = profile_trace().subset(tr)
-    worse = fit_bundle(StepTrace(train.X, train.latency_s * 1.6, train.provenance),
-                       TrainConfig(num_boost_round=100))
+    worse = fit_bundle(
+        StepTrace(train.X, train.latency_s * 1.6, train.provenance),
+        TrainConfig(num_boost_round=100),
+    )
     result = ray.get(actor.submit.remote(worse.to_bytes(), False))
     assert not result.published and result.version == 1
     assert not sub.poll() and sub.version == 1
