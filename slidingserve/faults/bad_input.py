@@ -67,6 +67,8 @@ def hand_cases(max_model_len: int, oversize_bytes: int) -> list[Case]:
         Case("top_p zero", {"prompt": "a", "top_p": 0}),
         Case("n = 5", {"prompt": "a", "n": 5}),
         Case("seed beyond int64", {"prompt": "a", "seed": 2**80, "max_tokens": 1}),
+        Case("empty stop string", {"prompt": "a", "stop": "", "max_tokens": 1}),
+        Case("empty stop in a list", {"prompt": "a", "stop": ["x", ""], "max_tokens": 1}),
         Case("stream wrong type", {"prompt": "a", "stream": "yes please"}),
         Case("echo true", {"prompt": "a", "echo": True}),
         Case("unknown field", {"prompt": "a", "logit_bias_hack": {"1": 100}}),

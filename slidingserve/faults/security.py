@@ -42,7 +42,7 @@ def access_cases(all_key: str, batch_key: str) -> list[tuple[str, list[tuple[str
         ("batch key, interactive", [bearer(batch_key), ("x-slo-tier", "interactive")], 403),
         ("batch key, standard", [bearer(batch_key), ("x-slo-tier", "standard")], 403),
         ("batch key, default tier", [bearer(batch_key)], 403),
-        ("batch key, tier with spaces", [bearer(batch_key), ("x-slo-tier", " interactive ")], 403),
+        ("batch key, tier upper-cased", [bearer(batch_key), ("x-slo-tier", "INTERACTIVE")], 400),
         ("batch key, two tier headers", [bearer(batch_key), ("x-slo-tier", "batch"),
                                          ("x-slo-tier", "interactive")], ("served as", "batch")),
         ("batch key + other key's header", [bearer(batch_key), ("authorization",
