@@ -181,6 +181,7 @@ class EngineHost:
     def __init__(self, cfg: ServeAppConfig, tiers: TierSet, replica: str):
         self.cfg = cfg
         self.files = ReplicaFiles.for_replica(cfg.engine, replica)
+        self.best_effort = best_effort_tier(tiers, cfg.admission.best_effort_tier)  # fail fast
         self.tiers = tiers
         self.replica = replica
         self.metrics = EngineMetrics(replica)
@@ -260,7 +261,7 @@ class EngineHost:
         if adm.on_reject == "reject":
             retry = max(adm.min_retry_after_s, int(predicted - req.slo.ttft_s + 0.999))
             return Rejected(self.replica, predicted, req.slo.ttft_s, retry)
-        fallback = RequestSLO.of_tier(best_effort_tier(self.tiers, adm.best_effort_tier))
+        fallback = RequestSLO.of_tier(self.best_effort)
         return Admitted(self.replica, fallback, req.slo.tier, predicted)
 
     async def generate(self, req: GenerateRequest) -> AsyncIterator[StreamEvent]:

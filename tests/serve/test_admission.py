@@ -84,3 +84,8 @@ def test_latency_model_replaces_running_averages(tiers):
 
     expected = model.predict(BatchShape(prefill=((budget, 0),))) / budget
     assert load.s_per_prefill_token == pytest.approx(expected)
+
+
+def test_unknown_best_effort_tier_fails_at_start(tiers):
+    with pytest.raises(ValueError, match="'gold'"):
+        host(tiers, on_reject="downgrade", best_effort_tier="gold")
