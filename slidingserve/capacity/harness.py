@@ -301,6 +301,18 @@ def _comparison(out: dict[str, Any], config: CapacityConfig) -> dict[str, Any]:
     return res
 
 
+def _outcome(r: JobResult) -> str:
+    """A job's result in a few words, for progress lines (partial results survive in logs)."""
+    if r.job.phase == "curve":
+        return " -> " + ", ".join(
+            f"{t.rate:.2f} rps: {1 - t.attainment:.1%} violated" for t in r.trials
+        )
+    text = f" -> {r.capacity or 0.0:.2f} rps"
+    if r.capacity_90 is not None:
+        text += f" (90%: {r.capacity_90:.2f} rps)"
+    return text + f", {len(r.trials)} trials, {r.wall_s:.0f} s"
+
+
 def _raise_exit(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
@@ -339,7 +351,8 @@ class _Runner:
                     len(jobs),
                     f"{name}: {r.job.contender.label}"
                     + (f" budget {r.job.budget}" if r.job.budget else "")
-                    + f" seed {r.job.seed}",
+                    + f" seed {r.job.seed}"
+                    + _outcome(r),
                 )
         if not jobs and self.progress is not None:
             self.progress(0, 0, f"{name}: nothing to do")
