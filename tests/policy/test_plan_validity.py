@@ -94,7 +94,7 @@ def check_plan(state: SchedulerInput, plan: StepPlan, budget: int | None) -> Non
 
 
 @pytest.mark.parametrize("name", policy_names())
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(states=st.lists(scheduler_inputs(), min_size=1, max_size=3))
 def test_every_policy_plans_validly(name: str, states: list[SchedulerInput]) -> None:
     policy = make_policy(name, roofline())  # one object across steps: per-request state too

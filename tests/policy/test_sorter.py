@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from policy_factories import roofline, state, waiting
 
@@ -36,6 +36,7 @@ def test_requests_that_cannot_make_it_go_after_all_that_can() -> None:
     assert sort(off, [2.0, 500.0], [3.0, 1.0], [0, 2], [0, 0], [10, 10])[0].tolist() == [0, 1]
 
 
+@settings(deadline=None)
 @given(prio=st.integers(0, 5), waited=st.floats(0.0, 10_000.0), aging=st.floats(1.0, 500.0))
 def test_aging_levels(prio: int, waited: float, aging: float) -> None:
     s = MultiLevelPrioritySorter(SorterConfig(aging_s=aging))
