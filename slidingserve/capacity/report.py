@@ -19,8 +19,9 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 def capacity_table(result: dict[str, Any], title: str = "Capacity under SLOs") -> Table:
     table = Table(title=title)
-    for col in ("policy", "capacity (1%)", "spread", "capacity (90%)", "budget", "trials"):
-        table.add_column(col, justify="left" if col == "policy" else "right")
+    table.add_column("policy", no_wrap=True)
+    for col in ("capacity (1%)", "spread", "capacity (90%)", "budget", "trials"):
+        table.add_column(col, justify="right")
     rows = {**result["policies"], **result.get("ablation", {})}
     for label, r in sorted(rows.items(), key=lambda kv: -kv[1]["capacity_rps"]):
         sp = r["spread"]["capacity_rps"]
@@ -60,7 +61,7 @@ def plot_attainment(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     lines = result["curve"]["lines"]
-    tiers = sorted({t for pts in lines.values() for p in pts for t in p["tiers"]})
+    tiers = list(dict.fromkeys(t for pts in lines.values() for p in pts for t in p["tiers"]))
     panels = [*tiers, "overall"]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
