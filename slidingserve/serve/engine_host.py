@@ -312,6 +312,9 @@ class EngineHost:
                 live.n_out += n_new
                 live.ctx += n_new
             finish = comp.finish_reason if out.finished else None
+            if finish in ("error", "abort"):  # refused or aborted inside the engine: say so
+                raise RuntimeError(f"engine finished the request with {finish!r} "
+                                   f"(reason: {comp.stop_reason!r})")
             yield TokenDelta(comp.text, list(comp.token_ids), finish, req.prompt_len, live.n_out)
 
     def _finish(self, req: GenerateRequest, slo: RequestSLO, live: _Live, outcome: str) -> None:

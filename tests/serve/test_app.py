@@ -401,3 +401,23 @@ def test_bench_http_writes_the_shared_summary(app, tmp_path):
     assert summary["tiers"]["interactive"]["requests"] + summary["tiers"]["batch"]["requests"] == n
     assert summary["overall"]["ttft_s"]["p50"] > 0 and summary["http"]["rejected_429"] == 0
     assert summary["http"]["config"]["api_key"] == "<set>"
+
+
+def test_a_request_the_engine_refuses_ends_with_an_explicit_error(app):
+    """Past the ingress's checks (a direct handle call), the scheduler refuses a bad SLO; the
+    stream must end with a StreamError naming why, not a silent or 'successful' end."""
+    from ray import serve
+
+    from slidingserve.serve.messages import Admitted, GenerateRequest, StreamError
+    from slidingserve.serve.slo_headers import RequestSLO
+
+    handle = serve.get_deployment_handle("Engine", app_name="slidingserve")
+    bad = RequestSLO("interactive", ttft_s=6.0, tpot_s=-0.05, e2e_s=None, priority=0)
+    req = GenerateRequest("direct-bad-slo", [5, 6, 7], bad, {"max_tokens": 4}, time.time())
+
+    async def events():
+        return [ev async for ev in handle.options(stream=True).generate.remote(req)]
+
+    got = asyncio.run(events())
+    assert isinstance(got[0], Admitted)
+    assert isinstance(got[-1], StreamError) and "error" in got[-1].message, got
