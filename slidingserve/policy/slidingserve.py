@@ -130,7 +130,7 @@ class SlidingServe(Policy):
             return np.argsort(table.arrival, kind="stable"), np.zeros(len(table), dtype=bool)
         remaining = np.where(pending > 1, pending, 0.0)
         return self.sorter.plan(now, due, service, table.priority, table.arrival, remaining,
-                                table.blocks > 0, reserve)
+                                table.blocks > 0, reserve, table.ttft)
 
     def _run_decodes(
         self, table: RequestTable, decodes: np.ndarray, victims: Victims, packer: BudgetPacker

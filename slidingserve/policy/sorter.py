@@ -13,7 +13,8 @@ The sort key is lexicographic, smallest first:
    all others share one level after them (``DEFERRABLE``), earliest deadline first, so that the
    slack of end-to-end tiers absorbs overload instead of the lowest tier alone.
 2. Urgency: predicted slack, next deadline - now - own service time (FCFS by arrival for the
-   starving class).
+   starving class); with ``urgency_step`` > 0 compared in steps of that fraction of the
+   request's TTFT target, so level 3 decides among requests of about equal urgency.
 3. Remaining work: least remaining prefill first.
 
 Aging (``use_aging``): a request that has waited ``w`` seconds since arrival without being
@@ -44,6 +45,9 @@ class SorterConfig(BaseModel):
     # Tier priority separates only requests with less slack than this; the rest share one
     # level, earliest deadline first (None: tier priority separates all).
     urgent_s: float | None = Field(default=None, gt=0)
+    # Level 2 compares slack in steps of this fraction of each request's TTFT target (0: exact),
+    # so that among requests of about equal urgency the least remaining prefill goes first.
+    urgency_step: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 class MultiLevelPrioritySorter:
@@ -70,6 +74,7 @@ class MultiLevelPrioritySorter:
         remaining: np.ndarray,
         admitted: np.ndarray,
         reserve_s: np.ndarray,
+        ttft_s: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Indices in serving order, and the mask of requests that cannot make their deadline.
 
@@ -86,6 +91,8 @@ class MultiLevelPrioritySorter:
         if self.config.use_feasibility:
             infeasible = (slack < 0.0) & (level != STARVING)
             level = level + np.where(infeasible, INFEASIBLE, 0.0)
+        if self.config.urgency_step > 0 and ttft_s is not None:
+            slack = np.floor(slack / (self.config.urgency_step * ttft_s))
         urgency = np.where(level == STARVING, arrival, slack)
         return np.lexsort((remaining, urgency, level)), infeasible
 

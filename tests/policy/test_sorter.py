@@ -90,3 +90,16 @@ def test_urgent_horizon_orders_roomy_requests_by_deadline_across_tiers() -> None
     strict = MultiLevelPrioritySorter(SorterConfig())
     assert sort(strict, [500, 300, 30, 5], [0.1] * 4, [1, 2, 2, 0], [0] * 4,
                 [10] * 4)[0].tolist() == [3, 0, 2, 1]
+
+
+def test_urgency_step_lets_less_remaining_prefill_go_first_among_equally_urgent() -> None:
+    args = dict(due=[100.0, 110.0], service=[0.0, 0.0], prio=[1, 1], arrival=[0, 0],
+                remaining=[5000, 100])
+    exact = MultiLevelPrioritySorter(SorterConfig())
+    assert sort(exact, **args)[0].tolist() == [0, 1]  # earlier deadline first
+    stepped = MultiLevelPrioritySorter(SorterConfig(urgency_step=0.05))
+    n = 2
+    order, _ = stepped.plan(0.0, np.array(args["due"]), np.zeros(n), np.ones(n), np.zeros(n),
+                            np.array(args["remaining"], float), np.zeros(n, bool), np.zeros(n),
+                            np.full(n, 600.0))
+    assert order.tolist() == [1, 0]  # same 30 s urgency step: the shorter prefill first
