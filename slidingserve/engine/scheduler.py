@@ -81,8 +81,8 @@ class SlidingServeScheduler(Scheduler):
             provenance, cfg.policy, path_or_none(cfg.step_trace), cfg.step_trace_flush_every
         )
         self._last_output_s = time.time()
-        # steps run, preemptions the plans asked for, steps cut short by a failed allocation or
-        # by the running set being full (max_num_seqs),
+        # steps run, preemptions the plans asked for, steps cut short by a failed allocation,
+        # admissions skipped because the running set was full (max_num_seqs),
         # preemptions the host made because a plan left the engine stuck (see _liveness_plan)
         self.counters = {"steps": 0, "preemptions": 0, "alloc_stops": 0, "seq_cap_stops": 0,
                          "liveness_preemptions": 0}
@@ -196,8 +196,10 @@ class SlidingServeScheduler(Scheduler):
         """Apply ``plan`` with vLLM's primitives; returns the output and what actually ran.
 
         Preemptions first (they free blocks), then the scheduled requests in plan order. An
-        allocation failure stops the step there (the StepPlan contract); so does the running
-        set reaching ``max_num_seqs``. Token counts are clamped to what vLLM can compute.
+        allocation failure stops the step there (the StepPlan contract). An admission into a
+        full running set (vLLM's ``max_num_seqs`` cap on requests holding KV) is skipped, as
+        vLLM skips it; the rest of the plan still runs. Token counts are clamped to what vLLM
+        can compute.
         """
         self.current_step += 1
         self._cut = False
@@ -237,9 +239,9 @@ class SlidingServeScheduler(Scheduler):
                 running.append(req)
             elif req.status in _WAITING_STATES:
                 if len(self.running) >= self.max_num_active_reqs:
-                    self.counters["seq_cap_stops"] += 1
+                    self.counters["seq_cap_stops"] += 1  # running set full: skip, as vLLM does
                     self._cut = True
-                    break
+                    continue
                 blocks, n = self._admit(req, n, stamp)
                 if blocks is None:
                     self.counters["alloc_stops"] += 1
