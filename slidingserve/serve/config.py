@@ -44,6 +44,7 @@ class EngineConfig(_Strict):
     latency_check_every: int = Field(default=16, gt=0)  # engine steps between version checks
     step_trace_flush_every: int = Field(default=64, gt=0)  # engine steps between trace writes
     data_dir: str | None = None  # tiny-model cache and per-replica files (default: data dir)
+    keep_replica_files: bool = False  # keep a replica's step trace + model dir after it stops
     extra_engine_args: dict[str, Any] = Field(default_factory=dict)
 
     @property

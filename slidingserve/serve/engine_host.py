@@ -13,6 +13,7 @@ the replica observes (TTFT per token processed, gaps between decode deltas).
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -204,6 +205,8 @@ class EngineHost:
         if self._llm is not None:
             self._llm.shutdown()
             self._llm = None
+        if not self.cfg.engine.keep_replica_files:  # its samples already went to the predictor
+            shutil.rmtree(self.files.root, ignore_errors=True)
 
     async def check_health(self) -> None:
         if self._llm is None:

@@ -89,3 +89,13 @@ def test_latency_model_replaces_running_averages(tiers):
 def test_unknown_best_effort_tier_fails_at_start(tiers):
     with pytest.raises(ValueError, match="'gold'"):
         host(tiers, on_reject="downgrade", best_effort_tier="gold")
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_replica_files_removed_at_shutdown_unless_kept(tiers, tmp_path, keep):
+    cfg = load_serve_config({"engine": {"data_dir": str(tmp_path), "keep_replica_files": keep}})
+    h = EngineHost(cfg, tiers, "r-files")
+    h.files.latency_model.mkdir(parents=True)
+    (h.files.root / "steps.parquet").write_bytes(b"x")
+    h.shutdown()
+    assert h.files.root.exists() == keep
