@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from slidingserve.metrics import summarize, worst_tier_violation_rate
@@ -29,8 +29,9 @@ class TrialSpec:
     tier_mix: dict[str, float] | None = None
     warmup: int = 0
     abort_violation_frac: float = 0.1  # stop once this fraction is surely violated
-    # Hard horizon: the run ends this long after the last measured arrival; measured requests
-    # not settled by then count as violations (None: wait for every deadline).
+    # Horizon, after the last measured arrival: measured requests without a first token by
+    # then count as violations; those decoding are followed to the end (None: wait for every
+    # deadline).
     horizon_s: float | None = 120.0
 
 
@@ -62,7 +63,8 @@ def run_trial(spec: TrialSpec) -> TrialResult:
     # Requests after the window keep the load on while the window drains.
     settle = settle_time(spec.tiers, 2048)
     if spec.horizon_s is not None:
-        settle = min(settle, spec.horizon_s)
+        # + time for requests decoding at the horizon to finish (2048 tokens at 0.1 s/step)
+        settle = min(settle, spec.horizon_s + 205.0)
     tail = math.ceil(spec.rate * settle) + 1
     workload = WorkloadConfig(
         arrival="poisson",
@@ -73,13 +75,19 @@ def run_trial(spec: TrialSpec) -> TrialResult:
     )
     specs = build_workload(workload, spec.tiers, trace=spec.trace)
     sim = spec.sim.model_copy(update={"drain_s": 0.0})
+    horizon = None if spec.horizon_s is None else specs[hi - 1].arrival_s + spec.horizon_s
     monitor = ViolationMonitor(
-        range(lo, hi), spec.tiers, math.ceil(spec.abort_violation_frac * (hi - lo))
+        range(lo, hi), spec.tiers, math.ceil(spec.abort_violation_frac * (hi - lo)), horizon
     )
     result = simulate(
         specs, spec.tiers, spec.policy, sim, policy_config=spec.overrides, monitor=monitor
     )
-    summary = summarize(result.records[lo:hi], spec.tiers)
+    # Requests cut at the horizon are violations even if the run went on and finished them.
+    measured = [
+        replace(r, finished=False) if r.key in monitor.cut_at_horizon else r
+        for r in result.records[lo:hi]
+    ]
+    summary = summarize(measured, spec.tiers)
     return TrialResult(
         rate=spec.rate,
         seed=spec.seed,

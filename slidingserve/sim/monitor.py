@@ -8,6 +8,11 @@ or for tiers without one its TTFT deadline) and it can no longer meet its SLO (u
 an e2e deadline, or no first token yet). The simulator stops when every measured request is
 settled, or when more than ``max_violations`` are surely violated (the run then fails for
 sure; requests still unsettled count as violations).
+
+With a ``horizon_s`` (absolute time), measured requests that have not produced a first token
+by then are counted as violations (pessimistic: a trial cannot wait out 1800 s deadlines),
+while requests already decoding are followed until they finish, so no output length, however
+long, turns into a violation by itself.
 """
 
 from __future__ import annotations
@@ -19,18 +24,27 @@ from slidingserve.slo import TierSet
 
 
 class ViolationMonitor:
-    def __init__(self, measured: Sequence[int], tiers: TierSet, max_violations: int):
+    def __init__(
+        self,
+        measured: Sequence[int],
+        tiers: TierSet,
+        max_violations: int,
+        horizon_s: float | None = None,
+    ):
         self.tiers = tiers
+        self.horizon_s = horizon_s
         self.max_violations = max_violations
         self.measured = list(measured)
         self.violations = 0  # surely violated so far
         self.aborted = False  # stopped because violations exceeded the limit
+        self.cut_at_horizon: set[int] = set()  # keys judged violated at the horizon
 
     def bind(self, reqs: Sequence[SimRequest]) -> None:
         """Attach the run's requests (called by ``simulate``)."""
         self._open = [reqs[i] for i in self.measured]
         self.violations = 0
         self.aborted = False
+        self.cut_at_horizon = set()
 
     def should_stop(self, now: float) -> bool:
         still_open = []
@@ -42,6 +56,14 @@ class ViolationMonitor:
             decisive = r.spec.arrival_s + (tier.e2e_s if tier.e2e_s is not None else tier.ttft_s)
             if now > decisive and (tier.e2e_s is not None or r.view.first_token_s is None):
                 self.violations += 1
+                continue
+            if (
+                self.horizon_s is not None
+                and now >= self.horizon_s
+                and r.view.first_token_s is None
+            ):
+                self.violations += 1
+                self.cut_at_horizon.add(r.spec.key)
                 continue
             still_open.append(r)
         self._open = still_open
