@@ -68,7 +68,9 @@ def build_workload(
     else:
         assert config.rate is not None and config.num_requests is not None
         n = config.num_requests
-        arrivals = gamma_arrivals(config.rate, config.cv if config.arrival == "gamma" else 1.0, n, rng)
+        arrivals = gamma_arrivals(
+            config.rate, config.cv if config.arrival == "gamma" else 1.0, n, rng
+        )
         if trace is not None:
             rows = rng.integers(0, len(trace), size=n)
             prompts, outputs = trace.prompt_len[rows], trace.output_len[rows]

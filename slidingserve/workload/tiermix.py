@@ -36,7 +36,9 @@ def parse_tier_mix(text: str, tiers: TierSet) -> dict[str, float]:
         try:
             share = float(value)
         except ValueError:
-            raise TierMixError(f"tier mix entry {item!r}: share {value.strip()!r} is not a number") from None
+            raise TierMixError(
+                f"tier mix entry {item!r}: share {value.strip()!r} is not a number"
+            ) from None
         if not (share >= 0 and np.isfinite(share)):
             raise TierMixError(f"tier mix entry {item!r}: share must be >= 0 (got {value.strip()})")
         shares[name] = share

@@ -60,7 +60,9 @@ def load_trace(path: str | Path) -> Trace:
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None:
-            raise TraceError(f"{p}: empty trace file (expected columns {', '.join(REQUIRED_COLUMNS)})")
+            raise TraceError(
+                f"{p}: empty trace file (expected columns {', '.join(REQUIRED_COLUMNS)})"
+            )
         header = [h.strip() for h in header]
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
         if missing:
