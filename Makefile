@@ -1,4 +1,5 @@
-# SlidingServe: `make run` runs the main job on the embedded default, `make test` runs the suite.
+# SlidingServe: `make run` serves the app on the embedded default (local Ray, one CPU replica
+# of the tiny model the project builds), `make test` runs the suite.
 PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -20,7 +21,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: setup
-	$(VENV)/bin/slidingserve run
+	$(VENV)/bin/slidingserve serve
 
 test: setup
 	$(PY) -m pytest -q tests
