@@ -14,20 +14,9 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 from slidingserve.latency import LatencyModel
-from slidingserve.latency.features import (
-    F_DECODE_CTX_MAX,
-    F_DECODE_CTX_SUM,
-    F_DECODE_REQS,
-    F_PREFILL_ATTN,
-    F_PREFILL_REQS,
-    F_PREFILL_TOKENS,
-    F_TOTAL_TOKENS,
-    N_FEATURES,
-)
 from slidingserve.policy import HostLimits, KVState, Policy, SchedulerInput, StepPlan
+from slidingserve.policy.batch import step_features
 from slidingserve.sim.request import SimRequest
 
 _EPS = 1e-9
@@ -165,32 +154,21 @@ class Replica:
     def launch(self, items: Items, now: float) -> float:
         """Allocate blocks for ``items`` (already checked), start the step; returns its end."""
         bs = self.block_size
-        x = [0.0] * N_FEATURES
-        ctx_max = 0
         admitted = False
         for r, n in items:
             v = r.view
-            c = v.num_computed
-            need = -(-(c + n) // bs) - v.num_blocks
+            need = -(-(v.num_computed + n) // bs) - v.num_blocks
             if need > 0:
                 if v.num_blocks == 0:
                     admitted = True
                     self.running.append(v)
                 v.num_blocks += need
                 self.free_blocks -= need
-            if n == 1 and v.prompt_len + v.num_generated - c == 1:
-                x[F_DECODE_REQS] += 1
-                x[F_DECODE_CTX_SUM] += c + 1
-                ctx_max = max(ctx_max, c + 1)
-            else:
-                x[F_PREFILL_TOKENS] += n
-                x[F_PREFILL_REQS] += 1
-                x[F_PREFILL_ATTN] += n * (c + n / 2.0)
         if admitted:
             self.waiting = [v for v in self.waiting if v.num_blocks == 0]
-        x[F_DECODE_CTX_MAX] = ctx_max
-        x[F_TOTAL_TOKENS] = x[F_PREFILL_TOKENS] + x[F_DECODE_REQS]
-        duration = float(self.latency.predict_features(np.asarray([x]))[0])
+        # The policies' own feature builder: steps are timed exactly as planners predict them.
+        x = step_features((r.view, n) for r, n in items)
+        duration = float(self.latency.predict_features(x[None, :])[0])
         if not duration > 0:
             raise self._error(now, f"latency model predicted a non-positive step time {duration}")
         self.busy = True
