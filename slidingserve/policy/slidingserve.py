@@ -100,7 +100,7 @@ class SlidingServe(Policy):
         # 5. this step's prefill tokens, planned jointly with the next step's
         base = decode_features((table.computed[decodes] + 1).tolist())
         queued = pending[queue]
-        limit = min(packer.tokens_left, int(queued.sum()), packer.free_blocks * packer.block_size)
+        limit = min(packer.tokens_left, int(queued.sum()), self._kv_room(table, queue, packer))
         head = queue[: int(np.searchsorted(np.cumsum(queued), limit)) + 1]
         done = float(table.computed[head].max()) if head.size else 0.0
         chunk, _ = self.chunker.plan(self.latency, base, done, limit, due[decodes] - now,
@@ -115,6 +115,19 @@ class SlidingServe(Policy):
 
     def forget(self, key: int) -> None:
         self.tables.forget(key)
+
+    @staticmethod
+    def _kv_room(table: RequestTable, queue: np.ndarray, packer: BudgetPacker) -> int:
+        """Prefill tokens the KV cache can take: free blocks plus the unused tail of the blocks
+        that queued running requests already hold (a running prefill needs no new block until
+        its blocks are full). When neither leaves room but running prefills are queued, only
+        preemption can make room, which packing does by the sort order: no KV cap then."""
+        bs = packer.block_size
+        held = np.maximum(table.blocks[queue] * bs - table.computed[queue], 0.0)
+        room = packer.free_blocks * bs + int(held.sum())
+        if room == 0 and bool((table.blocks[queue] > 0).any()):
+            return packer.tokens_left
+        return room
 
     def _observe(self, predicted_s: float, prefill_tokens: float) -> None:
         """EMA of step time per prefill token (the rate the service estimates use)."""

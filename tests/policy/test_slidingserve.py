@@ -92,3 +92,26 @@ def test_every_request_finishes_under_kv_pressure(name: str) -> None:
     produced, steps = run_to_completion(make_policy(name, roofline()), reqs, total_blocks=120)
     assert steps < 20_000, f"{name} did not finish"
     assert produced == {k: r[3] for k, r in enumerate(reqs)}
+
+
+
+def test_full_cache_still_runs_prefills_inside_held_blocks() -> None:
+    # Found on the real engine: every block in use, each running prefill with room left in its
+    # last block. The chunk's KV cap used to count free blocks only: chunk 0, an empty plan, and
+    # an engine that could never step again.
+    running = [prefilling(k, prompt=200, computed=184) for k in range(5)]  # 8 free slots each
+    policy = make_policy("slidingserve", roofline())
+    s = state(running=running, free_blocks=0, max_batch_tokens=64)
+    plan = policy.schedule(s)
+    check_plan(s, plan, None)
+    assert plan.num_tokens > 0, plan
+
+
+def test_full_cache_with_full_blocks_preempts_to_make_progress() -> None:
+    # Every running prefill has filled its blocks and nothing is free: only preemption helps.
+    running = [prefilling(k, prompt=200, computed=192) for k in range(3)]  # 12 full blocks each
+    policy = make_policy("slidingserve", roofline())
+    s = state(running=running, free_blocks=0, max_batch_tokens=64)
+    plan = policy.schedule(s)
+    check_plan(s, plan, None)
+    assert plan.num_tokens > 0 and plan.preempt, plan
