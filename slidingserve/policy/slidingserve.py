@@ -195,10 +195,19 @@ class Victims:
     def __init__(self, table: RequestTable, order: np.ndarray):
         self._table, self._order = table, order
         self._list: list[RequestView] | None = None
+        self._rank: dict[int, int] = {}
 
     def make_room(self, packer: BudgetPacker, req: RequestView, num_tokens: int) -> bool:
+        """Preempt, from the end of the order, only requests ranked after ``req``: a request
+        never evicts one it ranks below, so two requests cannot evict each other step after
+        step (a livelock seen on the real engine when the cache held less than the demand)."""
         if not packer.kv_short(req, num_tokens):
             return True
         if self._list is None:
             self._list = [self._table.views[i] for i in self._order]
-        return make_room(packer, req, num_tokens, self._list)
+            self._rank = {v.key: i for i, v in enumerate(self._list)}
+        after = self._list[self._rank.get(req.key, -1) + 1 :]
+        before = len(after)
+        ok = make_room(packer, req, num_tokens, after)
+        del self._list[len(self._list) - (before - len(after)) :]  # make_room pops from the end
+        return ok
