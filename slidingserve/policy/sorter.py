@@ -47,7 +47,10 @@ class SorterConfig(BaseModel):
     urgent_s: float | None = Field(default=None, gt=0)
     # Level 2 compares slack in steps of this fraction of each request's TTFT target (0: exact),
     # so that among requests of about equal urgency the least remaining prefill goes first.
-    urgency_step: float = Field(default=0.0, ge=0.0, le=1.0)
+    # 0.05 by default: with exact slack (0), equal-deadline requests under a full KV cache on
+    # the real engine ordered most-remaining first and evicted each other without end (engine
+    # KV-pressure test); the simulator measured 0 (2.9% violations at 25 rps) above 0.05 (7.9%).
+    urgency_step: float = Field(default=0.05, ge=0.0, le=1.0)
 
 
 class MultiLevelPrioritySorter:
