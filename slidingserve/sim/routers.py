@@ -10,14 +10,12 @@ import numpy as np
 
 from slidingserve.latency import LatencyModel
 from slidingserve.latency.features import (
-    F_DECODE_CTX_MAX,
-    F_DECODE_CTX_SUM,
-    F_DECODE_REQS,
     F_PREFILL_ATTN,
     F_PREFILL_REQS,
     F_PREFILL_TOKENS,
     F_TOTAL_TOKENS,
     N_FEATURES,
+    decode_features,
 )
 from slidingserve.sim.replica import Replica
 from slidingserve.sim.request import SimRequest
@@ -96,13 +94,11 @@ class SloAware(Router):
         for i, rep in enumerate(replicas):
             ctx = [v.num_computed + 1 for v in rep.running]
             queued = rep.queued_prefill_tokens() + req.view.prompt_len
-            X[i, F_DECODE_REQS] = len(ctx)
-            X[i, F_DECODE_CTX_SUM] = sum(ctx)
-            X[i, F_DECODE_CTX_MAX] = max(ctx, default=0)
+            X[i] = decode_features(ctx)
             X[i, F_PREFILL_TOKENS] = queued
             X[i, F_PREFILL_REQS] = 1 + len(rep.waiting)
             X[i, F_PREFILL_ATTN] = queued * queued / 2.0
-            X[i, F_TOTAL_TOKENS] = queued + len(ctx)
+            X[i, F_TOTAL_TOKENS] += queued
             busy[i] = max(rep.step_end_s - now, 0.0) if rep.busy else 0.0
         predicted = busy + self.latency.predict_features(X)
         slack = req.view.ttft_deadline() - now - predicted
