@@ -34,8 +34,12 @@ class EngineSchedulerConfig(BaseModel):
     latency_model: str | None = None  # latency-model dir (None: a RooflineModel)
     roofline: dict[str, Any] = Field(default_factory=dict)  # RooflineConfig overrides
     latency_check_every: int = Field(default=16, gt=0)  # steps between model-version checks
+    # EMA decay of the online correction measured/predicted step time (0: off; see
+    # latency_source.LiveLatencyModel.observe)
+    latency_correction_decay: float = Field(default=0.95, ge=0, lt=1)
     step_trace: str | None = None  # .csv/.parquet path the measured steps are written to
     step_trace_flush_every: int = Field(default=512, gt=0)  # steps between (atomic) rewrites
+    step_trace_keep: int = Field(default=50_000, gt=0)  # most recent steps kept in the trace
     model_name: str = "unknown"  # provenance of the step trace
     hardware: str | None = None  # provenance (None: machine-cpus)
 

@@ -15,12 +15,21 @@ Model directory formats (``load_model_dir``):
 
 The stamp is (inode, mtime, size) of ``model.json`` (else ``VERSION``), so both a directory
 swap and an in-place rewrite are seen.
+
+Online correction. A model trained on one engine's profile is biased on another process layout
+(measured: serving steps here run 1.3x the profiled ones, with the client's output processing
+sharing the cores). After every step the scheduler reports the step's prediction and its measured
+latency (``observe``); the model keeps an exponential moving average of ``log(measured /
+uncorrected prediction)`` and multiplies every prediction by ``scale = exp(average)``, clipped to
+``[1 / max_scale, max_scale]``. A new model version starts again from ``scale = 1`` (it was
+trained on recent steps). ``correction_decay = 0`` turns the correction off.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,24 +77,42 @@ class LiveLatencyModel:
     """A ``LatencyModel`` whose underlying model can be replaced between steps."""
 
     def __init__(self, model: LatencyModel, version: str, model_dir: Path | None = None,
-                 check_every: int = 16):
+                 check_every: int = 16, correction_decay: float = 0.0, max_scale: float = 4.0):
         if check_every <= 0:
             raise ValueError(f"check_every must be > 0 (got {check_every})")
+        if not 0.0 <= correction_decay < 1.0:
+            raise ValueError(f"correction_decay must be in [0, 1) (got {correction_decay})")
+        if max_scale < 1.0:
+            raise ValueError(f"max_scale must be >= 1 (got {max_scale})")
         self.current = model
         self.version = version
         self.model_dir = model_dir
         self.check_every = check_every
+        self.correction_decay = correction_decay
+        self.max_scale = max_scale
+        self.scale = 1.0  # online correction factor (measured / predicted, smoothed)
+        self._log_scale = 0.0
         self.swaps = 0
         self._stamp = self._version_stamp()
 
     @classmethod
-    def from_config(cls, model_dir: Path | None, roofline: dict, check_every: int
-                    ) -> LiveLatencyModel:
+    def from_config(cls, model_dir: Path | None, roofline: dict, check_every: int,
+                    correction_decay: float = 0.0) -> LiveLatencyModel:
         if model_dir is None:
             return cls(RooflineModel(RooflineConfig(**roofline)), "roofline-default", None,
-                       check_every)
+                       check_every, correction_decay)
         model, version = load_model_dir(model_dir)
-        return cls(model, version, model_dir, check_every)
+        return cls(model, version, model_dir, check_every, correction_decay)
+
+    def observe(self, predicted_s: float, measured_s: float) -> None:
+        """A step predicted (with the current ``scale``) at ``predicted_s`` took ``measured_s``."""
+        if self.correction_decay <= 0.0 or predicted_s <= 0.0 or measured_s <= 0.0:
+            return
+        bound = math.log(self.max_scale)
+        ratio = math.log(measured_s * self.scale / predicted_s)  # vs the uncorrected model
+        d = self.correction_decay
+        self._log_scale = d * self._log_scale + (1.0 - d) * min(max(ratio, -bound), bound)
+        self.scale = math.exp(self._log_scale)
 
     def _version_stamp(self) -> tuple[int, int, int] | None:
         if self.model_dir is None:
@@ -116,15 +143,16 @@ class LiveLatencyModel:
             return False
         log.info("latency model %s: %s -> %s", self.model_dir, self.version, version)
         self.current, self.version = model, version
+        self.scale, self._log_scale = 1.0, 0.0
         self.swaps += 1
         return True
 
     # -- LatencyModel ----------------------------------------------------------------------
     def predict(self, shape: BatchShape) -> float:
-        return self.current.predict(shape)
+        return self.current.predict(shape) * self.scale
 
     def predict_many(self, shapes: Sequence[BatchShape]) -> np.ndarray:
-        return self.current.predict_many(shapes)
+        return self.current.predict_many(shapes) * self.scale
 
     def predict_features(self, X: np.ndarray) -> np.ndarray:
-        return self.current.predict_features(X)
+        return self.current.predict_features(X) * self.scale

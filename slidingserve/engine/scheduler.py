@@ -62,7 +62,8 @@ class SlidingServeScheduler(Scheduler):
         cfg = self.ss_config = config_from_additional(vllm_config.additional_config)
         self.book = RequestBook(cfg.load_tiers())
         self.latency = LiveLatencyModel.from_config(
-            path_or_none(cfg.latency_model), cfg.roofline, cfg.latency_check_every
+            path_or_none(cfg.latency_model), cfg.roofline, cfg.latency_check_every,
+            cfg.latency_correction_decay,
         )
         self.ss_policy = make_policy(cfg.policy, self.latency, **cfg.policy_config)
         self.limits = HostLimits(
@@ -78,7 +79,8 @@ class SlidingServeScheduler(Scheduler):
             version=_VLLM_VERSION,
         )
         self.step_log = StepLog(
-            provenance, cfg.policy, path_or_none(cfg.step_trace), cfg.step_trace_flush_every
+            provenance, cfg.policy, path_or_none(cfg.step_trace), cfg.step_trace_flush_every,
+            cfg.step_trace_keep,
         )
         self._last_output_s = time.time()
         # steps run, preemptions the plans asked for, steps cut short by a failed allocation,
@@ -143,6 +145,7 @@ class SlidingServeScheduler(Scheduler):
                 "plan_s": plan_s,
                 "sched_s": time.perf_counter() - started,
                 "predicted_s": plan.predicted_s,
+                "latency_scale": self.latency.scale,
                 "num_reqs": len(applied),
                 "num_planned": len(plan.scheduled),
                 "num_running": len(state.running),
@@ -353,7 +356,9 @@ class SlidingServeScheduler(Scheduler):
     # -- outputs ---------------------------------------------------------------------------
     def update_from_output(self, scheduler_output: SchedulerOutput, model_runner_output: Any
                            ) -> dict[int, EngineCoreOutputs]:
-        self.step_log.finished(self.latency.version)
+        step = self.step_log.finished(self.latency.version)
+        if step is not None and not step.cut:
+            self.latency.observe(step.predicted_s, step.latency_s)
         outputs = super().update_from_output(scheduler_output, model_runner_output)
         self._last_output_s = time.time()
         if self.book.refused:

@@ -9,20 +9,30 @@ time the adapter spent in ``schedule()`` (translation + policy + applying the pl
 Rows are written in the predictor's step-trace format (``predictor.steptrace``) with extra
 columns ``timestamp_s``, ``plan_s``, ``sched_s``, ``predicted_s``, the step's request counts
 (``num_reqs`` run, ``num_planned``, ``num_running``/``num_waiting`` before it), ``free_blocks``,
-``cut`` (1 when the plan was cut short), ``policy`` and ``latency_version``. The file is
-rewritten atomically every ``flush_every`` steps, when the engine idles and at shutdown, so
-serving continuously produces training data.
+``cut`` (1 when the plan was cut short), ``latency_scale`` (the online correction in use),
+``policy`` and ``latency_version``. The file is rewritten atomically every ``flush_every``
+steps, when the engine idles and at shutdown, so serving continuously produces training data.
+It holds the most recent ``keep`` steps (a sliding window): a long-running replica's memory and
+rewrite cost stay bounded, and retraining sees the engine as it is now.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from predictor.steptrace import Provenance, StepTrace, write_steptrace
+
+
+@dataclass(frozen=True, slots=True)
+class StepTiming:
+    latency_s: float  # measured
+    predicted_s: float  # the plan's prediction (0: the policy predicts nothing)
+    cut: bool  # the plan was cut short, so the prediction is of another batch
 
 
 @dataclass(slots=True)
@@ -40,32 +50,42 @@ class StepLog:
     policy: str
     path: Path | None = None
     flush_every: int = 512
-    rows: list[np.ndarray] = field(default_factory=list)
-    latency_s: list[float] = field(default_factory=list)
-    extra: dict[str, list] = field(default_factory=dict)
+    keep: int = 50_000  # most recent steps held and written
+    rows: deque[np.ndarray] = field(init=False)
+    latency_s: deque[float] = field(init=False)
+    extra: dict[str, deque] = field(init=False, default_factory=dict)
+    total: int = field(init=False, default=0)  # steps recorded since start
     _pending: _Pending | None = None
     _flushed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.keep <= 0:
+            raise ValueError(f"keep must be > 0 (got {self.keep})")
+        self.rows, self.latency_s = deque(maxlen=self.keep), deque(maxlen=self.keep)
 
     def scheduled(self, features: np.ndarray, columns: dict[str, float]) -> None:
         """Called at the end of ``schedule()`` for a non-empty step; ``columns``: extra values."""
         self._pending = _Pending(features, time.perf_counter(), columns)
 
-    def finished(self, latency_version: str) -> None:
-        """Called at the start of ``update_from_output()``."""
+    def finished(self, latency_version: str) -> StepTiming | None:
+        """Called at the start of ``update_from_output()``; the step's timing, if one ran."""
         p, self._pending = self._pending, None
         if p is None:
-            return
+            return None
         latency = time.perf_counter() - p.ended
         if latency <= 0:
-            return
+            return None
         self.rows.append(p.features)
         self.latency_s.append(latency)
         row = {"timestamp_s": time.time(), **p.columns, "policy": self.policy,
                "latency_version": latency_version}
         for name, value in row.items():
-            self.extra.setdefault(name, []).append(value)
-        if self.path is not None and len(self.latency_s) % self.flush_every == 0:
+            self.extra.setdefault(name, deque(maxlen=self.keep)).append(value)
+        self.total += 1
+        if self.path is not None and self.total % self.flush_every == 0:
             self.flush()
+        return StepTiming(latency, float(p.columns.get("predicted_s", 0.0)),
+                          bool(p.columns.get("cut", 0)))
 
     def to_trace(self) -> StepTrace:
         X = np.array(self.rows, dtype=np.float64).reshape(len(self.rows), -1)
@@ -75,9 +95,9 @@ class StepLog:
     def flush(self) -> None:
         if self.path is not None and self.rows:
             write_steptrace(self.to_trace(), self.path)
-        self._flushed = len(self.rows)
+        self._flushed = self.total
 
     def flush_if_dirty(self) -> None:
         """Flush if rows arrived since the last flush (the engine calls it when it idles)."""
-        if len(self.rows) != self._flushed:
+        if self.total != self._flushed:
             self.flush()

@@ -63,3 +63,54 @@ def test_predictor_model_dir_swaps_by_directory_rename(tmp_path: Path) -> None:
     assert live.poll(1)
     assert live.version == f"lgbm-v{bundle.version + 1}"
     assert live.predict(BatchShape(decode_ctx=(64,) * 8)) > 0
+
+
+class _Constant:
+    """A latency model that always predicts ``value`` seconds (what the correction scales)."""
+
+    def __init__(self, value: float):
+        self.value = value
+
+    def predict(self, shape: BatchShape) -> float:
+        return self.value
+
+    def predict_many(self, shapes: list[BatchShape]) -> np.ndarray:
+        return np.full(len(shapes), self.value)
+
+    def predict_features(self, X: np.ndarray) -> np.ndarray:
+        return np.full(len(X), self.value)
+
+
+def _run_steps(live: LiveLatencyModel, measured_s: float, steps: int) -> None:
+    for _ in range(steps):
+        live.observe(float(live.predict_features(np.zeros((1, 7)))[0]), measured_s)
+
+
+def test_online_correction_converges_to_the_measured_ratio() -> None:
+    live = LiveLatencyModel(_Constant(0.010), "const", correction_decay=0.9)
+    _run_steps(live, 0.013, 200)  # steps run 1.3x the model
+    assert live.scale == pytest.approx(1.3, rel=1e-3)
+    assert live.predict(BatchShape(decode_ctx=(10,))) == pytest.approx(0.013, rel=1e-3)
+    _run_steps(live, 0.010, 200)  # the engine speeds up again
+    assert live.scale == pytest.approx(1.0, rel=1e-3)
+
+
+def test_online_correction_is_bounded_and_can_be_off() -> None:
+    live = LiveLatencyModel(_Constant(0.010), "const", correction_decay=0.5, max_scale=2.0)
+    _run_steps(live, 10.0, 100)  # a stall 1000x the prediction
+    assert live.scale == pytest.approx(2.0)
+    off = LiveLatencyModel(_Constant(0.010), "const")
+    _run_steps(off, 0.05, 10)
+    assert off.scale == 1.0
+    with pytest.raises(ValueError, match="correction_decay"):
+        LiveLatencyModel(_Constant(0.010), "const", correction_decay=1.0)
+
+
+def test_a_new_version_resets_the_correction(tmp_path: Path) -> None:
+    d = write_roofline_dir(tmp_path / "m", RooflineConfig(), "a")
+    live = LiveLatencyModel.from_config(d, {}, 1, correction_decay=0.5)
+    _run_steps(live, 1.0, 20)
+    assert live.scale > 1.5
+    write_roofline_dir(d, RooflineConfig(overhead_s=0.5), "b")
+    assert live.poll(1)
+    assert live.scale == 1.0

@@ -1,0 +1,45 @@
+"""The engine's step log: a bounded window of recent steps, written in step-trace format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from predictor.steptrace import Provenance, read_steptrace
+from slidingserve.engine.steps import StepLog
+from slidingserve.latency.features import F_PREFILL_TOKENS, F_TOTAL_TOKENS, N_FEATURES
+
+PROV = Provenance(engine="vllm-cpu", model="tiny", hardware="test", version="0")
+
+
+def _step(log: StepLog, i: int, predicted: float = 0.01, cut: int = 0):
+    x = np.zeros(N_FEATURES)
+    x[F_PREFILL_TOKENS] = x[F_TOTAL_TOKENS] = i  # a consistent prefill-only row, tagged i
+    log.scheduled(x, {"predicted_s": predicted, "cut": cut, "plan_s": 1e-4})
+    return log.finished("v1")
+
+
+def test_window_keeps_the_most_recent_steps_and_flushes_them(tmp_path: Path) -> None:
+    path = tmp_path / "steps.csv"
+    log = StepLog(PROV, "slidingserve", path, flush_every=4, keep=5)
+    timings = [_step(log, i) for i in range(12)]
+    assert log.total == 12 and len(log.rows) == 5
+    assert all(t is not None and t.latency_s > 0 and t.predicted_s == 0.01 for t in timings)
+    trace = read_steptrace(path)  # written at step 12 (flush_every=4)
+    assert len(trace) == 5
+    assert trace.X[:, F_PREFILL_TOKENS].tolist() == [7, 8, 9, 10, 11]
+    log.flush_if_dirty()  # nothing new
+    _step(log, 12, cut=1)
+    log.flush_if_dirty()
+    assert read_steptrace(path).X[:, F_PREFILL_TOKENS].tolist() == [8, 9, 10, 11, 12]
+
+
+def test_finished_without_a_step_is_none_and_cut_is_reported() -> None:
+    log = StepLog(PROV, "slidingserve")
+    assert log.finished("v1") is None
+    t = _step(log, 0, cut=1)
+    assert t is not None and t.cut
+    with pytest.raises(ValueError, match="keep"):
+        StepLog(PROV, "x", keep=0)
