@@ -1,10 +1,16 @@
-"""Planning-speed benchmark: one policy step on a loaded replica.
+"""Planning-speed benchmark: one policy step, in two settings.
 
-``python -m slidingserve.policy.bench`` builds a seeded state with 256 running requests (mostly
-decoding, some part-way through a prefill) and 256 waiting ones over the default SLO tiers, with
-Azure-conversation-like lengths and a KV cache as full as they make it, and times
-``policy.schedule`` on it with the roofline latency model (Llama-3-8B-class on one H100). It
-prints the median, p10 and p90 planning time and writes them, with the setup, as JSON.
+``python -m slidingserve.policy.bench`` times ``policy.schedule`` on seeded states and prints,
+per case, the median, p10 and p90 planning time (and writes them, with the setup, as JSON):
+
+* ``h100-256``: 256 running requests (mostly decoding, some part-way through a prefill) and 256
+  waiting ones over the default SLO tiers, with Azure-conversation-like lengths and a KV cache
+  as full as they make it, planned with the roofline latency model (Llama-3-8B-class on one
+  H100);
+* ``cpu-engine-8``: the real CPU engine's regime: 8 running + 8 waiting requests of the tiny
+  model (prompts <= 1000, 512 KV blocks, ``max_num_seqs`` 32, 512 tokens per step), planned with
+  the LightGBM predictor ``predictor/data/cpu_tiny/model`` (its compiled tables), as inside
+  the engine. Skipped, with a note, when that model or LightGBM is missing.
 """
 
 from __future__ import annotations
@@ -13,21 +19,54 @@ import argparse
 import json
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from slidingserve.latency import RooflineModel
+from slidingserve.latency import LatencyModel, RooflineModel
 from slidingserve.policy.base import make_policy
 from slidingserve.policy.types import HostLimits, KVState, RequestView, SchedulerInput
 from slidingserve.slo import load_tiers
 
 BLOCK_SIZE = 16
 TOTAL_BLOCKS = 27_500  # about what an 80 GB H100 leaves for the KV of an 8B model
+CPU_MODEL_DIR = Path(__file__).resolve().parents[2] / "predictor/data/cpu_tiny/model"
 
 
-def bench_state(n_running: int = 256, n_waiting: int = 256, seed: int = 0) -> SchedulerInput:
+@dataclass(frozen=True)
+class BenchCase:
+    """One benchmarked setting: the state's size and lengths, the host, the latency model."""
+
+    name: str
+    running: int
+    waiting: int
+    prompt_range: tuple[int, int]  # running prompts; waiting ones up to ``waiting_max_prompt``
+    waiting_max_prompt: int
+    total_blocks: int
+    limits: HostLimits
+    latency: str  # "roofline" or "lightgbm-cpu-tiny"
+
+
+CASES = (
+    BenchCase("h100-256", 256, 256, (100, 3000), 4000, TOTAL_BLOCKS,
+              HostLimits(max_num_seqs=512), "roofline"),
+    BenchCase("cpu-engine-8", 8, 8, (50, 1000), 1000, 512,
+              HostLimits(max_num_seqs=32, max_batch_tokens=512, max_model_len=2048),
+              "lightgbm-cpu-tiny"),
+)
+
+
+def bench_state(
+    n_running: int = 256,
+    n_waiting: int = 256,
+    seed: int = 0,
+    prompt_range: tuple[int, int] = (100, 3000),
+    waiting_max_prompt: int = 4000,
+    total_blocks: int = TOTAL_BLOCKS,
+    limits: HostLimits | None = None,
+) -> SchedulerInput:
     """A seeded, loaded step: decodes on pace, a few partial prefills, a fresh queue."""
     rng = np.random.default_rng(seed)
     tiers = load_tiers()
@@ -37,7 +76,7 @@ def bench_state(n_running: int = 256, n_waiting: int = 256, seed: int = 0) -> Sc
     running: list[RequestView] = []
     for key in range(n_running):
         tier = tiers[names[rng.choice(len(names), p=shares)]]
-        prompt = int(rng.integers(100, 3000))
+        prompt = int(rng.integers(*prompt_range))
         if key % 16 == 0:  # part-way through its prefill
             computed = int(rng.integers(1, prompt))
             arrival = now - float(rng.uniform(0.1, 3.0))
@@ -66,7 +105,7 @@ def bench_state(n_running: int = 256, n_waiting: int = 256, seed: int = 0) -> Sc
             10_000 + i,
             tiers[names[rng.choice(len(names), p=shares)]],
             now - float(rng.uniform(0.0, 3.0)),
-            int(rng.integers(50, 4000)),
+            int(rng.integers(50, waiting_max_prompt)),
             0,
             0,
         )
@@ -74,15 +113,30 @@ def bench_state(n_running: int = 256, n_waiting: int = 256, seed: int = 0) -> Sc
     ]
     used = sum(r.num_blocks for r in running)
     kv = KVState(
-        free_blocks=max(TOTAL_BLOCKS - used, 0), total_blocks=TOTAL_BLOCKS, block_size=BLOCK_SIZE
+        free_blocks=max(total_blocks - used, 0), total_blocks=total_blocks, block_size=BLOCK_SIZE
     )
-    return SchedulerInput(now, running, waiting, kv, HostLimits(max_num_seqs=512))
+    return SchedulerInput(now, running, waiting, kv, limits or HostLimits(max_num_seqs=512))
 
 
-def run_bench(policy: str, repeats: int, seed: int) -> dict[str, Any]:
-    latency = RooflineModel()
+def case_state(case: BenchCase, seed: int) -> SchedulerInput:
+    return bench_state(case.running, case.waiting, seed, case.prompt_range,
+                       case.waiting_max_prompt, case.total_blocks, case.limits)
+
+
+def case_latency(case: BenchCase) -> tuple[LatencyModel, str]:
+    """The case's latency model and its description."""
+    if case.latency == "roofline":
+        return RooflineModel(), "roofline (Llama-3-8B-class, one H100, defaults of RooflineConfig)"
+    from predictor.model import LightGBMLatencyModel
+
+    model = LightGBMLatencyModel.load(CPU_MODEL_DIR)
+    return model, f"LightGBM mean model v{model.version} ({CPU_MODEL_DIR.name}, compiled tables)"
+
+
+def run_bench(policy: str, repeats: int, seed: int, case: BenchCase = CASES[0]) -> dict[str, Any]:
+    latency, described = case_latency(case)
     pol = make_policy(policy, latency)
-    state = bench_state(seed=seed)
+    state = case_state(case, seed)
     for _ in range(20):  # warm-up (imports, caches)
         plan = pol.schedule(state)
     times = np.empty(repeats)
@@ -92,8 +146,9 @@ def run_bench(policy: str, repeats: int, seed: int) -> dict[str, Any]:
         times[i] = time.perf_counter() - t0
     ms = times * 1e3
     return {
+        "case": case.name,
         "policy": policy,
-        "latency_model": "roofline (Llama-3-8B-class, one H100, defaults of RooflineConfig)",
+        "latency_model": described,
         "running": len(state.running),
         "waiting": len(state.waiting),
         "repeats": repeats,
@@ -113,20 +168,35 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--policy", default="slidingserve")
     ap.add_argument("--repeats", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cases", default=",".join(c.name for c in CASES),
+                    help="comma-separated case names")
     ap.add_argument("--out", type=Path, default=Path("policy_bench.json"))
     args = ap.parse_args(argv)
     if args.repeats < 1:
         raise SystemExit(f"--repeats must be >= 1 (got {args.repeats})")
-    result = run_bench(args.policy, args.repeats, args.seed)
+    by_name = {c.name: c for c in CASES}
+    names = [n for n in args.cases.split(",") if n]
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise SystemExit(f"unknown case(s) {unknown} (known: {list(by_name)})")
+    results = []
+    for name in names:
+        try:
+            result = run_bench(args.policy, args.repeats, args.seed, by_name[name])
+        except (ImportError, FileNotFoundError) as exc:
+            print(f"{name}: skipped ({exc})")
+            continue
+        results.append(result)
+        print(
+            f"{name}: {result['policy']}, one step with {result['running']} running + "
+            f"{result['waiting']} waiting, {result['latency_model']}: median "
+            f"{result['median_ms']:.3f} ms (p10 {result['p10_ms']:.3f}, p90 "
+            f"{result['p90_ms']:.3f}) over {result['repeats']} runs; {result['plan_requests']} "
+            f"requests, {result['plan_tokens']} tokens planned"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(
-        f"{result['policy']}: one step with {result['running']} running + {result['waiting']} "
-        f"waiting: median {result['median_ms']:.3f} ms (p10 {result['p10_ms']:.3f}, "
-        f"p90 {result['p90_ms']:.3f}) over {result['repeats']} runs; "
-        f"{result['plan_requests']} requests, {result['plan_tokens']} tokens planned "
-        f"-> {args.out}"
-    )
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"-> {args.out}")
 
 
 if __name__ == "__main__":
