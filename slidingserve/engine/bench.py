@@ -56,8 +56,11 @@ class TierScale(BaseModel):
     share: float = Field(default=0.0, ge=0)
 
 
+# Interactive TTFT is 8x the median prompt's: the longest prompt (1024 tokens, ~4x the median)
+# must be able to meet it on an unloaded engine, or no scheduler could keep that tier within
+# SLO at any load (at 4x, ~5% of interactive requests were infeasible before any queueing).
 DEFAULT_SCALES = {
-    "interactive": TierScale(ttft_x=4.0, tpot_x=4.0, weight=4.0, share=0.2),
+    "interactive": TierScale(ttft_x=8.0, tpot_x=4.0, weight=4.0, share=0.2),
     "standard": TierScale(ttft_x=15.0, tpot_x=8.0, weight=2.0, share=0.5),
     "batch": TierScale(ttft_x=60.0, tpot_x=15.0, weight=1.0, share=0.3),
 }
@@ -277,17 +280,34 @@ class EngineBench:
         }
 
 
+def serving_scale(out: Path) -> float:
+    """The online correction the adapter measured while serving: the median ``latency_scale``
+    over every step our adapter ran under ``out`` (1.0 when none ran)."""
+    from predictor.steptrace import read_steptrace
+
+    scales: list[np.ndarray] = []
+    for path in sorted(out.glob("**/steps.csv")):
+        trace = read_steptrace(path)
+        if "latency_scale" in trace.extra:
+            scales.append(np.asarray(trace.extra["latency_scale"], dtype=float))
+    values = np.concatenate(scales) if scales else np.zeros(0)
+    return float(np.median(values)) if values.size else 1.0
+
+
 def simulate_trial(cfg: BenchConfig, scheduler: str, specs: list[RequestSpec],
-                   tiers: TierSet) -> dict[str, Any]:
-    """The simulator's prediction of the same trial (same specs, SLOs, limits, latency model)."""
-    from slidingserve.engine.latency_source import load_model_dir
+                   tiers: TierSet, scale: float = 1.0) -> dict[str, Any]:
+    """The simulator's prediction of the same trial: same specs, SLOs and limits, and the
+    engine's latency model (the predictor trained on this engine's profiled steps) times
+    ``scale``, the correction the adapter measured while serving (``serving_scale``)."""
+    from slidingserve.engine.latency_source import LiveLatencyModel, load_model_dir
     from slidingserve.sim.config import SimConfig
     from slidingserve.sim.simulator import simulate
 
     latency_dir = cfg.latency_model or DEFAULT_LATENCY_MODEL
     if not latency_dir.is_dir():
         return {"skipped": f"no latency model at {latency_dir}"}
-    latency, version = load_model_dir(latency_dir)
+    model, version = load_model_dir(latency_dir)
+    latency = LiveLatencyModel(model, version, initial_scale=scale)
     sim_cfg = SimConfig(
         block_size=CPU_BLOCK_SIZE,
         num_blocks=cfg.kv_cache_bytes // (CPU_BLOCK_SIZE * KV_BYTES_PER_TOKEN) - 1,
@@ -299,6 +319,7 @@ def simulate_trial(cfg: BenchConfig, scheduler: str, specs: list[RequestSpec],
     return {
         "policy": SIM_POLICY.get(scheduler, scheduler),
         "latency_model": version,
+        "latency_scale": scale,
         "slo_attainment": sim["overall"]["slo_attainment"],
         "tiers": {t: g["slo_attainment"] for t, g in sim["tiers"].items()},
         "worst_tier_violation_rate": worst_tier_violation_rate(sim),
@@ -322,7 +343,6 @@ async def run_trial(bench: EngineBench, cfg: BenchConfig, rate: float, tiers: Ti
     records = await bench.trial(specs, tiers)
     summary = summarize(records, tiers)
     summary.update({
-        "simulated": simulate_trial(cfg, bench.scheduler, specs, tiers),
         "scheduler": bench.scheduler,
         "rate_rps": rate,
         "worst_tier_violation_rate": worst_tier_violation_rate(summary),
@@ -363,6 +383,13 @@ async def compare(cfg: BenchConfig, schedulers: list[str], rate: float, out: Pat
             bench.shutdown()
         _write(bench.out / "summary.json", summary)
         results[name] = summary
+    # The simulator's prediction of each trial, once every engine has measured the correction.
+    scale = serving_scale(out)
+    for name, summary in results.items():
+        tiers = tiers_from_dict(summary["tiers_used"], source="bench summary")
+        specs = scaled_workload(cfg, rate, tiers, cfg.seed)
+        summary["simulated"] = simulate_trial(cfg, name, specs, tiers, scale)
+        _write((out / name if len(schedulers) > 1 else out) / "summary.json", summary)
     return results
 
 
@@ -373,10 +400,13 @@ async def find_capacity(cfg: BenchConfig, schedulers: list[str], out: Path, star
 
     ``capacity_rps``: worst tier's violation rate <= 1% (QoServe's definition);
     ``capacity_rps_90``: overall attainment >= 90% (DistServe's goodput definition).
-    Trials are shared between the two searches (cached by rate).
+    Trials are shared between the two searches (cached by rate). Once every engine has run,
+    the simulator repeats the same searches (``simulated``), with the engine's latency model
+    times the correction measured while serving, and predicts each measured trial.
     """
     engine_tiers = Calibration.placeholder().tiers(cfg.scales)
     policies: dict[str, Any] = {}
+    tiers: TierSet | None = None
     for name in schedulers:
         bench = EngineBench(cfg, name, engine_tiers, out / name)
         await bench.start()
@@ -393,25 +423,62 @@ async def find_capacity(cfg: BenchConfig, schedulers: list[str], out: Path, star
                     _cache[key] = await run_trial(_b, cfg, key, _t, _c)
                 return _cache[key]
 
-            knee_1 = await _knee(evaluate, lambda s: s["worst_tier_violation_rate"] - 0.01,
-                                 start_rps, rel_tol, max_trials)
-            knee_90 = await _knee(evaluate, lambda s: 0.9 - s["overall"]["slo_attainment"],
-                                  start_rps, rel_tol, max_trials)
+            policies[name] = await _capacities(evaluate, start_rps, rel_tol, max_trials)
         finally:
             bench.shutdown()
-        policies[name] = {
-            "capacity_rps": knee_1,
-            "capacity_rps_90": knee_90,
-            "budget": None,
-            "trials": {
-                str(r): {"attainment": s["overall"]["slo_attainment"],
-                         "worst_tier_violation_rate": s["worst_tier_violation_rate"]}
-                for r, s in sorted(trials.items())
-            },
+        policies[name]["trials"] = {
+            str(r): {"attainment": s["overall"]["slo_attainment"],
+                     "worst_tier_violation_rate": s["worst_tier_violation_rate"],
+                     "scheduler_overhead": s["scheduler_overhead"]}
+            for r, s in sorted(trials.items())
         }
         _write(out / "capacity.json", {"policies": policies, "calibration": asdict(calib),
                                        "config": json.loads(cfg.model_dump_json())})
+    assert calib is not None and tiers is not None
+    scale = serving_scale(out)
+    for name, result in policies.items():
+        result["simulated"] = await _simulated_capacities(cfg, name, tiers, scale, start_rps,
+                                                          rel_tol, max_trials)
+        for rate, trial in result["trials"].items():
+            sim = simulate_trial(cfg, name, scaled_workload(cfg, float(rate), tiers, cfg.seed),
+                                 tiers, scale)
+            trial["simulated"] = {k: sim.get(k) for k in
+                                  ("slo_attainment", "worst_tier_violation_rate")}
+    _write(out / "capacity.json", {"policies": policies, "calibration": asdict(calib),
+                                   "latency_scale": scale,
+                                   "config": json.loads(cfg.model_dump_json())})
     return {"policies": policies}
+
+
+async def _capacities(evaluate: Any, start_rps: float, rel_tol: float, max_trials: int
+                      ) -> dict[str, Any]:
+    """Both capacity definitions from one trial function (trials shared through its cache)."""
+    knee_1 = await _knee(evaluate, lambda s: s["worst_tier_violation_rate"] - 0.01,
+                         start_rps, rel_tol, max_trials)
+    knee_90 = await _knee(evaluate, lambda s: 0.9 - s["overall"]["slo_attainment"],
+                          start_rps, rel_tol, max_trials)
+    return {"capacity_rps": knee_1, "capacity_rps_90": knee_90, "budget": None}
+
+
+async def _simulated_capacities(cfg: BenchConfig, name: str, tiers: TierSet, scale: float,
+                                start_rps: float, rel_tol: float, max_trials: int
+                                ) -> dict[str, Any]:
+    if not (cfg.latency_model or DEFAULT_LATENCY_MODEL).is_dir():
+        return {"skipped": "no latency model"}
+    cache: dict[float, dict[str, Any]] = {}
+
+    async def evaluate(rate: float) -> dict[str, Any]:
+        key = round(rate, 4)
+        if key not in cache:
+            sim = simulate_trial(cfg, name, scaled_workload(cfg, key, tiers, cfg.seed), tiers,
+                                 scale)
+            cache[key] = {"worst_tier_violation_rate": sim["worst_tier_violation_rate"],
+                          "overall": {"slo_attainment": sim["slo_attainment"]}}
+        return cache[key]
+
+    result = await _capacities(evaluate, start_rps, rel_tol, max_trials)
+    del result["budget"]
+    return result
 
 
 async def _knee(evaluate: Any, excess: Any, start: float, rel_tol: float, max_trials: int,

