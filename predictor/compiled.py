@@ -43,6 +43,7 @@ class _Table:
     # scalar path: the same data as Python lists (bisect and list indexing beat numpy for 1 row)
     values_list: list[float]
     axes_list: list[tuple[int, list[float], int]]  # (feature, thresholds, stride) per axis
+    axes_numpy: list[tuple[int, np.ndarray, int]]  # the same with the thresholds as arrays
 
 
 class CompiledForest:
@@ -80,16 +81,9 @@ class CompiledForest:
         if X.ndim != 2 or X.shape[1] != self.num_features:
             raise ValueError(f"expected X of shape (n, {self.num_features}), got {X.shape}")
         out = np.zeros(X.shape[0], dtype=np.float64)
+        cols = X.T  # cols[f]: feature f of every row
         for tab in self.tables:
-            if not tab.features:
-                out += tab.values[0]
-                continue
-            idx = np.zeros(X.shape[0], dtype=np.int64)
-            for axis, f in enumerate(tab.features):
-                idx += np.searchsorted(tab.thresholds[axis], X[:, f], side="left") * int(
-                    tab.strides[axis]
-                )
-            out += tab.values[idx]
+            out += tab.values[_cell_index(tab, cols)]
         return out
 
     def predict_row(self, x: list[float]) -> float:
@@ -101,6 +95,15 @@ class CompiledForest:
                 i += bisect.bisect_left(thr, x[f]) * stride
             total += tab.values_list[i]
         return total
+
+
+def _cell_index(tab: _Table, cols: np.ndarray) -> np.ndarray | int:
+    """Flat table index of every row: its bin on each axis times the axis' stride, summed."""
+    idx: np.ndarray | int = 0
+    for f, thr, stride in tab.axes_numpy:
+        bins = thr.searchsorted(cols[f], side="left")
+        idx = idx + (bins if stride == 1 else bins * stride)
+    return idx
 
 
 def _merge_into_supersets(
@@ -172,6 +175,7 @@ def _build_table(feats: tuple[int, ...], trees: list[dict[str, Any]], max_cells:
         axes_list=[
             (f, t.tolist(), int(st)) for f, t, st in zip(feats, thresholds, strides, strict=True)
         ],
+        axes_numpy=[(f, t, int(st)) for f, t, st in zip(feats, thresholds, strides, strict=True)],
     )
 
 

@@ -85,17 +85,19 @@ def decode_features(decode_ctx: Sequence[int]) -> np.ndarray:
     return x
 
 
-def with_prefill_chunks(base: np.ndarray, chunks: np.ndarray, done: int | np.ndarray) -> np.ndarray:
+def with_prefill_chunks(
+    base: np.ndarray, chunks: np.ndarray, done: float | np.ndarray
+) -> np.ndarray:
     """Rows of ``base`` plus one prefill chunk each, of size ``chunks[i]`` after ``done`` tokens.
 
     Vectorised candidate builder for chunk-size searches: returns shape (len(chunks), N_FEATURES).
     A chunk of 0 adds nothing (it is not counted as a prefill request).
     """
     chunks = np.asarray(chunks, dtype=np.float64)
-    X = np.broadcast_to(base, (len(chunks), N_FEATURES)).copy()
-    nonzero = chunks > 0
+    X = np.empty((len(chunks), N_FEATURES), dtype=np.float64)
+    X[:] = base
     X[:, F_PREFILL_TOKENS] += chunks
-    X[:, F_PREFILL_REQS] += nonzero
+    X[:, F_PREFILL_REQS] += chunks > 0
     X[:, F_PREFILL_ATTN] += chunks * (np.asarray(done, dtype=np.float64) + chunks / 2.0)
     X[:, F_TOTAL_TOKENS] += chunks
     return X

@@ -54,19 +54,35 @@ class RooflineModel:
     def __init__(self, config: RooflineConfig | None = None):
         c = self.config = config or RooflineConfig()
         self._weight_bytes = c.num_params * c.bytes_per_param
-        self._kv_bytes_per_token = 2 * c.num_layers * c.num_kv_heads * c.head_dim * c.bytes_per_param
+        self._kv_bytes_per_token = (
+            2 * c.num_layers * c.num_kv_heads * c.head_dim * c.bytes_per_param
+        )
         self._attn_flops_per_pair = 4 * c.num_layers * c.num_q_heads * c.head_dim
         self._flops_rate = c.peak_flops * c.mfu
         self._bytes_rate = c.hbm_bytes_per_s * c.mbu
 
     def predict_features(self, X: np.ndarray) -> np.ndarray:
-        X = np.atleast_2d(X)
+        if X.ndim == 1:
+            X = X[None, :]
+        if X.shape[0] == 1:  # one step (hosts timing a plan): plain floats, the same arithmetic
+            return np.array([self.predict_row(X[0].tolist())])
         c = self.config
-        pairs = X[:, F_PREFILL_ATTN] + X[:, F_DECODE_CTX_SUM]
-        flops = 2.0 * c.num_params * X[:, F_TOTAL_TOKENS] + self._attn_flops_per_pair * pairs
-        kv_read = (X[:, F_DECODE_CTX_SUM] + X[:, F_PREFILL_ATTN] / np.maximum(X[:, F_PREFILL_TOKENS], 1.0))
-        bytes_moved = self._weight_bytes + self._kv_bytes_per_token * (kv_read + X[:, F_TOTAL_TOKENS])
+        tokens, attn = X[:, F_PREFILL_TOKENS], X[:, F_PREFILL_ATTN]
+        ctx, total = X[:, F_DECODE_CTX_SUM], X[:, F_TOTAL_TOKENS]
+        flops = 2.0 * c.num_params * total + self._attn_flops_per_pair * (attn + ctx)
+        kv_read = ctx + attn / np.maximum(tokens, 1.0)
+        bytes_moved = self._weight_bytes + self._kv_bytes_per_token * (kv_read + total)
         return c.overhead_s + np.maximum(flops / self._flops_rate, bytes_moved / self._bytes_rate)
+
+    def predict_row(self, x: list[float]) -> float:
+        """``predict_features`` of one feature row given as a list (no numpy on this path)."""
+        c = self.config
+        tokens, attn = x[F_PREFILL_TOKENS], x[F_PREFILL_ATTN]
+        ctx, total = x[F_DECODE_CTX_SUM], x[F_TOTAL_TOKENS]
+        flops = 2.0 * c.num_params * total + self._attn_flops_per_pair * (attn + ctx)
+        kv_read = ctx + attn / max(tokens, 1.0)
+        bytes_moved = self._weight_bytes + self._kv_bytes_per_token * (kv_read + total)
+        return c.overhead_s + max(flops / self._flops_rate, bytes_moved / self._bytes_rate)
 
     def predict(self, shape: BatchShape) -> float:
         return float(self.predict_features(features_of(shape)[None, :])[0])

@@ -32,19 +32,26 @@ def decode_context(req: RequestView) -> int:
 
 def step_features(items: Iterable[tuple[RequestView, int]]) -> np.ndarray:
     """Feature vector (schema v1) of a step running ``num_tokens`` of each request."""
-    x = np.zeros(N_FEATURES, dtype=np.float64)
-    ctx_max = 0
+    # Plain Python sums (the same float additions, in the same order, as numpy's scalar ones).
+    prefill_tokens = prefill_reqs = decode_reqs = decode_ctx_sum = ctx_max = 0
+    prefill_attn = 0.0
     for req, n in items:
-        if is_decode(req, n):
-            ctx = decode_context(req)
-            x[F_DECODE_REQS] += 1
-            x[F_DECODE_CTX_SUM] += ctx
+        if n == 1 and req.prompt_len + req.num_generated - req.num_computed <= 1:  # is_decode
+            ctx = req.num_computed + 1  # decode_context
+            decode_reqs += 1
+            decode_ctx_sum += ctx
             ctx_max = max(ctx_max, ctx)
         else:
-            x[F_PREFILL_TOKENS] += n
-            x[F_PREFILL_REQS] += 1
-            x[F_PREFILL_ATTN] += n * (req.num_computed + n / 2.0)
+            prefill_tokens += n
+            prefill_reqs += 1
+            prefill_attn += n * (req.num_computed + n / 2.0)
+    x = np.zeros(N_FEATURES, dtype=np.float64)
+    x[F_PREFILL_TOKENS] = prefill_tokens
+    x[F_PREFILL_REQS] = prefill_reqs
+    x[F_DECODE_REQS] = decode_reqs
+    x[F_DECODE_CTX_SUM] = decode_ctx_sum
     x[F_DECODE_CTX_MAX] = ctx_max
+    x[F_PREFILL_ATTN] = prefill_attn
     x[F_TOTAL_TOKENS] = x[F_PREFILL_TOKENS] + x[F_DECODE_REQS]
     return x
 

@@ -49,11 +49,11 @@ class SlidingChunker:
         self.config = config
 
     def grid(self, limit: int) -> np.ndarray:
+        """0, granularity, 2 x granularity, ... up to min(limit, max_chunk), which ends it."""
         g = self.config.granularity
         top = min(limit, self.config.max_chunk)
-        grid = np.arange(0, top + 1, g, dtype=np.float64)
-        if grid[-1] != top:
-            grid = np.append(grid, float(top))
+        grid = np.arange(0, top + g, g, dtype=np.float64)  # its last point is >= top
+        grid[-1] = top
         return grid
 
     def plan(
@@ -75,27 +75,25 @@ class SlidingChunker:
         remaining prefill and tier TPOT of the prefill queue, in serving order.
         """
         grid = self.grid(max(limit, 0))
-        X = with_prefill_chunks(base, grid, np.array(done))
+        X = with_prefill_chunks(base, grid, done)
         t = np.maximum.accumulate(latency.predict_features(X))
         ok = slack >= -self.config.late_tolerance_s
-        if not ok.any():
+        bounding = slack[ok]
+        if not bounding.size:
             return int(grid[-1]), float(t[-1])
-        safety = self.config.safety
-        s1 = float(slack[ok].min())
-        fits = np.flatnonzero(t * safety <= s1)
-        if fits.size == 0:
+        scaled = t * self.config.safety  # non-decreasing, like t: the chunks that fit are a prefix
+        fits = int(scaled.searchsorted(float(bounding.min()), side="right"))
+        if fits == 0:
             return 0, float(t[0])
         if self.config.window == 1:
-            i = int(fits[-1])
-            return int(grid[i]), float(t[i])
-        c1, t1 = grid[fits], t[fits]
-        s2 = float((slack[ok] + tpot[ok]).min()) - t1
+            return int(grid[fits - 1]), float(t[fits - 1])
+        c1, t1 = grid[:fits], t[:fits]
+        s2 = float((bounding + tpot[ok]).min()) - t1
         if queue_tokens.size:  # requests finishing their prefill within c1 start decoding
-            finished = np.searchsorted(np.cumsum(queue_tokens), c1, side="right")
-            new_tpot = np.minimum.accumulate(queue_tpot)
-            s2 = np.where(finished > 0, np.minimum(s2, new_tpot[np.maximum(finished - 1, 0)]), s2)
-        j = np.searchsorted(t * safety, s2, side="right") - 1
-        c2 = np.minimum(np.where(j >= 0, grid[np.maximum(j, 0)], 0.0), grid[-1] - c1)
-        total = c1 + c2
-        best = int(np.flatnonzero(total == total.max())[-1])
+            finished = np.cumsum(queue_tokens).searchsorted(c1, side="right")
+            new_tpot = np.concatenate(([np.inf], np.minimum.accumulate(queue_tpot)))
+            s2 = np.minimum(s2, new_tpot[finished])  # inf (no bound) where none finished
+        c2 = grid[np.maximum(scaled.searchsorted(s2, side="right") - 1, 0)]  # grid[0] == 0
+        total = c1 + np.minimum(c2, grid[-1] - c1)
+        best = fits - 1 - int(total[::-1].argmax())  # the largest c1 among the best
         return int(c1[best]), float(t1[best])
