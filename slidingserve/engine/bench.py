@@ -14,6 +14,11 @@ a run (or read from ``--calibration``), so all schedulers face identical SLOs. T
 before the calibration exists, so each request carries its tier's calibrated targets explicitly
 (``slo_ttft_ms``/``slo_tpot_ms`` in ``extra_args``); the engine's tier file only names the tiers.
 
+The simulator's prediction of each trial (``summary["simulated"]``, and with ``find_capacity``
+the simulator's own capacity search) is computed once every engine has run: same specs, SLOs and
+limits, with the engine's latency model times the online correction our adapter measured while
+serving (``serving_scale``: the median ``latency_scale`` of the run's step traces).
+
 Schedulers: ``vllm-default`` / ``vllm-priority`` are vLLM's own scheduler untouched (FCFS, or
 priority = the tier's priority); any registered policy name (``slidingserve``, ``qoserve``,
 ``sarathi``, ``edf``, ``vllm-fcfs``, ...) runs through ``SlidingServeScheduler``.
