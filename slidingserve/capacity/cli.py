@@ -101,7 +101,7 @@ def capacity(
         float, typer.Option(help="Warm-up arrivals before the window (s).")
     ] = 30.0,
     horizon_seconds: Annotated[
-        float, typer.Option(help="Trial ends this long after the window.")
+        float, typer.Option(help="From this long after the window, overloaded trials are cut.")
     ] = 120.0,
     min_requests: Annotated[int, typer.Option(help="Least measured requests per trial.")] = 1000,
     rel_tol: Annotated[float, typer.Option(help="Bisection tolerance (relative).")] = 0.04,

@@ -31,7 +31,8 @@ class CapacityConfig(BaseModel):
     ``rate x warmup_seconds`` warm-up arrivals; arrivals go on after the measured window
     until every measured request's fate is known, so the window drains under the same load.
     Criteria: worst tier's violation rate <= ``violation_target`` (``capacity_rps``) and
-    overall attainment >= ``attainment_target`` (``capacity_rps_90``).
+    overall attainment >= ``attainment_target`` (``capacity_rps_90``), both bounded by the
+    backlog's growth (a steady-state lower bound on violations; see ``trial.py``).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -50,8 +51,10 @@ class CapacityConfig(BaseModel):
     min_requests: int = Field(default=1000, ge=10)
     max_requests: int = Field(default=20000, ge=10)
     warmup_seconds: float = Field(default=30.0, ge=0)
-    # A trial ends this long after its measured window; measured requests not settled by then
-    # count as violations (bounds the cost of overloaded trials; None: wait for every deadline).
+    # From this long after its measured window on, a trial whose backlog grows faster than
+    # (1 - attainment_target) x the arrival rate is cut, its measured requests without a first
+    # token counted as violations (bounds the cost of overloaded trials); otherwise measured
+    # requests are followed to their deadlines (trial.py; None: never cut).
     horizon_seconds: float | None = Field(default=120.0, gt=0)
     rel_tol: float = Field(default=0.04, gt=0, lt=1)  # bisection stops when (hi - lo) <= tol x hi
     sweep_rel_tol: float = Field(default=0.08, gt=0, lt=1)  # coarser, for the budget sweep

@@ -77,6 +77,7 @@ def run_job(job: Job) -> JobResult:
             trace=job.trace,
             tier_mix=cfg.tier_mix,
             abort_violation_frac=abort,
+            overload_cut=1.0 - cfg.attainment_target,
             horizon_s=cfg.horizon_seconds,
         )
 

@@ -1,0 +1,68 @@
+"""The trial's steady-state rule: deferral within deadlines is on time; a growing backlog is not."""
+
+from __future__ import annotations
+
+import pytest
+
+from slidingserve.capacity.trial import SteadyStateMonitor, TrialSpec, backlog_growth, run_trial
+from slidingserve.sim import SimConfig, simulate
+from slidingserve.slo import load_tiers
+from slidingserve.workload import RequestSpec
+
+
+def test_backlog_growth_is_the_backlog_slope_over_the_rate():
+    ramp = [(float(t), 3 * t) for t in range(0, 50, 5)]  # +3 requests/s
+    assert backlog_growth(ramp, 10.0) == pytest.approx(0.3)
+    assert backlog_growth([(float(t), 7) for t in range(0, 50, 5)], 10.0) == 0.0
+    draining = [(float(t), 100 - t) for t in range(0, 50, 5)]
+    assert backlog_growth(draining, 10.0) == 0.0  # never negative
+    assert backlog_growth(ramp[:2], 10.0) == 0.0  # too few samples to say
+
+
+def test_work_deferred_past_the_horizon_but_within_its_deadline_is_on_time():
+    # One decode slot; a burst of 15 `standard` requests (priority 1) and one `batch` request
+    # (priority 2, 1800 s deadline) at t=0: vllm-priority serves the batch one last, long after
+    # a 1 s horizon (the old rule cut it there as a violation). The backlog only drains.
+    tiers = load_tiers(None)
+    specs = [RequestSpec(i, 0.0, 64, 100, "standard") for i in range(15)]
+    specs.append(RequestSpec(15, 0.0, 64, 100, "batch"))
+    monitor = SteadyStateMonitor(range(16), tiers, 16, 1.0, (0.0, 0.0), 1.0, 0.01)
+    result = simulate(specs, tiers, "vllm-priority", SimConfig(max_num_seqs=1), monitor=monitor)
+    batch = result.records[15]
+    assert batch.first_token_s is not None and batch.first_token_s > 5.0  # past the horizon
+    assert not monitor.overloaded and not monitor.cut_at_horizon
+    assert all(r.meets_slo(tiers[r.tier]) for r in result.records)
+
+
+def test_an_overloaded_trial_is_cut_and_bounded_by_its_backlog_growth():
+    tiers = load_tiers(None)
+    spec = TrialSpec(
+        "vllm-priority",
+        {},
+        8.0,
+        0,
+        60,
+        tiers,
+        SimConfig(max_num_seqs=8),
+        warmup=10,
+        horizon_s=5.0,
+    )
+    r = run_trial(spec)
+    assert r.growth > spec.overload_cut and r.stopped_early
+    assert r.worst_violation >= r.growth
+    assert r.attainment <= 1.0 - r.growth
+    # far below the knee nothing is cut and the backlog does not grow
+    calm = run_trial(
+        TrialSpec(
+            "vllm-priority",
+            {},
+            1.0,
+            0,
+            60,
+            tiers,
+            SimConfig(max_num_seqs=8),
+            warmup=10,
+            horizon_s=5.0,
+        )
+    )
+    assert calm.growth < 0.01 and not calm.stopped_early and calm.worst_violation < 0.01
