@@ -30,6 +30,22 @@ def parse_policies(text: str) -> list[str]:
     return names
 
 
+def parse_contender(text: str) -> Contender:
+    """``LABEL=POLICY:{json overrides}``, e.g. ``ss-w1=slidingserve:{"chunker": {"window": 1}}``."""
+    label, sep, rest = text.partition("=")
+    name, _, raw = rest.partition(":")
+    if not sep or not label.strip() or not name.strip():
+        raise typer.BadParameter(f"--contender: expected LABEL=POLICY[:JSON] (got {text!r})")
+    parse_policies(name)
+    try:
+        overrides = json.loads(raw) if raw.strip() else {}
+    except json.JSONDecodeError as e:
+        raise typer.BadParameter(f"--contender {label}: overrides are not JSON ({e})") from None
+    if not isinstance(overrides, dict):
+        raise typer.BadParameter(f"--contender {label}: overrides must be a JSON object")
+    return Contender(label=label.strip(), policy=name.strip(), overrides=overrides)
+
+
 def parse_budgets(text: str) -> list[int]:
     out = []
     for item in (x.strip() for x in text.split(",")):
@@ -114,10 +130,21 @@ def capacity(
     ] = ("0.6,0.8,1.0,1.15,1.3,1.5"),
     workers: Annotated[int, typer.Option(help="Worker processes (this machine: at most 2).")] = 2,
     kv_blocks: Annotated[int | None, typer.Option(help="KV blocks per replica.")] = None,
+    contender: Annotated[
+        list[str] | None,
+        typer.Option(help="Extra line LABEL=POLICY:{json overrides} (repeatable)."),
+    ] = None,
+    latency_model: Annotated[
+        Path | None,
+        typer.Option(help="Predictor model dir (python -m predictor.train); default: roofline."),
+    ] = None,
 ) -> None:
     """Highest Poisson rate per policy meeting the SLOs (1% worst tier; 90% overall)."""
     console = Console()
-    names = parse_policies(policies)
+    names = parse_policies(policies) if policies.strip() else []
+    extra = [parse_contender(c) for c in contender or []]
+    if not names and not extra:
+        raise typer.BadParameter("no policy given (--policies or --contender)")
     tier_set = load_tiers(tiers)
     try:
         points = [float(x) for x in curve.split(",") if x.strip()]
@@ -125,8 +152,9 @@ def capacity(
         raise typer.BadParameter(f"--curve: not a list of numbers (got {curve!r})") from None
     abl = ablation_contenders() if ablation else []
     config = CapacityConfig(
-        contenders=[Contender(label=n, policy=n) for n in names],
+        contenders=[*(Contender(label=n, policy=n) for n in names), *extra],
         ablation=abl,
+        latency_model=latency_model,
         ablation_seeds=ablation_seeds,
         trace=trace,
         tiers=tiers,

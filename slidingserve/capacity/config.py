@@ -40,6 +40,8 @@ class CapacityConfig(BaseModel):
     ablation: list[Contender] = Field(default_factory=list)
     trace: Path | None = None
     tiers: Path | None = None
+    # Latency model of policies and simulator: a predictor model directory (None: roofline).
+    latency_model: Path | None = None
     tier_mix: dict[str, float] | None = None
     sim: SimConfig = SimConfig()
     seeds: int = Field(default=3, ge=1)

@@ -79,6 +79,7 @@ def run_job(job: Job) -> JobResult:
             abort_violation_frac=abort,
             overload_cut=1.0 - cfg.attainment_target,
             horizon_s=cfg.horizon_seconds,
+            latency_model=cfg.latency_model,
         )
 
     if job.phase == "curve":

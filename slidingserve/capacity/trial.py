@@ -31,14 +31,17 @@ same rule for every policy.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from slidingserve.latency import LatencyModel, RooflineModel
 from slidingserve.metrics import summarize, worst_tier_violation_rate
 from slidingserve.sim import SimConfig, ViolationMonitor, simulate
 from slidingserve.sim.request import SimRequest
@@ -68,6 +71,20 @@ class TrialSpec:
     # Seconds after the last measured arrival from which an overloaded trial may be cut
     # (None: never cut; every measured request is followed to its deadline).
     horizon_s: float | None = 120.0
+    # A trained predictor model directory (``predictor.train --out``); None: the roofline.
+    latency_model: Path | None = None
+
+
+@functools.lru_cache(maxsize=4)
+def load_latency_model(path: Path | None) -> LatencyModel:
+    """The latency model every policy of a trial plans with and the simulator times steps with:
+    a LightGBM predictor bundle (mean model) from ``path``, or the roofline. Loaded once per
+    process."""
+    if path is None:
+        return RooflineModel()
+    from predictor.model import LightGBMLatencyModel  # the predictor package is optional here
+
+    return LightGBMLatencyModel.load(path)
 
 
 @dataclass
@@ -179,7 +196,13 @@ def run_trial(spec: TrialSpec) -> TrialResult:
         spec.overload_cut,
     )
     result = simulate(
-        specs, spec.tiers, spec.policy, sim, policy_config=spec.overrides, monitor=monitor
+        specs,
+        spec.tiers,
+        spec.policy,
+        sim,
+        latency=load_latency_model(spec.latency_model),
+        policy_config=spec.overrides,
+        monitor=monitor,
     )
     # Requests cut as overloaded are violations even if the run went on and finished them.
     measured = [

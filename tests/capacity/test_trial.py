@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from slidingserve.capacity.trial import SteadyStateMonitor, TrialSpec, backlog_growth, run_trial
+import pytest
+import typer
+
+from slidingserve.capacity.cli import parse_contender
+from slidingserve.capacity.trial import (
+    SteadyStateMonitor,
+    TrialSpec,
+    backlog_growth,
+    load_latency_model,
+    run_trial,
+)
+from slidingserve.latency import RooflineModel
 from slidingserve.sim import SimConfig, simulate
 from slidingserve.slo import load_tiers
 from slidingserve.workload import RequestSpec
@@ -66,3 +77,24 @@ def test_an_overloaded_trial_is_cut_and_bounded_by_its_backlog_growth():
         )
     )
     assert calm.growth < 0.01 and not calm.stopped_early and calm.worst_violation < 0.01
+
+
+def test_a_trial_runs_on_a_trained_predictor_model():
+    model = Path("predictor/data/cpu_tiny/model")
+    latency = load_latency_model(model)
+    assert not isinstance(latency, RooflineModel)
+    tiers = load_tiers(None)
+    spec = TrialSpec(
+        "slidingserve", {}, 1.0, 0, 20, tiers, SimConfig(max_num_seqs=8), latency_model=model
+    )
+    r = run_trial(spec)
+    assert r.measured == 20 and r.stats["steps"] > 0
+
+
+def test_contender_option_parses_label_policy_and_overrides():
+    c = parse_contender('w1=slidingserve:{"chunker": {"window": 1}}')
+    assert (c.label, c.policy, c.overrides) == ("w1", "slidingserve", {"chunker": {"window": 1}})
+    assert parse_contender("q=qoserve").overrides == {}
+    for bad in ["slidingserve", "x=nosuch", 'x=qoserve:{"a": ', "x=qoserve:[1]"]:
+        with pytest.raises(typer.BadParameter):
+            parse_contender(bad)
