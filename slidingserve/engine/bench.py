@@ -400,14 +400,19 @@ async def compare(cfg: BenchConfig, schedulers: list[str], rate: float, out: Pat
 
 async def find_capacity(cfg: BenchConfig, schedulers: list[str], out: Path, start_rps: float,
                         calib: Calibration | None = None, rel_tol: float = 0.15,
-                        max_trials: int = 7) -> dict[str, Any]:
-    """Per scheduler, the highest rate meeting each criterion (bracket, then bisect).
+                        max_trials: int = 7, rates: list[float] | None = None
+                        ) -> dict[str, Any]:
+    """Per scheduler, the highest rate meeting each criterion.
 
     ``capacity_rps``: worst tier's violation rate <= 1% (QoServe's definition);
     ``capacity_rps_90``: overall attainment >= 90% (DistServe's goodput definition).
-    Trials are shared between the two searches (cached by rate). Once every engine has run,
-    the simulator repeats the same searches (``simulated``), with the engine's latency model
-    times the correction measured while serving, and predicts each measured trial.
+    Without ``rates``: bracket from ``start_rps``, then bisect (trials shared between the two
+    searches, cached by rate). With ``rates``: every scheduler runs the same ascending sweep
+    (``sweep_knee``; it stops after two rates in a row fail both criteria), which compares
+    schedulers at identical workloads and is less fooled by one noisy trial than bisection.
+    Once every engine has run, the simulator repeats the searches (``simulated``) with the
+    engine's latency model times the correction measured while serving, and predicts each
+    measured trial.
     """
     engine_tiers = Calibration.placeholder().tiers(cfg.scales)
     policies: dict[str, Any] = {}
@@ -428,7 +433,10 @@ async def find_capacity(cfg: BenchConfig, schedulers: list[str], out: Path, star
                     _cache[key] = await run_trial(_b, cfg, key, _t, _c)
                 return _cache[key]
 
-            policies[name] = await _capacities(evaluate, start_rps, rel_tol, max_trials)
+            if rates is None:
+                policies[name] = await _capacities(evaluate, start_rps, rel_tol, max_trials)
+            else:
+                policies[name] = await _sweep_capacities(evaluate, rates)
         finally:
             bench.shutdown()
         policies[name]["trials"] = {
@@ -463,6 +471,40 @@ async def _capacities(evaluate: Any, start_rps: float, rel_tol: float, max_trial
     knee_90 = await _knee(evaluate, lambda s: 0.9 - s["overall"]["slo_attainment"],
                           start_rps, rel_tol, max_trials)
     return {"capacity_rps": knee_1, "capacity_rps_90": knee_90, "budget": None}
+
+
+async def _sweep_capacities(evaluate: Any, rates: list[float]) -> dict[str, Any]:
+    results: list[tuple[float, dict[str, Any]]] = []
+    failed_in_a_row = 0
+    for rate in sorted(rates):
+        r = await evaluate(rate)
+        results.append((rate, r))
+        failed = r["worst_tier_violation_rate"] > 0.01 and r["overall"]["slo_attainment"] < 0.9
+        failed_in_a_row = failed_in_a_row + 1 if failed else 0
+        if failed_in_a_row == 2:
+            break
+    return {
+        "capacity_rps": sweep_knee([(x, r["worst_tier_violation_rate"] - 0.01)
+                                    for x, r in results]),
+        "capacity_rps_90": sweep_knee([(x, 0.9 - r["overall"]["slo_attainment"])
+                                       for x, r in results]),
+        "budget": None,
+    }
+
+
+def sweep_knee(points: list[tuple[float, float]]) -> float:
+    """Capacity from a rate sweep of ``(rate, excess)`` (passing when ``excess <= 0``): the
+    rate where ``excess`` crosses zero between the last passing rate before the first failing
+    one and that failing rate (linear interpolation); the highest rate when none fails; 0.0
+    when the lowest already fails."""
+    points = sorted(points)
+    for i, (rate, e) in enumerate(points):
+        if e > 0:
+            if i == 0:
+                return 0.0
+            r0, e0 = points[i - 1]
+            return r0 + (rate - r0) * min(max((0.0 - e0) / (e - e0), 0.0), 1.0)
+    return points[-1][0] if points else 0.0
 
 
 async def _simulated_capacities(cfg: BenchConfig, name: str, tiers: TierSet, scale: float,

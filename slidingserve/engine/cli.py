@@ -43,6 +43,18 @@ def parse_schedulers(text: str) -> list[str]:
     return names
 
 
+def parse_rates(text: str) -> list[float]:
+    """Comma-separated positive arrival rates, e.g. ``3,4,5.5``."""
+    try:
+        rates = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--rates: not a comma-separated list of numbers (got {text!r})") \
+            from None
+    if not rates or any(r <= 0 for r in rates):
+        raise ValueError(f"--rates: need one or more rates > 0 (got {text!r})")
+    return sorted(set(rates))
+
+
 def bench_engine(
     scheduler: str = typer.Option("slidingserve", help="Scheduler(s), comma-separated."),
     trace: Path | None = typer.Option(None, help="Azure-format trace CSV (None: synthetic)."),
@@ -52,6 +64,8 @@ def bench_engine(
     out: Path = typer.Option(Path("results/bench_engine"), help="Output folder."),
     find_capacity: bool = typer.Option(False, "--find-capacity", help="Search each capacity."),
     start_rate: float = typer.Option(1.0, help="First rate of the capacity search."),
+    rates: str | None = typer.Option(None, help="With --find-capacity: sweep these rates "
+                                     "(comma-separated) instead of bisecting."),
     calibration: Path | None = typer.Option(None, help="Reuse a calibration.json."),
     latency_model: Path | None = typer.Option(None, help="In-engine latency model dir."),
     seed: int = typer.Option(0, help="Workload seed."),
@@ -78,7 +92,8 @@ def bench_engine(
     if calibration is not None:
         calib = Calibration(**json.loads(calibration.read_text()))
     if find_capacity:
-        result = asyncio.run(search(cfg, names, out, start_rate, calib))
+        sweep = parse_rates(rates) if rates is not None else None
+        result = asyncio.run(search(cfg, names, out, start_rate, calib, rates=sweep))
         for name, r in result["policies"].items():
             sim = r.get("simulated", {})
             typer.echo(f"{name:15s} capacity (worst tier <= 1% violations) "

@@ -90,3 +90,39 @@ def test_simulated_trial_slows_down_with_the_serving_correction() -> None:
     slow = simulate_trial(cfg, "slidingserve", specs, tiers, 3.0)
     assert slow["latency_scale"] == 3.0
     assert slow["slo_attainment"] < fast["slo_attainment"]
+
+
+def test_sweep_knee_interpolates_at_the_first_failure() -> None:
+    from slidingserve.engine.bench import sweep_knee
+
+    assert sweep_knee([(2.0, -0.1), (4.0, -0.05), (6.0, 0.15)]) == pytest.approx(4.5)
+    # a pass after the first failure is noise: the knee stays at the first failure
+    assert sweep_knee([(2.0, -0.1), (4.0, 0.1), (6.0, -0.1)]) == pytest.approx(3.0)
+    assert sweep_knee([(2.0, 0.1), (4.0, 0.2)]) == 0.0
+    assert sweep_knee([(4.0, -0.1), (2.0, -0.2)]) == 4.0  # none fails: a lower bound
+
+
+def test_sweep_stops_after_two_rates_fail_both_criteria() -> None:
+    from slidingserve.engine.bench import _sweep_capacities
+
+    seen: list[float] = []
+
+    async def evaluate(rate: float) -> dict:
+        seen.append(rate)
+        att = 1.0 if rate <= 3 else 0.5
+        return {"worst_tier_violation_rate": 0.0 if rate <= 3 else 0.5,
+                "overall": {"slo_attainment": att}}
+
+    result = asyncio.run(_sweep_capacities(evaluate, [5.0, 1.0, 3.0, 4.0, 6.0, 7.0]))
+    assert seen == [1.0, 3.0, 4.0, 5.0]
+    assert 3.0 <= result["capacity_rps"] <= 4.0 and 3.0 <= result["capacity_rps_90"] <= 4.0
+
+
+def test_rates_option_is_validated() -> None:
+    from slidingserve.engine.cli import parse_rates
+
+    assert parse_rates("4, 2,4") == [2.0, 4.0]
+    with pytest.raises(ValueError, match="--rates"):
+        parse_rates("2,x")
+    with pytest.raises(ValueError, match="--rates"):
+        parse_rates("0,1")
