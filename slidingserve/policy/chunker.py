@@ -20,6 +20,13 @@ trades this step's tokens for the next step's, never a deadline. When nothing fi
 the chunk is 0: a decode-only step, the fastest possible. Without decodes there is no slack
 bound and the chunk is ``max_chunk``.
 
+Progress floor (``min_chunk``, 0 = off): the chunk is never below ``min(min_chunk, L)``. The
+TPOT target is judged on the mean over a request's output, so a step that overruns one decode's
+slack is recoverable in the steps after it, while a prefill stalled behind always-tight decodes
+(on the CPU engine: each new interactive decode has one TPOT of slack, so steps with a stream
+of them never fit a chunk) delays first tokens without bound. With the floor, the invariant
+above holds for every chunk above ``min_chunk``.
+
 Both steps are evaluated from one vector of predictions (t is non-decreasing in c; ``c2`` is a
 ``searchsorted`` on it), so the search costs one ``predict_features`` call of ``len(grid)`` rows.
 """
@@ -42,6 +49,7 @@ class ChunkerConfig(BaseModel):
     granularity: int = Field(default=16, ge=1)  # chunk grid step in tokens
     max_chunk: int = Field(default=8192, ge=1)  # prefill tokens per step at most
     late_tolerance_s: float = Field(default=0.1, ge=0)  # decodes later than this don't bound
+    min_chunk: int = Field(default=0, ge=0)  # prefill progress floor per step, up to the grid
 
 
 class SlidingChunker:
@@ -77,18 +85,35 @@ class SlidingChunker:
         grid = self.grid(max(limit, 0))
         X = with_prefill_chunks(base, grid, done)
         t = np.maximum.accumulate(latency.predict_features(X))
+        i = self._choose(grid, t, slack, tpot, queue_tokens, queue_tpot)
+        floor = min(self.config.min_chunk, int(grid[-1]))
+        if grid[i] < floor:
+            i = min(int(grid.searchsorted(floor)), len(grid) - 1)
+        return int(grid[i]), float(t[i])
+
+    def _choose(
+        self,
+        grid: np.ndarray,
+        t: np.ndarray,
+        slack: np.ndarray,
+        tpot: np.ndarray,
+        queue_tokens: np.ndarray,
+        queue_tpot: np.ndarray,
+    ) -> int:
+        """The rule of the module docstring: the chosen chunk's index in ``grid`` (``t``: the
+        predicted step time of each grid chunk, non-decreasing)."""
         ok = slack >= -self.config.late_tolerance_s
         bounding = slack[ok]
         if not bounding.size:
-            return int(grid[-1]), float(t[-1])
+            return len(grid) - 1
         scaled = t * self.config.safety  # non-decreasing, like t: the chunks that fit are a prefix
         fits = int(scaled.searchsorted(float(bounding.min()), side="right"))
         if fits == 0:
-            return 0, float(t[0])
+            return 0
         if self.config.window == 1:
-            return int(grid[fits - 1]), float(t[fits - 1])
-        c1, t1 = grid[:fits], t[:fits]
-        s2 = float((bounding + tpot[ok]).min()) - t1
+            return fits - 1
+        c1 = grid[:fits]
+        s2 = float((bounding + tpot[ok]).min()) - t[:fits]
         if queue_tokens.size:  # requests finishing their prefill within c1 start decoding
             finished = np.cumsum(queue_tokens).searchsorted(c1, side="right")
             new_tpot = np.concatenate(([np.inf], np.minimum.accumulate(queue_tpot)))
@@ -96,4 +121,4 @@ class SlidingChunker:
         c2 = grid[np.maximum(scaled.searchsorted(s2, side="right") - 1, 0)]  # grid[0] == 0
         total = c1 + np.minimum(c2, grid[-1] - c1)
         best = fits - 1 - int(total[::-1].argmax())  # the largest c1 among the best
-        return int(c1[best]), float(t1[best])
+        return best

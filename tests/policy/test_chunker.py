@@ -87,3 +87,21 @@ def test_uses_next_step_slack() -> None:
     assert greedy >= 1000 > sliding
     assert step_time(ctx, sliding) <= 0.10
     assert two_steps(sliding) > two_steps(greedy)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    slack_ms=st.floats(-50.0, 400.0),
+    limit=st.integers(0, 3000),
+    floor=st.sampled_from([0, 64, 128, 512]),  # on the 16-token grid
+)
+def test_progress_floor(slack_ms: float, limit: int, floor: int) -> None:
+    """With ``min_chunk``, the chunk is the floor (capped by what can run) whenever the slack
+    rule would choose less, and the slack rule's choice otherwise."""
+    ctx = [1000] * 16
+    args = (LAT, decode_features(ctx), 0.0, limit, np.array([slack_ms / 1e3]), np.array([0.05]),
+            np.array([3000.0]), np.array([0.4]))
+    free, _ = SlidingChunker(ChunkerConfig(late_tolerance_s=0.0)).plan(*args)
+    c1, t1 = SlidingChunker(ChunkerConfig(late_tolerance_s=0.0, min_chunk=floor)).plan(*args)
+    assert c1 == max(free, min(floor, limit))
+    assert abs(t1 - step_time(ctx, c1)) < 1e-12
