@@ -89,6 +89,13 @@ class BenchConfig(BaseModel):
     kv_cache_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     latency_model: Path | None = None  # in-engine latency model dir (None: the CPU predictor)
     scales: dict[str, TierScale] = Field(default_factory=lambda: dict(DEFAULT_SCALES))
+    # Named variants of our policies: label -> (registered policy, its config overrides); a
+    # scheduler named by such a label runs that policy through the adapter (and the simulator).
+    variants: dict[str, tuple[str, dict[str, Any]]] = Field(default_factory=dict)
+
+    def policy_of(self, scheduler: str) -> tuple[str, dict[str, Any]]:
+        """The registered policy and config overrides a (non-vLLM) scheduler name stands for."""
+        return self.variants.get(scheduler, (scheduler, {}))
 
 
 @dataclass(frozen=True)
@@ -149,8 +156,10 @@ def engine_kwargs(cfg: BenchConfig, scheduler: str, model: Path, tiers: TierSet 
     latency = cfg.latency_model or (DEFAULT_LATENCY_MODEL if DEFAULT_LATENCY_MODEL.is_dir()
                                     else None)
     kw["scheduler_cls"] = SCHEDULER_CLS
+    policy, overrides = cfg.policy_of(scheduler)
     kw["additional_config"] = additional_config(
-        policy=scheduler,
+        policy=policy,
+        policy_config=overrides,
         tiers=None if tiers is None else tiers.to_dict(),
         latency_model=None if latency is None else str(latency),
         step_trace=str(step_trace),
@@ -319,10 +328,12 @@ def simulate_trial(cfg: BenchConfig, scheduler: str, specs: list[RequestSpec],
         max_num_seqs=cfg.max_num_seqs, max_batch_tokens=cfg.max_num_batched_tokens,
         max_model_len=cfg.max_model_len, drain_s=cfg.drain_s,
     )
-    result = simulate(specs, tiers, SIM_POLICY.get(scheduler, scheduler), sim_cfg, latency)
+    policy, overrides = (SIM_POLICY[scheduler], {}) if scheduler in SIM_POLICY else \
+        cfg.policy_of(scheduler)
+    result = simulate(specs, tiers, policy, sim_cfg, latency, policy_config=overrides)
     sim = summarize(result.records, tiers)
     return {
-        "policy": SIM_POLICY.get(scheduler, scheduler),
+        "policy": policy,
         "latency_model": version,
         "latency_scale": scale,
         "slo_attainment": sim["overall"]["slo_attainment"],

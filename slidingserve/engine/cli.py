@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import typer
 from pydantic import ValidationError
@@ -23,7 +25,28 @@ from pydantic import ValidationError
 VLLM_OWN_NAMES = ("vllm-default", "vllm-priority")
 
 
-def parse_schedulers(text: str) -> list[str]:
+def parse_variant(text: str) -> tuple[str, tuple[str, dict[str, Any]]]:
+    """``LABEL=POLICY:{json overrides}``, e.g.
+    ``ss-floor=slidingserve:{"chunker": {"min_chunk": 128}}``."""
+    from slidingserve.policy.base import policy_names
+
+    label, sep, rest = text.partition("=")
+    name, _, raw = rest.partition(":")
+    label, name = label.strip(), name.strip()
+    if not sep or not label or not name:
+        raise ValueError(f"--variant: expected LABEL=POLICY[:JSON] (got {text!r})")
+    if name not in policy_names():
+        raise ValueError(f"--variant {label}: unknown policy {name!r}")
+    try:
+        overrides = json.loads(raw) if raw.strip() else {}
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--variant {label}: overrides are not JSON ({e})") from None
+    if not isinstance(overrides, dict):
+        raise ValueError(f"--variant {label}: overrides must be a JSON object (got {raw!r})")
+    return label, (name, overrides)
+
+
+def parse_schedulers(text: str, variants: Iterable[str] = ()) -> list[str]:
     """Comma-separated scheduler names, each vLLM's own or a registered policy.
 
     ``vllm-default``/``vllm-priority`` always mean vLLM's own scheduler, untouched (the policy
@@ -34,7 +57,8 @@ def parse_schedulers(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         raise ValueError(f"--scheduler: no scheduler named (got {text!r})")
-    known = [*VLLM_OWN_NAMES, *(p for p in policy_names() if p not in VLLM_OWN_NAMES)]
+    known = [*VLLM_OWN_NAMES, *(p for p in policy_names() if p not in VLLM_OWN_NAMES),
+             *variants]
     for n in names:
         if n not in known:
             raise ValueError(f"--scheduler: unknown scheduler {n!r} (known: {', '.join(known)})")
@@ -70,12 +94,15 @@ def bench_engine(
     latency_model: Path | None = typer.Option(None, help="In-engine latency model dir."),
     seed: int = typer.Option(0, help="Workload seed."),
     max_num_batched_tokens: int = typer.Option(512, help="Engine token budget per step."),
+    variant: list[str] | None = typer.Option(None, help="LABEL=POLICY:{json overrides}, a "
+                                             "named policy variant usable in --scheduler."),
 ) -> None:
     """Open-loop workload through an in-process AsyncLLM; writes summary.json / capacity.json."""
     from slidingserve.engine.bench import BenchConfig, Calibration, compare
     from slidingserve.engine.bench import find_capacity as search
 
-    names = parse_schedulers(scheduler)
+    variants = dict(parse_variant(v) for v in variant or [])
+    names = parse_schedulers(scheduler, variants)
     if trace is not None and not trace.is_file():
         raise ValueError(f"--trace: file {str(trace)!r} does not exist")
     if not find_capacity and (rate is None or rate <= 0):
@@ -83,7 +110,7 @@ def bench_engine(
     try:
         cfg = BenchConfig(trace=trace, duration_s=duration, drain_s=drain, seed=seed,
                           latency_model=latency_model,
-                          max_num_batched_tokens=max_num_batched_tokens)
+                          max_num_batched_tokens=max_num_batched_tokens, variants=variants)
     except ValidationError as exc:
         err = exc.errors()[0]
         raise ValueError(f"bench engine: {'.'.join(map(str, err['loc']))}: {err['msg']} "

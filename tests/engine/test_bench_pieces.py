@@ -126,3 +126,25 @@ def test_rates_option_is_validated() -> None:
         parse_rates("2,x")
     with pytest.raises(ValueError, match="--rates"):
         parse_rates("0,1")
+
+
+def test_variants_name_a_policy_with_overrides() -> None:
+    from slidingserve.engine.bench import engine_kwargs
+    from slidingserve.engine.cli import parse_variant
+
+    label, spec = parse_variant('floor=slidingserve:{"chunker": {"min_chunk": 128}}')
+    assert (label, spec) == ("floor", ("slidingserve", {"chunker": {"min_chunk": 128}}))
+    assert parse_schedulers("floor,qoserve", [label]) == ["floor", "qoserve"]
+    with pytest.raises(ValueError, match="unknown scheduler"):
+        parse_schedulers("floor")  # not declared
+    for bad, why in (("x=nosuch", "unknown policy"), ("x=slidingserve:[1]", "JSON object"),
+                     ("x=slidingserve:{", "not JSON"), ("=slidingserve", "LABEL=POLICY")):
+        with pytest.raises(ValueError, match=why):
+            parse_variant(bad)
+    cfg = BenchConfig(variants={label: spec})
+    kw = engine_kwargs(cfg, "floor", Path("/m"), None, Path("/s.csv"))
+    from slidingserve.engine.config import config_from_additional
+
+    ss = config_from_additional(kw["additional_config"])
+    assert ss.policy == "slidingserve"
+    assert ss.policy_config == {"chunker": {"min_chunk": 128}}
