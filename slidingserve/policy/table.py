@@ -1,7 +1,9 @@
 """Column view of a step's requests, built once per step for the vectorised planners.
 
 A ``RequestTable`` holds one row per request (running first, in the host's order, then
-waiting) in a float matrix whose columns the planners read as numpy arrays. ``TableBuilder``
+waiting) in a float matrix whose columns the planners read as numpy arrays; besides the view's
+fields and its tier's targets, a row holds two derived values, the tokens pending and the next
+deadline (``deadlines.next_due``), computed while the row is read. ``TableBuilder``
 builds it: running requests are read afresh every step (they change every step), while a
 waiting request's row is cached by key from the step it is first seen waiting until it is seen
 running or forgotten (a request does not change while it waits; hosts re-queue a preempted
@@ -16,6 +18,7 @@ from operator import attrgetter
 
 import numpy as np
 
+from slidingserve.policy.deadlines import next_due
 from slidingserve.policy.types import RequestView
 from slidingserve.slo import SLOTier
 
@@ -24,10 +27,12 @@ _NUMERIC = attrgetter(
 )
 _KEY = attrgetter("key")
 _TIER = attrgetter("tier")
-(KEY, ARRIVAL, PROMPT, COMPUTED, GENERATED, BLOCKS, FIRST, PRIORITY, WEIGHT, TTFT, TPOT, E2E) = (
-    range(12)
-)
-N_COLUMNS = 12
+(
+    KEY, ARRIVAL, PROMPT, COMPUTED, GENERATED, BLOCKS, FIRST,
+    PRIORITY, WEIGHT, TTFT, TPOT, E2E,
+    PENDING, DUE,
+) = range(14)  # fmt: skip
+N_COLUMNS = 14
 
 
 def _tier_row(t: SLOTier) -> tuple[float, float, float, float, float]:
@@ -49,7 +54,13 @@ def read_rows(views: list[RequestView]) -> np.ndarray:
             tier_rows[id(tier)] = _tier_row(tier)
     nan = float("nan")
     rows = [
-        (*_NUMERIC(v), nan if v.first_token_s is None else v.first_token_s, *tier_rows[id(v.tier)])
+        (
+            *_NUMERIC(v),
+            nan if v.first_token_s is None else v.first_token_s,
+            *tier_rows[id(v.tier)],
+            v.prompt_len + v.num_generated - v.num_computed,
+            next_due(v),
+        )
         for v in views
     ]
     flat = np.fromiter(chain.from_iterable(rows), np.float64, N_COLUMNS * n)
@@ -80,10 +91,8 @@ class RequestTable:
     tpot = property(lambda self: self.data[:, TPOT])
     e2e = property(lambda self: self.data[:, E2E])  # inf where the tier has none
 
-    @property
-    def pending(self) -> np.ndarray:
-        """Tokens to run before the next output token (1 for a decode)."""
-        return self.prompt + self.generated - self.computed
+    # Tokens to run before the next output token (1 for a decode).
+    pending = property(lambda self: self.data[:, PENDING])
 
     @property
     def is_running(self) -> np.ndarray:
@@ -91,16 +100,9 @@ class RequestTable:
         m[: self.n_running] = True
         return m
 
-    def e2e_due(self) -> np.ndarray:
-        return self.arrival + self.e2e
-
     def next_due(self) -> np.ndarray:
-        """Vectorised ``slidingserve.policy.deadlines.next_due``."""
-        e2e_due = self.e2e_due()
-        ttft_due = np.minimum(self.arrival + self.ttft, e2e_due)
-        paced = np.minimum(self.first + self.generated * self.tpot, e2e_due)
-        started = (self.generated > 0) & ~np.isnan(self.first)
-        return np.where(started, paced, ttft_due)
+        """``slidingserve.policy.deadlines.next_due`` of every row."""
+        return self.data[:, DUE]
 
 
 class TableBuilder:
