@@ -24,6 +24,8 @@ tests/sim check that both give identical records for every registered policy.
 
 from __future__ import annotations
 
+from itertools import chain
+
 import numpy as np
 
 from slidingserve.latency.features import (
@@ -62,22 +64,20 @@ def fast_forward(
     if K <= 1:
         return now, items, 0
     # One matrix of per-request state: computed, remaining output, blocks, generated, deadlines.
-    A = np.array(
-        [
-            (
-                v.num_computed,
-                r.spec.output_len - v.num_generated,
-                v.num_blocks,
-                v.num_generated,
-                r.due0,
-                r.tpot,
-                r.cap,
-            )
-            for r, _ in items
-            for v in (r.view,)
-        ],
-        dtype=np.float64,
+    rows = (
+        (
+            v.num_computed,
+            r.spec.output_len - v.num_generated,
+            v.num_blocks,
+            v.num_generated,
+            r.due0,
+            r.tpot,
+            r.cap,
+        )
+        for r, _ in items
+        for v in (r.view,)
     )
+    A = np.fromiter(chain.from_iterable(rows), np.float64, 7 * n).reshape(n, 7)
     c, rem, nb, g, due0, tpot, cap = A.T
     bs = replica.block_size
     if (
