@@ -80,23 +80,20 @@ class SlidingServe(Policy):
         if not len(table):
             return packer.plan()
         # 1. deadlines and predicted service of every request
-        due, pending, running = table.next_due(), table.pending, table.is_running
+        due, pending = table.next_due(), table.pending
         in_prefill = pending > 1
         service = np.where(in_prefill, pending * self._s_per_token, 0.0)
         reserve = self.sorter.decode_reserve(np.isfinite(table.e2e), table.generated == 0)
         # 2. one order for everything: protection status, urgency, remaining prefill
-        order, infeasible = self._sort(now, table, due, service, pending, reserve)
-        victims = Victims(table, order[running[order]])
+        order, infeasible = self._sort(now, table, due, service, in_prefill, reserve)
+        running, pending_o = order < table.n_running, pending[order]  # in serving order
+        victims = Victims(table, order[running])
         # 3. every running decode, preempting from the end of the order when KV is short
-        decodes = self._run_decodes(table, order[running[order] & (pending[order] == 1)],
-                                    victims, packer)
+        decodes = self._run_decodes(table, order[running & (pending_o == 1)], victims, packer)
         # 4. the prefill queue; the batch constructor fronts the at-risk requests it can keep
-        queue = order[in_prefill[order] | (~running[order] & (pending[order] > 0))]
+        queue = order[in_prefill[order] | (~running & (pending_o > 0))]
         if self.config.use_batch_constructor and queue.size:
-            ok, late = queue[~infeasible[queue]], queue[infeasible[queue]]
-            target = due[ok] - reserve[ok] - now
-            front = self.constructor.plan(service[ok], target, table.weight[ok])
-            queue = np.concatenate([ok[front], late])
+            queue = self._front_at_risk(now, queue, infeasible, due, reserve, service, table)
         # 5. this step's prefill tokens, planned jointly with the next step's
         base = decode_features((table.computed[decodes] + 1).tolist())
         queued = pending[queue]
@@ -137,21 +134,32 @@ class SlidingServe(Policy):
 
     def _sort(
         self, now: float, table: RequestTable, due: np.ndarray, service: np.ndarray,
-        pending: np.ndarray, reserve: np.ndarray,
+        in_prefill: np.ndarray, reserve: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         if not self.config.use_sorter:
             return np.argsort(table.arrival, kind="stable"), np.zeros(len(table), dtype=bool)
-        remaining = np.where(pending > 1, pending, 0.0)
+        remaining = np.where(in_prefill, table.pending, 0.0)
         return self.sorter.plan(now, due, service, table.priority, table.arrival, remaining,
                                 table.blocks > 0, reserve, table.ttft)
+
+    def _front_at_risk(
+        self, now: float, queue: np.ndarray, infeasible: np.ndarray, due: np.ndarray,
+        reserve: np.ndarray, service: np.ndarray, table: RequestTable,
+    ) -> np.ndarray:
+        """The queue reordered by the BatchConstructor; infeasible requests stay last, in order."""
+        late = infeasible[queue]
+        any_late = bool(late.any())
+        ok = queue[~late] if any_late else queue
+        front = self.constructor.plan(service[ok], due[ok] - reserve[ok] - now, table.weight[ok])
+        return np.concatenate([ok[front], queue[late]]) if any_late else ok[front]
 
     def _run_decodes(
         self, table: RequestTable, decodes: np.ndarray, victims: Victims, packer: BudgetPacker
     ) -> np.ndarray:
         """Schedule every decode it can (all at once when they fit); returns those scheduled."""
-        computed = table.computed[decodes]
-        need = np.maximum(np.ceil((computed + 1) / packer.block_size) - table.blocks[decodes], 0)
-        fits_len = bool((computed + 1 <= packer.max_model_len).all())
+        tokens = table.computed[decodes] + 1  # each decode's tokens after this step
+        need = np.maximum(np.ceil(tokens / packer.block_size) - table.blocks[decodes], 0)
+        fits_len = bool((tokens <= packer.max_model_len).all())
         if fits_len and packer.add_decodes(table.key[decodes].tolist(), need.astype(int).tolist()):
             return decodes
         done = []
