@@ -115,3 +115,34 @@ def test_full_cache_with_full_blocks_preempts_to_make_progress() -> None:
     plan = policy.schedule(s)
     check_plan(s, plan, None)
     assert plan.num_tokens > 0 and plan.preempt, plan
+
+
+def test_paced_decodes_far_ahead_sit_out_while_prefill_waits() -> None:
+    on_pace = decoding(1, "interactive", arrival=0.0, prompt=500, generated=10,
+                       first_token_s=0.55)  # next token due at 1.05 s: 50 ms of slack at 1.0
+    ahead = decoding(2, "batch", arrival=0.0, prompt=500, generated=40, first_token_s=0.5)
+    queue = [waiting(3, "standard", arrival=0.9, prompt=3000)]
+    policy = make_policy("slidingserve", roofline(), pace_decodes=True)
+    st = state(running=[on_pace, ahead], waiting_=queue, now=1.0)
+    plan = policy.schedule(st)
+    keys = {k for k, _ in plan.scheduled}
+    assert 1 in keys and 2 not in keys and 3 in keys  # 16 s ahead of pace: sits out
+    assert next_due(ahead) - st.now_s >= 2 * plan.predicted_s  # still on pace after 2 steps
+    check_plan(st, plan, None)
+    # without a prefill queue pacing gains nothing: every decode runs
+    plan = policy.schedule(state(running=[on_pace, ahead], now=1.0))
+    assert {k for k, _ in plan.scheduled} == {1, 2}
+    # off by default
+    plan = make_policy("slidingserve", roofline()).schedule(st)
+    assert {1, 2} <= {k for k, _ in plan.scheduled}
+
+
+def test_paced_decodes_still_finish_under_kv_pressure() -> None:
+    rng = np.random.default_rng(2)
+    tiers = ["interactive", "standard", "batch"]
+    reqs = [(tiers[i % 3], float(i) * 0.05, int(rng.integers(20, 600)), int(rng.integers(1, 60)))
+            for i in range(40)]
+    policy = make_policy("slidingserve", roofline(), pace_decodes=True)
+    produced, steps = run_to_completion(policy, reqs, total_blocks=120)
+    assert steps < 20_000
+    assert produced == {k: r[3] for k, r in enumerate(reqs)}
