@@ -18,7 +18,6 @@ from operator import attrgetter
 
 import numpy as np
 
-from slidingserve.policy.deadlines import next_due
 from slidingserve.policy.types import RequestView
 from slidingserve.slo import SLOTier
 
@@ -27,6 +26,7 @@ _NUMERIC = attrgetter(
 )
 _KEY = attrgetter("key")
 _TIER = attrgetter("tier")
+_NAN = float("nan")
 (
     KEY, ARRIVAL, PROMPT, COMPUTED, GENERATED, BLOCKS, FIRST,
     PRIORITY, WEIGHT, TTFT, TPOT, E2E,
@@ -38,6 +38,25 @@ N_COLUMNS = 14
 def _tier_row(t: SLOTier) -> tuple[float, float, float, float, float]:
     e2e = float("inf") if t.e2e_s is None else t.e2e_s
     return (float(t.priority), t.weight, t.ttft_s, t.tpot_s, e2e)
+
+
+def _row(v: RequestView, tier: tuple[float, float, float, float, float]) -> tuple[float, ...]:
+    """One table row: the view's fields, its tier's, its pending tokens and next deadline.
+
+    The deadline is ``deadlines.next_due(v)`` written out on the row's values (calling it
+    costs more than the rest of the row; tests/policy/test_table.py checks that they agree).
+    """
+    _, _, ttft, tpot, e2e = tier
+    arrival, generated, first = v.arrival_s, v.num_generated, v.first_token_s
+    e2e_due = arrival + e2e  # inf without an end-to-end target
+    due = first + generated * tpot if generated and first is not None else arrival + ttft
+    return (
+        *_NUMERIC(v),
+        _NAN if first is None else first,
+        *tier,
+        v.prompt_len + generated - v.num_computed,
+        due if due < e2e_due else e2e_due,
+    )
 
 
 def read_rows(views: list[RequestView]) -> np.ndarray:
@@ -52,17 +71,7 @@ def read_rows(views: list[RequestView]) -> np.ndarray:
     for tier in map(_TIER, views):
         if id(tier) not in tier_rows:
             tier_rows[id(tier)] = _tier_row(tier)
-    nan = float("nan")
-    rows = [
-        (
-            *_NUMERIC(v),
-            nan if v.first_token_s is None else v.first_token_s,
-            *tier_rows[id(v.tier)],
-            v.prompt_len + v.num_generated - v.num_computed,
-            next_due(v),
-        )
-        for v in views
-    ]
+    rows = [_row(v, tier_rows[id(v.tier)]) for v in views]
     flat = np.fromiter(chain.from_iterable(rows), np.float64, N_COLUMNS * n)
     return flat.reshape(n, N_COLUMNS)
 
