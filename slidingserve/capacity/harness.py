@@ -229,6 +229,7 @@ def _summarise_knees(
                     "rate": t.rate,
                     "worst_violation": t.worst_violation,
                     "attainment": t.attainment,
+                    "growth": t.growth,
                     "stopped_early": t.stopped_early,
                 }
                 for r in mine
@@ -263,6 +264,7 @@ def _curve(
                     "tiers": t.tier_violation,
                     "worst_violation": t.worst_violation,
                     "violation": 1.0 - t.attainment,
+                    "growth": t.growth,
                     "stopped_early": t.stopped_early,
                 }
                 for t in r.trials

@@ -15,8 +15,12 @@ trial cannot wait for every deadline of an overloaded system, and it need not: w
 long run is whether the backlog grows.
 
 Steady-state (overload) bound. From the start of the window on, the monitor samples the
-backlog (arrived, unfinished requests) every check; ``growth`` is its least-squares slope over
-the arrival rate, the fraction of arriving requests the system does not keep up with. In the
+backlog (arrived requests without a first token: the queue) every check; ``growth`` is its
+least-squares slope over the arrival rate, the fraction of arriving requests the system does
+not keep up with. (Not the unfinished requests: from an empty system their number ramps up
+over the lifetime of long outputs, which read as growth far below the knee. Decodes cannot
+hide a backlog: they are judged by their TPOT, and the running set and the KV cache are
+bounded, so work the system cannot keep up with ends up queued.) In the
 long run at least that fraction cannot be served on time (nothing is dropped; the backlog grows
 without bound), so a trial's worst-tier violation rate is at least ``growth`` and its
 attainment at most ``1 - growth``. From ``horizon_s`` after the window on, once ``growth``
@@ -135,7 +139,7 @@ class SteadyStateMonitor(ViolationMonitor):
         while self._next < len(self._reqs) and self._reqs[self._next].spec.arrival_s <= now:
             self._backlog.append(self._reqs[self._next])
             self._next += 1
-        self._backlog = [r for r in self._backlog if not r.finished]
+        self._backlog = [r for r in self._backlog if r.view.first_token_s is None]
         if now >= self.window_start and not self.overloaded:  # frozen once cut
             self._samples.append((now, len(self._backlog)))
             self.growth = backlog_growth(self._samples, self.rate)
