@@ -26,6 +26,12 @@ class PolicyConfig(BaseModel):
 class Policy(ABC):
     name: ClassVar[str]
     config_cls: ClassVar[type[PolicyConfig]] = PolicyConfig
+    # True declares: when nothing waits, every running request is in decode and all of them
+    # fit one more token (KV blocks, max_num_seqs, max_batch_tokens, max_model_len),
+    # ``schedule`` returns every running request for one token, preempts nothing, and the call
+    # changes no state that later steps depend on. Hosts may then run such a step without
+    # calling ``schedule`` (the simulator does: ``SimConfig.skip_fixed_plans``).
+    fixed_decode_steps: ClassVar[bool] = False
 
     def __init__(self, config: PolicyConfig, latency: LatencyModel):
         self.config = config

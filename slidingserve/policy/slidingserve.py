@@ -71,6 +71,9 @@ class SlidingServeConfig(PolicyConfig):
 class SlidingServe(Policy):
     config_cls = SlidingServeConfig
     config: SlidingServeConfig
+    # Nothing waiting and no prefill: every decode runs (pacing needs a prefill queue), nothing
+    # is preempted when all fit, and the rate EMA only moves on prefill steps.
+    fixed_decode_steps = True
 
     def __init__(self, config: SlidingServeConfig, latency: LatencyModel):
         super().__init__(config, latency)

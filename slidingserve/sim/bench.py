@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> None:
         f"simulator overhead {wall - s['policy_wall_s']:.2f} s wall)"
     )
     print(
-        f"steps {s['steps']}, policy calls {s['policy_calls']}, "
+        f"steps {s['steps']}, policy calls {s['policy_calls']} "
+        f"(+{s['skipped_plans']} fixed plans not asked for), "
         f"fast-forwarded steps {s['fast_forwarded_steps']}, preemptions {s['preemptions']}"
     )
     print(

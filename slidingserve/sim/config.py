@@ -47,6 +47,9 @@ class SimConfig(BaseModel):
     # Collapse runs of identical decode-only steps (see slidingserve/sim/fastforward.py).
     fast_forward: bool = True
     fast_forward_max_steps: int = Field(default=4096, ge=1)
+    # Run decode-only steps without calling a policy that declares their plan fixed
+    # (``Policy.fixed_decode_steps``; see slidingserve/sim/fastforward.py).
+    skip_fixed_plans: bool = True
     record_token_times: bool = False  # keep every token's time in the records (memory heavy)
     # Stop at (last arrival + drain_s); requests unfinished then count as violations.
     # None: run until every request finishes.

@@ -20,6 +20,12 @@ every decode when nothing waits and all fit):
   * step k still holds at least one request (k <= the largest remaining output).
 The assumption is on the policy; ``SimConfig.fast_forward=False`` turns the trick off, and
 tests/sim check that both give identical records for every registered policy.
+
+Fixed plans. A policy may declare the first plan of such a run too (``Policy.fixed_decode_steps``):
+when nothing waits, every running request is in decode and all of them fit one more token,
+it returns "every running request, one token". For such a policy the simulator builds that
+step itself (``fixed_decode_items``) instead of calling ``schedule``; ``SimConfig.
+skip_fixed_plans=False`` turns this off, and tests/sim check that both give the same steps.
 """
 
 from __future__ import annotations
@@ -50,6 +56,27 @@ def is_decode_only_plan(replica: Replica, plan: StepPlan, items: Items) -> bool:
         if n != 1 or v.num_blocks == 0 or v.prompt_len + v.num_generated - v.num_computed != 1:
             return False
     return True
+
+
+def fixed_decode_items(replica: Replica) -> Items | None:
+    """Every running request for one token, if nothing waits, all are in decode and all fit."""
+    running, limits = replica.running, replica.limits
+    if (
+        replica.waiting
+        or not running
+        or len(running) > min(limits.max_num_seqs, limits.max_batch_tokens)
+    ):
+        return None
+    bs, need = replica.block_size, 0
+    for v in running:
+        c = v.num_computed
+        if v.prompt_len + v.num_generated - c != 1 or c >= limits.max_model_len:
+            return None
+        need += max(-(-(c + 1) // bs) - v.num_blocks, 0)
+    if need > replica.free_blocks:
+        return None
+    requests = replica.requests
+    return [(requests[v.key], 1) for v in running]
 
 
 def fast_forward(

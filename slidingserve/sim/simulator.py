@@ -22,7 +22,7 @@ from slidingserve.latency import LatencyModel, RooflineModel
 from slidingserve.metrics import RequestRecord
 from slidingserve.policy import Policy, RequestView, make_policy
 from slidingserve.sim.config import SimConfig
-from slidingserve.sim.fastforward import fast_forward, is_decode_only_plan
+from slidingserve.sim.fastforward import fast_forward, fixed_decode_items, is_decode_only_plan
 from slidingserve.sim.monitor import ViolationMonitor
 from slidingserve.sim.replica import Replica
 from slidingserve.sim.request import SimRequest
@@ -93,24 +93,32 @@ def simulate(
     seq = 0
     n_arrived = 0
     fast_forwarded = 0
+    skipped_plans = 0
     now = 0.0
     n = len(reqs)
 
     def start(rep: Replica, t: float) -> None:
-        nonlocal seq, fast_forwarded
+        nonlocal seq, fast_forwarded, skipped_plans
         if not rep.running and not rep.waiting:
             return
-        while True:
-            plan = rep.plan(t)
-            items, preempted = rep.check_plan(plan, t)
-            if preempted:
-                rep.preempt(preempted)
-            if items:
-                break
-            if not preempted:
-                return  # idle until something arrives for it
-            # A preempt-only plan: ask again (terminates: each round shrinks the running set).
-        if config.fast_forward and is_decode_only_plan(rep, plan, items):
+        skip = config.skip_fixed_plans and rep.policy.fixed_decode_steps
+        fixed = fixed_decode_items(rep) if skip else None
+        if fixed is not None:  # the policy's plan is known: run it without asking
+            items, decode_only = fixed, True
+            skipped_plans += 1
+        else:
+            while True:
+                plan = rep.plan(t)
+                items, preempted = rep.check_plan(plan, t)
+                if preempted:
+                    rep.preempt(preempted)
+                if items:
+                    break
+                if not preempted:
+                    return  # idle until something arrives for it
+                # A preempt-only plan: ask again (terminates: each round shrinks the running set).
+            decode_only = config.fast_forward and is_decode_only_plan(rep, plan, items)
+        if config.fast_forward and decode_only:
             nxt = reqs[n_arrived].spec.arrival_s if n_arrived < n else horizon
             t, items, skipped = fast_forward(rep, items, t, nxt, config.fast_forward_max_steps)
             fast_forwarded += skipped
@@ -168,6 +176,7 @@ def simulate(
         "policy_calls": sum(rep.policy_calls for rep in replicas),
         "policy_wall_s": sum(rep.policy_s for rep in replicas),
         "fast_forwarded_steps": fast_forwarded,
+        "skipped_plans": skipped_plans,
         "tokens_run": sum(rep.tokens_run for rep in replicas),
         "preemptions": sum(rep.preemptions for rep in replicas),
     }

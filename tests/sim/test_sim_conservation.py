@@ -65,7 +65,8 @@ def test_fast_forward_gives_identical_records(policy):
     specs = small_workload(80, rate=8.0, seed=1)
     cfg = SimConfig(record_token_times=True)
     fast = simulate(specs, tiers(), policy, cfg)
-    slow = simulate(specs, tiers(), policy, cfg.model_copy(update={"fast_forward": False}))
+    plain = {"fast_forward": False, "skip_fixed_plans": False}  # every step asks the policy
+    slow = simulate(specs, tiers(), policy, cfg.model_copy(update=plain))
     assert fast.stats["fast_forwarded_steps"] > 0
     assert slow.stats["fast_forwarded_steps"] == 0
     assert fast.stats["steps"] == slow.stats["steps"]
