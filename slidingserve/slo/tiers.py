@@ -163,7 +163,8 @@ def _format_loc(data: Any, loc: tuple[int | str, ...]) -> str:
     node = data
     for item in loc:
         if isinstance(item, int):
-            name = node[item].get("name") if isinstance(node, list) and isinstance(node[item], dict) else None
+            entry = node[item] if isinstance(node, list) else None
+            name = entry.get("name") if isinstance(entry, dict) else None
             parts[-1] += f"[{name or item}]"
             node = node[item] if isinstance(node, list) else None
         else:
