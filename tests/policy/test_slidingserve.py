@@ -82,14 +82,19 @@ def test_config_errors_name_the_nested_field() -> None:
         make_policy("slidingserve", roofline(), chunker={"window": 5})
 
 
-@pytest.mark.parametrize("name", policy_names())
-def test_every_request_finishes_under_kv_pressure(name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [(name, {}) for name in policy_names()] + [("slidingserve", {"pace_decodes": True})],
+    ids=lambda v: ",".join(v) if isinstance(v, dict) else v,
+)
+def test_every_request_finishes_under_kv_pressure(name: str, overrides: dict) -> None:
     """Conservation: with a KV cache that forces preemptions, every request still finishes."""
     rng = np.random.default_rng(1)
     tiers = ["interactive", "standard", "batch"]
     reqs = [(tiers[i % 3], float(i) * 0.05, int(rng.integers(20, 600)), int(rng.integers(1, 60)))
             for i in range(40)]
-    produced, steps = run_to_completion(make_policy(name, roofline()), reqs, total_blocks=120)
+    policy = make_policy(name, roofline(), **overrides)
+    produced, steps = run_to_completion(policy, reqs, total_blocks=120)
     assert steps < 20_000, f"{name} did not finish"
     assert produced == {k: r[3] for k, r in enumerate(reqs)}
 
@@ -136,13 +141,3 @@ def test_paced_decodes_far_ahead_sit_out_while_prefill_waits() -> None:
     plan = make_policy("slidingserve", roofline()).schedule(st)
     assert {1, 2} <= {k for k, _ in plan.scheduled}
 
-
-def test_paced_decodes_still_finish_under_kv_pressure() -> None:
-    rng = np.random.default_rng(2)
-    tiers = ["interactive", "standard", "batch"]
-    reqs = [(tiers[i % 3], float(i) * 0.05, int(rng.integers(20, 600)), int(rng.integers(1, 60)))
-            for i in range(40)]
-    policy = make_policy("slidingserve", roofline(), pace_decodes=True)
-    produced, steps = run_to_completion(policy, reqs, total_blocks=120)
-    assert steps < 20_000
-    assert produced == {k: r[3] for k, r in enumerate(reqs)}
