@@ -11,7 +11,9 @@ Overrides, and why each is needed:
 * ``__init__``: builds the policy, the tier set, the live latency model and the step log;
   refuses engine features the plan applier does not handle (speculative decoding, KV/EC
   connectors, LoRA, pipeline parallelism, multimodal/encoder-decoder and Mamba models).
-* ``schedule``: the decision. vLLM's ``schedule`` interleaves its FCFS/priority decision with
+* ``schedule``: the decision (a step whose plan the policy declares fixed,
+  ``Policy.fixed_decode_steps``, is built without calling the policy, as in the
+  simulator). vLLM's ``schedule`` interleaves its FCFS/priority decision with
   the bookkeeping, so the decision cannot be swapped in alone; ``_apply`` keeps the bookkeeping
   of vLLM's ``schedule`` for the features above being off, in the same order (preempt, allocate
   running, admit waiting, build ``SchedulerOutput``, ``_update_after_schedule``).
@@ -43,7 +45,8 @@ from slidingserve.engine.book import RequestBook  # noqa: E402
 from slidingserve.engine.config import config_from_additional, path_or_none  # noqa: E402
 from slidingserve.engine.latency_source import LiveLatencyModel  # noqa: E402
 from slidingserve.engine.steps import StepLog  # noqa: E402
-from slidingserve.policy.base import make_policy  # noqa: E402
+from slidingserve.latency.features import decode_features  # noqa: E402
+from slidingserve.policy.base import decodes_all_fit, make_policy  # noqa: E402
 from slidingserve.policy.batch import step_features  # noqa: E402
 from slidingserve.policy.types import HostLimits, KVState, SchedulerInput, StepPlan  # noqa: E402
 
@@ -85,9 +88,10 @@ class SlidingServeScheduler(Scheduler):
         self._last_output_s = time.time()
         # steps run, preemptions the plans asked for, steps cut short by a failed allocation,
         # admissions skipped because the running set was full (max_num_seqs),
-        # preemptions the host made because a plan left the engine stuck (see _liveness_plan)
+        # preemptions the host made because a plan left the engine stuck (see _liveness_plan),
+        # steps whose plan the policy declares fixed (built without calling it)
         self.counters = {"steps": 0, "preemptions": 0, "alloc_stops": 0, "seq_cap_stops": 0,
-                         "liveness_preemptions": 0}
+                         "liveness_preemptions": 0, "fixed_plans": 0}
         self._cut = False
         log.info("SlidingServe scheduler: policy %s, latency model %s", cfg.policy,
                  self.latency.version)
@@ -130,12 +134,19 @@ class SlidingServeScheduler(Scheduler):
         started = time.perf_counter()
         self.latency.poll(self.current_step + 1)
         state = self._snapshot()
-        t_plan = time.perf_counter()
-        paused = self._pause_state.name == "PAUSED_ALL"
-        plan = StepPlan() if paused else self.ss_policy.schedule(state)
+        t_plan, cpu_plan = time.perf_counter(), time.thread_time()
+        if self._pause_state.name == "PAUSED_ALL":
+            plan = StepPlan()
+        elif self.ss_policy.fixed_decode_steps and decodes_all_fit(
+            state.running, len(state.waiting), state.kv.free_blocks, state.kv.block_size,
+            self.limits,
+        ):
+            plan = self._fixed_decode_plan(state)
+        else:
+            plan = self.ss_policy.schedule(state)
         if not plan.scheduled and not plan.preempt and state.running and not state.kv.free_blocks:
             plan = self._liveness_plan(state)
-        plan_s = time.perf_counter() - t_plan
+        plan_s, plan_cpu_s = time.perf_counter() - t_plan, time.thread_time() - cpu_plan
         out, applied = self._apply(plan)
         if applied:
             views = {v.key: v for v in state.running}
@@ -143,6 +154,7 @@ class SlidingServeScheduler(Scheduler):
             x = step_features((views[k], n) for k, n in applied)
             self.step_log.scheduled(x, {
                 "plan_s": plan_s,
+                "plan_cpu_s": plan_cpu_s,
                 "sched_s": time.perf_counter() - started,
                 "predicted_s": plan.predicted_s,
                 "latency_scale": self.latency.scale,
@@ -154,6 +166,16 @@ class SlidingServeScheduler(Scheduler):
                 "cut": int(self._cut),
             })
         return out
+
+    def _fixed_decode_plan(self, state: SchedulerInput) -> StepPlan:
+        """The plan the policy declares for this step (``Policy.fixed_decode_steps``: nothing
+        waits and every running decode fits), built without calling it: every running request
+        for one token, with the step's predicted time. Counted in ``counters["fixed_plans"]``.
+        """
+        self.counters["fixed_plans"] += 1
+        x = decode_features([v.num_computed + 1 for v in state.running])
+        predicted = float(self.latency.predict_features(x[None, :])[0])
+        return StepPlan([(v.key, 1) for v in state.running], predicted_s=predicted)
 
     def _liveness_plan(self, state: SchedulerInput) -> StepPlan:
         """The policy planned nothing with the KV cache full: no step could ever run again.

@@ -8,13 +8,13 @@ except for per-request bookkeeping that the policy keys on ``RequestView.key`` a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from slidingserve.latency import LatencyModel
-from slidingserve.policy.types import SchedulerInput, StepPlan
+from slidingserve.policy.types import HostLimits, RequestView, SchedulerInput, StepPlan
 
 
 class PolicyConfig(BaseModel):
@@ -30,7 +30,8 @@ class Policy(ABC):
     # fit one more token (KV blocks, max_num_seqs, max_batch_tokens, max_model_len),
     # ``schedule`` returns every running request for one token, preempts nothing, and the call
     # changes no state that later steps depend on. Hosts may then run such a step without
-    # calling ``schedule`` (the simulator does: ``SimConfig.skip_fixed_plans``).
+    # calling ``schedule`` (the simulator does: ``SimConfig.skip_fixed_plans``; so does the vLLM
+    # adapter). ``decodes_all_fit`` is that condition, shared by every host.
     fixed_decode_steps: ClassVar[bool] = False
 
     def __init__(self, config: PolicyConfig, latency: LatencyModel):
@@ -48,6 +49,23 @@ class Policy(ABC):
     def token_budget(self) -> int | None:
         """The fixed per-step token budget, for fixed-budget baselines (None otherwise)."""
         return None
+
+
+def decodes_all_fit(running: Sequence[RequestView], num_waiting: int, free_blocks: int,
+                    block_size: int, limits: HostLimits) -> bool:
+    """The ``fixed_decode_steps`` condition: nothing waits, every running request is in decode
+    and all of them fit one more token (KV blocks, max_num_seqs, max_batch_tokens,
+    max_model_len)."""
+    if num_waiting or not running or len(running) > min(limits.max_num_seqs,
+                                                         limits.max_batch_tokens):
+        return False
+    need = 0
+    for v in running:
+        c = v.num_computed
+        if v.prompt_len + v.num_generated - c != 1 or c >= limits.max_model_len:
+            return False
+        need += max(-(-(c + 1) // block_size) - v.num_blocks, 0)
+    return need <= free_blocks
 
 
 _REGISTRY: dict[str, type[Policy]] = {}

@@ -42,6 +42,7 @@ from slidingserve.latency.features import (
     N_FEATURES,
 )
 from slidingserve.policy import StepPlan
+from slidingserve.policy.base import decodes_all_fit
 from slidingserve.sim.replica import Items, Replica
 
 _EPS = 1e-9
@@ -60,20 +61,9 @@ def is_decode_only_plan(replica: Replica, plan: StepPlan, items: Items) -> bool:
 
 def fixed_decode_items(replica: Replica) -> Items | None:
     """Every running request for one token, if nothing waits, all are in decode and all fit."""
-    running, limits = replica.running, replica.limits
-    if (
-        replica.waiting
-        or not running
-        or len(running) > min(limits.max_num_seqs, limits.max_batch_tokens)
-    ):
-        return None
-    bs, need = replica.block_size, 0
-    for v in running:
-        c = v.num_computed
-        if v.prompt_len + v.num_generated - c != 1 or c >= limits.max_model_len:
-            return None
-        need += max(-(-(c + 1) // bs) - v.num_blocks, 0)
-    if need > replica.free_blocks:
+    running = replica.running
+    if not decodes_all_fit(running, len(replica.waiting), replica.free_blocks,
+                           replica.block_size, replica.limits):
         return None
     requests = replica.requests
     return [(requests[v.key], 1) for v in running]

@@ -138,6 +138,33 @@ def test_our_scheduler_is_the_one_running(harness: Harness) -> None:
     assert sched.counters["steps"] - steps_before >= 6  # every step went through our _apply
 
 
+def test_fixed_decode_steps_skip_the_policy_with_the_plan_it_would_return(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decode-only steps with nothing waiting are built without calling the policy
+    (``Policy.fixed_decode_steps``); asked anyway, the policy returns the same plan."""
+    sched = harness.sched
+    built = sched._fixed_decode_plan
+    checked = []
+
+    def checking(state: Any) -> Any:
+        plan = built(state)
+        asked = sched.ss_policy.schedule(state)
+        assert asked.preempt == []
+        assert sorted(asked.scheduled) == sorted(plan.scheduled)
+        assert plan.predicted_s > 0
+        checked.append(len(plan.scheduled))
+        return plan
+
+    monkeypatch.setattr(sched, "_fixed_decode_plan", checking)
+    before = sched.counters["fixed_plans"]
+    ids = [harness.add(20, 8) for _ in range(3)]
+    done = harness.run()
+    assert all(len(done[r].outputs[0].token_ids) == 8 for r in ids)
+    assert sched.counters["fixed_plans"] - before == len(checked) >= 5
+    assert max(checked) == 3
+
+
 def test_chunked_prefill_completes_with_exact_token_counts(harness: Harness) -> None:
     lengths = [(300, 5), (150, 12), (40, 20)]
     ids = [harness.add(p, m) for p, m in lengths]
