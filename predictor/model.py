@@ -120,9 +120,10 @@ class LightGBMLatencyModel:
             )
         if X.shape[0] == 1:
             return np.array([self.predict_row(X[0].tolist())])
-        return (self.base.intercept + X[:, self._base_index] @ self.base.coef) * np.exp(
-            self.forest.predict(X)
-        )
+        # The base's columns in Fortran order (what the gather gives for a C-ordered X) whatever
+        # X's layout, so that the product (and its summation order) is the same for the same values.
+        cols = np.asfortranarray(X[:, self._base_index])
+        return (self.base.intercept + cols @ self.base.coef) * np.exp(self.forest.predict(X))
 
     def predict_row(self, x: list[float]) -> float:
         """One prediction from a plain list of schema-v1 features (no numpy on this path)."""

@@ -91,13 +91,15 @@ def with_prefill_chunks(
     """Rows of ``base`` plus one prefill chunk each, of size ``chunks[i]`` after ``done`` tokens.
 
     Vectorised candidate builder for chunk-size searches: returns shape (len(chunks), N_FEATURES).
-    A chunk of 0 adds nothing (it is not counted as a prefill request).
+    A chunk of 0 adds nothing (it is not counted as a prefill request). The matrix is built
+    column by column and returned in column-major (Fortran) order: the columns are what the
+    latency models read, and contiguous columns are cheaper to write and to read.
     """
     chunks = np.asarray(chunks, dtype=np.float64)
-    X = np.empty((len(chunks), N_FEATURES), dtype=np.float64)
-    X[:] = base
-    X[:, F_PREFILL_TOKENS] += chunks
-    X[:, F_PREFILL_REQS] += chunks > 0
-    X[:, F_PREFILL_ATTN] += chunks * (np.asarray(done, dtype=np.float64) + chunks / 2.0)
-    X[:, F_TOTAL_TOKENS] += chunks
-    return X
+    cols = np.empty((N_FEATURES, len(chunks)), dtype=np.float64)
+    cols[:] = np.asarray(base, dtype=np.float64)[:, None]
+    cols[F_PREFILL_TOKENS] += chunks
+    cols[F_PREFILL_REQS] += chunks > 0
+    cols[F_PREFILL_ATTN] += chunks * (np.asarray(done, dtype=np.float64) + chunks / 2.0)
+    cols[F_TOTAL_TOKENS] += chunks
+    return cols.T

@@ -64,6 +64,16 @@ class SlidingChunker:
         grid[-1] = top
         return grid
 
+    def forced(self, limit: int, slack: np.ndarray) -> int | None:
+        """The chunk ``plan`` returns when the rule alone decides it, so that no prediction is
+        needed: 0 when nothing can run (``limit <= 0``), the largest chunk when no decode bounds
+        the step (none in it, or all later than ``late_tolerance_s``); None otherwise."""
+        if limit <= 0:
+            return 0
+        if not bool((slack >= -self.config.late_tolerance_s).any()):
+            return min(limit, self.config.max_chunk)
+        return None
+
     def plan(
         self,
         latency: LatencyModel,

@@ -22,8 +22,11 @@ from slidingserve.policy.types import KVState, RequestView, SchedulerInput, Step
 
 
 def pending_tokens(req: RequestView) -> int:
-    """Tokens the request could run now: its prefill (or recompute) remainder, 1 for a decode."""
-    return req.remaining_prefill
+    """Tokens the request could run now: its prefill (or recompute) remainder, 1 for a decode.
+
+    ``req.remaining_prefill`` written out (this is on every packing path)."""
+    n = req.prompt_len + req.num_generated - req.num_computed
+    return n if n > 0 else 0
 
 
 class BudgetPacker:
@@ -82,7 +85,8 @@ class BudgetPacker:
 
     def token_cap(self, req: RequestView, want: int | None = None) -> int:
         """Tokens allowed by the token budget and the model length (KV and seqs not checked)."""
-        n = pending_tokens(req) if want is None else min(want, pending_tokens(req))
+        pending = pending_tokens(req)
+        n = pending if want is None or want > pending else want
         return max(min(n, self.tokens_left, self._max_model_len - req.num_computed), 0)
 
     def kv_short(self, req: RequestView, num_tokens: int) -> bool:
@@ -91,7 +95,7 @@ class BudgetPacker:
 
     def fit(self, req: RequestView, want: int | None = None) -> int:
         """The most tokens (<= ``want``, default all pending) ``req`` could add now (0: none)."""
-        if self.seqs_left <= 0 or self.is_planned(req.key):
+        if self.seqs_left <= 0 or req.key in self._chosen or req.key in self._preempted:
             return 0
         n = self.token_cap(req, want)
         if n <= 0:
@@ -113,6 +117,9 @@ class BudgetPacker:
                 f"(tokens left {self.tokens_left}, seqs left {self.seqs_left}, "
                 f"free blocks {self.free_blocks}, pending {pending_tokens(req)})"
             )
+        self._commit(req, num_tokens)
+
+    def _commit(self, req: RequestView, num_tokens: int) -> None:
         blocks = self.blocks_needed(req, num_tokens)
         self.tokens_left -= num_tokens
         self.seqs_left -= 1
@@ -142,7 +149,7 @@ class BudgetPacker:
         """Add as many tokens as fit (up to ``want``); returns the number added (0: none)."""
         n = self.fit(req, want)
         if n > 0:
-            self.add(req, n)
+            self._commit(req, n)  # ``add`` less its check: ``fit`` just made it
         return n
 
     def preempt_request(self, req: RequestView) -> None:

@@ -50,7 +50,7 @@ from slidingserve.policy.batch_constructor import BatchConstructor, ConstructorC
 from slidingserve.policy.chunker import ChunkerConfig, SlidingChunker
 from slidingserve.policy.packing import BudgetPacker, make_room
 from slidingserve.policy.sorter import MultiLevelPrioritySorter, SorterConfig
-from slidingserve.policy.table import RequestTable, TableBuilder
+from slidingserve.policy.table import BLOCKS, COMPUTED, KEY, RequestTable, TableBuilder
 from slidingserve.policy.types import RequestView, SchedulerInput, StepPlan
 
 
@@ -117,10 +117,13 @@ class SlidingServe(Policy):
         base = decode_features((table.computed[decodes] + 1).tolist())
         queued = pending[queue]
         limit = min(packer.tokens_left, int(queued.sum()), self._kv_room(table, queue, packer))
-        head = queue[: int(np.searchsorted(np.cumsum(queued), limit)) + 1]
-        done = float(table.computed[head].max()) if head.size else 0.0
-        chunk, _ = self.chunker.plan(self.latency, base, done, limit, due[decodes] - now,
-                                     table.tpot[decodes], queued, table.tpot[queue])
+        slack = due[decodes] - now
+        chunk = self.chunker.forced(limit, slack)  # None: search the grid with predictions
+        if chunk is None:
+            head = queue[: int(np.searchsorted(np.cumsum(queued), limit)) + 1]
+            done = float(table.computed[head].max()) if head.size else 0.0
+            chunk, _ = self.chunker.plan(self.latency, base, done, limit, slack,
+                                         table.tpot[decodes], queued, table.tpot[queue])
         # 6. pack the chunk in queue order and predict the step
         x = self._pack_prefills(table, queue, chunk, victims, packer, state.kv.total_blocks, base)
         if not packer.scheduled and paced.size:  # nothing else could run: no decode sits out
@@ -180,10 +183,15 @@ class SlidingServe(Policy):
         self, now: float, queue: np.ndarray, infeasible: np.ndarray, due: np.ndarray,
         reserve: np.ndarray, service: np.ndarray, table: RequestTable,
     ) -> np.ndarray:
-        """The queue reordered by the BatchConstructor; infeasible requests stay last, in order."""
+        """The queue reordered by the BatchConstructor; infeasible requests stay last, in order.
+        (A queue of one request is its own answer: the constructor is not asked.)"""
+        if queue.size <= 1:
+            return queue
         late = infeasible[queue]
         any_late = bool(late.any())
         ok = queue[~late] if any_late else queue
+        if ok.size <= 1:  # nothing to reorder among the feasible ones
+            return np.concatenate([ok, queue[late]]) if any_late else ok
         front = self.constructor.plan(service[ok], due[ok] - reserve[ok] - now, table.weight[ok])
         return np.concatenate([ok[front], queue[late]]) if any_late else ok[front]
 
@@ -191,13 +199,15 @@ class SlidingServe(Policy):
         self, table: RequestTable, decodes: np.ndarray, victims: Victims, packer: BudgetPacker
     ) -> np.ndarray:
         """Schedule every decode it can (all at once when they fit); returns those scheduled."""
-        tokens = table.computed[decodes] + 1  # each decode's tokens after this step
-        need = np.maximum(np.ceil(tokens / packer.block_size) - table.blocks[decodes], 0)
+        rows = table.data[decodes]
+        tokens = rows[:, COMPUTED] + 1  # each decode's tokens after this step
+        need = np.maximum(np.ceil(tokens / packer.block_size) - rows[:, BLOCKS], 0)
         fits_len = bool((tokens <= packer.max_model_len).all())
-        if fits_len and packer.add_decodes(table.key[decodes].tolist(), need.astype(int).tolist()):
+        keys = rows[:, KEY].astype(np.int64).tolist()
+        if fits_len and packer.add_decodes(keys, need.astype(int).tolist()):
             return decodes
         done = []
-        for i in decodes:
+        for i in decodes.tolist():
             r = table.views[i]
             ok = not packer.is_planned(r.key) and victims.make_room(packer, r, 1)
             if ok and packer.add_fitting(r, 1):
@@ -211,23 +221,29 @@ class SlidingServe(Policy):
         """Fill ``chunk`` prefill tokens in queue order; returns the step's feature vector."""
         x = base.copy()
         reserve = int(self.config.kv_watermark * total_blocks)
-        left = chunk
-        for i in queue:
+        left, views, bs = chunk, table.views, packer.block_size
+        tokens = reqs = 0
+        attn = 0.0
+        for i in queue.tolist():
             if left <= 0 or packer.seqs_left <= 0:
                 break
-            r = table.views[i]
+            r = views[i]
             n = 0 if packer.is_planned(r.key) else packer.token_cap(r, left)
             if n > 0 and r.num_blocks > 0:
                 victims.make_room(packer, r, n)
             elif n > 0 and packer.blocks_needed(r, n) > packer.free_blocks - reserve:
-                n = min(n, (packer.free_blocks - reserve) * packer.block_size - r.num_computed)
+                n = min(n, (packer.free_blocks - reserve) * bs - r.num_computed)
             added = packer.add_fitting(r, n) if n > 0 else 0
             if added:
                 left -= added
-                x[F_PREFILL_TOKENS] += added
-                x[F_PREFILL_REQS] += 1
-                x[F_PREFILL_ATTN] += added * (r.num_computed + added / 2.0)
-                x[F_TOTAL_TOKENS] += added
+                tokens += added
+                reqs += 1
+                attn += added * (r.num_computed + added / 2.0)
+        if reqs:  # the sums above, in the order the features accumulate them
+            x[F_PREFILL_TOKENS] += tokens
+            x[F_PREFILL_REQS] += reqs
+            x[F_PREFILL_ATTN] += attn
+            x[F_TOTAL_TOKENS] += tokens
         return x
 
 
@@ -246,7 +262,8 @@ class Victims:
         if not packer.kv_short(req, num_tokens):
             return True
         if self._list is None:
-            self._list = [self._table.views[i] for i in self._order]
+            views = self._table.views
+            self._list = [views[i] for i in self._order.tolist()]
             self._rank = {v.key: i for i, v in enumerate(self._list)}
         after = self._list[self._rank.get(req.key, -1) + 1 :]
         before = len(after)
