@@ -30,8 +30,6 @@ skip_fixed_plans=False`` turns this off, and tests/sim check that both give the 
 
 from __future__ import annotations
 
-from itertools import chain
-
 import numpy as np
 
 from slidingserve.latency.features import (
@@ -76,38 +74,36 @@ def fast_forward(
 
     Returns (start time of step k, the items step k runs, k - 1).
     """
+    # Plain Python on per-request lists (a run holds a few dozen requests: numpy's per-call
+    # cost would dominate); numpy only for the latency model's batch prediction. Integer
+    # arithmetic throughout, so block counts and batch shapes are exact.
     n = len(items)
-    K = min(max_steps, max(r.spec.output_len - r.view.num_generated for r, _ in items))
+    reqs = [r for r, _ in items]
+    views = [r.view for r in reqs]
+    rem = [r.spec.output_len - v.num_generated for r, v in zip(reqs, views, strict=True)]
+    K = min(max_steps, max(rem))
     if K <= 1:
         return now, items, 0
-    # One matrix of per-request state: computed, remaining output, blocks, generated, deadlines.
-    rows = (
-        (
-            v.num_computed,
-            r.spec.output_len - v.num_generated,
-            v.num_blocks,
-            v.num_generated,
-            r.due0,
-            r.tpot,
-            r.cap,
-        )
-        for r, _ in items
-        for v in (r.view,)
-    )
-    A = np.fromiter(chain.from_iterable(rows), np.float64, 7 * n).reshape(n, 7)
-    c, rem, nb, g, due0, tpot, cap = A.T
     bs = replica.block_size
-    if (
-        float(np.maximum(np.ceil((c + np.minimum(rem, K)) / bs) - nb, 0).sum())
-        > replica.free_blocks
-    ):
+    need = 0
+    for v, q in zip(views, rem, strict=True):
+        b = -(-(v.num_computed + (q if q < K else K)) // bs) - v.num_blocks
+        if b > 0:
+            need += b
+    if need > replica.free_blocks:
         return now, items, 0
-    # Batch shape of step j: the requests with rem > j, each with context c + 1 + j.
-    order = np.argsort(rem, kind="stable")
-    rem_sorted = rem[order]
-    ctx_sorted = (c + 1.0)[order]
-    prefix = np.concatenate(([0], np.cumsum(ctx_sorted)))
-    sufmax = np.concatenate((np.maximum.accumulate(ctx_sorted[::-1])[::-1], [0]))
+    # Batch shape of step j: the requests with rem > j, each with context c + 1 + j. Sorted by
+    # rem, the requests still running at step j are a suffix: its size, context sum and max.
+    order = sorted(range(n), key=rem.__getitem__)
+    rem_sorted = np.array([rem[i] for i in order], dtype=np.float64)
+    suf_sum = [0] * (n + 1)
+    suf_max = [0] * (n + 1)
+    for pos in range(n - 1, -1, -1):
+        ctx = views[order[pos]].num_computed + 1
+        suf_sum[pos] = suf_sum[pos + 1] + ctx
+        suf_max[pos] = max(suf_max[pos + 1], ctx)
+    suf_sum_a = np.array(suf_sum, dtype=np.float64)
+    suf_max_a = np.array(suf_max, dtype=np.float64)
     # Grow the horizon geometrically: most runs end at an arrival within a few dozen steps.
     horizon = min(K, 32)
     while True:
@@ -116,47 +112,65 @@ def fast_forward(
         active = n - gone
         X = np.zeros((horizon, N_FEATURES), dtype=np.float64)
         X[:, F_DECODE_REQS] = active
-        X[:, F_DECODE_CTX_SUM] = (prefix[-1] - prefix[gone]) + j * active
-        X[:, F_DECODE_CTX_MAX] = sufmax[gone] + j
+        X[:, F_DECODE_CTX_SUM] = suf_sum_a[gone] + j * active
+        X[:, F_DECODE_CTX_MAX] = suf_max_a[gone] + j
         X[:, F_TOTAL_TOKENS] = active
-        durations = replica.latency.predict_features(X)
-        starts = np.add.accumulate(np.concatenate(([now], durations[:-1])))
-        if horizon == K or starts[-1] >= next_arrival_s:
+        # Step start times: sequential float sums, as stepping one by one adds them, up to the
+        # first one at or after the next arrival.
+        starts = [now]
+        t = now
+        for d in replica.latency.predict_features(X)[:-1].tolist():
+            if t >= next_arrival_s:
+                break
+            t += d
+            starts.append(t)
+        if t >= next_arrival_s:
+            k = len(starts) - 1  # steps starting before the arrival (starts rise)
+            break
+        if horizon == K:
+            k = horizon
             break
         horizon = min(K, horizon * 4)
-    k = int(np.searchsorted(starts, next_arrival_s, side="left"))
     m = k - 1  # steps applied here
     if m <= 0:
         return now, items, 0
     ends = starts[1:k]  # end of each collapsed step: the time of the tokens it emits
-    steps_run = np.minimum(rem, m)
-    # Token-level lateness of every emitted token: due = min(due0 + (g + j) * tpot, cap).
-    jm = np.arange(m)
-    due = np.minimum(due0[:, None] + (g[:, None] + jm) * tpot[:, None], cap[:, None])
-    late = ((ends[None, :] > due + _EPS) & (jm[None, :] < steps_run[:, None])).sum(axis=1)
-    new_blocks = np.maximum(np.ceil((c + steps_run) / bs) - nb, 0).astype(np.int64).tolist()
-    steps_list = steps_run.astype(np.int64).tolist()
-    late_list = late.tolist()
-    ends_list = ends.tolist()
     rest: Items = []
-    for i, (r, _) in enumerate(items):
-        v = r.view
-        s = steps_list[i]
+    allocated = 0
+    tokens = 0
+    for r, v, q in zip(reqs, views, rem, strict=True):
+        s = q if q < m else m
+        g = v.num_generated
+        # Token-level lateness of every emitted token: due = min(due0 + (g + j) * tpot, cap).
+        # Ends rise and (with tpot >= 0) dues do not fall, so the first and last token often
+        # settle it; otherwise count token by token.
+        due0, tpot, cap = r.due0, r.tpot, r.cap
+        last = ends[s - 1]
+        if tpot >= 0 and last <= min(due0 + g * tpot, cap) + _EPS:
+            late = 0
+        elif tpot >= 0 and ends[0] > min(due0 + (g + s - 1) * tpot, cap) + _EPS:
+            late = s
+        else:
+            late = sum(ends[j] > min(due0 + (g + j) * tpot, cap) + _EPS for j in range(s))
+        b = -(-(v.num_computed + s) // bs) - v.num_blocks
+        if b > 0:
+            v.num_blocks += b
+            allocated += b
         v.num_computed += s
-        v.num_generated += s
-        v.num_blocks += new_blocks[i]
+        v.num_generated = g + s
+        tokens += s
         r.tokens_run += s
-        r.late_tokens += late_list[i]
-        r.last_token_s = ends_list[s - 1]
+        r.late_tokens += late
+        r.last_token_s = last
         if r.token_times is not None:
-            r.token_times.extend(ends_list[:s])
-        if v.num_generated == r.spec.output_len:
+            r.token_times.extend(ends[:s])
+        if g + s == r.spec.output_len:
             replica.retire(r)
         else:
             rest.append((r, 1))
-    replica.free_blocks -= sum(new_blocks)
-    replica.tokens_run += sum(steps_list)
+    replica.free_blocks -= allocated
+    replica.tokens_run += tokens
     replica.steps += m
     if len(rest) < n:
         replica.running = [v for v in replica.running if v.num_blocks > 0]
-    return float(starts[m]), rest, m
+    return starts[m], rest, m

@@ -105,22 +105,26 @@ class Replica:
         items: Items = []
         tokens = 0
         bs = self.block_size
+        max_model_len = self.limits.max_model_len
+        requests = self.requests
         for key, n in plan.scheduled:
-            r = self._live(key, now, "scheduled")
+            r = requests.get(key) or self._live(key, now, "scheduled")  # _live raises
             if key in seen:
                 raise self._error(now, f"request {key} appears twice in the plan (or is preempted)")
             seen.add(key)
             v = r.view
-            pending = v.prompt_len + v.num_generated - v.num_computed
+            c = v.num_computed
+            pending = v.prompt_len + v.num_generated - c
             if not 1 <= n <= pending:
                 raise self._error(now, f"request {key}: {n} tokens scheduled, {pending} pending")
-            if v.num_computed + n > self.limits.max_model_len:
+            if c + n > max_model_len:
                 raise self._error(
                     now,
-                    f"request {key}: {v.num_computed + n} tokens exceed max_model_len "
-                    f"{self.limits.max_model_len}",
+                    f"request {key}: {c + n} tokens exceed max_model_len {max_model_len}",
                 )
-            free -= max(-(-(v.num_computed + n) // bs) - v.num_blocks, 0)
+            need = -(-(c + n) // bs) - v.num_blocks
+            if need > 0:
+                free -= need
             if free < 0:
                 raise self._error(
                     now,
@@ -167,7 +171,7 @@ class Replica:
         if admitted:
             self.waiting = [v for v in self.waiting if v.num_blocks == 0]
         # The policies' own feature builder: steps are timed exactly as planners predict them.
-        x = step_features((r.view, n) for r, n in items)
+        x = step_features([(r.view, n) for r, n in items])
         duration = float(self.latency.predict_features(x[None, :])[0])
         if not duration > 0:
             raise self._error(now, f"latency model predicted a non-positive step time {duration}")
@@ -180,23 +184,25 @@ class Replica:
     def complete(self, now: float) -> list[SimRequest]:
         """End the step in flight at ``now``: advance tokens, emit, finish. Returns finished."""
         finished: list[SimRequest] = []
+        tokens = 0
         for r, n in self.step_items:
             v = r.view
             v.num_computed += n
             r.tokens_run += n
-            self.tokens_run += n
+            tokens += n
             if v.num_computed == v.prompt_len + v.num_generated:
-                v.num_generated += 1
+                g = v.num_generated = v.num_generated + 1
                 if v.first_token_s is None:
                     v.first_token_s = now
                 r.last_token_s = now
-                if now > min(r.due0 + (v.num_generated - 1) * r.tpot, r.cap) + _EPS:
+                if now > min(r.due0 + (g - 1) * r.tpot, r.cap) + _EPS:
                     r.late_tokens += 1
                 if r.token_times is not None:
                     r.token_times.append(now)
-                if v.num_generated == r.spec.output_len:
+                if g == r.spec.output_len:
                     self.retire(r)
                     finished.append(r)
+        self.tokens_run += tokens
         if finished:
             self.running = [v for v in self.running if v.num_blocks > 0]
         self.busy = False
