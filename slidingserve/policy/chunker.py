@@ -116,11 +116,15 @@ class SlidingChunker:
         bounding = slack[ok]
         if not bounding.size:
             return len(grid) - 1
-        scaled = t * self.config.safety  # non-decreasing, like t: the chunks that fit are a prefix
+        # t x safety is non-decreasing, like t: the chunks that fit are a prefix
+        safety = self.config.safety
+        scaled = t if safety == 1.0 else t * safety
         fits = int(scaled.searchsorted(float(bounding.min()), side="right"))
         if fits == 0:
             return 0
-        if self.config.window == 1:
+        if self.config.window == 1 or fits == len(grid):
+            # (when the whole grid fits, the largest chunk reaches the most any pair can,
+            # c1 + c2 <= grid[-1], and ties go to the larger c1)
             return fits - 1
         c1 = grid[:fits]
         s2 = float((bounding + tpot[ok]).min()) - t[:fits]

@@ -53,6 +53,8 @@ from slidingserve.policy.sorter import MultiLevelPrioritySorter, SorterConfig
 from slidingserve.policy.table import BLOCKS, COMPUTED, KEY, RequestTable, TableBuilder
 from slidingserve.policy.types import RequestView, SchedulerInput, StepPlan
 
+_NONE = np.zeros(0, dtype=np.intp)  # no requests (read-only)
+
 
 class SlidingServeConfig(PolicyConfig):
     sorter: SorterConfig = SorterConfig()
@@ -102,11 +104,11 @@ class SlidingServe(Policy):
         # 2. one order for everything: protection status, urgency, remaining prefill
         order, infeasible = self._sort(now, table, due, service, in_prefill, reserve)
         running, pending_o = order < table.n_running, pending[order]  # in serving order
-        victims = Victims(table, order[running])
+        victims = Victims(table, order, running)
         # 3. every running decode (unless paced), preempting from the end of the order when KV
         # is short
-        queue = order[in_prefill[order] | (~running & (pending_o > 0))]
-        decodes, paced = order[running & (pending_o == 1)], np.zeros(0, dtype=np.intp)
+        queue = order[(pending_o > 1) | (~running & (pending_o > 0))]
+        decodes, paced = order[running & (pending_o == 1)], _NONE
         if self.config.pace_decodes and queue.size and decodes.size:
             decodes, paced = self._pace(now, table, decodes, due, packer)
         decodes = self._run_decodes(table, decodes, victims, packer)
@@ -132,7 +134,7 @@ class SlidingServe(Policy):
         predicted = float(self.latency.predict_features(x[None, :])[0]) if packer.scheduled else 0.0
         self._observe(predicted, float(x[F_PREFILL_TOKENS]))
         stats = {"chunk": float(chunk), "prefill_tokens": float(x[F_PREFILL_TOKENS]),
-                 "decodes": float(decodes.size), "infeasible": float(infeasible.sum())}
+                 "decodes": float(decodes.size), "infeasible": float(np.count_nonzero(infeasible))}
         return packer.plan(predicted, stats)
 
     def forget(self, key: int) -> None:
@@ -248,10 +250,11 @@ class SlidingServe(Policy):
 
 
 class Victims:
-    """Running requests in serving order, materialised only when KV runs short."""
+    """Running requests in serving order (``order[running]``), materialised only when KV runs
+    short."""
 
-    def __init__(self, table: RequestTable, order: np.ndarray):
-        self._table, self._order = table, order
+    def __init__(self, table: RequestTable, order: np.ndarray, running: np.ndarray):
+        self._table, self._order, self._running = table, order, running
         self._list: list[RequestView] | None = None
         self._rank: dict[int, int] = {}
 
@@ -263,7 +266,7 @@ class Victims:
             return True
         if self._list is None:
             views = self._table.views
-            self._list = [views[i] for i in self._order.tolist()]
+            self._list = [views[i] for i in self._order[self._running].tolist()]
             self._rank = {v.key: i for i, v in enumerate(self._list)}
         after = self._list[self._rank.get(req.key, -1) + 1 :]
         before = len(after)

@@ -90,13 +90,15 @@ class MultiLevelPrioritySorter:
         if self.config.urgent_s is not None:
             deferrable = (slack > self.config.urgent_s) & (level != STARVING)
             level = np.where(deferrable, DEFERRABLE, level)
+        starving = level == STARVING
+        any_starving = bool(starving.any())  # rare: then the masks below are needed
         infeasible = np.zeros(len(due), dtype=bool)
         if self.config.use_feasibility:
-            infeasible = (slack < 0.0) & (level != STARVING)
+            infeasible = (slack < 0.0) & ~starving if any_starving else slack < 0.0
             level = level + np.where(infeasible, INFEASIBLE, 0.0)
         if self.config.urgency_step > 0 and ttft_s is not None:
             slack = np.floor(slack / (self.config.urgency_step * ttft_s))
-        urgency = np.where(level == STARVING, arrival, slack)
+        urgency = np.where(starving, arrival, slack) if any_starving else slack
         return np.lexsort((remaining, urgency, level)), infeasible
 
     def decode_reserve(self, has_e2e: np.ndarray, in_prefill: np.ndarray) -> np.ndarray:
