@@ -105,3 +105,52 @@ def test_progress_floor(slack_ms: float, limit: int, floor: int) -> None:
     c1, t1 = SlidingChunker(ChunkerConfig(late_tolerance_s=0.0, min_chunk=floor)).plan(*args)
     assert c1 == max(free, min(floor, limit))
     assert abs(t1 - step_time(ctx, c1)) < 1e-12
+
+
+def rule_by_enumeration(ch: SlidingChunker, grid, t, slack, tpot, queue_tokens, queue_tpot) -> int:
+    """The module docstring's rule, every candidate pair enumerated in plain Python: the index
+    in ``grid`` of the chosen first chunk."""
+    cfg = ch.config
+    bound = [(s, p) for s, p in zip(slack, tpot, strict=True) if s >= -cfg.late_tolerance_s]
+    if not bound:
+        return len(grid) - 1
+    s1 = min(s for s, _ in bound)
+    fitting = [i for i in range(len(grid)) if t[i] * cfg.safety <= s1]
+    if not fitting:
+        return 0
+    if cfg.window == 1:
+        return fitting[-1]
+    best, best_total = 0, -1.0
+    for i in fitting:
+        s2 = min(s + p for s, p in bound) - t[i]
+        finished = [q for q, c in zip(queue_tpot, np.cumsum(queue_tokens), strict=True)
+                    if c <= grid[i]]
+        s2 = min([s2, *finished])
+        c2 = max([0.0] + [grid[j] for j in range(len(grid)) if t[j] * cfg.safety <= s2])
+        total = grid[i] + min(c2, grid[-1] - grid[i])
+        if total >= best_total:  # ties: the larger c1
+            best, best_total = i, total
+    return best
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(st.floats(0.0, 0.02), min_size=1, max_size=40),
+    slack_ms=st.lists(st.floats(-150.0, 400.0), max_size=5),
+    queue=st.lists(st.tuples(st.integers(1, 300), st.sampled_from([0.05, 0.1, 0.2])),
+                   max_size=4),
+    window=st.sampled_from([1, 2]),
+    safety=st.sampled_from([1.0, 1.2]),
+)
+def test_choice_matches_the_rule_enumerated(steps, slack_ms, queue, window, safety) -> None:
+    """Shortcuts included (no bounding decode; the whole grid fitting), ``_choose`` picks what
+    enumerating every pair of the rule picks."""
+    ch = SlidingChunker(ChunkerConfig(window=window, safety=safety))
+    grid = ch.grid(16 * len(steps) - 16 + 7)
+    t = 0.01 + np.cumsum(np.array(steps + [0.0])[: len(grid)])  # non-decreasing
+    slack = np.array(slack_ms) / 1e3
+    tpot = np.full(len(slack), 0.05)
+    q_tokens = np.array([float(n) for n, _ in queue])
+    q_tpot = np.array([p for _, p in queue])
+    got = ch._choose(grid, t, slack, tpot, q_tokens, q_tpot)
+    assert got == rule_by_enumeration(ch, grid, t, slack, tpot, q_tokens, q_tpot)
