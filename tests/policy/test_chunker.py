@@ -147,7 +147,7 @@ def test_choice_matches_the_rule_enumerated(steps, slack_ms, queue, window, safe
     enumerating every pair of the rule picks."""
     ch = SlidingChunker(ChunkerConfig(window=window, safety=safety))
     grid = ch.grid(16 * len(steps) - 16 + 7)
-    t = 0.01 + np.cumsum(np.array(steps + [0.0])[: len(grid)])  # non-decreasing
+    t = 0.01 + np.cumsum(np.array([*steps, 0.0])[: len(grid)])  # non-decreasing
     slack = np.array(slack_ms) / 1e3
     tpot = np.full(len(slack), 0.05)
     q_tokens = np.array([float(n) for n, _ in queue])
