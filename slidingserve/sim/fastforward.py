@@ -9,7 +9,8 @@ one token". When the policy returns such a plan, the simulator computes the run 
 at once (one vectorised latency prediction for all ``k`` steps, with the batch shrinking as
 requests finish) and applies the first ``k - 1`` steps directly, finishing requests (and
 calling ``policy.forget``) at the right times, without calling the policy; step ``k`` runs as
-a normal step with the requests still running.
+a normal step with the requests still running (its time is the same prediction's row k, the
+batch shape ``step_features`` gives for those requests).
 
 Invariants (exactly what stepping one by one gives, bit for bit, for a policy that schedules
 every decode when nothing waits and all fit):
@@ -29,6 +30,8 @@ skip_fixed_plans=False`` turns this off, and tests/sim check that both give the 
 """
 
 from __future__ import annotations
+
+from itertools import accumulate
 
 import numpy as np
 
@@ -69,21 +72,21 @@ def fixed_decode_items(replica: Replica) -> Items | None:
 
 def fast_forward(
     replica: Replica, items: Items, now: float, next_arrival_s: float, max_steps: int
-) -> tuple[float, Items, int]:
+) -> tuple[float, Items, int, float | None]:
     """Apply the first k-1 of k decode-only steps.
 
-    Returns (start time of step k, the items step k runs, k - 1).
+    Returns (start time of step k, the items step k runs, k - 1, the predicted time of step k
+    or None when no step was applied).
     """
     # Plain Python on per-request lists (a run holds a few dozen requests: numpy's per-call
     # cost would dominate); numpy only for the latency model's batch prediction. Integer
     # arithmetic throughout, so block counts and batch shapes are exact.
     n = len(items)
-    reqs = [r for r, _ in items]
-    views = [r.view for r in reqs]
-    rem = [r.spec.output_len - v.num_generated for r, v in zip(reqs, views, strict=True)]
+    views = [r.view for r, _ in items]
+    rem = [r.spec.output_len - v.num_generated for (r, _), v in zip(items, views, strict=True)]
     K = min(max_steps, max(rem))
     if K <= 1:
-        return now, items, 0
+        return now, items, 0, None
     bs = replica.block_size
     need = 0
     for v, q in zip(views, rem, strict=True):
@@ -91,19 +94,15 @@ def fast_forward(
         if b > 0:
             need += b
     if need > replica.free_blocks:
-        return now, items, 0
+        return now, items, 0, None
     # Batch shape of step j: the requests with rem > j, each with context c + 1 + j. Sorted by
     # rem, the requests still running at step j are a suffix: its size, context sum and max.
     order = sorted(range(n), key=rem.__getitem__)
+    ctx_rev = [views[i].num_computed + 1 for i in reversed(order)]
     rem_sorted = np.array([rem[i] for i in order], dtype=np.float64)
-    suf_sum = [0] * (n + 1)
-    suf_max = [0] * (n + 1)
-    for pos in range(n - 1, -1, -1):
-        ctx = views[order[pos]].num_computed + 1
-        suf_sum[pos] = suf_sum[pos + 1] + ctx
-        suf_max[pos] = max(suf_max[pos + 1], ctx)
-    suf_sum_a = np.array(suf_sum, dtype=np.float64)
-    suf_max_a = np.array(suf_max, dtype=np.float64)
+    # Context sum and max of sorted positions pos..n-1 (position n: none left).
+    suf_sum = np.array([0, *accumulate(ctx_rev)][::-1], dtype=np.float64)
+    suf_max = np.array([0, *accumulate(ctx_rev, max)][::-1], dtype=np.float64)
     # Grow the horizon geometrically: most runs end at an arrival within a few dozen steps.
     horizon = min(K, 32)
     while True:
@@ -112,14 +111,15 @@ def fast_forward(
         active = n - gone
         X = np.zeros((horizon, N_FEATURES), dtype=np.float64)
         X[:, F_DECODE_REQS] = active
-        X[:, F_DECODE_CTX_SUM] = suf_sum_a[gone] + j * active
-        X[:, F_DECODE_CTX_MAX] = suf_max_a[gone] + j
+        X[:, F_DECODE_CTX_SUM] = suf_sum[gone] + j * active
+        X[:, F_DECODE_CTX_MAX] = suf_max[gone] + j
         X[:, F_TOTAL_TOKENS] = active
         # Step start times: sequential float sums, as stepping one by one adds them, up to the
         # first one at or after the next arrival.
         starts = [now]
         t = now
-        for d in replica.latency.predict_features(X)[:-1].tolist():
+        durations = replica.latency.predict_features(X).tolist()
+        for d in durations[:-1]:
             if t >= next_arrival_s:
                 break
             t += d
@@ -133,12 +133,12 @@ def fast_forward(
         horizon = min(K, horizon * 4)
     m = k - 1  # steps applied here
     if m <= 0:
-        return now, items, 0
+        return now, items, 0, None
     ends = starts[1:k]  # end of each collapsed step: the time of the tokens it emits
     rest: Items = []
     allocated = 0
     tokens = 0
-    for r, v, q in zip(reqs, views, rem, strict=True):
+    for (r, _), v, q in zip(items, views, rem, strict=True):
         s = q if q < m else m
         g = v.num_generated
         # Token-level lateness of every emitted token: due = min(due0 + (g + j) * tpot, cap).
@@ -146,9 +146,11 @@ def fast_forward(
         # settle it; otherwise count token by token.
         due0, tpot, cap = r.due0, r.tpot, r.cap
         last = ends[s - 1]
-        if tpot >= 0 and last <= min(due0 + g * tpot, cap) + _EPS:
+        first_due = due0 + g * tpot
+        last_due = due0 + (g + s - 1) * tpot
+        if tpot >= 0 and last <= (first_due if first_due < cap else cap) + _EPS:
             late = 0
-        elif tpot >= 0 and ends[0] > min(due0 + (g + s - 1) * tpot, cap) + _EPS:
+        elif tpot >= 0 and ends[0] > (last_due if last_due < cap else cap) + _EPS:
             late = s
         else:
             late = sum(ends[j] > min(due0 + (g + j) * tpot, cap) + _EPS for j in range(s))
@@ -173,4 +175,4 @@ def fast_forward(
     replica.steps += m
     if len(rest) < n:
         replica.running = [v for v in replica.running if v.num_blocks > 0]
-    return starts[m], rest, m
+    return starts[m], rest, m, durations[m]

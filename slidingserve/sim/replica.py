@@ -54,6 +54,7 @@ class Replica:
         self.step_end_s = 0.0
         self.policy_calls = 0
         self.policy_s = 0.0  # wall time spent inside policy.schedule
+        self.policy_cpu_s = 0.0  # CPU time (process_time) spent inside policy.schedule
         self.steps = 0
         self.tokens_run = 0
         self.preemptions = 0
@@ -83,8 +84,9 @@ class Replica:
             self.limits,
         )
         self.policy_calls += 1
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         plan = self.policy.schedule(state)
+        self.policy_cpu_s += time.process_time() - c0
         self.policy_s += time.perf_counter() - t0
         return plan
 
@@ -155,8 +157,12 @@ class Replica:
         self.running = [v for v in self.running if v.num_blocks > 0]
         self.waiting = [r.view for r in preempted] + self.waiting
 
-    def launch(self, items: Items, now: float) -> float:
-        """Allocate blocks for ``items`` (already checked), start the step; returns its end."""
+    def launch(self, items: Items, now: float, duration: float | None = None) -> float:
+        """Allocate blocks for ``items`` (already checked), start the step; returns its end.
+
+        ``duration``: the step's time when the caller already predicted it from the same
+        features (a fast-forward run's last step); by default, predicted here.
+        """
         bs = self.block_size
         admitted = False
         for r, n in items:
@@ -171,8 +177,9 @@ class Replica:
         if admitted:
             self.waiting = [v for v in self.waiting if v.num_blocks == 0]
         # The policies' own feature builder: steps are timed exactly as planners predict them.
-        x = step_features([(r.view, n) for r, n in items])
-        duration = float(self.latency.predict_features(x[None, :])[0])
+        if duration is None:
+            x = step_features([(r.view, n) for r, n in items])
+            duration = float(self.latency.predict_features(x[None, :])[0])
         if not duration > 0:
             raise self._error(now, f"latency model predicted a non-positive step time {duration}")
         self.busy = True
@@ -195,7 +202,8 @@ class Replica:
                 if v.first_token_s is None:
                     v.first_token_s = now
                 r.last_token_s = now
-                if now > min(r.due0 + (g - 1) * r.tpot, r.cap) + _EPS:
+                due = r.due0 + (g - 1) * r.tpot  # min(due, cap), written out (hot loop)
+                if now > (due if due < r.cap else r.cap) + _EPS:
                     r.late_tokens += 1
                 if r.token_times is not None:
                     r.token_times.append(now)

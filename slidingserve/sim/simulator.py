@@ -96,12 +96,16 @@ def simulate(
     skipped_plans = 0
     now = 0.0
     n = len(reqs)
+    arrivals = [s.arrival_s for s in specs]
+    skip_fixed, ff_on, ff_max = (
+        config.skip_fixed_plans, config.fast_forward, config.fast_forward_max_steps
+    )
 
     def start(rep: Replica, t: float) -> None:
         nonlocal seq, fast_forwarded, skipped_plans
         if not rep.running and not rep.waiting:
             return
-        skip = config.skip_fixed_plans and rep.policy.fixed_decode_steps
+        skip = skip_fixed and rep.policy.fixed_decode_steps
         fixed = fixed_decode_items(rep) if skip else None
         if fixed is not None:  # the policy's plan is known: run it without asking
             items, decode_only = fixed, True
@@ -117,17 +121,18 @@ def simulate(
                 if not preempted:
                     return  # idle until something arrives for it
                 # A preempt-only plan: ask again (terminates: each round shrinks the running set).
-            decode_only = config.fast_forward and is_decode_only_plan(rep, plan, items)
-        if config.fast_forward and decode_only:
-            nxt = reqs[n_arrived].spec.arrival_s if n_arrived < n else horizon
-            t, items, skipped = fast_forward(rep, items, t, nxt, config.fast_forward_max_steps)
+            decode_only = ff_on and is_decode_only_plan(rep, plan, items)
+        duration = None
+        if ff_on and decode_only:
+            nxt = arrivals[n_arrived] if n_arrived < n else horizon
+            t, items, skipped, duration = fast_forward(rep, items, t, nxt, ff_max)
             fast_forwarded += skipped
-        end = rep.launch(items, t)
+        end = rep.launch(items, t, duration)
         heapq.heappush(heap, (end, seq, rep.index))
         seq += 1
 
     while True:
-        t_arr = reqs[n_arrived].spec.arrival_s if n_arrived < n else math.inf
+        t_arr = arrivals[n_arrived] if n_arrived < n else math.inf
         t_step = heap[0][0] if heap else math.inf
         t_next = min(t_arr, t_step)
         if t_next == math.inf or t_next > horizon:
@@ -140,7 +145,7 @@ def simulate(
                 break
         if t_arr <= t_step:
             woken: dict[int, Replica] = {}  # simultaneous arrivals all join before a step starts
-            while n_arrived < n and reqs[n_arrived].spec.arrival_s == now:
+            while n_arrived < n and arrivals[n_arrived] == now:
                 req = reqs[n_arrived]
                 n_arrived += 1
                 rep = replicas[router.route(req, replicas, now)]
@@ -175,6 +180,7 @@ def simulate(
         "steps": sum(rep.steps for rep in replicas),
         "policy_calls": sum(rep.policy_calls for rep in replicas),
         "policy_wall_s": sum(rep.policy_s for rep in replicas),
+        "policy_cpu_s": sum(rep.policy_cpu_s for rep in replicas),
         "fast_forwarded_steps": fast_forwarded,
         "skipped_plans": skipped_plans,
         "tokens_run": sum(rep.tokens_run for rep in replicas),
