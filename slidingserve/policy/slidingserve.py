@@ -226,7 +226,7 @@ class SlidingServe(Policy):
         left, views, bs = chunk, table.views, packer.block_size
         tokens = reqs = 0
         attn = 0.0
-        for i in queue.tolist():
+        for i in queue:  # lazily: the loop usually stops after a few
             if left <= 0 or packer.seqs_left <= 0:
                 break
             r = views[i]
