@@ -165,15 +165,18 @@ class Replica:
         """
         bs = self.block_size
         admitted = False
+        allocated = 0
         for r, n in items:
             v = r.view
-            need = -(-(v.num_computed + n) // bs) - v.num_blocks
+            held = v.num_blocks
+            need = -(-(v.num_computed + n) // bs) - held
             if need > 0:
-                if v.num_blocks == 0:
+                if held == 0:
                     admitted = True
                     self.running.append(v)
-                v.num_blocks += need
-                self.free_blocks -= need
+                v.num_blocks = held + need
+                allocated += need
+        self.free_blocks -= allocated
         if admitted:
             self.waiting = [v for v in self.waiting if v.num_blocks == 0]
         # The policies' own feature builder: steps are timed exactly as planners predict them.
