@@ -100,9 +100,10 @@ class SlidingServe(Policy):
         due, pending = table.next_due(), table.pending
         in_prefill = pending > 1
         service = np.where(in_prefill, pending * self._s_per_token, 0.0)
-        reserve = self.sorter.decode_reserve(np.isfinite(table.e2e), table.generated == 0)
+        has_e2e = np.isfinite(table.e2e)
+        reserve = self.sorter.decode_reserve(has_e2e, table.generated == 0)
         # 2. one order for everything: protection status, urgency, remaining prefill
-        order, infeasible = self._sort(now, table, due, service, in_prefill, reserve)
+        order, infeasible = self._sort(now, table, due, service, in_prefill, reserve, has_e2e)
         running, pending_o = order < table.n_running, pending[order]  # in serving order
         victims = Victims(table, order, running)
         # 3. every running decode (unless paced), preempting from the end of the order when KV
@@ -173,13 +174,13 @@ class SlidingServe(Policy):
 
     def _sort(
         self, now: float, table: RequestTable, due: np.ndarray, service: np.ndarray,
-        in_prefill: np.ndarray, reserve: np.ndarray,
+        in_prefill: np.ndarray, reserve: np.ndarray, has_e2e: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         if not self.config.use_sorter:
             return np.argsort(table.arrival, kind="stable"), np.zeros(len(table), dtype=bool)
         remaining = np.where(in_prefill, table.pending, 0.0)
         return self.sorter.plan(now, due, service, table.priority, table.arrival, remaining,
-                                table.blocks > 0, reserve, table.ttft)
+                                table.blocks > 0, reserve, table.ttft, has_e2e)
 
     def _front_at_risk(
         self, now: float, queue: np.ndarray, infeasible: np.ndarray, due: np.ndarray,

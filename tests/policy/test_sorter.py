@@ -80,16 +80,25 @@ def test_aging_bounds_the_wait() -> None:
     assert served is not None and 3.0 - 1e-9 <= served <= 3.0 + 0.1 + 1e-9
 
 
-def test_urgent_horizon_orders_roomy_requests_by_deadline_across_tiers() -> None:
-    s = MultiLevelPrioritySorter(SorterConfig(urgent_s=60.0))
-    # standard due in 500 s, batch due in 300 s (older), batch due in 30 s (urgent),
-    # interactive due in 5 s (urgent)
-    order, _ = sort(s, due=[500, 300, 30, 5], service=[0.1] * 4, prio=[1, 2, 2, 0],
-                    arrival=[0] * 4, remaining=[10] * 4)
+def test_roomy_end_to_end_requests_are_deferred_shortest_first() -> None:
+    s = MultiLevelPrioritySorter(SorterConfig(defer_frac=0.1))
+    # standard (TTFT/e2e 600 s) due in 500 s with 5000 tokens left, batch (1800 s) due in 300 s
+    # with 100 left: both roomy (slack > 0.1 x TTFT), so after the urgent ones, shortest first;
+    # batch due in 30 s (< 180 s: urgent); interactive due in 5 s (no e2e: never deferred)
+    due, ttft = np.array([500.0, 300, 30, 5]), np.array([600.0, 1800, 1800, 6])
+    e2e = np.array([True, True, True, False])
+    args = (0.0, due, np.full(4, 0.1), np.array([1.0, 2, 2, 0]), np.zeros(4),
+            np.array([5000.0, 100, 10, 10]), np.zeros(4, dtype=bool), np.zeros(4))
+    order, _ = s.plan(*args, ttft, e2e)
     assert order.tolist() == [3, 2, 1, 0]
-    strict = MultiLevelPrioritySorter(SorterConfig())
-    assert sort(strict, [500, 300, 30, 5], [0.1] * 4, [1, 2, 2, 0], [0] * 4,
-                [10] * 4)[0].tolist() == [3, 0, 2, 1]
+    # off: tier priority separates all (interactive, standard, then the batch pair by slack)
+    off = MultiLevelPrioritySorter(SorterConfig(defer_frac=None, urgency_step=0.0))
+    assert off.plan(*args, ttft, e2e)[0].tolist() == [3, 0, 2, 1]
+    # an interactive request with lots of slack is not deferred
+    roomy_interactive = np.array([5.9, 300, 30, 500])
+    order, _ = s.plan(0.0, roomy_interactive, *args[2:], np.array([6.0, 1800, 1800, 6]),
+                      np.array([True, True, True, False]))
+    assert order.tolist().index(3) < order.tolist().index(1)
 
 
 def test_urgency_step_lets_less_remaining_prefill_go_first_among_equally_urgent() -> None:
