@@ -11,7 +11,8 @@ from slidingserve.sim import SimConfig
 
 DEFAULT_BUDGETS = [256, 512, 1024, 2048, 4096, 8192]
 # SlidingServe components the ablation switches off, one at a time (config flags of the policy).
-ABLATION_FLAGS = ["use_sorter", "use_aging", "use_sliding_chunker", "use_batch_constructor"]
+ABLATION_FLAGS = ["use_sorter", "use_aging", "use_deferral", "use_sliding_chunker",
+                  "use_batch_constructor"]
 
 
 class Contender(BaseModel):

@@ -4,11 +4,12 @@ One step (``schedule``), top to bottom:
 
 1. Read the requests into columns (``RequestTable``) and compute each one's next deadline.
 2. Sort everything with the ``MultiLevelPrioritySorter`` (protection status, urgency, remaining
-   prefill; aging bounds waiting).
+   prefill; aging bounds waiting; end-to-end-tier work with ample slack is deferred, shortest
+   first).
 3. Run every running decode (one token each; with ``pace_decodes``, decodes more than two of
    the largest possible steps ahead of their pace sit out while prefill waits, below); when KV
-   is short, preempt from the end of the
-   sorted order (lowest tier, most slack first).
+   is short, preempt from the end of the sorted order (deferrable work, longest first, then
+   lowest tier, most slack).
 4. Order the prefill queue (sorted, feasible first); when that order is predicted to make
    requests miss their deadlines, the ``BatchConstructor`` (knapsack with deadlines) picks which
    at-risk requests go first.
@@ -27,6 +28,7 @@ be (all decodes plus a full token budget, x the chunker's safety) skips the step
 pace even if this step and the next are that long, so no token deadline is put at risk. A step
 that would otherwise be empty runs the skipped decodes after all.
 Ablation flags switch each collaborator off: ``use_sorter`` (FCFS order), ``use_aging``,
+``use_deferral`` (the sorter's deferrable level),
 ``use_sliding_chunker`` (greedy chunking, QoServe's rule without its grid and margin),
 ``use_batch_constructor``.
 """
@@ -62,6 +64,7 @@ class SlidingServeConfig(PolicyConfig):
     constructor: ConstructorConfig = ConstructorConfig()
     use_sorter: bool = True  # False: serve in arrival order (FCFS)
     use_aging: bool = True
+    use_deferral: bool = True  # False: no deferrable level (sorter.defer_frac off)
     use_sliding_chunker: bool = True  # False: greedy chunking (window 1)
     use_batch_constructor: bool = True
     pace_decodes: bool = False  # decodes far ahead of pace skip steps while prefill waits
@@ -80,9 +83,10 @@ class SlidingServe(Policy):
     def __init__(self, config: SlidingServeConfig, latency: LatencyModel):
         super().__init__(config, latency)
         c = config
-        self.sorter = MultiLevelPrioritySorter(
-            c.sorter.model_copy(update={"use_aging": c.use_aging and c.sorter.use_aging})
-        )
+        sorter: dict[str, bool | None] = {"use_aging": c.use_aging and c.sorter.use_aging}
+        if not c.use_deferral:
+            sorter["defer_frac"] = None
+        self.sorter = MultiLevelPrioritySorter(c.sorter.model_copy(update=sorter))
         window = c.chunker.window if c.use_sliding_chunker else 1
         self.chunker = SlidingChunker(c.chunker.model_copy(update={"window": window}))
         self.constructor = BatchConstructor(c.constructor)

@@ -54,6 +54,7 @@ ABLATIONS = [
     {},
     {"use_sorter": False},
     {"use_aging": False},
+    {"use_deferral": False},
     {"use_sliding_chunker": False},
     {"use_batch_constructor": False},
     {"chunker": {"safety": 1.2, "granularity": 128}},
