@@ -10,6 +10,7 @@ from sim_factories import small_workload, specs_of, tiers
 from slidingserve.metrics import summarize
 from slidingserve.policy import policy_names
 from slidingserve.sim import SimConfig, simulate
+from slidingserve.slo import SLOTier, TierSet
 
 POLICIES = policy_names()
 
@@ -110,3 +111,28 @@ def test_requests_longer_than_the_model_are_rejected_naming_the_request():
     specs = specs_of([(0.0, 30000, 5000, "batch")])
     with pytest.raises(ValueError, match="request 0"):
         simulate(specs, tiers(), "vllm-fcfs")
+
+
+def test_fast_forward_counts_late_tokens_as_stepping_does():
+    # Loose targets, token targets near the decode step time ("drift") and far below it, capped
+    # ("late"): within fast-forward runs some requests stay on time, some turn late midway,
+    # some are late throughout.
+    tight = TierSet(
+        [
+            SLOTier("loose", ttft_s=1.0, tpot_s=0.1, e2e_s=None, weight=1, priority=0, share=1),
+            SLOTier("drift", ttft_s=0.05, tpot_s=0.0075, e2e_s=None, weight=1, priority=1, share=0),
+            SLOTier("late", ttft_s=0.002, tpot_s=0.001, e2e_s=0.05, weight=1, priority=2, share=0),
+        ]
+    )
+    names = ("loose", "drift", "late")
+    specs = specs_of([(0.05 * i, 20 + 7 * i, 40 + 13 * (i % 5), names[i % 3]) for i in range(24)])
+    cfg = SimConfig(record_token_times=True)
+    fast = simulate(specs, tight, "vllm-fcfs", cfg)
+    plain = {"fast_forward": False, "skip_fixed_plans": False}
+    slow = simulate(specs, tight, "vllm-fcfs", cfg.model_copy(update=plain))
+    assert fast.stats["fast_forwarded_steps"] > 0
+    assert fast.records == slow.records
+    late = [(r.late_tokens or 0, r.n_out) for r in fast.records]
+    assert any(n == 0 for n, _ in late)
+    assert any(0 < n < out for n, out in late)
+    assert any(n == out for n, out in late)
