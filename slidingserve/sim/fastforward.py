@@ -6,9 +6,10 @@ Until the next arrival (or KV/step limits), the following steps are decode-only 
 grow by one token a step and requests leave as they finish, and a work-conserving policy has
 no choice to make (nothing waits, every decode fits), so it re-issues "every running request,
 one token". When the policy returns such a plan, the simulator computes the run length ``k``
-at once (one vectorised latency prediction for all ``k`` steps, with the batch shrinking as
-requests finish) and applies the first ``k - 1`` steps directly, finishing requests (and
-calling ``policy.forget``) at the right times, without calling the policy; step ``k`` runs as
+at once (vectorised latency predictions of the steps' batch shapes, one row per step, with
+the batch shrinking as requests finish) and applies the first ``k - 1`` steps directly,
+finishing requests (and calling ``policy.forget``) at the right times, without calling the
+policy; step ``k`` runs as
 a normal step with the requests still running (its time is the same prediction's row k, the
 batch shape ``step_features`` gives for those requests).
 
@@ -19,8 +20,9 @@ every decode when nothing waits and all fit):
   * the KV blocks all k steps could need (ignoring blocks freed by finishing requests) fit in
     the free blocks, so no preemption could have been needed;
   * step k still holds at least one request (k <= the largest remaining output).
-The assumption is on the policy; ``SimConfig.fast_forward=False`` turns the trick off, and
-tests/sim check that both give identical records for every registered policy.
+The assumption is on the policy (and on the latency model: a row's prediction in a batch is
+the one-step prediction, as for RooflineModel); ``SimConfig.fast_forward=False`` turns the trick
+off, and tests/sim check that both give identical records for every registered policy.
 
 Fixed plans. A policy may declare the first plan of such a run too (``Policy.fixed_decode_steps``):
 when nothing waits, every running request is in decode and all of them fit one more token,
