@@ -9,9 +9,8 @@ one token". When the policy returns such a plan, the simulator computes the run 
 at once (vectorised latency predictions of the steps' batch shapes, one row per step, with
 the batch shrinking as requests finish) and applies the first ``k - 1`` steps directly,
 finishing requests (and calling ``policy.forget``) at the right times, without calling the
-policy; step ``k`` runs as
-a normal step with the requests still running (its time is the same prediction's row k, the
-batch shape ``step_features`` gives for those requests).
+policy; step ``k`` runs as a normal step with the requests still running (its time is the
+same prediction's row k, the batch shape ``step_features`` gives for those requests).
 
 Invariants (exactly what stepping one by one gives, bit for bit, for a policy that schedules
 every decode when nothing waits and all fit):
