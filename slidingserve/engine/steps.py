@@ -8,10 +8,11 @@ time the adapter spent in ``schedule()`` (translation + policy + applying the pl
 
 Rows are written in the predictor's step-trace format (``predictor.steptrace``) with extra
 columns ``timestamp_s``, ``plan_s``, ``plan_cpu_s``, ``sched_s``, ``predicted_s``, the step's
-request counts (``num_reqs`` run, ``num_planned``, ``num_running``/``num_waiting`` before it), ``free_blocks``,
-``cut`` (1 when the plan was cut short), ``latency_scale`` (the online correction in use),
-``policy`` and ``latency_version``. The file is rewritten atomically every ``flush_every``
-steps, when the engine idles and at shutdown, so serving continuously produces training data.
+request counts (``num_reqs`` run, ``num_planned``, ``num_running``/``num_waiting`` before it),
+``free_blocks``, ``cut`` (1 when the plan was cut short), ``latency_scale`` (the online
+correction in use), ``policy`` and ``latency_version``. The file is rewritten atomically
+every ``flush_every`` steps, when the engine idles and at shutdown, so serving continuously
+produces training data.
 It holds the most recent ``keep`` steps (a sliding window): a long-running replica's memory and
 rewrite cost stay bounded, and retraining sees the engine as it is now.
 """
