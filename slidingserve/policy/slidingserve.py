@@ -8,8 +8,8 @@ One step (``schedule``), top to bottom:
    first).
 3. Run every running decode (one token each; with ``pace_decodes``, decodes more than two of
    the largest possible steps ahead of their pace sit out while prefill waits, below); when KV
-   is short, preempt from the end of the sorted order (deferrable work, longest first, then
-   lowest tier, most slack).
+   is short, preempt from the end of the sorted order (requests that cannot make their
+   deadline, then deferrable work, most remaining prefill first, then lowest tier, most slack).
 4. Order the prefill queue (sorted, feasible first); when that order is predicted to make
    requests miss their deadlines, the ``BatchConstructor`` (knapsack with deadlines) picks which
    at-risk requests go first.
