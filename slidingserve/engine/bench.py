@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from slidingserve.engine.config import SCHEDULER_CLS, additional_config
 from slidingserve.engine.slo import slo_extra_args
+from slidingserve.latency import LatencyModel
 from slidingserve.metrics.records import RequestRecord
 from slidingserve.metrics.summary import summarize, worst_tier_violation_rate
 from slidingserve.slo.tiers import TierSet, tiers_from_dict
@@ -78,7 +79,10 @@ class BenchConfig(BaseModel):
     trace: Path | None = None  # Azure-format CSV; None: the built-in synthetic lengths
     duration_s: float = Field(default=60.0, gt=0)
     drain_s: float = Field(default=60.0, ge=0)
-    seed: int = 0
+    seed: int = 0  # the engine's seed, and the workload's unless ``workload_seeds`` is set
+    # Every trial runs one workload per seed, back to back, and pools their requests: one
+    # 30 s trial holds too few requests to tell schedulers apart (README); () means (seed,).
+    workload_seeds: tuple[int, ...] = ()
     prompt_scale: float = Field(default=0.25, gt=0)  # trace prompt lengths x this
     output_scale: float = Field(default=0.25, gt=0)  # trace output lengths x this
     max_prompt: int = Field(default=1024, gt=0)
@@ -92,6 +96,10 @@ class BenchConfig(BaseModel):
     # Named variants of our policies: label -> (registered policy, its config overrides); a
     # scheduler named by such a label runs that policy through the adapter (and the simulator).
     variants: dict[str, tuple[str, dict[str, Any]]] = Field(default_factory=dict)
+
+    def trial_seeds(self) -> tuple[int, ...]:
+        """The workload seeds every trial runs (their requests are pooled)."""
+        return self.workload_seeds or (self.seed,)
 
     def policy_of(self, scheduler: str) -> tuple[str, dict[str, Any]]:
         """The registered policy and config overrides a (non-vLLM) scheduler name stands for."""
@@ -280,11 +288,13 @@ class EngineBench:
         if not keep.any():
             return None
         plan = np.asarray(trace.extra["plan_s"], dtype=float)[keep]
+        plan_cpu = np.asarray(trace.extra["plan_cpu_s"], dtype=float)[keep]
         sched = np.asarray(trace.extra["sched_s"], dtype=float)[keep]
         step = trace.latency_s[keep]
         return {
             "steps": int(keep.sum()),
             "plan_ms": _pct(plan * 1e3),
+            "plan_cpu_ms": _pct(plan_cpu * 1e3),  # the planning thread's CPU time
             "sched_ms": _pct(sched * 1e3),
             "step_ms": _pct(step * 1e3),
             "plan_share": float(plan.sum() / (step.sum() + sched.sum())),
@@ -308,20 +318,31 @@ def serving_scale(out: Path) -> float:
     return float(np.median(values)) if values.size else 1.0
 
 
-def simulate_trial(cfg: BenchConfig, scheduler: str, specs: list[RequestSpec],
-                   tiers: TierSet, scale: float = 1.0) -> dict[str, Any]:
-    """The simulator's prediction of the same trial: same specs, SLOs and limits, and the
-    engine's latency model (the predictor trained on this engine's profiled steps) times
+def sim_latency_model(cfg: BenchConfig) -> tuple[LatencyModel, str] | None:
+    """The engine's latency model for the simulator's predictions (None: there is none).
+    Loaded once per benchmark run and handed to every ``simulate_trial``."""
+    from slidingserve.engine.latency_source import load_model_dir
+
+    latency_dir = cfg.latency_model or DEFAULT_LATENCY_MODEL
+    return load_model_dir(latency_dir) if latency_dir.is_dir() else None
+
+
+def simulate_trial(cfg: BenchConfig, scheduler: str, rate: float, tiers: TierSet,
+                   scale: float = 1.0, model: tuple[LatencyModel, str] | None = None
+                   ) -> dict[str, Any]:
+    """The simulator's prediction of the same trial: the same workloads (one per trial seed,
+    requests pooled), SLOs and limits, and the engine's latency model ``model`` (default:
+    ``sim_latency_model(cfg)``; the predictor trained on this engine's profiled steps) times
     ``scale``, the correction the adapter measured while serving (``serving_scale``)."""
-    from slidingserve.engine.latency_source import LiveLatencyModel, load_model_dir
+    from slidingserve.engine.latency_source import LiveLatencyModel
     from slidingserve.sim.config import SimConfig
     from slidingserve.sim.simulator import simulate
 
-    latency_dir = cfg.latency_model or DEFAULT_LATENCY_MODEL
-    if not latency_dir.is_dir():
-        return {"skipped": f"no latency model at {latency_dir}"}
-    model, version = load_model_dir(latency_dir)
-    latency = LiveLatencyModel(model, version, initial_scale=scale)
+    model = model or sim_latency_model(cfg)
+    if model is None:
+        return {"skipped": f"no latency model at {cfg.latency_model or DEFAULT_LATENCY_MODEL}"}
+    latency = LiveLatencyModel(*model, initial_scale=scale)
+    version = model[1]
     sim_cfg = SimConfig(
         block_size=CPU_BLOCK_SIZE,
         num_blocks=cfg.kv_cache_bytes // (CPU_BLOCK_SIZE * KV_BYTES_PER_TOKEN) - 1,
@@ -330,8 +351,11 @@ def simulate_trial(cfg: BenchConfig, scheduler: str, specs: list[RequestSpec],
     )
     policy, overrides = (SIM_POLICY[scheduler], {}) if scheduler in SIM_POLICY else \
         cfg.policy_of(scheduler)
-    result = simulate(specs, tiers, policy, sim_cfg, latency, policy_config=overrides)
-    sim = summarize(result.records, tiers)
+    records: list[RequestRecord] = []
+    for seed in cfg.trial_seeds():
+        specs = scaled_workload(cfg, rate, tiers, seed)
+        records += simulate(specs, tiers, policy, sim_cfg, latency, policy_config=overrides).records
+    sim = summarize(records, tiers)
     return {
         "policy": policy,
         "latency_model": version,
@@ -354,13 +378,20 @@ def median_prompt(cfg: BenchConfig, tiers_for_lengths: TierSet) -> int:
 
 async def run_trial(bench: EngineBench, cfg: BenchConfig, rate: float, tiers: TierSet,
                     calib: Calibration) -> dict[str, Any]:
-    specs = scaled_workload(cfg, rate, tiers, cfg.seed)
+    """One workload per trial seed, back to back; the summary pools their requests and lists
+    each seed's attainment (``seeds``)."""
     wall0 = time.time()
-    records = await bench.trial(specs, tiers)
+    records: list[RequestRecord] = []
+    per_seed: dict[str, float] = {}
+    for seed in cfg.trial_seeds():
+        got = await bench.trial(scaled_workload(cfg, rate, tiers, seed), tiers)
+        per_seed[str(seed)] = summarize(got, tiers)["overall"]["slo_attainment"]
+        records += got
     summary = summarize(records, tiers)
     summary.update({
         "scheduler": bench.scheduler,
         "rate_rps": rate,
+        "seeds": per_seed,
         "worst_tier_violation_rate": worst_tier_violation_rate(summary),
         "calibration": asdict(calib),
         "tiers_used": tiers.to_dict(),
@@ -400,11 +431,10 @@ async def compare(cfg: BenchConfig, schedulers: list[str], rate: float, out: Pat
         _write(bench.out / "summary.json", summary)
         results[name] = summary
     # The simulator's prediction of each trial, once every engine has measured the correction.
-    scale = serving_scale(out)
+    scale, model = serving_scale(out), sim_latency_model(cfg)
     for name, summary in results.items():
         tiers = tiers_from_dict(summary["tiers_used"], source="bench summary")
-        specs = scaled_workload(cfg, rate, tiers, cfg.seed)
-        summary["simulated"] = simulate_trial(cfg, name, specs, tiers, scale)
+        summary["simulated"] = simulate_trial(cfg, name, rate, tiers, scale, model)
         _write((out / name if len(schedulers) > 1 else out) / "summary.json", summary)
     return results
 
@@ -452,6 +482,7 @@ async def find_capacity(cfg: BenchConfig, schedulers: list[str], out: Path, star
             bench.shutdown()
         policies[name]["trials"] = {
             str(r): {"attainment": s["overall"]["slo_attainment"],
+                     "seeds": s["seeds"],
                      "worst_tier_violation_rate": s["worst_tier_violation_rate"],
                      "scheduler_overhead": s["scheduler_overhead"]}
             for r, s in sorted(trials.items())
@@ -459,13 +490,12 @@ async def find_capacity(cfg: BenchConfig, schedulers: list[str], out: Path, star
         _write(out / "capacity.json", {"policies": policies, "calibration": asdict(calib),
                                        "config": json.loads(cfg.model_dump_json())})
     assert calib is not None and tiers is not None
-    scale = serving_scale(out)
+    scale, model = serving_scale(out), sim_latency_model(cfg)
     for name, result in policies.items():
         result["simulated"] = await _simulated_capacities(cfg, name, tiers, scale, start_rps,
-                                                          rel_tol, max_trials)
+                                                          rel_tol, max_trials, model)
         for rate, trial in result["trials"].items():
-            sim = simulate_trial(cfg, name, scaled_workload(cfg, float(rate), tiers, cfg.seed),
-                                 tiers, scale)
+            sim = simulate_trial(cfg, name, float(rate), tiers, scale, model)
             trial["simulated"] = {k: sim.get(k) for k in
                                   ("slo_attainment", "worst_tier_violation_rate")}
     _write(out / "capacity.json", {"policies": policies, "calibration": asdict(calib),
@@ -519,17 +549,16 @@ def sweep_knee(points: list[tuple[float, float]]) -> float:
 
 
 async def _simulated_capacities(cfg: BenchConfig, name: str, tiers: TierSet, scale: float,
-                                start_rps: float, rel_tol: float, max_trials: int
-                                ) -> dict[str, Any]:
-    if not (cfg.latency_model or DEFAULT_LATENCY_MODEL).is_dir():
+                                start_rps: float, rel_tol: float, max_trials: int,
+                                model: tuple[LatencyModel, str] | None) -> dict[str, Any]:
+    if model is None:
         return {"skipped": "no latency model"}
     cache: dict[float, dict[str, Any]] = {}
 
     async def evaluate(rate: float) -> dict[str, Any]:
         key = round(rate, 4)
         if key not in cache:
-            sim = simulate_trial(cfg, name, scaled_workload(cfg, key, tiers, cfg.seed), tiers,
-                                 scale)
+            sim = simulate_trial(cfg, name, key, tiers, scale, model)
             cache[key] = {"worst_tier_violation_rate": sim["worst_tier_violation_rate"],
                           "overall": {"slo_attainment": sim["slo_attainment"]}}
         return cache[key]

@@ -4,6 +4,8 @@ Examples::
 
     slidingserve bench engine --trace ../shared/traces/azure_llm_2023_conv.csv --rate 2 \\
         --duration 60 --scheduler slidingserve,vllm-default,vllm-priority,qoserve --out DIR
+    slidingserve bench engine --trace ... --find-capacity --rates 6,9,12 --seeds 0,1,2 \\
+        --scheduler slidingserve,vllm-default --out DIR
     slidingserve bench engine --trace ... --find-capacity --start-rate 1 \\
         --scheduler slidingserve,qoserve,vllm-default --out DIR
 
@@ -79,6 +81,18 @@ def parse_rates(text: str) -> list[float]:
     return sorted(set(rates))
 
 
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """Comma-separated distinct non-negative integers, e.g. ``0,1,2``."""
+    try:
+        seeds = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"--seeds: not a comma-separated list of integers (got {text!r})") \
+            from None
+    if not seeds or any(x < 0 for x in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds: need distinct integers >= 0 (got {text!r})")
+    return seeds
+
+
 def bench_engine(
     scheduler: str = typer.Option("slidingserve", help="Scheduler(s), comma-separated."),
     trace: Path | None = typer.Option(None, help="Azure-format trace CSV (None: synthetic)."),
@@ -92,7 +106,9 @@ def bench_engine(
                                      "(comma-separated) instead of bisecting."),
     calibration: Path | None = typer.Option(None, help="Reuse a calibration.json."),
     latency_model: Path | None = typer.Option(None, help="In-engine latency model dir."),
-    seed: int = typer.Option(0, help="Workload seed."),
+    seed: int = typer.Option(0, help="Engine and workload seed."),
+    seeds: str | None = typer.Option(None, help="Workload seeds, comma-separated: every "
+                                     "trial runs one workload per seed and pools them."),
     max_num_batched_tokens: int = typer.Option(512, help="Engine token budget per step."),
     variant: list[str] | None = typer.Option(None, help="LABEL=POLICY:{json overrides}, a "
                                              "named policy variant usable in --scheduler."),
@@ -109,6 +125,7 @@ def bench_engine(
         raise ValueError(f"--rate must be > 0 unless --find-capacity (got {rate!r})")
     try:
         cfg = BenchConfig(trace=trace, duration_s=duration, drain_s=drain, seed=seed,
+                          workload_seeds=parse_seeds(seeds) if seeds is not None else (),
                           latency_model=latency_model,
                           max_num_batched_tokens=max_num_batched_tokens, variants=variants)
     except ValidationError as exc:
@@ -135,8 +152,9 @@ def bench_engine(
     for name, s in results.items():
         ov = s["scheduler_overhead"]
         ovs = ("n/a (vLLM's own)" if ov is None else
-               f"plan {ov['plan_ms']['mean']:.3f} ms mean / {ov['plan_ms']['p99']:.3f} p99, "
-               f"{100 * ov['sched_share']:.2f}% of step time")
+               f"plan {ov['plan_ms']['p50']:.3f} ms p50 / {ov['plan_ms']['mean']:.3f} mean "
+               f"(CPU {ov['plan_cpu_ms']['mean']:.3f} mean), {100 * ov['plan_share']:.2f}% of "
+               f"step time ({100 * ov['sched_share']:.2f}% with all of schedule())")
         tiers = ", ".join(f"{t}: {g['slo_attainment']:.2f}" for t, g in s["tiers"].items()
                           if g["requests"])
         sim = s.get("simulated", {}).get("slo_attainment", float("nan"))

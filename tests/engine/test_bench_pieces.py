@@ -85,11 +85,32 @@ def test_simulated_trial_slows_down_with_the_serving_correction() -> None:
         pytest.skip("no trained CPU predictor in the repo")
     cfg = BenchConfig(duration_s=20, drain_s=20)
     tiers = Calibration(ttft_s=0.04, decode_step_s=0.008, prompt_len=250).tiers(cfg.scales)
-    specs = scaled_workload(cfg, 6.0, tiers, seed=0)
-    fast = simulate_trial(cfg, "slidingserve", specs, tiers, 1.0)
-    slow = simulate_trial(cfg, "slidingserve", specs, tiers, 3.0)
+    fast = simulate_trial(cfg, "slidingserve", 6.0, tiers, 1.0)
+    slow = simulate_trial(cfg, "slidingserve", 6.0, tiers, 3.0)
     assert slow["latency_scale"] == 3.0
     assert slow["slo_attainment"] < fast["slo_attainment"]
+
+
+def test_trial_seeds_pool_one_workload_per_seed() -> None:
+    from slidingserve.engine.bench import DEFAULT_LATENCY_MODEL, simulate_trial
+    from slidingserve.engine.cli import parse_seeds
+
+    assert BenchConfig(seed=4).trial_seeds() == (4,)
+    assert BenchConfig(seed=4, workload_seeds=(0, 1)).trial_seeds() == (0, 1)
+    assert parse_seeds("0, 2,5") == (0, 2, 5)
+    for bad in ("0,x", "1,1", "-1", ""):
+        with pytest.raises(ValueError, match="--seeds"):
+            parse_seeds(bad)
+    if not DEFAULT_LATENCY_MODEL.is_dir():
+        pytest.skip("no trained CPU predictor in the repo")
+    tiers = Calibration(ttft_s=0.04, decode_step_s=0.008, prompt_len=250).tiers(
+        BenchConfig().scales)
+    one = [BenchConfig(duration_s=10, drain_s=10, workload_seeds=(s,)) for s in (0, 1)]
+    both = BenchConfig(duration_s=10, drain_s=10, workload_seeds=(0, 1))
+    assert scaled_workload(one[0], 4.0, tiers, 0) != scaled_workload(one[1], 4.0, tiers, 1)
+    att = [simulate_trial(c, "slidingserve", 4.0, tiers)["slo_attainment"] for c in one]
+    pooled = simulate_trial(both, "slidingserve", 4.0, tiers)["slo_attainment"]
+    assert pooled == pytest.approx(sum(att) / 2)  # 40 requests per seed: the mean
 
 
 def test_sweep_knee_interpolates_at_the_first_failure() -> None:
