@@ -149,9 +149,8 @@ class SlidingServeScheduler(Scheduler):
         plan_s, plan_cpu_s = time.perf_counter() - t_plan, time.thread_time() - cpu_plan
         out, applied = self._apply(plan)
         if applied:
-            views = {v.key: v for v in state.running}
-            views.update((v.key, v) for v in state.waiting)
-            x = step_features((views[k], n) for k, n in applied)
+            by_key = self.book.by_key
+            x = step_features((by_key[k].view, n) for k, n in applied)
             self.step_log.scheduled(x, {
                 "plan_s": plan_s,
                 "plan_cpu_s": plan_cpu_s,
