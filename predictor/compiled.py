@@ -82,8 +82,18 @@ class CompiledForest:
             raise ValueError(f"expected X of shape (n, {self.num_features}), got {X.shape}")
         out = np.zeros(X.shape[0], dtype=np.float64)
         cols = X.T  # cols[f]: feature f of every row
+        # Features equal in every row (e.g. the decodes' in a chunk-size search) make some
+        # tables one cell for all rows: that cell is looked up once, with the scalar path, and
+        # added to every row (the same additions, in the same order, as the gathers).
+        if not len(out):
+            return out
+        first = X[0].tolist()
+        same = (X[0] == X).all(axis=0).tolist() if X.shape[0] > 1 else [True] * len(first)
         for tab in self.tables:
-            out += tab.values[_cell_index(tab, cols)]
+            if all([same[f] for f, _, _ in tab.axes_list]):
+                out += tab.values_list[_cell_of(tab, first)]
+            else:
+                out += tab.values[_cell_index(tab, cols)]
         return out
 
     def predict_row(self, x: list[float]) -> float:
@@ -95,6 +105,15 @@ class CompiledForest:
                 i += bisect.bisect_left(thr, x[f]) * stride
             total += tab.values_list[i]
         return total
+
+
+def _cell_of(tab: _Table, x: list[float]) -> int:
+    """Flat table index of one row (``_cell_index`` with ``bisect`` on lists, as in
+    ``CompiledForest.predict_row``)."""
+    i = 0
+    for f, thr, stride in tab.axes_list:
+        i += bisect.bisect_left(thr, x[f]) * stride
+    return i
 
 
 def _cell_index(tab: _Table, cols: np.ndarray) -> np.ndarray | int:

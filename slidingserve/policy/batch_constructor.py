@@ -77,13 +77,20 @@ class BatchConstructor:
         the requests the DP keeps come first in deadline order, then the rest of the queue in
         its order, then the window's requests the DP gave up on.
         """
-        n = len(service_s)
-        order = np.arange(n)
-        at_risk = np.cumsum(service_s) > target_s
+        new = self.reorder(service_s, target_s, weight)
+        return np.arange(len(service_s)) if new is None else new
+
+    def reorder(
+        self, service_s: np.ndarray, target_s: np.ndarray, weight: np.ndarray
+    ) -> np.ndarray | None:
+        """``plan``, but None when the order is unchanged (nothing at risk)."""
         c = self.config
         window = np.flatnonzero(target_s <= c.horizon_s)[: c.max_items]
-        if not at_risk[window].any():
-            return order
+        if not window.size or not (np.cumsum(service_s[: window[-1] + 1])[window]
+                                   > target_s[window]).any():
+            return None
+        n = len(service_s)
+        order = np.arange(n)
         q = max(c.resolution_s, c.horizon_s / c.max_units)
         cost = np.maximum(np.ceil(service_s[window] / q), 1.0)
         due = np.floor(np.maximum(target_s[window], 0.0) / q)

@@ -55,13 +55,22 @@ class ChunkerConfig(BaseModel):
 class SlidingChunker:
     def __init__(self, config: ChunkerConfig):
         self.config = config
+        self._grids: dict[int, np.ndarray] = {}  # grid by its top (a step's limit repeats)
 
     def grid(self, limit: int) -> np.ndarray:
-        """0, granularity, 2 x granularity, ... up to min(limit, max_chunk), which ends it."""
-        g = self.config.granularity
+        """0, granularity, 2 x granularity, ... up to min(limit, max_chunk), which ends it.
+
+        Read-only: grids are cached by their top."""
         top = min(limit, self.config.max_chunk)
-        grid = np.arange(0, top + g, g, dtype=np.float64)  # its last point is >= top
-        grid[-1] = top
+        grid = self._grids.get(top)
+        if grid is None:
+            g = self.config.granularity
+            grid = np.arange(0, top + g, g, dtype=np.float64)  # its last point is >= top
+            grid[-1] = top
+            grid.flags.writeable = False
+            if len(self._grids) >= 1024:
+                self._grids.clear()
+            self._grids[top] = grid
         return grid
 
     def forced(self, limit: int, slack: np.ndarray) -> int | None:

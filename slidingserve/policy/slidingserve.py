@@ -52,7 +52,7 @@ from slidingserve.policy.batch_constructor import BatchConstructor, ConstructorC
 from slidingserve.policy.chunker import ChunkerConfig, SlidingChunker
 from slidingserve.policy.packing import BudgetPacker, make_room
 from slidingserve.policy.sorter import MultiLevelPrioritySorter, SorterConfig
-from slidingserve.policy.table import BLOCKS, COMPUTED, KEY, RequestTable, TableBuilder
+from slidingserve.policy.table import RequestTable, TableBuilder
 from slidingserve.policy.types import RequestView, SchedulerInput, StepPlan
 
 _NONE = np.zeros(0, dtype=np.intp)  # no requests (read-only)
@@ -116,12 +116,12 @@ class SlidingServe(Policy):
         decodes, paced = order[running & (pending_o == 1)], _NONE
         if self.config.pace_decodes and queue.size and decodes.size:
             decodes, paced = self._pace(now, table, decodes, due, packer)
-        decodes = self._run_decodes(table, decodes, victims, packer)
+        decodes, ctx = self._run_decodes(table, decodes, victims, packer)
         # 4. the prefill queue; the batch constructor fronts the at-risk requests it can keep
         if self.config.use_batch_constructor and queue.size:
             queue = self._front_at_risk(now, queue, infeasible, due, reserve, service, table)
         # 5. this step's prefill tokens, planned jointly with the next step's
-        base = decode_features((table.computed[decodes] + 1).tolist())
+        base = decode_features(ctx)
         queued = pending[queue]
         limit = min(packer.tokens_left, int(queued.sum()), self._kv_room(table, queue, packer))
         slack = due[decodes] - now
@@ -134,8 +134,8 @@ class SlidingServe(Policy):
         # 6. pack the chunk in queue order and predict the step
         x = self._pack_prefills(table, queue, chunk, victims, packer, state.kv.total_blocks, base)
         if not packer.scheduled and paced.size:  # nothing else could run: no decode sits out
-            decodes = self._run_decodes(table, paced, victims, packer)
-            x = decode_features((table.computed[decodes] + 1).tolist())
+            decodes, ctx = self._run_decodes(table, paced, victims, packer)
+            x = decode_features(ctx)
         predicted = float(self.latency.predict_features(x[None, :])[0]) if packer.scheduled else 0.0
         self._observe(predicted, float(x[F_PREFILL_TOKENS]))
         stats = {"chunk": float(chunk), "prefill_tokens": float(x[F_PREFILL_TOKENS]),
@@ -199,27 +199,39 @@ class SlidingServe(Policy):
         ok = queue[~late] if any_late else queue
         if ok.size <= 1:  # nothing to reorder among the feasible ones
             return np.concatenate([ok, queue[late]]) if any_late else ok
-        front = self.constructor.plan(service[ok], due[ok] - reserve[ok] - now, table.weight[ok])
-        return np.concatenate([ok[front], queue[late]]) if any_late else ok[front]
+        front = self.constructor.reorder(service[ok], due[ok] - reserve[ok] - now,
+                                         table.weight[ok])
+        if front is not None:
+            ok = ok[front]
+        return np.concatenate([ok, queue[late]]) if any_late else ok
 
     def _run_decodes(
         self, table: RequestTable, decodes: np.ndarray, victims: Victims, packer: BudgetPacker
-    ) -> np.ndarray:
-        """Schedule every decode it can (all at once when they fit); returns those scheduled."""
-        rows = table.data[decodes]
-        tokens = rows[:, COMPUTED] + 1  # each decode's tokens after this step
-        need = np.maximum(np.ceil(tokens / packer.block_size) - rows[:, BLOCKS], 0)
-        fits_len = bool((tokens <= packer.max_model_len).all())
-        keys = rows[:, KEY].astype(np.int64).tolist()
-        if fits_len and packer.add_decodes(keys, need.astype(int).tolist()):
-            return decodes
-        done = []
+    ) -> tuple[np.ndarray, list[int]]:
+        """Schedule every decode it can (all at once when they fit); returns those scheduled and
+        their contexts (``batch.decode_context``: tokens after this step)."""
+        # Plain Python on the views: a step has tens of decodes, fewer than numpy calls pay for.
+        views, bs = table.views, packer.block_size
+        keys, need, ctx = [], [], []
+        longest = 0  # most tokens any decode has after this step
         for i in decodes.tolist():
-            r = table.views[i]
+            r = views[i]
+            tokens = r.num_computed + 1
+            keys.append(r.key)
+            need.append(max(-(-tokens // bs) - r.num_blocks, 0))
+            ctx.append(tokens)
+            if tokens > longest:
+                longest = tokens
+        if longest <= packer.max_model_len and packer.add_decodes(keys, need):
+            return decodes, ctx
+        done, ctx = [], []
+        for i in decodes.tolist():
+            r = views[i]
             ok = not packer.is_planned(r.key) and victims.make_room(packer, r, 1)
             if ok and packer.add_fitting(r, 1):
                 done.append(i)
-        return np.asarray(done, dtype=np.intp)
+                ctx.append(r.num_computed + 1)
+        return np.asarray(done, dtype=np.intp), ctx
 
     def _pack_prefills(
         self, table: RequestTable, queue: np.ndarray, chunk: int, victims: Victims,

@@ -69,11 +69,22 @@ class MultiLevelPrioritySorter:
         self, priority: np.ndarray, waited_s: np.ndarray, admitted: np.ndarray
     ) -> np.ndarray:
         """Level 1 before the feasibility test: tier priority after aging, STARVING when starved."""
+        return self._levels(priority, waited_s, admitted)[0]
+
+    def _levels(
+        self, priority: np.ndarray, waited_s: np.ndarray, admitted: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``protection_level`` and the mask of starving requests (None: nobody starves)."""
         if not self.config.use_aging:
-            return priority.astype(np.float64)
-        aged = np.where(admitted, 0.0, np.floor(waited_s / self.config.aging_s))
+            return priority.astype(np.float64), None
+        raw = np.floor(waited_s / self.config.aging_s)
+        if not raw.any():  # the usual case (nobody waited aging_s yet): no level moves
+            return priority, None  # (tier priorities are >= 0: the formula below gives them)
+        aged = np.where(admitted, 0.0, raw)
         level = np.maximum(priority - aged, 0.0)
-        return np.where(aged >= priority + 1.0, STARVING, level)
+        level = np.where(aged >= priority + 1.0, STARVING, level)
+        starving = level == STARVING
+        return level, starving if starving.any() else None
 
     def plan(
         self,
@@ -96,21 +107,23 @@ class MultiLevelPrioritySorter:
         ``ttft_s``/``has_e2e``: each request's TTFT target and whether its tier has an end-to-end
         deadline (without both, no request is deferrable and level 2 is exact slack).
         """
-        level = self.protection_level(priority, now - arrival, admitted)
+        # (starving: None in the usual case that nobody starves, which spares the masks below)
+        level, starving = self._levels(priority, now - arrival, admitted)
         slack = due - reserve_s - now - service_s
         deferrable = None
         if self.config.defer_frac is not None and ttft_s is not None and has_e2e is not None:
-            deferrable = has_e2e & (slack > self.config.defer_frac * ttft_s) & (level != STARVING)
+            deferrable = has_e2e & (slack > self.config.defer_frac * ttft_s)
+            if starving is not None:
+                deferrable &= ~starving
             level = np.where(deferrable, DEFERRABLE, level)
-        starving = level == STARVING
-        any_starving = bool(starving.any())  # rare: then the masks below are needed
-        infeasible = np.zeros(len(due), dtype=bool)
         if self.config.use_feasibility:
-            infeasible = (slack < 0.0) & ~starving if any_starving else slack < 0.0
+            infeasible = slack < 0.0 if starving is None else (slack < 0.0) & ~starving
             level = level + np.where(infeasible, INFEASIBLE, 0.0)
+        else:
+            infeasible = np.zeros(len(due), dtype=bool)
         if self.config.urgency_step > 0 and ttft_s is not None:
             slack = np.floor(slack / (self.config.urgency_step * ttft_s))
-        urgency = np.where(starving, arrival, slack) if any_starving else slack
+        urgency = slack if starving is None else np.where(starving, arrival, slack)
         if deferrable is not None:
             urgency = np.where(deferrable, 0.0, urgency)  # level 3 decides among them
         return np.lexsort((remaining, urgency, level)), infeasible

@@ -59,19 +59,25 @@ def _row(v: RequestView, tier: tuple[float, float, float, float, float]) -> tupl
     )
 
 
-def read_rows(views: list[RequestView]) -> np.ndarray:
+_TierRows = dict[int, tuple[SLOTier, tuple[float, float, float, float, float]]]
+
+
+def read_rows(views: list[RequestView], tier_rows: _TierRows | None = None) -> np.ndarray:
     """The (len(views), N_COLUMNS) matrix of ``views``; first-token time NaN before it.
 
     One pass of plain Python builds each row as a tuple (tier columns looked up once per tier
-    object in this call) and one ``fromiter`` fills the matrix: a handful of numpy calls
-    whatever the number of rows, which is what small steps pay for.
+    object, in ``tier_rows``: ``id(tier) -> (tier, its columns)``, which may be kept between
+    calls: it holds the tier, so the id cannot be reused while the entry lives; tiers are
+    frozen) and one ``fromiter`` fills the matrix: a handful of numpy calls whatever the number
+    of rows, which is what small steps pay for.
     """
     n = len(views)
-    tier_rows: dict[int, tuple[float, float, float, float, float]] = {}
+    if tier_rows is None:
+        tier_rows = {}
     for tier in map(_TIER, views):
         if id(tier) not in tier_rows:
-            tier_rows[id(tier)] = _tier_row(tier)
-    rows = [_row(v, tier_rows[id(v.tier)]) for v in views]
+            tier_rows[id(tier)] = (tier, _tier_row(tier))
+    rows = [_row(v, tier_rows[id(v.tier)][1]) for v in views]
     flat = np.fromiter(chain.from_iterable(rows), np.float64, N_COLUMNS * n)
     return flat.reshape(n, N_COLUMNS)
 
@@ -121,6 +127,9 @@ class TableBuilder:
         self._slot: dict[int, int] = {}
         self._store = np.empty((64, N_COLUMNS), dtype=np.float64)
         self._free: list[int] = list(range(63, -1, -1))
+        # Tier columns by tier object, kept between steps (hosts may give every request its own
+        # tier object, and a running request's row is read every step); emptied when large.
+        self._tier_rows: _TierRows = {}
 
     def __len__(self) -> int:
         return len(self._slot)
@@ -138,7 +147,9 @@ class TableBuilder:
         slots = list(map(self._slot.get, keys))
         new = [i for i, s in enumerate(slots) if s is None] if None in slots else []
         # One read for the running rows and the waiting ones not cached yet.
-        fresh = read_rows(running + [waiting[i] for i in new] if new else running)
+        if len(self._tier_rows) > 4096:
+            self._tier_rows.clear()
+        fresh = read_rows(running + [waiting[i] for i in new] if new else running, self._tier_rows)
         if new:
             fresh_slots = [self._allocate() for _ in new]
             for i, s in zip(new, fresh_slots, strict=True):
