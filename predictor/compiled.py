@@ -89,8 +89,20 @@ class CompiledForest:
             return out
         first = X[0].tolist()
         same = (X[0] == X).all(axis=0).tolist() if X.shape[0] > 1 else [True] * len(first)
+        return self._add_tables(out, cols, first, {f for f, s in enumerate(same) if not s})
+
+    def predict_columns(
+        self, cols: np.ndarray, first: list[float], varying: set[int]
+    ) -> np.ndarray:
+        """``predict(cols.T)`` for a (num_features, n) ``cols`` whose features outside ``varying``
+        hold the same value in every row, ``first`` being one row (as a list)."""
+        return self._add_tables(np.zeros(cols.shape[1], dtype=np.float64), cols, first, varying)
+
+    def _add_tables(
+        self, out: np.ndarray, cols: np.ndarray, first: list[float], varying: set[int]
+    ) -> np.ndarray:
         for tab in self.tables:
-            if all([same[f] for f, _, _ in tab.axes_list]):
+            if varying.isdisjoint(tab.features):
                 out += tab.values_list[_cell_of(tab, first)]
             else:
                 out += tab.values[_cell_index(tab, cols)]
@@ -121,7 +133,12 @@ def _cell_index(tab: _Table, cols: np.ndarray) -> np.ndarray | int:
     idx: np.ndarray | int = 0
     for f, thr, stride in tab.axes_numpy:
         bins = thr.searchsorted(cols[f], side="left")
-        idx = idx + (bins if stride == 1 else bins * stride)
+        if stride != 1:
+            bins *= stride
+        if isinstance(idx, int):  # (the first axis: no addition, the bins are new)
+            idx = bins
+        else:
+            idx += bins
     return idx
 
 

@@ -46,22 +46,23 @@ def knapsack_with_deadlines(
     best = np.full(horizon + 1, -np.inf)
     best[0] = 0.0
     take = np.zeros((n, horizon + 1), dtype=bool)
-    for row, j in enumerate(order):
-        p, d = int(cost[j]), int(due[j])
+    costs, dues, values = cost.tolist(), due.tolist(), value.tolist()
+    rows = order.tolist()
+    for row, j in enumerate(rows):
+        p, d = int(costs[j]), int(dues[j])
         if p > d:
             continue
-        cand = best[: d - p + 1] + value[j]
+        cand = best[: d - p + 1] + values[j]
         seg = best[p : d + 1]
-        better = cand > seg
-        take[row, p : d + 1] = better
-        best[p : d + 1] = np.where(better, cand, seg)
+        np.greater(cand, seg, out=take[row, p : d + 1])
+        np.maximum(cand, seg, out=seg)  # (where equal, the same value either way)
     t = int(np.argmax(best))
     total = float(best[t])
     for row in range(n - 1, -1, -1):
         if take[row, t]:
-            j = order[row]
+            j = rows[row]
             chosen[j] = True
-            t -= int(cost[j])
+            t -= int(costs[j])
     return chosen, total
 
 
@@ -79,6 +80,23 @@ class BatchConstructor:
         """
         new = self.reorder(service_s, target_s, weight)
         return np.arange(len(service_s)) if new is None else new
+
+    def any_at_risk(self, service_s: list[float], target_s: list[float]) -> bool:
+        """False when ``reorder`` leaves the order as it is: no request among the first
+        ``max_items`` due within ``horizon_s`` is predicted late when the queue is served in
+        order. Plain Python with early exits (for queues of tens, cheaper than numpy); the same
+        float sums as ``reorder``'s ``cumsum``."""
+        c = self.config
+        done, left = 0.0, c.max_items
+        for s, d in zip(service_s, target_s, strict=True):
+            done += s
+            if d <= c.horizon_s:
+                if done > d:
+                    return True
+                left -= 1
+                if not left:
+                    return False
+        return False
 
     def reorder(
         self, service_s: np.ndarray, target_s: np.ndarray, weight: np.ndarray

@@ -33,6 +33,8 @@ Both steps are evaluated from one vector of predictions (t is non-decreasing in 
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_right
 from typing import Literal
 
 import numpy as np
@@ -102,8 +104,13 @@ class SlidingChunker:
         remaining prefill and tier TPOT of the prefill queue, in serving order.
         """
         grid = self.grid(max(limit, 0))
-        X = with_prefill_chunks(base, grid, done)
-        t = np.maximum.accumulate(latency.predict_features(X))
+        # A model may offer the same predictions through a faster path (predictor.model's).
+        fast = getattr(latency, "predict_prefill_chunks", None)
+        if fast is not None:
+            t = fast(base, grid, done)
+        else:
+            t = latency.predict_features(with_prefill_chunks(base, grid, done))
+        t = np.maximum.accumulate(t)
         i = self._choose(grid, t, slack, tpot, queue_tokens, queue_tpot)
         floor = min(self.config.min_chunk, int(grid[-1]))
         if grid[i] < floor:
@@ -120,28 +127,44 @@ class SlidingChunker:
         queue_tpot: np.ndarray,
     ) -> int:
         """The rule of the module docstring: the chosen chunk's index in ``grid`` (``t``: the
-        predicted step time of each grid chunk, non-decreasing)."""
-        ok = slack >= -self.config.late_tolerance_s
-        bounding = slack[ok]
-        if not bounding.size:
+        predicted step time of each grid chunk, non-decreasing).
+
+        Plain Python on lists (``bisect`` for ``searchsorted``): the grid has tens of points, and
+        a few dozen numpy calls on such arrays cost more than the loop (the same float operations
+        in the same order, so the same choice)."""
+        tol = -self.config.late_tolerance_s
+        s1 = s2_base = math.inf  # the bounding decodes' least slack now / after one step
+        for s, p in zip(slack.tolist(), tpot.tolist(), strict=True):
+            if s >= tol:
+                s1 = min(s1, s)
+                s2_base = min(s2_base, s + p)
+        if s1 == math.inf:  # no bounding decode
             return len(grid) - 1
         # t x safety is non-decreasing, like t: the chunks that fit are a prefix
         safety = self.config.safety
-        scaled = t if safety == 1.0 else t * safety
-        fits = int(scaled.searchsorted(float(bounding.min()), side="right"))
+        scaled = t.tolist() if safety == 1.0 else (t * safety).tolist()
+        fits = bisect_right(scaled, s1)
         if fits == 0:
             return 0
         if self.config.window == 1 or fits == len(grid):
             # (when the whole grid fits, the largest chunk reaches the most any pair can,
             # c1 + c2 <= grid[-1], and ties go to the larger c1)
             return fits - 1
-        c1 = grid[:fits]
-        s2 = float((bounding + tpot[ok]).min()) - t[:fits]
-        if queue_tokens.size:  # requests finishing their prefill within c1 start decoding
-            finished = np.cumsum(queue_tokens).searchsorted(c1, side="right")
-            new_tpot = np.concatenate(([np.inf], np.minimum.accumulate(queue_tpot)))
-            s2 = np.minimum(s2, new_tpot[finished])  # inf (no bound) where none finished
-        c2 = grid[np.maximum(scaled.searchsorted(s2, side="right") - 1, 0)]  # grid[0] == 0
-        total = c1 + np.minimum(c2, grid[-1] - c1)
-        best = fits - 1 - int(total[::-1].argmax())  # the largest c1 among the best
+        g, times = grid.tolist(), t.tolist()
+        top = g[-1]
+        # Walk the queue along the grid: requests finishing their prefill within c1 start
+        # decoding, the tightest of their TPOTs bounding step 2 (inf while none finished).
+        k, n_queued, done, new_tpot = 0, len(queue_tokens), 0.0, math.inf
+        best, best_total = 0, -math.inf
+        for j in range(fits):
+            c1 = g[j]
+            while k < n_queued and done + queue_tokens.item(k) <= c1:
+                done += queue_tokens.item(k)
+                new_tpot = min(new_tpot, queue_tpot.item(k))
+                k += 1
+            s2 = min(s2_base - times[j], new_tpot)
+            c2 = g[max(bisect_right(scaled, s2) - 1, 0)]  # g[0] == 0
+            total = c1 + min(c2, top - c1)
+            if total >= best_total:  # ties: the larger c1
+                best, best_total = j, total
         return best

@@ -56,6 +56,7 @@ from slidingserve.policy.table import RequestTable, TableBuilder
 from slidingserve.policy.types import RequestView, SchedulerInput, StepPlan
 
 _NONE = np.zeros(0, dtype=np.intp)  # no requests (read-only)
+_SHORT_QUEUE = 256  # queues up to this long are checked for risk in plain Python
 
 
 class SlidingServeConfig(PolicyConfig):
@@ -102,12 +103,12 @@ class SlidingServe(Policy):
             return packer.plan()
         # 1. deadlines and predicted service of every request
         due, pending = table.next_due(), table.pending
-        in_prefill = pending > 1
-        service = np.where(in_prefill, pending * self._s_per_token, 0.0)
+        service = table.remaining * self._s_per_token  # 0 for decodes
         has_e2e = np.isfinite(table.e2e)
-        reserve = self.sorter.decode_reserve(has_e2e, table.generated == 0)
+        # sorter.decode_reserve(has_e2e, table.generated == 0), from the table's column
+        reserve = table.e2e_first * self.sorter.config.slack_margin_s
         # 2. one order for everything: protection status, urgency, remaining prefill
-        order, infeasible = self._sort(now, table, due, service, in_prefill, reserve, has_e2e)
+        order, infeasible = self._sort(now, table, due, service, reserve, has_e2e)
         running, pending_o = order < table.n_running, pending[order]  # in serving order
         victims = Victims(table, order, running)
         # 3. every running decode (unless paced), preempting from the end of the order when KV
@@ -178,12 +179,11 @@ class SlidingServe(Policy):
 
     def _sort(
         self, now: float, table: RequestTable, due: np.ndarray, service: np.ndarray,
-        in_prefill: np.ndarray, reserve: np.ndarray, has_e2e: np.ndarray,
+        reserve: np.ndarray, has_e2e: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         if not self.config.use_sorter:
             return np.argsort(table.arrival, kind="stable"), np.zeros(len(table), dtype=bool)
-        remaining = np.where(in_prefill, table.pending, 0.0)
-        return self.sorter.plan(now, due, service, table.priority, table.arrival, remaining,
+        return self.sorter.plan(now, due, service, table.priority, table.arrival, table.remaining,
                                 table.blocks > 0, reserve, table.ttft, has_e2e)
 
     def _front_at_risk(
@@ -199,10 +199,16 @@ class SlidingServe(Policy):
         ok = queue[~late] if any_late else queue
         if ok.size <= 1:  # nothing to reorder among the feasible ones
             return np.concatenate([ok, queue[late]]) if any_late else ok
-        front = self.constructor.reorder(service[ok], due[ok] - reserve[ok] - now,
-                                         table.weight[ok])
-        if front is not None:
-            ok = ok[front]
+        at_risk = True  # (a long queue: ``reorder`` checks with numpy)
+        if ok.size <= _SHORT_QUEUE:  # the usual case, nothing at risk, checked in plain Python
+            rows, svc, d, r = ok.tolist(), service.tolist(), due.tolist(), reserve.tolist()
+            at_risk = self.constructor.any_at_risk([svc[i] for i in rows],
+                                                   [d[i] - r[i] - now for i in rows])
+        if at_risk:
+            front = self.constructor.reorder(service[ok], due[ok] - reserve[ok] - now,
+                                             table.weight[ok])
+            if front is not None:
+                ok = ok[front]
         return np.concatenate([ok, queue[late]]) if any_late else ok
 
     def _run_decodes(

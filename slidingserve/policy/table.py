@@ -13,71 +13,63 @@ Python, plus numpy work on the waiting rows: the simulator's queues can hold tho
 
 from __future__ import annotations
 
+import math
 from itertools import chain
 from operator import attrgetter
 
 import numpy as np
 
 from slidingserve.policy.types import RequestView
-from slidingserve.slo import SLOTier
 
 _NUMERIC = attrgetter(
     "key", "arrival_s", "prompt_len", "num_computed", "num_generated", "num_blocks"
 )
 _KEY = attrgetter("key")
-_TIER = attrgetter("tier")
+_TIER_COLUMNS = attrgetter("priority", "weight", "ttft_s", "tpot_s", "e2e_s")
 _NAN = float("nan")
+_INF = float("inf")
 (
     KEY, ARRIVAL, PROMPT, COMPUTED, GENERATED, BLOCKS, FIRST,
     PRIORITY, WEIGHT, TTFT, TPOT, E2E,
-    PENDING, DUE,
-) = range(14)  # fmt: skip
-N_COLUMNS = 14
+    PENDING, DUE, REMAINING, E2E_FIRST,
+) = range(16)  # fmt: skip
+N_COLUMNS = 16
 
 
-def _tier_row(t: SLOTier) -> tuple[float, float, float, float, float]:
-    e2e = float("inf") if t.e2e_s is None else t.e2e_s
-    return (float(t.priority), t.weight, t.ttft_s, t.tpot_s, e2e)
-
-
-def _row(v: RequestView, tier: tuple[float, float, float, float, float]) -> tuple[float, ...]:
+def _row(v: RequestView) -> tuple[float, ...]:
     """One table row: the view's fields, its tier's, its pending tokens and next deadline.
 
     The deadline is ``deadlines.next_due(v)`` written out on the row's values (calling it
     costs more than the rest of the row; tests/policy/test_table.py checks that they agree).
+    Integer fields become floats in the matrix (``read_rows``' ``fromiter``).
     """
-    _, _, ttft, tpot, e2e = tier
+    priority, weight, ttft, tpot, e2e = _TIER_COLUMNS(v.tier)
+    if e2e is None:
+        e2e = _INF  # no end-to-end target
     arrival, generated, first = v.arrival_s, v.num_generated, v.first_token_s
-    e2e_due = arrival + e2e  # inf without an end-to-end target
+    e2e_due = arrival + e2e
     due = first + generated * tpot if generated and first is not None else arrival + ttft
+    pending = v.prompt_len + generated - v.num_computed
     return (
         *_NUMERIC(v),
         _NAN if first is None else first,
-        *tier,
-        v.prompt_len + generated - v.num_computed,
+        priority, weight, ttft, tpot, e2e,
+        pending,
         due if due < e2e_due else e2e_due,
-    )
+        pending if pending > 1 else 0,
+        1.0 if not generated and math.isfinite(e2e) else 0.0,
+    )  # fmt: skip
 
 
-_TierRows = dict[int, tuple[SLOTier, tuple[float, float, float, float, float]]]
-
-
-def read_rows(views: list[RequestView], tier_rows: _TierRows | None = None) -> np.ndarray:
+def read_rows(views: list[RequestView]) -> np.ndarray:
     """The (len(views), N_COLUMNS) matrix of ``views``; first-token time NaN before it.
 
-    One pass of plain Python builds each row as a tuple (tier columns looked up once per tier
-    object, in ``tier_rows``: ``id(tier) -> (tier, its columns)``, which may be kept between
-    calls: it holds the tier, so the id cannot be reused while the entry lives; tiers are
-    frozen) and one ``fromiter`` fills the matrix: a handful of numpy calls whatever the number
-    of rows, which is what small steps pay for.
+    One pass of plain Python builds each row as a tuple and one ``fromiter`` fills the matrix:
+    a handful of numpy calls whatever the number of rows, which is what small steps pay for.
+    (Hosts may give every request its own tier object, so tier columns are read per row.)
     """
     n = len(views)
-    if tier_rows is None:
-        tier_rows = {}
-    for tier in map(_TIER, views):
-        if id(tier) not in tier_rows:
-            tier_rows[id(tier)] = (tier, _tier_row(tier))
-    rows = [_row(v, tier_rows[id(v.tier)][1]) for v in views]
+    rows = [_row(v) for v in views]
     flat = np.fromiter(chain.from_iterable(rows), np.float64, N_COLUMNS * n)
     return flat.reshape(n, N_COLUMNS)
 
@@ -108,6 +100,10 @@ class RequestTable:
 
     # Tokens to run before the next output token (1 for a decode).
     pending = property(lambda self: self.data[:, PENDING])
+    # The pending tokens of requests in prefill (more than one pending), else 0.
+    remaining = property(lambda self: self.data[:, REMAINING])
+    # 1.0 for requests of a tier with an end-to-end target before their first token, else 0.0.
+    e2e_first = property(lambda self: self.data[:, E2E_FIRST])
 
     @property
     def is_running(self) -> np.ndarray:
@@ -127,9 +123,6 @@ class TableBuilder:
         self._slot: dict[int, int] = {}
         self._store = np.empty((64, N_COLUMNS), dtype=np.float64)
         self._free: list[int] = list(range(63, -1, -1))
-        # Tier columns by tier object, kept between steps (hosts may give every request its own
-        # tier object, and a running request's row is read every step); emptied when large.
-        self._tier_rows: _TierRows = {}
 
     def __len__(self) -> int:
         return len(self._slot)
@@ -147,9 +140,7 @@ class TableBuilder:
         slots = list(map(self._slot.get, keys))
         new = [i for i, s in enumerate(slots) if s is None] if None in slots else []
         # One read for the running rows and the waiting ones not cached yet.
-        if len(self._tier_rows) > 4096:
-            self._tier_rows.clear()
-        fresh = read_rows(running + [waiting[i] for i in new] if new else running, self._tier_rows)
+        fresh = read_rows(running + [waiting[i] for i in new] if new else running)
         if new:
             fresh_slots = [self._allocate() for _ in new]
             for i, s in zip(new, fresh_slots, strict=True):

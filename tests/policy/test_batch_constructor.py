@@ -81,3 +81,19 @@ def test_plan_is_a_permutation(items: list[tuple[float, float, float]]) -> None:
     svc, due, w = (np.array([x[i] for x in items], dtype=np.float64) for i in range(3))
     order = BatchConstructor(ConstructorConfig(max_items=10)).plan(svc, due, w)
     assert sorted(order.tolist()) == list(range(len(items)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    jobs=st.lists(st.tuples(st.floats(0.0, 5.0), st.floats(-2.0, 30.0)), max_size=12),
+    max_items=st.integers(1, 6),
+)
+def test_quick_risk_check_agrees_with_reorder(
+    jobs: list[tuple[float, float]], max_items: int
+) -> None:
+    """``any_at_risk`` (plain Python) is False exactly when ``reorder`` keeps the order."""
+    c = BatchConstructor(ConstructorConfig(horizon_s=20.0, max_items=max_items))
+    service = np.array([s for s, _ in jobs])
+    target = np.array([d for _, d in jobs])
+    unchanged = c.reorder(service, target, np.ones(len(jobs))) is None
+    assert c.any_at_risk(service.tolist(), target.tolist()) is not unchanged

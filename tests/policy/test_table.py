@@ -18,6 +18,10 @@ def test_columns_match_views_and_deadlines() -> None:
     assert np.isnan(t.first[2]) and t.first[0] == 0.7
     assert np.allclose(t.next_due(), [next_due(v) for v in views])
     assert t.is_running.tolist() == [True, True, False]
+    assert t.remaining.tolist() == [0, 0, 100]  # prefill tokens; decodes have none
+    assert t.e2e_first.tolist() == [
+        float(v.num_generated == 0 and v.tier.e2e_s is not None) for v in views
+    ]
 
 
 def test_cache_follows_requests_through_admission_and_preemption() -> None:
