@@ -135,9 +135,11 @@ class SlidingChunker:
         tol = -self.config.late_tolerance_s
         s1 = s2_base = math.inf  # the bounding decodes' least slack now / after one step
         for s, p in zip(slack.tolist(), tpot.tolist(), strict=True):
-            if s >= tol:
-                s1 = min(s1, s)
-                s2_base = min(s2_base, s + p)
+            if s >= tol:  # (comparisons rather than min(): no call per item)
+                if s < s1:
+                    s1 = s
+                if s + p < s2_base:
+                    s2_base = s + p
         if s1 == math.inf:  # no bounding decode
             return len(grid) - 1
         # t x safety is non-decreasing, like t: the chunks that fit are a prefix
@@ -160,11 +162,16 @@ class SlidingChunker:
             c1 = g[j]
             while k < n_queued and done + queue_tokens.item(k) <= c1:
                 done += queue_tokens.item(k)
-                new_tpot = min(new_tpot, queue_tpot.item(k))
+                if queue_tpot.item(k) < new_tpot:
+                    new_tpot = queue_tpot.item(k)
                 k += 1
-            s2 = min(s2_base - times[j], new_tpot)
-            c2 = g[max(bisect_right(scaled, s2) - 1, 0)]  # g[0] == 0
-            total = c1 + min(c2, top - c1)
+            s2 = s2_base - times[j]
+            if new_tpot < s2:
+                s2 = new_tpot
+            fit2 = bisect_right(scaled, s2) - 1
+            c2 = g[fit2] if fit2 > 0 else 0.0  # g[0] == 0
+            rest = top - c1
+            total = c1 + (c2 if c2 <= rest else rest)
             if total >= best_total:  # ties: the larger c1
                 best, best_total = j, total
         return best

@@ -52,7 +52,7 @@ from slidingserve.policy.batch_constructor import BatchConstructor, ConstructorC
 from slidingserve.policy.chunker import ChunkerConfig, SlidingChunker
 from slidingserve.policy.packing import BudgetPacker, make_room
 from slidingserve.policy.sorter import MultiLevelPrioritySorter, SorterConfig
-from slidingserve.policy.table import RequestTable, TableBuilder
+from slidingserve.policy.table import COMPUTED, RequestTable, TableBuilder
 from slidingserve.policy.types import RequestView, SchedulerInput, StepPlan
 
 _NONE = np.zeros(0, dtype=np.intp)  # no requests (read-only)
@@ -128,8 +128,7 @@ class SlidingServe(Policy):
         slack = due[decodes] - now
         chunk = self.chunker.forced(limit, slack)  # None: search the grid with predictions
         if chunk is None:
-            head = queue[: int(np.searchsorted(np.cumsum(queued), limit)) + 1]
-            done = float(table.computed[head].max()) if head.size else 0.0
+            done = self._head_context(table, queue, queued, limit)
             chunk, _ = self.chunker.plan(self.latency, base, done, limit, slack,
                                          table.tpot[decodes], queued, table.tpot[queue])
         # 6. pack the chunk in queue order and predict the step
@@ -145,6 +144,23 @@ class SlidingServe(Policy):
 
     def forget(self, key: int) -> None:
         self.tables.forget(key)
+
+    @staticmethod
+    def _head_context(
+        table: RequestTable, queue: np.ndarray, queued: np.ndarray, limit: int
+    ) -> float:
+        """The most tokens already computed among the queue's head: the requests up to the one
+        whose prefill reaches ``limit`` tokens in all (the chunker's attention context).
+        Plain Python, stopping there (a few requests; numpy would make a pass over the queue)."""
+        data, done, total = table.data, 0.0, 0.0
+        for k, i in enumerate(queue.tolist()):
+            computed = data.item(i, COMPUTED)
+            if computed > done:
+                done = computed
+            total += queued.item(k)
+            if total >= limit:
+                break
+        return done
 
     @staticmethod
     def _kv_room(table: RequestTable, queue: np.ndarray, packer: BudgetPacker) -> int:
@@ -224,7 +240,8 @@ class SlidingServe(Policy):
             r = views[i]
             tokens = r.num_computed + 1
             keys.append(r.key)
-            need.append(max(-(-tokens // bs) - r.num_blocks, 0))
+            more = -(-tokens // bs) - r.num_blocks  # blocks_needed(r, 1)
+            need.append(more if more > 0 else 0)
             ctx.append(tokens)
             if tokens > longest:
                 longest = tokens
