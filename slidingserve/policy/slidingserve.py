@@ -112,8 +112,9 @@ class SlidingServe(Policy):
         running, pending_o = order < table.n_running, pending[order]  # in serving order
         victims = Victims(table, order, running)
         # 3. every running decode (unless paced), preempting from the end of the order when KV
-        # is short
-        queue = order[(pending_o > 1) | (~running & (pending_o > 0))]
+        # is short (the prefill queue: running requests with more than one token pending,
+        # waiting ones with any; (pending > 1) | (~running & (pending > 0)) as one comparison)
+        queue = order[pending_o > running]
         decodes, paced = order[running & (pending_o == 1)], _NONE
         if self.config.pace_decodes and queue.size and decodes.size:
             decodes, paced = self._pace(now, table, decodes, due, packer)
