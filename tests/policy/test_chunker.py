@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -154,3 +157,23 @@ def test_choice_matches_the_rule_enumerated(steps, slack_ms, queue, window, safe
     q_tpot = np.array([p for _, p in queue])
     got = ch._choose(grid, t, slack, tpot, q_tokens, q_tpot)
     assert got == rule_by_enumeration(ch, grid, t, slack, tpot, q_tokens, q_tpot)
+
+
+def test_lightgbm_grid_path_gives_the_same_predictions() -> None:
+    """The chunker asks ``predict_prefill_chunks`` where a model has it: bit for bit the
+    predictions of ``predict_features`` on the same candidate rows."""
+    pytest.importorskip("lightgbm")
+    from predictor.model import LightGBMLatencyModel
+
+    model_dir = Path(__file__).resolve().parents[2] / "predictor/data/cpu_tiny/model"
+    if not model_dir.is_dir():
+        pytest.skip(f"no model at {model_dir}")
+    model = LightGBMLatencyModel.load(model_dir)
+    rng = np.random.default_rng(0)
+    ch = SlidingChunker(ChunkerConfig())
+    for _ in range(300):
+        base = decode_features(rng.integers(1, 2000, int(rng.integers(0, 40))).tolist())
+        grid = ch.grid(int(rng.integers(0, 600)))
+        done = float(rng.integers(0, 2000))
+        want = model.predict_features(with_prefill_chunks(base, grid, done))
+        assert np.array_equal(model.predict_prefill_chunks(base, grid, done), want)
