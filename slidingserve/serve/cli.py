@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,8 @@ def serve_cmd(
     num_cpus: int = typer.Option(None, help="CPUs for the local Ray (default: all)."),
     verbose: bool = typer.Option(False, help="Stream Ray/vLLM worker logs to the console."),
 ) -> None:
-    """Start local Ray and the application; print its URL and a curl line; serve until Ctrl-C."""
+    """Start local Ray and the application; print its URL and a curl line; serve until Ctrl-C
+    (or SIGTERM, as ``docker stop`` and systemd send: the same clean shutdown)."""
     import ray
     from ray import serve
 
@@ -100,6 +102,7 @@ def serve_cmd(
     if metrics_port is not None:
         init["_metrics_export_port"] = metrics_port
     ray.init(**init)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         serve.start(http_options={"host": host, "port": port})
         t0 = time.time()
@@ -118,6 +121,12 @@ def serve_cmd(
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM handler: stop like Ctrl-C, so that Serve and the local Ray are shut down (the
+    default action would kill the driver and leave them running)."""
+    raise KeyboardInterrupt
 
 
 @dashboards_cli.command("render")
