@@ -37,6 +37,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from slidingserve.engine.config import SCHEDULER_CLS, additional_config
+from slidingserve.engine.knee import search_capacities, sweep_capacities
 from slidingserve.engine.slo import slo_extra_args
 from slidingserve.latency import LatencyModel
 from slidingserve.metrics.records import RequestRecord
@@ -475,9 +476,9 @@ async def find_capacity(cfg: BenchConfig, schedulers: list[str], out: Path, star
                 return _cache[key]
 
             if rates is None:
-                policies[name] = await _capacities(evaluate, start_rps, rel_tol, max_trials)
+                policies[name] = await search_capacities(evaluate, start_rps, rel_tol, max_trials)
             else:
-                policies[name] = await _sweep_capacities(evaluate, rates)
+                policies[name] = await sweep_capacities(evaluate, rates)
         finally:
             bench.shutdown()
         policies[name]["trials"] = {
@@ -504,50 +505,6 @@ async def find_capacity(cfg: BenchConfig, schedulers: list[str], out: Path, star
     return {"policies": policies}
 
 
-async def _capacities(evaluate: Any, start_rps: float, rel_tol: float, max_trials: int
-                      ) -> dict[str, Any]:
-    """Both capacity definitions from one trial function (trials shared through its cache)."""
-    knee_1 = await _knee(evaluate, lambda s: s["worst_tier_violation_rate"] - 0.01,
-                         start_rps, rel_tol, max_trials)
-    knee_90 = await _knee(evaluate, lambda s: 0.9 - s["overall"]["slo_attainment"],
-                          start_rps, rel_tol, max_trials)
-    return {"capacity_rps": knee_1, "capacity_rps_90": knee_90, "budget": None}
-
-
-async def _sweep_capacities(evaluate: Any, rates: list[float]) -> dict[str, Any]:
-    results: list[tuple[float, dict[str, Any]]] = []
-    failed_in_a_row = 0
-    for rate in sorted(rates):
-        r = await evaluate(rate)
-        results.append((rate, r))
-        failed = r["worst_tier_violation_rate"] > 0.01 and r["overall"]["slo_attainment"] < 0.9
-        failed_in_a_row = failed_in_a_row + 1 if failed else 0
-        if failed_in_a_row == 2:
-            break
-    return {
-        "capacity_rps": sweep_knee([(x, r["worst_tier_violation_rate"] - 0.01)
-                                    for x, r in results]),
-        "capacity_rps_90": sweep_knee([(x, 0.9 - r["overall"]["slo_attainment"])
-                                       for x, r in results]),
-        "budget": None,
-    }
-
-
-def sweep_knee(points: list[tuple[float, float]]) -> float:
-    """Capacity from a rate sweep of ``(rate, excess)`` (passing when ``excess <= 0``): the
-    rate where ``excess`` crosses zero between the last passing rate before the first failing
-    one and that failing rate (linear interpolation); the highest rate when none fails; 0.0
-    when the lowest already fails."""
-    points = sorted(points)
-    for i, (rate, e) in enumerate(points):
-        if e > 0:
-            if i == 0:
-                return 0.0
-            r0, e0 = points[i - 1]
-            return r0 + (rate - r0) * min(max((0.0 - e0) / (e - e0), 0.0), 1.0)
-    return points[-1][0] if points else 0.0
-
-
 async def _simulated_capacities(cfg: BenchConfig, name: str, tiers: TierSet, scale: float,
                                 start_rps: float, rel_tol: float, max_trials: int,
                                 model: tuple[LatencyModel, str] | None) -> dict[str, Any]:
@@ -563,40 +520,6 @@ async def _simulated_capacities(cfg: BenchConfig, name: str, tiers: TierSet, sca
                           "overall": {"slo_attainment": sim["slo_attainment"]}}
         return cache[key]
 
-    result = await _capacities(evaluate, start_rps, rel_tol, max_trials)
+    result = await search_capacities(evaluate, start_rps, rel_tol, max_trials)
     del result["budget"]
     return result
-
-
-async def _knee(evaluate: Any, excess: Any, start: float, rel_tol: float, max_trials: int,
-                growth: float = 1.6) -> float:
-    """Highest passing rate (``excess <= 0``), interpolated at the knee; 0.0 if none passes."""
-    lo: tuple[float, float] | None = None  # (rate, excess) passing
-    hi: tuple[float, float] | None = None  # failing
-    rate, used = start, 0
-    while (lo is None or hi is None) and used < max_trials:
-        e = excess(await evaluate(rate))
-        used += 1
-        if e <= 0:
-            lo = (rate, e)
-            rate *= growth
-        else:
-            hi = (rate, e)
-            rate /= growth
-        if lo is not None and hi is not None and lo[0] > hi[0]:  # noise: keep it monotone
-            lo = None
-    while lo is not None and hi is not None and hi[0] - lo[0] > rel_tol * hi[0] \
-            and used < max_trials:
-        mid = 0.5 * (lo[0] + hi[0])
-        e = excess(await evaluate(mid))
-        used += 1
-        if e <= 0:
-            lo = (mid, e)
-        else:
-            hi = (mid, e)
-    if lo is None:
-        return 0.0
-    if hi is None or hi[1] <= lo[1]:
-        return lo[0]
-    frac = (0.0 - lo[1]) / (hi[1] - lo[1])
-    return lo[0] + (hi[0] - lo[0]) * min(max(frac, 0.0), 1.0)

@@ -46,7 +46,7 @@ def test_overhead_and_simulator_prediction_are_reported(result: tuple[dict, Path
     summary, _ = result
     ov = summary["scheduler_overhead"]
     assert ov["steps"] > 0
-    assert 0.0 < ov["plan_cpu_ms"]["mean"] and 0.0 < ov["plan_ms"]["mean"]
+    assert ov["plan_cpu_ms"]["mean"] > 0.0 and ov["plan_ms"]["mean"] > 0.0
     assert 0.0 < ov["plan_share"] <= ov["sched_share"] < 1.0
     sim = summary["simulated"]
     if "skipped" not in sim:

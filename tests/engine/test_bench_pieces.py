@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from slidingserve.engine.bench import BenchConfig, Calibration, _knee, scaled_workload
+from slidingserve.engine.bench import BenchConfig, Calibration, scaled_workload
 from slidingserve.engine.cli import parse_schedulers
+from slidingserve.engine.knee import bisect_knee, sweep_capacities, sweep_knee
 
 TRACE = Path(__file__).resolve().parents[3] / "shared/traces/azure_llm_2023_conv.csv"
 
@@ -46,10 +47,10 @@ def test_knee_brackets_and_interpolates() -> None:
         calls.append(rate)
         return rate
 
-    knee = asyncio.run(_knee(evaluate, lambda r: r - 3.0, start=1.0, rel_tol=0.01,
+    knee = asyncio.run(bisect_knee(evaluate, lambda r: r - 3.0, start=1.0, rel_tol=0.01,
                              max_trials=30))
     assert knee == pytest.approx(3.0, rel=0.01)
-    never = asyncio.run(_knee(evaluate, lambda r: 1.0, start=1.0, rel_tol=0.1, max_trials=5))
+    never = asyncio.run(bisect_knee(evaluate, lambda r: 1.0, start=1.0, rel_tol=0.1, max_trials=5))
     assert never == 0.0
 
 
@@ -114,8 +115,6 @@ def test_trial_seeds_pool_one_workload_per_seed() -> None:
 
 
 def test_sweep_knee_interpolates_at_the_first_failure() -> None:
-    from slidingserve.engine.bench import sweep_knee
-
     assert sweep_knee([(2.0, -0.1), (4.0, -0.05), (6.0, 0.15)]) == pytest.approx(4.5)
     # a pass after the first failure is noise: the knee stays at the first failure
     assert sweep_knee([(2.0, -0.1), (4.0, 0.1), (6.0, -0.1)]) == pytest.approx(3.0)
@@ -124,8 +123,6 @@ def test_sweep_knee_interpolates_at_the_first_failure() -> None:
 
 
 def test_sweep_stops_after_two_rates_fail_both_criteria() -> None:
-    from slidingserve.engine.bench import _sweep_capacities
-
     seen: list[float] = []
 
     async def evaluate(rate: float) -> dict:
@@ -134,7 +131,7 @@ def test_sweep_stops_after_two_rates_fail_both_criteria() -> None:
         return {"worst_tier_violation_rate": 0.0 if rate <= 3 else 0.5,
                 "overall": {"slo_attainment": att}}
 
-    result = asyncio.run(_sweep_capacities(evaluate, [5.0, 1.0, 3.0, 4.0, 6.0, 7.0]))
+    result = asyncio.run(sweep_capacities(evaluate, [5.0, 1.0, 3.0, 4.0, 6.0, 7.0]))
     assert seen == [1.0, 3.0, 4.0, 5.0]
     assert 3.0 <= result["capacity_rps"] <= 4.0 and 3.0 <= result["capacity_rps_90"] <= 4.0
 
