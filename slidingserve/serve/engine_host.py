@@ -77,7 +77,7 @@ class ReplicaFiles:
 
 
 def scheduler_kwargs(cfg: ServeAppConfig, files: ReplicaFiles) -> dict[str, Any]:
-    """``scheduler_cls`` + ``additional_config`` for the SlidingServe scheduler (engine owner's).
+    """``scheduler_cls`` + ``additional_config`` for the SlidingServe scheduler (``slidingserve.engine``).
 
     The engine polls ``files.latency_model`` for new versions (hot swap) and rewrites
     ``files.step_trace`` with its measured steps; the predictor link feeds both.

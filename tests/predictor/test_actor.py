@@ -24,7 +24,7 @@ NAMESPACE = "predictor-tests"
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[Any]:
     ray = pytest.importorskip("ray")
-    # address="local": always a fresh cluster of our own, never a teammate's running one
+    # address="local": always a fresh cluster of our own, never another process's running one
     ray.init(
         address="local",
         num_cpus=1,
