@@ -19,6 +19,14 @@ One step (``schedule``), top to bottom:
 
 Nothing is ever dropped: infeasible and given-up requests stay queued behind the others.
 
+Overtaking (``overtake``, on by default). Before step 3, new requests at the head of the
+prefill queue (up to the step's token budget) that find no sequence slot or KV left take those
+of running requests of a strictly lower tier ranked after them in the order, preempted from the
+end of the order (lowest tier, most slack first): an interactive request does not wait for
+running batch work to finish. A request never preempts one of its own tier or a higher one, so
+tiers cannot evict each other back and forth; nothing is preempted when the lower-tier victims
+could not make room anyway.
+
 Decode pacing (``pace_decodes``, off by default). Serving every decode every step runs decodes
 of loose-TPOT tiers ahead of their pace whenever a tight tier sets the step rate, and each of
 those early tokens costs step time that prefill could use (on a CPU engine a decode adds ~1 ms
@@ -68,6 +76,7 @@ class SlidingServeConfig(PolicyConfig):
     use_deferral: bool = True  # False: no deferrable level (sorter.defer_frac off)
     use_sliding_chunker: bool = True  # False: greedy chunking (window 1)
     use_batch_constructor: bool = True
+    overtake: bool = True  # new higher-tier requests take slots/KV of lower-tier running work
     pace_decodes: bool = False  # decodes far ahead of pace skip steps while prefill waits
     kv_watermark: float = Field(default=0.01, ge=0.0, lt=1.0)  # free fraction kept when admitting
     rate_decay: float = Field(default=0.9, ge=0.0, lt=1.0)  # EMA of the time per prefill token
@@ -116,6 +125,10 @@ class SlidingServe(Policy):
         # waiting ones with any; (pending > 1) | (~running & (pending > 0)) as one comparison)
         queue = order[pending_o > running]
         decodes, paced = order[running & (pending_o == 1)], _NONE
+        if self.config.overtake and queue.size and table.n_running:
+            gone = self._overtake(table, order, queue, packer, state.kv.total_blocks)
+            if gone:
+                decodes = np.array([i for i in decodes.tolist() if i not in gone], dtype=np.intp)
         if self.config.pace_decodes and queue.size and decodes.size:
             decodes, paced = self._pace(now, table, decodes, due, packer)
         decodes, ctx = self._run_decodes(table, decodes, victims, packer)
@@ -145,6 +158,56 @@ class SlidingServe(Policy):
 
     def forget(self, key: int) -> None:
         self.tables.forget(key)
+
+    def _overtake(
+        self, table: RequestTable, order: np.ndarray, queue: np.ndarray, packer: BudgetPacker,
+        total_blocks: int,
+    ) -> set[int]:
+        """Preempt running requests of a lower tier for the new requests at the queue's head
+        that find no sequence slot or KV (module docstring: overtaking); returns the rows
+        preempted. Plain Python: the head is a few requests, and the usual step (room for all
+        of them) returns after one pass over it."""
+        n_run, views, prio = table.n_running, table.views, table.priority
+        lowest = float(prio[:n_run].max())
+        slots = packer.seqs_left - n_run
+        reserve = int(self.config.kv_watermark * total_blocks)
+        free = packer.free_blocks - reserve
+        tokens = packer.tokens_left - n_run  # what prefill can get after one token per runner
+        head: list[tuple[int, int]] = []  # (row, blocks needed) of new requests that lack room
+        for i in queue.tolist():
+            if tokens <= 0:
+                break
+            if i < n_run:  # running prefills make room for themselves (Victims)
+                continue
+            if prio[i] >= lowest:
+                break  # no running work of a lower tier to take from (the queue is in order)
+            r = views[i]
+            n = min(r.remaining_prefill, tokens)
+            need = packer.blocks_needed(r, n)
+            tokens -= n
+            if slots >= 1 and free >= need:
+                slots, free = slots - 1, free - need
+            else:
+                head.append((i, need))
+        if not head:
+            return set()
+        rank = {row: k for k, row in enumerate(order.tolist())}
+        runners = [row for row in reversed(order.tolist()) if row < n_run]  # victims: from the end
+        gone: set[int] = set()
+        for i, need in head:
+            cands = [v for v in runners
+                     if v not in gone and rank[v] > rank[i] and prio[v] > prio[i]]
+            gain_slots, gain_blocks = len(cands), sum(views[v].num_blocks for v in cands)
+            if slots + gain_slots < 1 or free + gain_blocks < need:
+                continue  # the lower tiers could not make room: preempt nothing for it
+            for v in cands:
+                if slots >= 1 and free >= need:
+                    break
+                packer.preempt_request(views[v])
+                gone.add(v)
+                slots, free = slots + 1, free + views[v].num_blocks
+            slots, free = slots - 1, free - need
+        return gone
 
     @staticmethod
     def _head_context(
