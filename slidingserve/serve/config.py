@@ -77,13 +77,22 @@ class AuthConfig(_Strict):
 
 
 class AdmissionConfig(_Strict):
-    """Refuse (429) or downgrade a request whose predicted TTFT misses target x margin."""
+    """Refuse (429) or downgrade a request whose predicted TTFT misses target x margin.
+
+    Under overload the lowest tier gives first: a replica holds at most
+    ``lowest_tier_share`` x ``max_ongoing_requests`` requests when it admits one of the
+    lowest tier, proportionally more for the tiers above, and all of them for the top tier;
+    beyond that it refuses the request with 429 and Retry-After. The top tier thus always
+    finds a slot on the replica, never waits behind lower tiers in Ray Serve's queue, and
+    overtakes them inside the engine (the policy's tier order).
+    """
 
     enabled: bool = True
     margin: float = Field(default=1.0, gt=0)
     on_reject: Literal["reject", "downgrade"] = "reject"
     best_effort_tier: str | None = None  # None = the lowest-priority tier
     min_retry_after_s: int = Field(default=1, ge=1)
+    lowest_tier_share: float = Field(default=0.5, gt=0, le=1)  # 1: no tier-aware shedding
 
 
 class RouterConfig(_Strict):

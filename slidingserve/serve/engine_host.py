@@ -131,6 +131,18 @@ def engine_args(cfg: EngineConfig, scheduler: dict[str, Any] | None = None) -> A
     return AsyncEngineArgs(**kwargs)
 
 
+def hold_limits(tiers: TierSet, max_held: int, lowest_share: float) -> dict[int, int]:
+    """Priority -> requests a replica may hold and still admit one of that tier.
+
+    The top tier gets ``max_held``, the lowest ``lowest_share`` of it, tiers between them
+    shares in proportion to their rank (``AdmissionConfig``)."""
+    prios = sorted({t.priority for t in tiers.values()})
+    if len(prios) == 1:
+        return {prios[0]: max_held}
+    step = (1.0 - lowest_share) / (len(prios) - 1)
+    return {p: max(1, int(max_held * (1.0 - step * k))) for k, p in enumerate(prios)}
+
+
 def best_effort_tier(tiers: TierSet, name: str | None) -> SLOTier:
     if name is not None:
         return tiers[name]
@@ -191,6 +203,8 @@ class EngineHost:
         self.model_version: int | None = None
         self._live: dict[str, _Live] = {}
         self._llm: Any = None
+        self.hold_limits = hold_limits(tiers, cfg.max_ongoing_requests,
+                                       cfg.admission.lowest_tier_share)
 
     async def start(self) -> None:
         from vllm.v1.engine.async_llm import AsyncLLM
@@ -234,6 +248,7 @@ class EngineHost:
             s_per_prefill_token=per_tok,
             step_s=step,
             model_version=self.model_version,
+            hold_limits=self.hold_limits,
         )
         for tier in self.tiers.values():
             self.metrics.predicted_ttft.set(
@@ -253,12 +268,19 @@ class EngineHost:
 
     # ---- requests -----------------------------------------------------------------------
     def admit(self, req: GenerateRequest) -> Admitted | Rejected:
-        """Admit, downgrade or refuse ``req`` by its predicted TTFT on this replica."""
+        """Admit, downgrade or refuse ``req`` by its predicted TTFT on this replica, and refuse
+        it when its tier's share of the replica is full (the lowest tier first)."""
         adm = self.cfg.admission
         load = self.load()
         waited = max(time.time() - req.arrival_s, 0.0)
         predicted = waited + load.predicted_ttft_s(req.slo.priority, req.prompt_len)
         target = req.slo.ttft_s * adm.margin
+        if adm.enabled and load.is_full_for(req.slo.priority):
+            retry = max(adm.min_retry_after_s, int(predicted + 0.999))
+            limit = self.hold_limits[req.slo.priority]
+            why = (f"replica holds {load.queue_len} requests, the most it takes while admitting "
+                   f"tier {req.slo.tier!r} is {limit} (higher tiers keep the rest)")
+            return Rejected(self.replica, predicted, req.slo.ttft_s, retry, why)
         if not adm.enabled or predicted <= target:
             return Admitted(self.replica, req.slo, None, predicted)
         if adm.on_reject == "reject":

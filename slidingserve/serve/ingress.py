@@ -44,6 +44,8 @@ from slidingserve.slo.tiers import TierSet
 log = logging.getLogger(__name__)
 DEFAULT_MAX_TOKENS = 16
 SERVED_BY_HEADER = "x-served-by"
+RETRIED_FROM_HEADER = "x-retried-from"  # the replica that failed before the first token
+MAX_ATTEMPTS = 3  # sends of one request: one retry after a replica failed, plus unreached calls
 
 
 class HTTPError(Exception):
@@ -103,28 +105,7 @@ class IngressService:
                             f"max_model_len {limit}", "max_tokens")
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         req = GenerateRequest(rid, ids, slo, sampling, arrival)
-        stream = self.engine.options(stream=True).generate.remote(req)
-        try:
-            first = await stream.__anext__()
-        except Exception as exc:  # no replica could take it: say so, never drop it silently
-            raise HTTPError(503, f"engine unavailable: {type(exc).__name__}: {exc}") from None
-        if isinstance(first, Rejected):
-            raise HTTPError(
-                429,
-                f"SLO tier {slo.tier!r}: predicted TTFT {first.predicted_ttft_s:.3f}s exceeds the "
-                f"target {first.target_s:.3f}s on every replica; retry later",
-                TIER_HEADER,
-                **{"Retry-After": str(first.retry_after_s)},
-            )
-        assert isinstance(first, Admitted), first
-        head: list[StreamEvent] = []
-        try:
-            async for ev in stream:  # hold the headers until the first token: TTFT is measured
-                head.append(ev)
-                if not isinstance(ev, TokenDelta) or ev.token_ids or ev.finish_reason:
-                    break
-        except Exception as exc:
-            head.append(StreamError(f"engine failed: {type(exc).__name__}: {exc}"))
+        first, stream, head, retried_from = await self._start(req)
         out_headers = {
             TIER_ECHO_HEADER: first.slo.tier,
             TTFT_MEASURED_HEADER: f"{(time.time() - arrival) * 1000.0:.1f}",
@@ -132,6 +113,8 @@ class IngressService:
         }
         if first.downgraded_from:
             out_headers[DOWNGRADED_HEADER] = first.downgraded_from
+        if retried_from is not None:
+            out_headers[RETRIED_FROM_HEADER] = retried_from
         if body.stream:
             include_usage = bool((body.stream_options or {}).get("include_usage"))
             return StreamingResponse(
@@ -140,6 +123,51 @@ class IngressService:
                 headers=out_headers,
             )
         return await self._collect(rid, chat, head, stream, len(ids), out_headers)
+
+    async def _start(self, req: GenerateRequest) -> tuple[Admitted, Any, list[StreamEvent],
+                                                          str | None]:
+        """Send ``req`` to a replica and wait for its first token (the response's headers wait
+        for it). A replica that fails before the first token (it died, or Serve lost it) has
+        sent the client nothing yet: the request goes once more to another replica, and the
+        client sees one answer (``x-retried-from`` names the failed replica). A failure after
+        tokens flowed is the caller's explicit error. A call that never reached a replica (a
+        dead one Serve had not dropped yet) is sent again too, at most ``MAX_ATTEMPTS`` in all.
+        Returns (admission, stream, events so far, failed replica or None)."""
+        retried_from: str | None = None
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            stream = self.engine.options(stream=True).generate.remote(req)
+            try:
+                first = await stream.__anext__()
+            except Exception as exc:  # no replica took it: try another, then say so
+                if attempt < MAX_ATTEMPTS:
+                    log.warning("request %s: no replica took it (%s); sending it again",
+                                req.request_id, type(exc).__name__)
+                    retried_from = retried_from or "unknown"
+                    continue
+                raise HTTPError(503, f"engine unavailable: {type(exc).__name__}: {exc}") from None
+            if isinstance(first, Rejected):
+                why = first.reason or (f"predicted TTFT {first.predicted_ttft_s:.3f}s exceeds "
+                                       f"the target {first.target_s:.3f}s on every replica")
+                raise HTTPError(429, f"SLO tier {req.slo.tier!r}: {why}; retry later",
+                                TIER_HEADER, **{"Retry-After": str(first.retry_after_s)})
+            assert isinstance(first, Admitted), first
+            head: list[StreamEvent] = []
+            try:
+                async for ev in stream:  # hold the headers until the first token: TTFT measured
+                    head.append(ev)
+                    if not isinstance(ev, TokenDelta) or ev.token_ids or ev.finish_reason:
+                        break
+            except Exception as exc:
+                if attempt < MAX_ATTEMPTS and retried_from in (None, "unknown"):
+                    log.warning("request %s: replica %s failed before its first token (%s); "
+                                "retrying once elsewhere", req.request_id, first.replica,
+                                type(exc).__name__)
+                    stream.cancel()
+                    retried_from = first.replica
+                    continue
+                head.append(StreamError(f"engine failed: {type(exc).__name__}: {exc}"))
+            return first, stream, head, retried_from
+        raise AssertionError("unreachable")
 
     def _prompt_ids(self, body: oa.CompletionBody | oa.ChatBody) -> list[int]:
         if isinstance(body, oa.ChatBody):

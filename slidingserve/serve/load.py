@@ -32,6 +32,7 @@ class ReplicaLoad:
     s_per_prefill_token: float = 1e-4  # predicted prefill cost per token
     step_s: float = 0.02  # predicted duration of one decode step at the current batch
     model_version: int | None = None  # predictor model version in use
+    hold_limits: dict[int, int] = field(default_factory=dict)  # priority -> most held to admit
     format: int = LOAD_FORMAT
 
     def to_stats(self) -> dict[str, Any]:
@@ -49,6 +50,11 @@ class ReplicaLoad:
 
     def age_s(self, now: float | None = None) -> float:
         return (time.time() if now is None else now) - self.ts
+
+    def is_full_for(self, priority: int, extra_requests: int = 0) -> bool:
+        """True when the replica would refuse a request of ``priority`` for want of room."""
+        limit = self.hold_limits.get(priority)
+        return limit is not None and self.queue_len + extra_requests >= limit
 
     def tokens_ahead(self, priority: int) -> int:
         return sum(n for p, n in self.waiting_tokens.items() if p <= priority)

@@ -44,6 +44,7 @@ class Rejected:
     predicted_ttft_s: float
     target_s: float
     retry_after_s: int
+    reason: str = ""  # why, when not the TTFT prediction (a tier's share of the replica full)
 
 
 @dataclass(frozen=True, slots=True)

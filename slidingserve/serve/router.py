@@ -3,7 +3,9 @@
 Idea: every engine replica reports a ``ReplicaLoad`` (queue, waiting prefill tokens per
 priority, predicted cost per token) as its Ray Serve routing stats. For a request of tier T
 with prompt length L the router predicts the TTFT it would see on each replica and ranks
-replicas by slack (T's TTFT target minus that prediction), most slack first. Between stats
+replicas by slack (T's TTFT target minus that prediction), most slack first, after every
+replica that still has room for T's share (admission refuses the lowest tiers first when a
+replica holds too many requests: ``ReplicaLoad.is_full_for``). Between stats
 reports it adds the prompts it has itself sent to a replica since that replica's snapshot,
 so a burst does not pile onto the replica that looked emptiest a moment ago.
 
@@ -49,20 +51,22 @@ def rank_by_slack(
     loads: Sequence[tuple[K, ReplicaLoad]],
     query: RouteQuery,
     routed_tokens: dict[K, int] | None = None,
+    routed_requests: dict[K, int] | None = None,
 ) -> list[K]:
-    """Replica keys ordered by predicted slack for ``query``, most slack first.
+    """Replica keys ordered by predicted slack for ``query``, most slack first; replicas full
+    for the query's tier go last.
 
-    Ties go to the shorter queue. ``routed_tokens``: prompt tokens sent to each replica that
-    its last snapshot does not include yet.
+    Ties go to the shorter queue. ``routed_tokens``/``routed_requests``: prompt tokens and
+    requests sent to each replica that its last snapshot does not include yet.
     """
-    extra = routed_tokens or {}
+    extra, sent = routed_tokens or {}, routed_requests or {}
 
-    def order(item: tuple[K, ReplicaLoad]) -> tuple[float, int]:
+    def order(item: tuple[K, ReplicaLoad]) -> tuple[bool, float, int]:
         key, load = item
         slack = load.slack_s(
             query.priority, query.ttft_target_s, query.prompt_len, extra.get(key, 0)
         )
-        return (-slack, load.queue_len)
+        return (load.is_full_for(query.priority, sent.get(key, 0)), -slack, load.queue_len)
 
     return [key for key, _ in sorted(loads, key=order)]
 
@@ -99,7 +103,8 @@ class SlackRouter(FIFOMixin, RequestRouter):
             return [self._two_choices(candidate_replicas)]
         by_id = {r.replica_id: r for r in candidate_replicas}
         routed = self._routed_tokens(loads)
-        ranked = rank_by_slack(list(loads.items()), query, routed)
+        counts = {rid: len(self._routed.get(rid, {})) for rid in loads}
+        ranked = rank_by_slack(list(loads.items()), query, routed, counts)
         self._note(pending_request, ranked[0], query.prompt_len)
         return [[by_id[rid]] for rid in ranked]
 

@@ -99,3 +99,54 @@ def test_replica_files_removed_at_shutdown_unless_kept(tiers, tmp_path, keep):
     (h.files.root / "steps.parquet").write_bytes(b"x")
     h.shutdown()
     assert h.files.root.exists() == keep
+
+
+def hold(h: EngineHost, n: int, priority: int = 2) -> None:
+    """Make ``h`` hold ``n`` requests of ``priority`` that have not produced a token yet."""
+    from slidingserve.serve.engine_host import _Live
+
+    for i in range(n):
+        h._live[f"held-{priority}-{i}"] = _Live(priority, 10, time.time(), 0)
+
+
+def test_hold_limits_give_the_lowest_tier_the_smallest_share(tiers):
+    from slidingserve.serve.engine_host import hold_limits
+
+    assert hold_limits(tiers, 64, 0.5) == {0: 64, 1: 48, 2: 32}
+    assert hold_limits(tiers, 64, 1.0) == {0: 64, 1: 64, 2: 64}
+
+
+def test_a_full_replica_refuses_the_lowest_tier_first(tiers):
+    h = host(tiers)  # max_ongoing_requests 64: batch up to 32 held, standard 48
+    hold(h, 32)
+    refused = h.admit(request(tiers, "batch", prompt_len=10))
+    assert isinstance(refused, Rejected) and refused.retry_after_s >= 1
+    assert "holds 32 requests" in refused.reason and "'batch' is 32" in refused.reason
+    assert isinstance(h.admit(request(tiers, "standard", prompt_len=10)), Admitted)
+    assert isinstance(h.admit(request(tiers, "interactive", prompt_len=10)), Admitted)
+    hold(h, 16, priority=1)  # 48 held
+    assert isinstance(h.admit(request(tiers, "standard", prompt_len=10)), Rejected)
+    assert isinstance(h.admit(request(tiers, "interactive", prompt_len=10)), Admitted)
+    load = h.load()
+    assert load.is_full_for(2) and load.is_full_for(1) and not load.is_full_for(0)
+
+
+def test_share_one_turns_tier_shedding_off(tiers):
+    h = host(tiers, lowest_tier_share=1.0)
+    hold(h, 40)
+    assert isinstance(h.admit(request(tiers, "batch", prompt_len=10)), Admitted)
+
+
+def test_router_puts_replicas_full_for_the_tier_last(tiers):
+    from slidingserve.serve.router import RouteQuery, rank_by_slack
+
+    full, empty = host(tiers), host(tiers)
+    hold(full, 32, priority=2)
+    hold(empty, 20, priority=0)  # less slack for interactive, but room for batch
+    loads = [("full", full.load()), ("other", empty.load())]
+    batch = RouteQuery(2, 1800.0, 10)
+    assert rank_by_slack(loads, batch) == ["other", "full"]
+    interactive = RouteQuery(0, 6.0, 10)
+    assert rank_by_slack(loads, interactive)[0] == "full"  # interactive waits for no batch
+    both_full = rank_by_slack(loads, batch, routed_requests={"other": 12})
+    assert set(both_full) == {"full", "other"}  # both full: slack decides

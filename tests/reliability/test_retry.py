@@ -1,0 +1,156 @@
+"""The ingress retries a request once when its replica fails before the first token, and the
+client gets exactly one answer; after tokens flowed a failure is an explicit error.
+
+A fake engine handle stands in for Ray Serve (no cluster): each ``generate.remote`` call plays
+the next scripted replica, whose stream raises ``ReplicaDied`` where the script says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from slidingserve.serve import openai_api as oa
+from slidingserve.serve.config import load_serve_config
+from slidingserve.serve.ingress import RETRIED_FROM_HEADER, IngressService
+from slidingserve.serve.messages import Admitted, GenerateRequest, TokenDelta
+from slidingserve.serve.slo_headers import RequestSLO
+from slidingserve.slo.tiers import load_tiers
+
+TIERS = load_tiers()
+SLO = RequestSLO.of_tier(TIERS["interactive"])
+
+
+class ReplicaDied(RuntimeError):
+    """What Ray raises on a stream whose replica process was killed."""
+
+
+class Tokenizer:
+    chat_template = None
+
+    def encode(self, text: str) -> list[int]:
+        return [3 + len(w) for w in text.split()]
+
+    def __len__(self) -> int:
+        return 100
+
+
+def tokens(replica: str, n: int) -> list[Any]:
+    out: list[Any] = [TokenDelta("", [], None, 2, 0)]  # vLLM's first output may carry no token
+    out += [TokenDelta(f"<{replica}:{i}>", [10 + i], "length" if i == n - 1 else None, 2, i + 1)
+            for i in range(n)]
+    return out
+
+
+class Stream:
+    def __init__(self, events: list[Any]):
+        self.events, self.cancelled = list(events), False
+
+    def __aiter__(self) -> Stream:
+        return self
+
+    async def __anext__(self) -> Any:
+        if not self.events:
+            raise StopAsyncIteration
+        ev = self.events.pop(0)
+        if isinstance(ev, Exception):
+            raise ev
+        return ev
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Engine:
+    """``engine.options(stream=True).generate.remote(req)``: the next scripted stream."""
+
+    def __init__(self, *scripts: list[Any]):
+        self.scripts, self.streams = list(scripts), []
+        self.requests: list[GenerateRequest] = []
+        self.generate = self
+
+    def options(self, **_: Any) -> Engine:
+        return self
+
+    def remote(self, req: GenerateRequest) -> Stream:
+        self.requests.append(req)
+        self.streams.append(Stream(self.scripts.pop(0)))
+        return self.streams[-1]
+
+
+def admitted(replica: str) -> Admitted:
+    return Admitted(replica, SLO, None, 0.1)
+
+
+def complete(engine: Engine, stream: bool) -> tuple[int, dict[str, str], str]:
+    cfg = load_serve_config({"auth": {"keys_env": None}})
+    svc = IngressService(cfg, TIERS, engine, Tokenizer())
+    body = oa.CompletionBody(prompt="ka ko", max_tokens=3, stream=stream)
+    return asyncio.run(_complete(svc, body))
+
+
+async def _complete(
+    svc: IngressService, body: oa.CompletionBody
+) -> tuple[int, dict[str, str], str]:
+    resp = await svc.complete(body, {"x-slo-tier": "interactive"})
+    if hasattr(resp, "body_iterator"):
+        text = "".join([c if isinstance(c, str) else c.decode() async for c in resp.body_iterator])
+    else:
+        text = resp.body.decode()
+    return resp.status_code, dict(resp.headers), text
+
+
+def test_replica_dying_before_the_first_token_is_retried_once_elsewhere():
+    engine = Engine([admitted("a"), TokenDelta("", [], None, 2, 0), ReplicaDied("a died")],
+                    [admitted("b"), *tokens("b", 3)])
+    status, headers, text = complete(engine, stream=False)
+    assert status == 200, text
+    choice = json.loads(text)["choices"][0]
+    assert choice["text"] == "<b:0><b:1><b:2>"  # one answer, from the healthy replica only
+    assert headers[RETRIED_FROM_HEADER] == "a" and headers["x-served-by"] == "b"
+    assert len(engine.requests) == 2 and engine.streams[0].cancelled
+    assert engine.requests[0] == engine.requests[1]  # same request (id, arrival, SLO)
+
+
+def test_retried_stream_has_one_answer_and_one_done():
+    engine = Engine([admitted("a"), ReplicaDied("a died")], [admitted("b"), *tokens("b", 3)])
+    status, headers, text = complete(engine, stream=True)
+    assert status == 200 and headers[RETRIED_FROM_HEADER] == "a"
+    chunks = [json.loads(line[6:]) for line in text.splitlines()
+              if line.startswith("data: {")]
+    assert "".join(c["choices"][0]["text"] for c in chunks) == "<b:0><b:1><b:2>"
+    assert text.count("data: [DONE]") == 1 and "error" not in text
+
+
+def test_a_call_that_reaches_no_replica_is_sent_again():
+    engine = Engine([ReplicaDied("dead replica still listed")], [admitted("b"), *tokens("b", 1)])
+    status, headers, _ = complete(engine, stream=False)
+    assert status == 200 and headers[RETRIED_FROM_HEADER] == "unknown"
+
+
+def test_only_one_retry_after_a_replica_failed():
+    engine = Engine([admitted("a"), ReplicaDied("a died")], [admitted("b"), ReplicaDied("b too")],
+                    [admitted("c"), *tokens("c", 1)])
+    status, _, text = complete(engine, stream=False)
+    assert status == 500 and "b too" in json.loads(text)["error"]["message"]
+    assert len(engine.requests) == 2
+
+
+def test_a_stream_that_sent_tokens_ends_with_an_explicit_error_and_is_not_retried():
+    engine = Engine([admitted("a"), *tokens("a", 3)[:2], ReplicaDied("a died")],
+                    [admitted("b"), *tokens("b", 3)])
+    status, _, text = complete(engine, stream=True)
+    assert status == 200 and "<a:0>" in text and "a died" in text
+    assert '"error"' in text and "[DONE]" not in text
+    assert len(engine.requests) == 1
+    status, _, text = complete(Engine([admitted("a"), *tokens("a", 3)[:2], ReplicaDied("x")]),
+                               stream=False)
+    body = json.loads(text)
+    assert status == 500 and body["error"]["partial"]["text"] == "<a:0>"
+
+
+def test_no_replica_at_all_is_an_explicit_503():
+    engine = Engine(*[[ReplicaDied("gone")] for _ in range(3)])
+    status, _, text = complete(engine, stream=False)
+    assert status == 503 and "engine unavailable" in json.loads(text)["error"]["message"]
