@@ -19,6 +19,7 @@ serve_cli = typer.Typer(no_args_is_help=True)
 dashboards_cli = typer.Typer(help="Grafana dashboards for the application's metrics.",
                              no_args_is_help=True)
 bench_cli = typer.Typer(help="Load generators.", no_args_is_help=True)
+APP_NAME = "slidingserve"
 serve_cli.add_typer(dashboards_cli, name="dashboards")
 serve_cli.add_typer(bench_cli, name="bench")
 
@@ -76,6 +77,7 @@ def serve_cmd(
     from slidingserve.serve.app import build_app
     from slidingserve.serve.auth import KeyTable
     from slidingserve.serve.config import ServeConfigError, load_serve_config
+    from slidingserve.serve.health import wait_until_running
     from slidingserve.slo.tiers import load_tiers
 
     path = config or repo_file("deploy", "local.yaml")
@@ -106,7 +108,12 @@ def serve_cmd(
     try:
         serve.start(http_options={"host": host, "port": port})
         t0 = time.time()
-        serve.run(build_app(cfg), name="slidingserve", route_prefix="/")
+        serve._run(build_app(cfg), _blocking=False, name=APP_NAME, route_prefix="/")
+        try:
+            wait_until_running(APP_NAME, lambda line: typer.echo(f"  {line}"))
+        except RuntimeError as exc:
+            typer.secho(f"error: {exc}", fg="red", err=True)
+            raise typer.Exit(1) from None
         url = f"http://{host}:{port}"
         typer.secho(f"\nslidingserve is up at {url} ({time.time() - t0:.0f}s)", fg="green")
         typer.echo(f"tiers: {', '.join(tiers)} (default {tiers.default_name})")

@@ -17,6 +17,7 @@ from ray.serve.handle import DeploymentHandle
 
 from slidingserve.serve.config import load_serve_config
 from slidingserve.serve.engine_host import EngineHost, resolve_model
+from slidingserve.serve.health import EngineReadiness
 from slidingserve.serve.ingress import IngressService, build_api
 from slidingserve.serve.messages import GenerateRequest, StreamEvent
 from slidingserve.slo.tiers import load_tiers
@@ -71,7 +72,8 @@ class IngressReplica:
 
         cfg = load_serve_config(config, "Ingress config")
         tokenizer = AutoTokenizer.from_pretrained(cfg.engine.tokenizer or resolve_model(cfg.engine))
-        self.service = IngressService(cfg, load_tiers(cfg.tiers_path), engine, tokenizer)
+        ready = EngineReadiness(serve.get_replica_context().app_name)  # /health: 503 until then
+        self.service = IngressService(cfg, load_tiers(cfg.tiers_path), engine, tokenizer, ready)
 
     def __serve_build_asgi_app__(self) -> Any:
         return build_api(self.service)

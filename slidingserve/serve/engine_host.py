@@ -77,7 +77,7 @@ class ReplicaFiles:
 
 
 def scheduler_kwargs(cfg: ServeAppConfig, files: ReplicaFiles) -> dict[str, Any]:
-    """``scheduler_cls`` + ``additional_config`` for the SlidingServe scheduler (``slidingserve.engine``).
+    """``scheduler_cls`` + ``additional_config`` for ``slidingserve.engine``'s scheduler.
 
     The engine polls ``files.latency_model`` for new versions (hot swap) and rewrites
     ``files.step_trace`` with its measured steps; the predictor link feeds both.
@@ -199,6 +199,7 @@ class EngineHost:
         self.replica = replica
         self.metrics = EngineMetrics(replica)
         self.costs = CostEstimate()
+        self.ready_s = 0.0  # when the engine came up: waiting before it is not this replica's load
         self.latency: LatencyModel | None = None
         self.model_version: int | None = None
         self._live: dict[str, _Live] = {}
@@ -213,6 +214,7 @@ class EngineHost:
         if self.cfg.engine.scheduler == "slidingserve":
             sched = scheduler_kwargs(self.cfg, self.files)
         self._llm = AsyncLLM.from_engine_args(engine_args(self.cfg.engine, sched))
+        self.ready_s = time.time()
         log.info("replica %s: engine up (model %s)", self.replica, self.cfg.engine.name)
 
     def shutdown(self) -> None:
@@ -272,7 +274,7 @@ class EngineHost:
         it when its tier's share of the replica is full (the lowest tier first)."""
         adm = self.cfg.admission
         load = self.load()
-        waited = max(time.time() - req.arrival_s, 0.0)
+        waited = max(time.time() - max(req.arrival_s, self.ready_s), 0.0)  # not start-up time
         predicted = waited + load.predicted_ttft_s(req.slo.priority, req.prompt_len)
         target = req.slo.ttft_s * adm.margin
         if adm.enabled and load.is_full_for(req.slo.priority):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -65,8 +65,10 @@ class HTTPError(Exception):
 class IngressService:
     """Validates, tokenizes and forwards requests; writes OpenAI-shaped responses."""
 
-    def __init__(self, cfg: ServeAppConfig, tiers: TierSet, engine: Any, tokenizer: Any):
+    def __init__(self, cfg: ServeAppConfig, tiers: TierSet, engine: Any, tokenizer: Any,
+                 ready: Callable[[], Awaitable[bool]] | None = None):
         self.cfg, self.tiers, self.engine, self.tokenizer = cfg, tiers, engine, tokenizer
+        self.ready = ready  # whether an engine replica can serve (None: assume it can)
         self.keys = KeyTable(cfg.auth.resolved_keys(), tiers)
         self.metrics = IngressMetrics()
         self.model_name = cfg.engine.name
@@ -330,8 +332,14 @@ def build_api(service: IngressService) -> FastAPI:
         return {"object": "list", "data": [card]}
 
     @api.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": service.model_name, "tiers": list(service.tiers),
+    async def health() -> Response:
+        """200 once an engine replica can serve; 503 while none can (starting, or all down)."""
+        info = {"model": service.model_name, "tiers": list(service.tiers),
                 "default_tier": service.tiers.default_name, "auth": service.keys.describe()}
+        if service.ready is not None and not await service.ready():
+            msg = "no engine replica is ready yet (the model is loading) or none is left"
+            return JSONResponse({"status": "starting", **info, **oa.error_body(msg, None,
+                                 "server_error")}, 503, headers={"Retry-After": "5"})
+        return JSONResponse({"status": "ok", **info})
 
     return api
