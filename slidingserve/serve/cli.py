@@ -61,7 +61,8 @@ def curl_line(url: str, tier: str, keyed: bool) -> str:
 
 @serve_cli.command("serve")
 def serve_cmd(
-    config: Path = typer.Option(None, help="Serve config file (default: deploy/local.yaml)."),
+    config: Path = typer.Option(None, help="Serve config file (default: the embedded one, "
+                                "slidingserve/configs/local.yaml = deploy/local.yaml)."),
     host: str = typer.Option(None, help="HTTP host (default: from the config)."),
     port: int = typer.Option(None, help="HTTP port (default: from the config)."),
     replicas: int = typer.Option(None, help="Engine replicas (default: from the config)."),
@@ -78,9 +79,9 @@ def serve_cmd(
     from slidingserve.serve.auth import KeyTable
     from slidingserve.serve.config import ServeConfigError, load_serve_config
     from slidingserve.serve.health import wait_until_running
-    from slidingserve.slo.tiers import load_tiers
+    from slidingserve.slo.tiers import load_tiers, shipped_file
 
-    path = config or repo_file("deploy", "local.yaml")
+    path = config or shipped_file("local.yaml")
     http, args = load_serve_file(path)
     if replicas is not None:
         args["num_replicas"] = replicas
@@ -174,7 +175,9 @@ def bench_http(
     duration: float = typer.Option(..., help="Seconds of arrivals."),
     trace: Path = typer.Option(None, help="Azure trace CSV for lengths (default: synthetic)."),
     tier_mix: str = typer.Option(None, help="e.g. interactive=0.2,standard=0.5,batch=0.3"),
-    tiers_path: Path = typer.Option(None, "--tiers", help="Tier file (default: deploy's)."),
+    tiers_path: Path = typer.Option(
+        None, "--tiers", help="Tier file or built-in name: qoserve (default), tight, cpu-tiny."
+    ),
     max_prompt_tokens: int = typer.Option(1024, help="Clip prompts to this many tokens."),
     max_output_tokens: int = typer.Option(128, help="Clip outputs to this many tokens."),
     api_key: str = typer.Option(None, envvar="SLIDINGSERVE_KEY", help="Bearer API key."),

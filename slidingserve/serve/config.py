@@ -9,10 +9,11 @@ and is validated on load; errors name the field and the bad value.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from slidingserve.slo.tiers import BUILTIN_TIERS, resolve_tiers_path
 
 
 class ServeConfigError(ValueError):
@@ -117,7 +118,7 @@ class PredictorLinkConfig(_Strict):
 class ServeAppConfig(_Strict):
     """The whole application; the ``args`` of ``slidingserve.serve.app:build``."""
 
-    tiers_path: str | None = None  # None = deploy/slo_tiers.yaml
+    tiers_path: str | None = None  # a file or a built-in name; None = "qoserve"
     engine: EngineConfig = Field(default_factory=EngineConfig)
     num_replicas: int = Field(default=1, gt=0)
     engine_num_cpus: float = Field(default=1.0, ge=0)
@@ -133,8 +134,9 @@ class ServeAppConfig(_Strict):
     @field_validator("tiers_path")
     @classmethod
     def _tiers_exist(cls, v: str | None) -> str | None:
-        if v is not None and not Path(v).is_file():
-            raise ValueError(f"tier file {v!r} does not exist")
+        if v is not None and not resolve_tiers_path(v).is_file():
+            raise ValueError(f"tier file {v!r} does not exist (built-in tier sets: "
+                             f"{', '.join(BUILTIN_TIERS)})")
         return v
 
 

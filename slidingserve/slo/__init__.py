@@ -1,5 +1,23 @@
 """SLO tiers: targets per tier, loaded from YAML and validated."""
 
-from slidingserve.slo.tiers import SLOTier, TierConfigError, TierSet, default_tiers_path, load_tiers
+from slidingserve.slo.tiers import (
+    BUILTIN_TIERS,
+    SLOTier,
+    TierConfigError,
+    TierSet,
+    default_tiers_path,
+    load_tiers,
+    resolve_tiers_path,
+    shipped_file,
+)
 
-__all__ = ["SLOTier", "TierConfigError", "TierSet", "default_tiers_path", "load_tiers"]
+__all__ = [
+    "BUILTIN_TIERS",
+    "SLOTier",
+    "TierConfigError",
+    "TierSet",
+    "default_tiers_path",
+    "load_tiers",
+    "resolve_tiers_path",
+    "shipped_file",
+]

@@ -112,14 +112,35 @@ class TierSet(Mapping[str, SLOTier]):
         }
 
 
+# Tier sets shipped inside the package (``slidingserve/configs/``; ``deploy/`` links to them),
+# usable by name wherever a tier file path is taken.
+BUILTIN_TIERS: dict[str, str] = {
+    "qoserve": "slo_tiers.yaml",  # QoServe's published tiers: the default, for GPU deployments
+    "tight": "slo_tiers_tight.yaml",  # chat-style interactive targets, shorter batch window
+    "cpu-tiny": "slo_tiers_cpu.yaml",  # what the CPU engine of the tiny model can meet
+}
+DEFAULT_TIERS = "qoserve"
+
+
+def shipped_file(name: str) -> Path:
+    """A config file shipped inside the package (``slidingserve/configs/NAME``)."""
+    from importlib.resources import files
+
+    return Path(str(files("slidingserve").joinpath("configs", name)))
+
+
 def default_tiers_path() -> Path:
-    """The shipped default tier file (``deploy/slo_tiers.yaml``)."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent / "deploy" / "slo_tiers.yaml"
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError("deploy/slo_tiers.yaml not found next to the slidingserve package")
+    """The shipped default tier file (QoServe's tiers; ``deploy/slo_tiers.yaml`` links to it)."""
+    return shipped_file(BUILTIN_TIERS[DEFAULT_TIERS])
+
+
+def resolve_tiers_path(spec: str | Path | None) -> Path:
+    """A tier file from a path, a built-in name (``BUILTIN_TIERS``) or None (the default)."""
+    if spec is None:
+        return default_tiers_path()
+    if str(spec) in BUILTIN_TIERS:
+        return shipped_file(BUILTIN_TIERS[str(spec)])
+    return Path(spec)
 
 
 def tiers_from_dict(data: Any, source: str = "<memory>") -> TierSet:
@@ -146,12 +167,14 @@ def tiers_from_dict(data: Any, source: str = "<memory>") -> TierSet:
 
 
 def load_tiers(path: str | Path | None = None) -> TierSet:
-    """Load and validate a tier file; errors name the file, the field and the bad value."""
-    p = Path(path) if path is not None else default_tiers_path()
+    """Load and validate a tier file (a path or a built-in name, ``resolve_tiers_path``);
+    errors name the file, the field and the bad value."""
+    p = resolve_tiers_path(path)
     try:
         data = yaml.safe_load(p.read_text())
     except FileNotFoundError:
-        raise TierConfigError(f"{p}: tier file not found") from None
+        raise TierConfigError(f"{p}: tier file not found (built-in tier sets: "
+                              f"{', '.join(BUILTIN_TIERS)})") from None
     except yaml.YAMLError as exc:
         raise TierConfigError(f"{p}: not valid YAML: {exc}") from None
     return tiers_from_dict(data, source=str(p))
