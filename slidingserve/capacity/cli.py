@@ -15,6 +15,8 @@ from slidingserve.capacity.harness import run_capacity
 from slidingserve.capacity.report import plot_attainment, print_table, write_json
 from slidingserve.policy import policy_names
 from slidingserve.sim import SimConfig
+from slidingserve.sim.config import TimingConfig
+from slidingserve.sim.timing import timing_from_options
 from slidingserve.slo import load_tiers
 from slidingserve.workload import parse_tier_mix
 
@@ -61,8 +63,13 @@ def parse_budgets(text: str) -> list[int]:
     return out
 
 
-def execute(config: CapacityConfig, out: Path, console: Console) -> dict[str, Any]:
-    """Run a capacity comparison with progress bars; write capacity.json and attainment.png."""
+def execute(
+    config: CapacityConfig, out: Path, console: Console, timing: TimingConfig | None = None
+) -> dict[str, Any]:
+    """Run a capacity comparison with progress bars; write capacity.json and attainment.png.
+    ``timing``: the simulator's step timing for every trial (default: ``config.sim``'s)."""
+    if timing is not None:
+        config = config.model_copy(update={"sim": config.sim.model_copy(update={"timing": timing})})
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -79,6 +86,7 @@ def execute(config: CapacityConfig, out: Path, console: Console) -> dict[str, An
             progress.update(tasks[phase], completed=done if total else 1, description=message)
 
         result = run_capacity(config, report)
+    result["timing"] = config.sim.timing.label()
     write_json(out / "capacity.json", result)
     plot_attainment(result, out / "attainment.png")
     print_table(result, console)
@@ -138,9 +146,28 @@ def capacity(
         Path | None,
         typer.Option(help="Predictor model dir (python -m predictor.train); default: roofline."),
     ] = None,
+    timing: Annotated[
+        str, typer.Option(help="Step timing: oracle (the policy's model) | noise | replay.")
+    ] = "oracle",
+    timing_seed: Annotated[int, typer.Option(help="Seed of noisy or replayed timing.")] = 0,
+    noise_sigma: Annotated[
+        float | None, typer.Option(help="--timing noise: sigma (default: fitted to the CPU "
+                                   "profile's repeats, docs/simulator.md).")
+    ] = None,
+    replay: Annotated[
+        Path | None, typer.Option(help="--timing replay: step trace of measured steps.")
+    ] = None,
+    plan_time_ms: Annotated[
+        str | None, typer.Option(help="Planning time added to each step: MS, or "
+                                 "POLICY=MS items, comma-separated.")
+    ] = None,
 ) -> None:
     """Highest Poisson rate per policy meeting the SLOs (1% worst tier; 90% overall)."""
     console = Console()
+    try:
+        timing_config = timing_from_options(timing, timing_seed, noise_sigma, replay, plan_time_ms)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
     names = parse_policies(policies) if policies.strip() else []
     extra = [parse_contender(c) for c in contender or []]
     if not names and not extra:
@@ -173,7 +200,7 @@ def capacity(
         heavy_load=1.3 if 1.3 in points else (points[-1] if points else 1.3),
         workers=workers,
     )
-    execute(config, out, console)
+    execute(config, out, console, timing_config)
 
 
 def run(

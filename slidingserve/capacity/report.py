@@ -18,7 +18,8 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def capacity_table(result: dict[str, Any], title: str = "Capacity under SLOs") -> Table:
-    table = Table(title=title)
+    timing = result.get("timing")  # the simulator's step timing (slidingserve/sim/timing.py)
+    table = Table(title=f"{title}, timing {timing}" if timing else title)
     table.add_column("policy", no_wrap=True)
     for col in ("capacity (1%)", "spread", "capacity (90%)", "budget", "trials"):
         table.add_column(col, justify="right")

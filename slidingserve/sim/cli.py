@@ -12,6 +12,7 @@ from rich.console import Console
 from slidingserve.metrics import summarize
 from slidingserve.sim.config import SimConfig
 from slidingserve.sim.simulator import simulate
+from slidingserve.sim.timing import timing_from_options
 from slidingserve.slo import load_tiers
 from slidingserve.workload import WorkloadConfig, build_workload, parse_tier_mix
 
@@ -46,9 +47,28 @@ def sim(
         int | None, typer.Option(help="KV blocks per replica (default: 8B on H100).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Workload seed.")] = 0,
+    timing: Annotated[
+        str, typer.Option(help="Step timing: oracle (the policy's model) | noise | replay.")
+    ] = "oracle",
+    timing_seed: Annotated[int, typer.Option(help="Seed of noisy or replayed timing.")] = 0,
+    noise_sigma: Annotated[
+        float | None, typer.Option(help="--timing noise: sigma (default: fitted to the CPU "
+                                   "profile's repeats, docs/simulator.md).")
+    ] = None,
+    replay: Annotated[
+        Path | None, typer.Option(help="--timing replay: step trace of measured steps.")
+    ] = None,
+    plan_time_ms: Annotated[
+        str | None, typer.Option(help="Planning time added to each step: MS, or "
+                                 "POLICY=MS items, comma-separated.")
+    ] = None,
 ) -> None:
     """Simulate one workload under one policy; write DIR/summary.json and DIR/config.json."""
     console = Console(stderr=True)
+    try:
+        timing_config = timing_from_options(timing, timing_seed, noise_sigma, replay, plan_time_ms)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
     tier_set = load_tiers(tiers)
     mix = parse_tier_mix(tier_mix, tier_set) if tier_mix is not None else None
     kind = arrival or ("replay" if rate is None and trace is not None else "poisson")
@@ -68,13 +88,16 @@ def sim(
         tier_mix=mix,
         seed=seed,
     )
-    sim_config = SimConfig(replicas=replicas, router=router, num_blocks=kv_blocks)
+    sim_config = SimConfig(
+        replicas=replicas, router=router, num_blocks=kv_blocks, timing=timing_config
+    )
     overrides: dict[str, Any] = {"budget": budget} if budget is not None else {}
     specs = build_workload(workload, tier_set)
     with console.status(f"simulating {len(specs)} requests under {policy}"):
         result = simulate(specs, tier_set, policy, sim_config, policy_config=overrides)
     summary = summarize(result.records, tier_set)
     summary["sim"] = result.stats
+    summary["timing"] = {"label": result.stats["timing"], **timing_config.model_dump(mode="json")}
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     config = {
@@ -89,6 +112,7 @@ def sim(
     o = summary["overall"]
     console.print(
         f"{policy}: {o['requests']} requests, attainment {o['slo_attainment']}, "
-        f"goodput {o['goodput_rps']} rps, p99 TTFT {o['ttft_s']['p99']} s "
+        f"goodput {o['goodput_rps']} rps, p99 TTFT {o['ttft_s']['p99']} s, "
+        f"timing {result.stats['timing']} "
         f"(simulated in {result.stats['sim_wall_s']:.1f} s) -> {out}/summary.json"
     )

@@ -1,8 +1,13 @@
-"""Simulator configuration and the default KV-cache size."""
+"""Simulator configuration (``SimConfig``, its step timing ``TimingConfig``) and the default
+KV-cache size."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import math
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from slidingserve.latency import RooflineConfig
 from slidingserve.policy import HostLimits
@@ -33,6 +38,75 @@ def default_kv_blocks(
     return int(free // (kv_bytes_per_token * block_size))
 
 
+class TimingConfig(BaseModel):
+    """How long a simulated step takes: the simulator's clock, apart from the policy's
+    planning model (see ``slidingserve/sim/timing.py``).
+
+    ``kind``: ``oracle`` times each step with the policy's own latency model (the default:
+    prediction error never hurts); ``noise`` multiplies that prediction by exp(sigma z), z
+    standard normal (lognormal, median 1), ``noise_sigma`` fitted to measured repeats of one
+    step shape when None (``timing.fit_noise``); ``replay`` looks measured step times up by
+    shape in the step trace ``replay`` (``timing.ReplayTable``). Every kind adds the policy's
+    planning time to each step: ``plan_s_by_policy[policy name]``, else ``plan_s``.
+    Random draws follow ``seed`` per replica and step number, never the wall clock.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["oracle", "noise", "replay"] = "oracle"
+    seed: int = Field(default=0, ge=0)
+    noise_sigma: float | None = Field(default=None, ge=0, le=5)  # None: fitted (kind noise)
+    replay: Path | None = None  # step trace (.csv/.parquet) of measured steps (kind replay)
+    plan_s: float = Field(default=0.0, ge=0, le=10)  # planning time per step, every policy
+    # Registered policy name -> planning time per step (s); overrides ``plan_s``.
+    plan_s_by_policy: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("plan_s_by_policy")
+    @classmethod
+    def _check_plan_times(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, s in value.items():
+            if not (math.isfinite(s) and 0 <= s <= 10):
+                raise ValueError(f"planning time of {name!r} must be 0-10 s (got {s!r})")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> TimingConfig:
+        if self.kind == "replay" and self.replay is None:
+            raise ValueError("timing kind 'replay' needs a step trace (field replay)")
+        if self.kind != "replay" and self.replay is not None:
+            raise ValueError(
+                f"field replay is set ({self.replay}) but timing kind is {self.kind!r}"
+            )
+        if self.kind != "noise" and self.noise_sigma is not None:
+            raise ValueError(
+                f"field noise_sigma is set ({self.noise_sigma}) but timing kind is {self.kind!r}"
+            )
+        return self
+
+    def plan_time_s(self, policy: str) -> float:
+        """Planning time added to each step of the registered policy ``policy``."""
+        return self.plan_s_by_policy.get(policy, self.plan_s)
+
+    def label(self, policy: str | None = None) -> str:
+        """Short description for tables and summaries, e.g. ``noise(sigma=0.318) +plan 1.8ms``
+        (with ``policy``: that policy's planning time only)."""
+        if self.kind == "noise":
+            sigma = "fitted" if self.noise_sigma is None else f"{self.noise_sigma:.3g}"
+            text = f"noise(sigma={sigma})"
+        elif self.kind == "replay":
+            text = f"replay({self.replay.name if self.replay else ''})"
+        else:
+            text = "oracle"
+        if policy is not None:
+            plans = [("", self.plan_time_s(policy))]
+        else:
+            plans = [("", self.plan_s), *sorted(self.plan_s_by_policy.items())]
+        if any(v > 0 for _, v in plans):
+            text += " +plan " + ", ".join(
+                f"{name} {v * 1e3:.3g}ms".strip() for name, v in plans if v > 0 or name
+            )
+        return text
+
+
 class SimConfig(BaseModel):
     """One simulated deployment: replicas, router, engine limits, KV cache, run controls."""
 
@@ -54,6 +128,8 @@ class SimConfig(BaseModel):
     # Stop at (last arrival + drain_s); requests unfinished then count as violations.
     # None: run until every request finishes.
     drain_s: float | None = Field(default=None, ge=0)
+    # The simulator's clock: how long each step takes (default: the policy's latency model).
+    timing: TimingConfig = TimingConfig()
 
     def kv_blocks(self) -> int:
         return (

@@ -21,7 +21,10 @@ every decode when nothing waits and all fit):
   * step k still holds at least one request (k <= the largest remaining output).
 The assumption is on the policy (and on the latency model: a row's prediction in a batch is
 the one-step prediction, as for RooflineModel); ``SimConfig.fast_forward=False`` turns the trick
-off, and tests/sim check that both give identical records for every registered policy.
+off, and tests/sim check that both give identical records for every registered policy. Steps
+are timed by the replica's ``TimingModel`` (``step_times``, step numbers from
+``replica.steps``): its draws are a pure function of the step number, so noisy and replayed
+timing collapse exactly as stepping one by one would time them.
 
 Fixed plans. A policy may declare the first plan of such a run too (``Policy.fixed_decode_steps``):
 when nothing waits, every running request is in decode and all of them fit one more token,
@@ -120,7 +123,7 @@ def fast_forward(
         X[:, F_DECODE_CTX_SUM] = suf_sum[gone] + j * active
         X[:, F_DECODE_CTX_MAX] = suf_max[gone] + j
         X[:, F_TOTAL_TOKENS] = active
-        durations += replica.latency.predict_features(X).tolist()
+        durations += replica.timing.step_times(X, replica.steps + len(durations))
         i = len(starts)
         while t < next_arrival_s and i < horizon:  # up to the first start at/after the arrival
             t += durations[i - 1]
@@ -166,6 +169,8 @@ def fast_forward(
         r.tokens_run += s
         r.late_tokens += late
         r.last_token_s = last
+        if v.first_token_s is None:  # its last prompt token was pending: this run emits the first
+            v.first_token_s = ends[0]
         if r.token_times is not None:
             r.token_times.extend(ends[:s])
         if g + s == r.spec.output_len:

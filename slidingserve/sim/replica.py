@@ -8,6 +8,10 @@ recompute), allocate blocks in plan order, run for the latency model's predicted
 at the step's end advance ``num_computed``; a request whose computed tokens reach its known
 tokens emits one output token, and finishes after its last one (``policy.forget``). Per-step
 work is O(requests in the step), plus O(waiting) on steps that admit or preempt.
+
+A step lasts what the replica's ``TimingModel`` says (``slidingserve/sim/timing.py``): by
+default the policy's own prediction (the oracle); with measured noise, replayed step times
+and the policy's planning time the simulator's clock parts from the policy's planning model.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from slidingserve.latency import LatencyModel
 from slidingserve.policy import HostLimits, KVState, Policy, SchedulerInput, StepPlan
 from slidingserve.policy.batch import step_features
 from slidingserve.sim.request import SimRequest
+from slidingserve.sim.timing import OracleTiming, TimingModel
 
 _EPS = 1e-9
 Items = list[tuple[SimRequest, int]]
@@ -37,10 +42,12 @@ class Replica:
         block_size: int,
         limits: HostLimits,
         record_token_times: bool = False,
+        timing: TimingModel | None = None,
     ):
         self.index = index
         self.policy = policy
         self.latency = latency
+        self.timing = timing or OracleTiming(latency)  # the clock: how long a step takes
         self.total_blocks = num_blocks
         self.free_blocks = num_blocks
         self.block_size = block_size
@@ -160,8 +167,8 @@ class Replica:
     def launch(self, items: Items, now: float, duration: float | None = None) -> float:
         """Allocate blocks for ``items`` (already checked), start the step; returns its end.
 
-        ``duration``: the step's time when the caller already predicted it from the same
-        features (a fast-forward run's last step); by default, predicted here.
+        ``duration``: the step's time when the caller already timed it from the same
+        features (a fast-forward run's last step); by default, timed here.
         """
         bs = self.block_size
         admitted = False
@@ -179,12 +186,12 @@ class Replica:
         self.free_blocks -= allocated
         if admitted:
             self.waiting = [v for v in self.waiting if v.num_blocks == 0]
-        # The policies' own feature builder: steps are timed exactly as planners predict them.
+        # The policies' own feature builder: the oracle times steps exactly as planners predict.
         if duration is None:
             x = step_features([(r.view, n) for r, n in items])
-            duration = float(self.latency.predict_features(x[None, :])[0])
+            duration = self.timing.step_time(x, self.steps)
         if not duration > 0:
-            raise self._error(now, f"latency model predicted a non-positive step time {duration}")
+            raise self._error(now, f"timing model gave a non-positive step time {duration}")
         self.busy = True
         self.step_items = items
         self.step_end_s = now + duration

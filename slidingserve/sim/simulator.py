@@ -2,10 +2,13 @@
 
 Events are step ends, kept in a heap of (time, seq, replica); arrivals come from the sorted
 workload and are merged in (an arrival at the same time as a step end is handled first, so the
-next step sees it). Deterministic: no randomness here (the workload carries the seed), ties
-broken by insertion order. At the end, conservation is asserted (``ConservationError``): every
-request finished exactly once with all its output tokens, and every token run is accounted for
-(prompt + output - 1 tokens per finished request, plus the recompute after preemptions).
+next step sees it). Steps last what ``SimConfig.timing`` says (``slidingserve/sim/timing.py``;
+default: the policy's own latency model, the oracle); ``stats["timing"]`` labels it.
+Deterministic: the workload carries its seed, noisy or replayed timing its own (per replica
+and step number), ties are broken by insertion order. At the end, conservation is asserted
+(``ConservationError``): every request finished exactly once with all its output tokens, and
+every token run is accounted for (prompt + output - 1 tokens per finished request, plus the
+recompute after preemptions).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from slidingserve.sim.monitor import ViolationMonitor
 from slidingserve.sim.replica import Replica
 from slidingserve.sim.request import SimRequest
 from slidingserve.sim.routers import make_router
+from slidingserve.sim.timing import make_timing, resolve_timing
 from slidingserve.slo import TierSet
 from slidingserve.workload import RequestSpec
 
@@ -64,17 +68,20 @@ def simulate(
     config = config or SimConfig()
     latency = latency or RooflineModel()
     factory = _policy_factory(policy, policy_config)
+    timing = resolve_timing(config.timing)
+    policies = [factory(latency) for _ in range(config.replicas)]
     replicas = [
         Replica(
             i,
-            factory(latency),
+            pol,
             latency,
             config.kv_blocks(),
             config.block_size,
             config.limits(),
             config.record_token_times,
+            make_timing(timing, latency, i, pol.name),
         )
-        for i in range(config.replicas)
+        for i, pol in enumerate(policies)
     ]
     router = make_router(config.router, latency)
     reqs = [_sim_request(s, tiers, config) for s in specs]
@@ -185,6 +192,7 @@ def simulate(
         "skipped_plans": skipped_plans,
         "tokens_run": sum(rep.tokens_run for rep in replicas),
         "preemptions": sum(rep.preemptions for rep in replicas),
+        "timing": timing.label(policies[0].name),
     }
     return SimResult([r.record() for r in reqs], now, stats)
 

@@ -1,0 +1,400 @@
+"""Timing models: how long a simulated step takes, apart from the model the policy plans with.
+
+The policy plans with its latency model; the simulator's clock asks a ``TimingModel``, built
+once per replica from ``SimConfig.timing`` (``TimingConfig``) by ``make_timing``:
+
+* ``oracle`` (``OracleTiming``): the planning model's prediction itself. The default, and the
+  simulator before timing models existed, bit for bit: prediction error never hurts, so a
+  safety margin is pure loss.
+* ``noise`` (``NoiseTiming``): that prediction times exp(sigma z), z standard normal, drawn
+  independently per step: lognormal noise with median 1 (the planning model stands for the
+  median step, as the engine's online correction, a median ratio, sets it), mean
+  exp(sigma^2 / 2). ``fit_noise`` fits sigma to measured repeats of one step shape.
+* ``replay`` (``ReplayTiming``): measured step times looked up by shape in a step trace
+  (``ReplayTable``). A shape measured in the trace takes one of its measured times (picked
+  uniformly by the seeded draw); any other shape takes the measured/predicted ratio of its
+  nearest measured shape (Euclidean distance between log(1 + feature) vectors, ties to the
+  shape measured first) times its own prediction.
+
+Every kind adds the policy's planning time to each step (``TimingConfig.plan_time_s``): the
+policy plans while the engine waits, so a step ends plan + execution after it starts.
+
+Reproducible by seed, whatever the wall clock: the draw of a replica's j-th step is element
+j mod 4096 of ``default_rng([seed, replica, j // 4096])``. A step's draw is therefore a pure
+function of (seed, replica, step number), and fast-forward (which times many steps at once)
+draws exactly what stepping one by one draws, so its records stay bit-identical.
+
+Fitting the noise (``fit_noise``). The CPU step profile (``predictor/data/cpu_tiny/steps.csv``)
+measures every step shape several times (column ``repeat``; runs of the profiler in ``run``).
+sigma is the pooled within-shape standard deviation of log(step time): the sum over shapes of
+squared deviations from the shape's mean log time, over (rows - shapes), using shapes measured
+at least twice (the lognormal's maximum-likelihood sigma with one median per shape). The
+default fit reads run 5, the profile measured on the least loaded machine (load average ~2;
+runs 1 and 3 ran at 5-29 and their repeats hold other tenants' contention); see
+docs/simulator.md for the figures.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from slidingserve.latency import LatencyModel
+from slidingserve.sim.config import TimingConfig
+
+DEFAULT_NOISE_PROFILE = Path(__file__).resolve().parents[2] / "predictor/data/cpu_tiny/steps.csv"
+DEFAULT_NOISE_RUNS: tuple[int, ...] = (5,)  # the profile run on the quietest machine
+BLOCK = 4096  # draws per block of a replica's stream
+
+
+# -- fitting --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NoiseFit:
+    """Lognormal step-time noise fitted to repeats of identical step shapes."""
+
+    sigma: float  # pooled within-shape std of log(step time)
+    robust_sigma: float  # 1.4826 x median |log(t / shape median)|: the body, without the tails
+    mean_ratio: float  # mean of t / (its shape's median): the measured tails' weight
+    rows: int  # measurements used (shapes measured at least twice)
+    shapes: int
+    source: str
+
+
+def fit_noise_rows(X: np.ndarray, latency_s: np.ndarray, source: str = "<rows>") -> NoiseFit:
+    """Fit sigma (module docstring) to step rows: features ``X`` (n, F), measured ``latency_s``."""
+    X = np.asarray(X, dtype=np.float64)
+    y = np.log(np.asarray(latency_s, dtype=np.float64))
+    if len(y) == 0:
+        raise ValueError(f"{source}: no step rows to fit noise to")
+    _, inverse, counts = np.unique(X, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    keep = counts[inverse] >= 2
+    if not keep.any():
+        raise ValueError(f"{source}: no step shape is measured twice; cannot fit noise")
+    groups, y = inverse[keep], y[keep]
+    n_groups = len(np.unique(groups))
+    means = np.bincount(groups, weights=y, minlength=len(counts)) / np.maximum(counts, 1)
+    dev = y - means[groups]
+    sigma = math.sqrt(float((dev * dev).sum()) / (len(y) - n_groups))
+    medians = np.zeros(len(counts))
+    for g in np.unique(groups):
+        medians[g] = np.median(y[groups == g])
+    res = y - medians[groups]
+    return NoiseFit(
+        sigma=sigma,
+        robust_sigma=1.4826 * float(np.median(np.abs(res))),
+        mean_ratio=float(np.exp(res).mean()),
+        rows=len(y),
+        shapes=n_groups,
+        source=source,
+    )
+
+
+def fit_noise(
+    path: Path = DEFAULT_NOISE_PROFILE, runs: Sequence[int] | None = DEFAULT_NOISE_RUNS
+) -> NoiseFit:
+    """Fit sigma to the repeats in a step trace (a profile; ``runs``: only rows of those values
+    of its ``run`` column; None: every row)."""
+    from predictor.steptrace import read_steptrace  # the predictor package is optional here
+
+    trace = read_steptrace(path)
+    keep = np.ones(len(trace), dtype=bool)
+    source = str(path)
+    if runs is not None:
+        if "run" not in trace.extra:
+            raise ValueError(f"{path}: no 'run' column to select runs {list(runs)} from")
+        keep = np.isin(np.asarray(trace.extra["run"], dtype=np.int64), list(runs))
+        source += f" (run {', '.join(map(str, runs))})"
+    return fit_noise_rows(trace.X[keep], trace.latency_s[keep], source)
+
+
+@functools.lru_cache(maxsize=1)
+def fitted_noise_sigma() -> float:
+    """sigma fitted to the default profile (``fit_noise()``), read once per process."""
+    return fit_noise().sigma
+
+
+def resolve_timing(config: TimingConfig) -> TimingConfig:
+    """``config`` with every default filled in (the fitted sigma), as a run records it."""
+    if config.kind == "noise" and config.noise_sigma is None:
+        return config.model_copy(update={"noise_sigma": round(fitted_noise_sigma(), 4)})
+    return config
+
+
+# -- replay table ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReplayTable:
+    """Measured step times by shape: distinct feature rows and each one's measured times."""
+
+    X: np.ndarray  # (shapes, F), in order of first appearance in the trace
+    times: tuple[np.ndarray, ...]  # measured step times per shape, in trace order
+    source: str
+
+    @classmethod
+    def from_rows(cls, X: np.ndarray, latency_s: np.ndarray, source: str = "<rows>"
+                  ) -> ReplayTable:
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(latency_s, dtype=np.float64)
+        if len(y) == 0:
+            raise ValueError(f"{source}: no measured steps to replay")
+        _, first, inverse = np.unique(X, axis=0, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        order = np.argsort(first, kind="stable")  # unique rows -> order of first appearance
+        return cls(
+            X=X[first[order]],
+            times=tuple(y[inverse == g] for g in order),
+            source=source,
+        )
+
+    def index(self) -> dict[tuple[float, ...], int]:
+        return {tuple(row): i for i, row in enumerate(self.X.tolist())}
+
+
+@functools.lru_cache(maxsize=4)
+def load_replay_table(path: Path) -> ReplayTable:
+    """A step trace's measured times by shape; read once per process."""
+    from predictor.steptrace import read_steptrace
+
+    trace = read_steptrace(path)
+    return ReplayTable.from_rows(trace.X, trace.latency_s, str(path))
+
+
+# -- timing models --------------------------------------------------------------------------------
+class StepDraws:
+    """Random numbers indexed by a replica's step number (module docstring): block b is
+    ``transform(default_rng([seed, replica, b]))``, BLOCK values."""
+
+    def __init__(self, seed: int, replica: int,
+                 transform: Callable[[np.random.Generator], np.ndarray]):
+        self._key = (seed, replica)
+        self._transform = transform
+        self._block = -1
+        self._array = np.zeros(0)
+        self._list: list[float] = []
+
+    def _load(self, block: int) -> None:
+        self._array = self._transform(np.random.default_rng([*self._key, block]))
+        self._list = self._array.tolist()
+        self._block = block
+
+    def at(self, step: int) -> float:
+        block, i = divmod(step, BLOCK)
+        if block != self._block:
+            self._load(block)
+        return self._list[i]
+
+    def span(self, first: int, n: int) -> np.ndarray:
+        """Draws of steps first .. first + n - 1."""
+        parts = []
+        step, end = first, first + n
+        while step < end:
+            block, i = divmod(step, BLOCK)
+            if block != self._block:
+                self._load(block)
+            take = min(BLOCK - i, end - step)
+            parts.append(self._array[i : i + take])
+            step += take
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+class TimingModel(ABC):
+    """A replica's clock: the duration of its step number ``step`` (0-based) with features
+    ``x``, planning time included. ``step_times`` times consecutive steps at once and must
+    return, row by row, exactly what ``step_time`` would (fast-forward relies on it)."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, latency: LatencyModel, plan_s: float = 0.0):
+        self.latency = latency  # the policy's planning model
+        self.plan_s = plan_s
+
+    @classmethod
+    def from_config(cls, config: TimingConfig, latency: LatencyModel, replica: int,
+                    plan_s: float) -> TimingModel:
+        return cls(latency, plan_s)
+
+    def step_time(self, x: np.ndarray, step: int) -> float:
+        return self.run_time(x, step) + self.plan_s
+
+    def step_times(self, X: np.ndarray, first_step: int) -> list[float]:
+        times = self.run_times(X, first_step)
+        p = self.plan_s
+        return [t + p for t in times] if p else times
+
+    @abstractmethod
+    def run_time(self, x: np.ndarray, step: int) -> float:
+        """Execution time of one step (features ``x``, shape (F,))."""
+
+    @abstractmethod
+    def run_times(self, X: np.ndarray, first_step: int) -> list[float]:
+        """Execution times of steps first_step, first_step + 1, ... (rows of ``X``)."""
+
+
+class OracleTiming(TimingModel):
+    """The planning model's prediction (the simulator's clock before timing models)."""
+
+    kind = "oracle"
+
+    def run_time(self, x: np.ndarray, step: int) -> float:
+        return float(self.latency.predict_features(x[None, :])[0])
+
+    def run_times(self, X: np.ndarray, first_step: int) -> list[float]:
+        return self.latency.predict_features(X).tolist()
+
+
+class NoiseTiming(TimingModel):
+    """The planning model's prediction times exp(sigma z), z standard normal per step."""
+
+    kind = "noise"
+
+    def __init__(self, latency: LatencyModel, plan_s: float, sigma: float, seed: int,
+                 replica: int):
+        super().__init__(latency, plan_s)
+        self.sigma = sigma
+        self.draws = StepDraws(seed, replica,
+                               lambda g: np.exp(sigma * g.standard_normal(BLOCK)))
+
+    @classmethod
+    def from_config(cls, config: TimingConfig, latency: LatencyModel, replica: int,
+                    plan_s: float) -> TimingModel:
+        sigma = resolve_timing(config).noise_sigma
+        assert sigma is not None
+        return cls(latency, plan_s, sigma, config.seed, replica)
+
+    def run_time(self, x: np.ndarray, step: int) -> float:
+        return float(self.latency.predict_features(x[None, :])[0]) * self.draws.at(step)
+
+    def run_times(self, X: np.ndarray, first_step: int) -> list[float]:
+        factors = self.draws.span(first_step, len(X))
+        return (self.latency.predict_features(X) * factors).tolist()
+
+
+class ReplayTiming(TimingModel):
+    """Measured step times by shape (module docstring: exact shapes, nearest neighbours)."""
+
+    kind = "replay"
+
+    def __init__(self, latency: LatencyModel, plan_s: float, table: ReplayTable, seed: int,
+                 replica: int):
+        super().__init__(latency, plan_s)
+        self.table = table
+        self._exact = table.index()
+        self._log_x = np.log1p(table.X)
+        self._predicted: np.ndarray | None = None  # planning model on the table's shapes
+        self._nearest: dict[tuple[float, ...], int] = {}
+        self.draws = StepDraws(seed, replica, lambda g: g.random(BLOCK))
+
+    @classmethod
+    def from_config(cls, config: TimingConfig, latency: LatencyModel, replica: int,
+                    plan_s: float) -> TimingModel:
+        assert config.replay is not None
+        return cls(latency, plan_s, load_replay_table(config.replay), config.seed, replica)
+
+    def nearest(self, x: np.ndarray) -> int:
+        """Row of the table's shape nearest to ``x`` in log(1 + feature) space."""
+        key = tuple(x.tolist())
+        i = self._exact.get(key)
+        return i if i is not None else self._nearest_of(key, x)
+
+    def _nearest_of(self, key: tuple[float, ...], x: np.ndarray) -> int:
+        i = self._nearest.get(key)
+        if i is None:
+            d = ((self._log_x - np.log1p(x)) ** 2).sum(axis=1)
+            i = self._nearest[key] = int(np.argmin(d))  # argmin: the first of equals
+        return i
+
+    def _time(self, x: np.ndarray, u: float, predicted: float | None) -> float:
+        key = tuple(x.tolist())
+        i = self._exact.get(key)
+        if i is not None:
+            measured = self.table.times[i]
+            return float(measured[int(u * len(measured))])
+        i = self._nearest_of(key, x)
+        measured = self.table.times[i]
+        if self._predicted is None:
+            self._predicted = self.latency.predict_features(self.table.X)
+        if predicted is None:
+            predicted = float(self.latency.predict_features(x[None, :])[0])
+        return float(measured[int(u * len(measured))]) * (predicted / float(self._predicted[i]))
+
+    def run_time(self, x: np.ndarray, step: int) -> float:
+        return self._time(x, self.draws.at(step), None)
+
+    def run_times(self, X: np.ndarray, first_step: int) -> list[float]:
+        predicted = self.latency.predict_features(X).tolist()
+        draws = self.draws.span(first_step, len(X)).tolist()
+        return [self._time(x, u, p) for x, p, u in zip(X, predicted, draws, strict=True)]
+
+
+TIMING_MODELS: dict[str, type[TimingModel]] = {
+    c.kind: c for c in (OracleTiming, NoiseTiming, ReplayTiming)
+}
+
+
+def make_timing(config: TimingConfig, latency: LatencyModel, replica: int, policy: str
+                ) -> TimingModel:
+    """The clock of replica ``replica`` running the registered policy ``policy``."""
+    return TIMING_MODELS[config.kind].from_config(
+        config, latency, replica, config.plan_time_s(policy)
+    )
+
+
+# -- options (CLIs) -------------------------------------------------------------------------------
+def parse_plan_times(text: str) -> tuple[float, dict[str, float]]:
+    """``--plan-time-ms``: ``1.8`` (every policy) and/or ``POLICY=MS`` items, comma-separated,
+    e.g. ``slidingserve=1.8,qoserve=2.1,0.1``. Returns (seconds for all, seconds by policy)."""
+    default, by_policy = 0.0, {}
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        name, sep, value = item.rpartition("=")
+        try:
+            ms = float(value)
+        except ValueError:
+            raise ValueError(f"--plan-time-ms: {item!r} is not MS or POLICY=MS") from None
+        if not (math.isfinite(ms) and ms >= 0):
+            raise ValueError(f"--plan-time-ms: {item!r} must be >= 0 ms")
+        if sep:
+            by_policy[name.strip()] = ms / 1e3
+        else:
+            default = ms / 1e3
+    return default, by_policy
+
+
+def timing_from_options(kind: str = "oracle", seed: int = 0, noise_sigma: float | None = None,
+                        replay: Path | None = None, plan_time_ms: str | None = None
+                        ) -> TimingConfig:
+    """The resolved ``TimingConfig`` of the CLIs' ``--timing`` options (ValueError names the
+    option and value)."""
+    from pydantic import ValidationError
+
+    from slidingserve.policy import policy_names
+
+    if kind == "replay" and replay is None:
+        raise ValueError("--timing replay needs --replay PATH (a step trace of measured steps)")
+    if kind != "replay" and replay is not None:
+        raise ValueError(f"--replay is given but --timing is {kind!r} (use --timing replay)")
+    if kind != "noise" and noise_sigma is not None:
+        raise ValueError(f"--noise-sigma is given but --timing is {kind!r} (use --timing noise)")
+    plan_s, by_policy = parse_plan_times(plan_time_ms) if plan_time_ms else (0.0, {})
+    unknown = sorted(set(by_policy) - set(policy_names()))
+    if unknown:
+        raise ValueError(f"--plan-time-ms: unknown policy {unknown[0]!r} (known: "
+                         f"{', '.join(policy_names())})")
+    try:
+        config = TimingConfig(kind=kind, seed=seed, noise_sigma=noise_sigma,  # type: ignore[arg-type]
+                              replay=replay, plan_s=plan_s, plan_s_by_policy=by_policy)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(map(str, err["loc"])) or "timing"
+        raise ValueError(f"timing {where}: {err['msg']} (got {err.get('input')!r})") from None
+    if replay is not None and not replay.exists():
+        raise ValueError(f"--replay: step trace {str(replay)!r} does not exist")
+    return resolve_timing(config)
