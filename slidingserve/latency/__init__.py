@@ -11,15 +11,29 @@ from slidingserve.latency.features import (
     features_of,
     features_of_many,
 )
+from slidingserve.latency.linear import QOSERVE_A100, BinnedLinearConfig, BinnedLinearModel
+from slidingserve.latency.named import (
+    DEFAULT_LATENCY_MODEL,
+    describe_latency_model,
+    latency_model_names,
+    load_latency_model,
+)
 from slidingserve.latency.roofline import RooflineConfig, RooflineModel
 
 __all__ = [
+    "DEFAULT_LATENCY_MODEL",
     "FEATURE_NAMES",
     "FEATURE_SCHEMA_VERSION",
+    "QOSERVE_A100",
     "BatchShape",
+    "BinnedLinearConfig",
+    "BinnedLinearModel",
     "LatencyModel",
     "RooflineConfig",
     "RooflineModel",
+    "describe_latency_model",
     "features_of",
     "features_of_many",
+    "latency_model_names",
+    "load_latency_model",
 ]

@@ -48,16 +48,18 @@ class RequestRecord:
         return (self.last_token_s - self.first_token_s) / (self.n_out - 1)
 
     def meets_slo(self, tier: SLOTier) -> bool:
-        """Request-level attainment: finished and every target of its tier met."""
+        """Request-level attainment: finished and every target its tier judges met."""
         if not self.finished or self.first_token_s is None or self.last_token_s is None:
             return False
-        if self.first_token_s - self.arrival_s > tier.ttft_s + _EPS:
+        if tier.judges("ttft") and self.first_token_s - self.arrival_s > tier.ttft_s + _EPS:
             return False
         tpot = self.tpot_s
-        if tpot is not None and tpot > tier.tpot_s + _EPS:
+        if tier.judges("tpot") and tpot is not None and tpot > tier.tpot_s + _EPS:
             return False
         return not (
-            tier.e2e_s is not None and self.last_token_s - self.arrival_s > tier.e2e_s + _EPS
+            tier.judges("e2e")
+            and tier.e2e_s is not None
+            and self.last_token_s - self.arrival_s > tier.e2e_s + _EPS
         )
 
     def count_late_tokens(self, tier: SLOTier) -> int | None:

@@ -1,6 +1,7 @@
 """Imports every built-in policy so that it registers itself."""
 
 from slidingserve.policy import (  # noqa: F401
+    decodes_first,
     edf,
     qoserve,
     sarathi,

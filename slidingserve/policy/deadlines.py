@@ -15,12 +15,21 @@ from slidingserve.policy.types import RequestView
 
 
 def next_due(req: RequestView) -> float:
-    """Due time of the request's next output token (TTFT deadline before the first)."""
+    """Due time of the request's next output token (TTFT deadline before the first).
+
+    Tiers with ``decode_deadlines: banked`` use QoServe's rule instead of pacing from the first
+    token: the token after the g-th is due at ``max(first token, arrival + ttft_s) + (g + 1) *
+    tpot_s`` (``slidingserve.slo.tiers``)."""
     if req.num_generated == 0 or req.first_token_s is None:
         return req.ttft_deadline()
-    due = req.first_token_s + req.num_generated * req.tier.tpot_s
-    if req.tier.e2e_s is not None:
-        due = min(due, req.arrival_s + req.tier.e2e_s)
+    tier = req.tier
+    if tier.decode_deadlines == "banked":
+        anchor = max(req.first_token_s, req.arrival_s + tier.ttft_s)
+        due = anchor + (req.num_generated + 1) * tier.tpot_s
+    else:
+        due = req.first_token_s + req.num_generated * tier.tpot_s
+    if tier.e2e_s is not None:
+        due = min(due, req.arrival_s + tier.e2e_s)
     return due
 
 

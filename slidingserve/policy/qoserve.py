@@ -30,11 +30,18 @@ Where we had to choose (the paper leaves these open or the public code differs f
   never preempts; ``late_tolerance_s=None`` restores the public rule.
 * The throughput EMA starts from the latency model's prefill rate at the largest grid value
   instead of a hard-coded 8500 tokens/s.
+
+The published configuration (``PAPER_CONFIG``; the capacity protocol's ``qoserve-paper``)
+restores the public code where it differs: the grid up to 2552, ``output_len_pred`` 15, the EMA
+from 8500 tokens/s, every decode bounding the chunk, and its decode loop, which takes the
+decodes with the *most* slack first (sort key ``(0, -slack)``) until the step holds 256 tokens.
+Banked decode deadlines come with the tiers (``decode_deadlines: banked``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -65,11 +72,29 @@ class QoServeConfig(PolicyConfig):
     # Decodes later than this (s) do not bound the chunk; None: every decode does (public code).
     late_tolerance_s: float | None = Field(default=0.1, ge=0.0)
     throughput_decay: float = Field(default=0.995, ge=0.0, lt=1.0)
+    initial_throughput: float | None = Field(default=None, gt=0)  # None: from the latency model
+    # Decodes per step stop at this many tokens (None: every running decode).
+    max_decode_tokens: int | None = Field(default=None, ge=1)
+    decode_order: Literal["least_slack", "most_slack"] = "least_slack"
 
     @field_validator("chunk_grid", "low_memory_grid")
     @classmethod
     def _grid(cls, v: tuple[int, ...], info) -> tuple[int, ...]:  # type: ignore[no-untyped-def]
         return _check_grid(info.field_name, v)
+
+
+# The public code's settings for the published capacity experiment (module docstring).
+PAPER_CONFIG: dict[str, Any] = {
+    "chunk_grid": (128, 256, 512, 768, 1024, 1280, 1536, 1792, 2048, 2552),
+    "low_memory_grid": (128, 256, 384, 512),
+    "safety": 1.2,
+    "hybrid_s_per_token": 0.008,
+    "output_len_pred": 15,
+    "late_tolerance_s": None,
+    "initial_throughput": 8500.0,
+    "max_decode_tokens": 256,
+    "decode_order": "most_slack",
+}
 
 
 @register_policy("qoserve")
@@ -81,12 +106,11 @@ class QoServe(Policy):
         super().__init__(config, latency)
         self._relegations: dict[int, int] = {}
         top = float(config.chunk_grid[-1])
-        top_time = float(
-            latency.predict_features(with_prefill_chunks(decode_features([]), np.array([top]), 0))[
-                0
-            ]
-        )
-        self._throughput = top / top_time  # prefill tokens/s, EMA of what the steps achieve
+        if config.initial_throughput is not None:
+            self._throughput = config.initial_throughput  # prefill tokens/s, EMA (below)
+        else:
+            X = with_prefill_chunks(decode_features([]), np.array([top]), 0)
+            self._throughput = top / float(latency.predict_features(X)[0])
         self._prev_now: float | None = None
         self._prev_prefill = 0
 
@@ -109,9 +133,16 @@ class QoServe(Policy):
         self._observe_throughput(now)
         packer = BudgetPacker.for_step(state)
         victims = sorted(state.running, key=self.priority)
-        decodes = sorted((r for r in state.running if not r.in_prefill), key=next_due)
-        min_slack, ctx, tol = float("inf"), [], self.config.late_tolerance_s
+        c = self.config
+        decodes = sorted(
+            (r for r in state.running if not r.in_prefill),
+            key=next_due,
+            reverse=c.decode_order == "most_slack",
+        )
+        min_slack, ctx, tol = float("inf"), [], c.late_tolerance_s
         for r in decodes:
+            if c.max_decode_tokens is not None and len(ctx) >= c.max_decode_tokens:
+                break
             fits = r.remaining_prefill > 0 and make_room(packer, r, 1, victims)
             if fits and packer.add_fitting(r, 1):
                 slack = next_due(r) - now
@@ -120,7 +151,7 @@ class QoServe(Policy):
                 ctx.append(decode_context(r))
         queue = [r for r in state.running if r.in_prefill and not packer.is_planned(r.key)]
         queue += state.waiting
-        if self.config.eager_relegation:
+        if c.eager_relegation:
             self._relegate(queue, now)
         queue.sort(key=self.priority)
         limit = self.prefill_limit(min_slack, ctx, queue[0] if queue else None, state)

@@ -48,7 +48,13 @@ def _row(v: RequestView) -> tuple[float, ...]:
         e2e = _INF  # no end-to-end target
     arrival, generated, first = v.arrival_s, v.num_generated, v.first_token_s
     e2e_due = arrival + e2e
-    due = first + generated * tpot if generated and first is not None else arrival + ttft
+    if not generated or first is None:
+        due = arrival + ttft
+    elif v.tier.decode_deadlines == "banked":
+        anchor = arrival + ttft
+        due = (first if first > anchor else anchor) + (generated + 1) * tpot
+    else:
+        due = first + generated * tpot
     pending = v.prompt_len + generated - v.num_computed
     return (
         *_NUMERIC(v),

@@ -30,42 +30,58 @@ class ViolationMonitor:
         tiers: TierSet,
         max_violations: int,
         horizon_s: float | None = None,
+        tier_limits: dict[str, int] | None = None,
     ):
         self.tiers = tiers
         self.horizon_s = horizon_s
         self.max_violations = max_violations
+        # Also stop once a tier has more than this many sure violations (None: no such limit).
+        self.tier_limits = tier_limits
         self.measured = list(measured)
         self.violations = 0  # surely violated so far
+        self.tier_violations: dict[str, int] = {}
         self.aborted = False  # stopped because violations exceeded the limit
         self.cut_at_horizon: set[int] = set()  # keys judged violated at the horizon
 
     def bind(self, reqs: Sequence[SimRequest]) -> None:
         """Attach the run's requests (called by ``simulate``)."""
-        self._open = [reqs[i] for i in self.measured]
+        self._open = sorted((reqs[i] for i in self.measured), key=lambda r: r.spec.arrival_s)
         self.violations = 0
+        self.tier_violations = {}
         self.aborted = False
         self.cut_at_horizon = set()
 
     def should_stop(self, now: float) -> bool:
         still_open = []
-        for r in self._open:
+        violated = []
+        for i, r in enumerate(self._open):
+            if r.spec.arrival_s > now:  # in arrival order: the rest has not arrived either
+                still_open += self._open[i:]
+                break
             tier = self.tiers[r.spec.tier]
             if r.finished:
-                self.violations += not r.record().meets_slo(tier)
+                if not r.record().meets_slo(tier):
+                    violated.append(r)
                 continue
             decisive = r.spec.arrival_s + (tier.e2e_s if tier.e2e_s is not None else tier.ttft_s)
             if now > decisive and (tier.e2e_s is not None or r.view.first_token_s is None):
-                self.violations += 1
+                violated.append(r)
                 continue
             if (
                 self.horizon_s is not None
                 and now >= self.horizon_s
                 and r.view.first_token_s is None
             ):
-                self.violations += 1
+                violated.append(r)
                 self.cut_at_horizon.add(r.spec.key)
                 continue
             still_open.append(r)
         self._open = still_open
-        self.aborted = self.violations > self.max_violations
+        self.violations += len(violated)
+        for r in violated:
+            self.tier_violations[r.spec.tier] = self.tier_violations.get(r.spec.tier, 0) + 1
+        limits = self.tier_limits or {}
+        self.aborted = self.violations > self.max_violations or any(
+            n > limits[t] for t, n in self.tier_violations.items() if t in limits
+        )
         return self.aborted or not still_open

@@ -60,6 +60,11 @@ def build_workload(
         trace = load_trace(config.trace)
     if config.arrival == "replay":
         assert trace is not None
+        if trace.arrival_s is None:
+            raise ValueError(
+                f"trace {trace.source} has no timestamps (lengths-only format): it cannot be "
+                "replayed; use Poisson or Gamma arrivals with a rate"
+            )
         n = min(config.num_requests or len(trace), len(trace))
         arrivals = trace.arrival_s[:n] * config.time_scale
         if config.rate is not None and n > 1 and arrivals[-1] > 0:

@@ -1,14 +1,21 @@
-"""Trace CSV loading (the Azure LLM inference trace format, read as is).
+"""Trace CSV loading: two formats, each read as is.
 
-Columns: ``TIMESTAMP`` (arrival; a datetime such as ``2023-11-16 18:15:46.6805900`` or a number
-of seconds), ``ContextTokens`` (prompt length), ``GeneratedTokens`` (output length). Extra
-columns are ignored. Errors name the file, the column and, where one row is at fault, the row
-and value.
+* The Azure LLM inference trace format: ``TIMESTAMP`` (arrival; a datetime such as
+  ``2023-11-16 18:15:46.6805900`` or a number of seconds), ``ContextTokens`` (prompt length),
+  ``GeneratedTokens`` (output length).
+* The lengths-only format of the Sarathi-Serve / Vidur / QoServe projects (e.g. the ShareGPT
+  trace of QoServe's capacity experiment): ``num_prefill_tokens`` (prompt length),
+  ``num_decode_tokens`` (output length), no timestamps. Such a trace gives lengths for generated
+  arrivals (Poisson, Gamma); it cannot be replayed.
+
+Extra columns are ignored. Errors name the file, the column and, where one row is at fault, the
+row and value.
 """
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +26,7 @@ TIME_COLUMN = "TIMESTAMP"
 PROMPT_COLUMN = "ContextTokens"
 OUTPUT_COLUMN = "GeneratedTokens"
 REQUIRED_COLUMNS = (TIME_COLUMN, PROMPT_COLUMN, OUTPUT_COLUMN)
+LENGTHS_COLUMNS = ("num_prefill_tokens", "num_decode_tokens")  # lengths-only format
 
 
 class TraceError(ValueError):
@@ -27,18 +35,27 @@ class TraceError(ValueError):
 
 @dataclass(frozen=True)
 class Trace:
-    """A loaded trace: arrival offsets (s, from the first request, sorted) and lengths."""
+    """A loaded trace: arrival offsets (s, from the first request, sorted) and lengths.
+
+    A lengths-only trace has no arrivals: ``arrival_s`` is None and rows keep the file's order.
+    """
 
     source: str
-    arrival_s: np.ndarray  # float64, non-decreasing, starts at 0
+    arrival_s: np.ndarray | None  # float64, non-decreasing, starts at 0; None: lengths only
     prompt_len: np.ndarray  # int64, >= 1
     output_len: np.ndarray  # int64, >= 1
 
     def __len__(self) -> int:
-        return len(self.arrival_s)
+        return len(self.prompt_len)
+
+    @property
+    def has_arrivals(self) -> bool:
+        return self.arrival_s is not None
 
     @property
     def duration_s(self) -> float:
+        if self.arrival_s is None:
+            raise TraceError(f"{self.source}: a lengths-only trace has no arrival times")
         return float(self.arrival_s[-1]) if len(self) else 0.0
 
     @property
@@ -48,7 +65,8 @@ class Trace:
 
 
 def load_trace(path: str | Path) -> Trace:
-    """Load a trace CSV in the Azure format; rows are sorted by arrival time."""
+    """Load a trace CSV (Azure or lengths-only format, told by the header); Azure rows are
+    sorted by arrival time."""
     p = Path(path)
     try:
         handle = p.open(newline="")
@@ -64,11 +82,14 @@ def load_trace(path: str | Path) -> Trace:
                 f"{p}: empty trace file (expected columns {', '.join(REQUIRED_COLUMNS)})"
             )
         header = [h.strip() for h in header]
+        if TIME_COLUMN not in header and all(c in header for c in LENGTHS_COLUMNS):
+            return _read_lengths_only(p, header, reader)
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
         if missing:
             raise TraceError(
                 f"{p}: missing column {missing[0]!r} (header: {', '.join(header)}; "
-                f"expected {', '.join(REQUIRED_COLUMNS)})"
+                f"expected {', '.join(REQUIRED_COLUMNS)}, or {', '.join(LENGTHS_COLUMNS)} "
+                "for a lengths-only trace)"
             )
         it, ip, io = (header.index(c) for c in REQUIRED_COLUMNS)
         times: list[float] = []
@@ -92,6 +113,27 @@ def load_trace(path: str | Path) -> Trace:
         arrival_s=t,
         prompt_len=np.asarray(prompts, dtype=np.int64)[order],
         output_len=np.asarray(outputs, dtype=np.int64)[order],
+    )
+
+
+def _read_lengths_only(p: Path, header: list[str], reader: Iterator[list[str]]) -> Trace:
+    ip, io = (header.index(c) for c in LENGTHS_COLUMNS)
+    prompts: list[int] = []
+    outputs: list[int] = []
+    for line, row in enumerate(reader, start=2):
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) < len(header):
+            raise TraceError(f"{p}: row {line}: expected {len(header)} columns, got {len(row)}")
+        prompts.append(_parse_tokens(p, line, LENGTHS_COLUMNS[0], row[ip]))
+        outputs.append(_parse_tokens(p, line, LENGTHS_COLUMNS[1], row[io]))
+    if not prompts:
+        raise TraceError(f"{p}: trace has a header but no rows")
+    return Trace(
+        source=str(p),
+        arrival_s=None,
+        prompt_len=np.asarray(prompts, dtype=np.int64),
+        output_len=np.asarray(outputs, dtype=np.int64),
     )
 
 
