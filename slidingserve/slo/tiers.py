@@ -1,9 +1,15 @@
 """SLO tiers.
 
 A tier sets a TTFT target, a TPOT target, an optional end-to-end deadline (time to last
-token) and a weight. A request attains its SLO when it meets every target its tier sets,
-with TPOT = (time to last token - TTFT) / (output tokens - 1). The stricter token-level form
-puts token i (1-based) due at ``arrival + ttft_s + (i - 1) * tpot_s``.
+token) and a weight. A request attains its SLO when it meets every target its tier judges
+(``judge``; by default every target it sets), with TPOT = (time to last token - TTFT) /
+(output tokens - 1). The stricter token-level form puts token i (1-based) due at
+``arrival + ttft_s + (i - 1) * tpot_s``.
+
+``decode_deadlines`` says how planners pace decodes (``slidingserve.policy.deadlines``):
+``paced`` puts output token i due at ``first token + (i - 1) * tpot_s``; ``banked`` (QoServe's
+rule) puts the token after the g-th due at ``max(first token, arrival + ttft_s) + (g + 1) *
+tpot_s``, so a first token earlier than its target banks the difference for the decodes.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -30,6 +36,13 @@ class SLOTier:
     weight: float  # value of keeping one request of this tier on time
     priority: int  # 0 = most important
     share: float  # default fraction of traffic
+    # Targets that decide attainment: a subset of ("ttft", "tpot", "e2e"); None: all set.
+    judge: tuple[str, ...] | None = None
+    decode_deadlines: Literal["paced", "banked"] = "paced"  # module docstring
+
+    def judges(self, target: str) -> bool:
+        """Whether ``target`` ("ttft", "tpot" or "e2e") decides this tier's attainment."""
+        return self.judge is None or target in self.judge
 
     def token_deadline(self, arrival_s: float, token_index: int) -> float:
         """Time token ``token_index`` (1-based) is due under the token-level SLO."""
@@ -45,6 +58,14 @@ class _TierModel(BaseModel):
     weight: float = Field(default=1.0, gt=0)
     priority: int | None = Field(default=None, ge=0)
     share: float = Field(default=0.0, ge=0)
+    judge: list[Literal["ttft", "tpot", "e2e"]] | None = Field(default=None, min_length=1)
+    decode_deadlines: Literal["paced", "banked"] = "paced"
+
+    @model_validator(mode="after")
+    def _judged_targets_set(self) -> _TierModel:
+        if self.judge is not None and "e2e" in self.judge and self.e2e_s is None:
+            raise ValueError("judge lists 'e2e' but the tier sets no e2e_s")
+        return self
 
 
 class _TierFileModel(BaseModel):
@@ -160,6 +181,8 @@ def tiers_from_dict(data: Any, source: str = "<memory>") -> TierSet:
             weight=t.weight,
             priority=t.priority if t.priority is not None else i,
             share=t.share,
+            judge=tuple(dict.fromkeys(t.judge)) if t.judge is not None else None,
+            decode_deadlines=t.decode_deadlines,
         )
         for i, t in enumerate(model.tiers)
     ]
