@@ -12,7 +12,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from slidingserve.capacity.config import CapacityConfig, Contender, ablation_contenders
 from slidingserve.capacity.harness import run_capacity
+from slidingserve.capacity.protocol import QOSERVE_NUM_REQUESTS, qoserve_capacity_config
 from slidingserve.capacity.report import plot_attainment, print_table, write_json
+from slidingserve.latency import load_latency_model
 from slidingserve.policy import policy_names
 from slidingserve.sim import SimConfig
 from slidingserve.sim.config import TimingConfig
@@ -63,6 +65,17 @@ def parse_budgets(text: str) -> list[int]:
     return out
 
 
+DEFAULT_POLICIES = "slidingserve,qoserve,sarathi,vllm-fcfs,vllm-priority,edf"
+
+
+def _contenders(policies: str, contender: list[str] | None) -> list[Contender]:
+    names = parse_policies(policies) if policies.strip() else []
+    extra = [parse_contender(c) for c in contender or []]
+    if not names and not extra:
+        raise typer.BadParameter("no policy given (--policies or --contender)")
+    return [*(Contender(label=n, policy=n) for n in names), *extra]
+
+
 def execute(
     config: CapacityConfig, out: Path, console: Console, timing: TimingConfig | None = None
 ) -> dict[str, Any]:
@@ -101,9 +114,9 @@ def capacity(
     trace: Annotated[
         Path | None, typer.Option(help="Trace CSV for lengths (default: synthetic).")
     ] = None,
-    policies: Annotated[str, typer.Option(help="Comma-separated policy names.")] = (
-        "slidingserve,qoserve,sarathi,vllm-fcfs,vllm-priority,edf"
-    ),
+    policies: Annotated[
+        str, typer.Option(help="Comma-separated policy names.")
+    ] = DEFAULT_POLICIES,
     replicas: Annotated[int, typer.Option(help="Replicas behind the router.")] = 1,
     router: Annotated[str, typer.Option(help="Router for several replicas.")] = "round-robin",
     tiers: Annotated[Path | None, typer.Option(help="SLO tier file.")] = None,
@@ -143,9 +156,23 @@ def capacity(
         typer.Option(help="Extra line LABEL=POLICY:{json overrides} (repeatable)."),
     ] = None,
     latency_model: Annotated[
-        Path | None,
-        typer.Option(help="Predictor model dir (python -m predictor.train); default: roofline."),
+        str | None,
+        typer.Option(
+            help="Latency model: roofline-h100 (default), qoserve-a100, or a predictor model "
+            "dir (python -m predictor.train)."
+        ),
     ] = None,
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help="steady-state (default) or qoserve: QoServe's published capacity experiment "
+            "(18,000 requests to completion, its tiers, its A100 step model; runs fcfs-256, "
+            "edf-256, qoserve-paper and slidingserve unless --policies/--contender are given)."
+        ),
+    ] = "steady-state",
+    protocol_requests: Annotated[
+        int, typer.Option(help="--protocol qoserve: requests per trial.")
+    ] = QOSERVE_NUM_REQUESTS,
     timing: Annotated[
         str, typer.Option(help="Step timing: oracle (the policy's model) | noise | replay.")
     ] = "oracle",
@@ -168,10 +195,28 @@ def capacity(
         timing_config = timing_from_options(timing, timing_seed, noise_sigma, replay, plan_time_ms)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
-    names = parse_policies(policies) if policies.strip() else []
-    extra = [parse_contender(c) for c in contender or []]
-    if not names and not extra:
-        raise typer.BadParameter("no policy given (--policies or --contender)")
+    if latency_model is not None:
+        try:
+            load_latency_model(latency_model)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--latency-model") from None
+    if protocol == "qoserve":
+        given = policies != DEFAULT_POLICIES or contender
+        config = qoserve_capacity_config(
+            trace,
+            contenders=_contenders(policies, contender) if given else None,
+            seeds=seeds,
+            num_requests=protocol_requests,
+            workers=workers,
+            latency_model=latency_model or "qoserve-a100",
+        )
+        execute(config, out, console, timing_config)
+        return
+    if protocol != "steady-state":
+        raise typer.BadParameter(
+            f"unknown protocol {protocol!r} (known: steady-state, qoserve)", param_hint="--protocol"
+        )
+    contenders = _contenders(policies, contender)
     tier_set = load_tiers(tiers)
     try:
         points = [float(x) for x in curve.split(",") if x.strip()]
@@ -179,7 +224,7 @@ def capacity(
         raise typer.BadParameter(f"--curve: not a list of numbers (got {curve!r})") from None
     abl = ablation_contenders() if ablation else []
     config = CapacityConfig(
-        contenders=[*(Contender(label=n, policy=n) for n in names), *extra],
+        contenders=contenders,
         ablation=abl,
         latency_model=latency_model,
         ablation_seeds=ablation_seeds,

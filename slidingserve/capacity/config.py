@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -41,8 +41,14 @@ class CapacityConfig(BaseModel):
     ablation: list[Contender] = Field(default_factory=list)
     trace: Path | None = None
     tiers: Path | None = None
-    # Latency model of policies and simulator: a predictor model directory (None: roofline).
-    latency_model: Path | None = None
+    # Trials: "steady-state" (measured window under continuing load, backlog-growth bound;
+    # trial.py) or "qoserve" (the published protocol: ``protocol_requests`` Poisson requests
+    # run to completion; protocol.py).
+    protocol: Literal["steady-state", "qoserve"] = "steady-state"
+    protocol_requests: int = Field(default=18_000, ge=10)
+    # Latency model of policies and simulator: a name (``slidingserve.latency.named``) or a
+    # predictor model directory (None: the roofline H100).
+    latency_model: str | None = None
     tier_mix: dict[str, float] | None = None
     sim: SimConfig = SimConfig()
     seeds: int = Field(default=3, ge=1)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from slidingserve.capacity.config import CapacityConfig, Contender
+from slidingserve.capacity.protocol import qoserve_tiers, run_completion_trial
 from slidingserve.capacity.search import TrialCache, find_knee
 from slidingserve.capacity.trial import TrialResult, TrialSpec, run_trial
 from slidingserve.latency import RooflineModel
@@ -82,11 +83,22 @@ def run_job(job: Job) -> JobResult:
             latency_model=cfg.latency_model,
         )
 
+    def trial(rate: float, abort: float) -> TrialResult:
+        if cfg.protocol == "qoserve":
+            return run_completion_trial(
+                job.contender.policy, overrides, rate, job.seed, cfg.protocol_requests,
+                job.tiers, cfg.sim, job.trace, cfg.latency_model, abort,
+            )
+        return run_trial(spec(rate, abort))
+
     if job.phase == "curve":
         # Stop only hopeless runs (most requests surely violated): rates stay comparable.
-        trials = [run_trial(spec(r, 0.6)) for r in job.rates]
+        trials = [trial(r, 0.6) for r in job.rates]
         return JobResult(job, trials=trials, wall_s=time.perf_counter() - t0)
-    cache = TrialCache(lambda r: run_trial(spec(r, 1.0 - cfg.attainment_target)))
+    # Past the 1% knee for sure: the protocol stops at 10% of the worst tier.
+    cache = TrialCache(
+        lambda r: trial(r, 0.1 if cfg.protocol == "qoserve" else 1.0 - cfg.attainment_target)
+    )
     knee = find_knee(
         cache,
         lambda t: t.worst_violation - cfg.violation_target,
@@ -128,7 +140,7 @@ def estimate_start_rate(trace: Trace | None, sim_chunk: int = 2048) -> float:
 
 def run_capacity(config: CapacityConfig, progress: Progress | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
-    tiers = load_tiers(config.tiers)
+    tiers = qoserve_tiers() if config.protocol == "qoserve" else load_tiers(config.tiers)
     trace = load_trace(config.trace) if config.trace is not None else None
     start = config.start_rate or estimate_start_rate(trace)
     contenders = [*config.contenders, *config.ablation]
@@ -189,6 +201,9 @@ def run_capacity(config: CapacityConfig, progress: Progress | None = None) -> di
 
 
 def _is_fixed_budget(c: Contender) -> bool:
+    """A fixed-budget contender whose budget the sweep chooses (not pinned in its overrides)."""
+    if "budget" in c.overrides:
+        return False
     return make_policy(c.policy, RooflineModel(), **c.overrides).token_budget is not None
 
 
@@ -219,7 +234,7 @@ def _summarise_knees(
             "overrides": c.overrides,
             "capacity_rps": statistics.fmean(caps),
             "capacity_rps_90": statistics.fmean(caps90),
-            "budget": best_budget[c.label],
+            "budget": best_budget[c.label] or c.overrides.get("budget"),
             "spread": {"capacity_rps": _spread(caps), "capacity_rps_90": _spread(caps90)},
             "budget_sweep": {str(b): v for b, v in sorted(sweep_caps.get(c.label, {}).items())},
             "trials": sum(len(r.trials) for r in mine),

@@ -45,7 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from slidingserve.latency import LatencyModel, RooflineModel
+from slidingserve.latency import LatencyModel
+from slidingserve.latency import load_latency_model as load_named_latency_model
 from slidingserve.metrics import summarize, worst_tier_violation_rate
 from slidingserve.sim import SimConfig, ViolationMonitor, simulate
 from slidingserve.sim.request import SimRequest
@@ -75,20 +76,17 @@ class TrialSpec:
     # Seconds after the last measured arrival from which an overloaded trial may be cut
     # (None: never cut; every measured request is followed to its deadline).
     horizon_s: float | None = 120.0
-    # A trained predictor model directory (``predictor.train --out``); None: the roofline.
-    latency_model: Path | None = None
+    # A named model or a trained predictor model directory (``predictor.train --out``);
+    # None: the roofline.
+    latency_model: str | Path | None = None
 
 
 @functools.lru_cache(maxsize=4)
-def load_latency_model(path: Path | None) -> LatencyModel:
-    """The latency model every policy of a trial plans with and the simulator times steps with:
-    a LightGBM predictor bundle (mean model) from ``path``, or the roofline. Loaded once per
-    process."""
-    if path is None:
-        return RooflineModel()
-    from predictor.model import LightGBMLatencyModel  # the predictor package is optional here
-
-    return LightGBMLatencyModel.load(path)
+def load_latency_model(spec: str | Path | None) -> LatencyModel:
+    """The latency model every policy of a trial plans with and the simulator times steps with
+    (``slidingserve.latency.named``: a name, a predictor bundle's directory, or None for the
+    roofline). Loaded once per process."""
+    return load_named_latency_model(spec)
 
 
 @dataclass
