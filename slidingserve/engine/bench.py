@@ -17,7 +17,9 @@ before the calibration exists, so each request carries its tier's calibrated tar
 The simulator's prediction of each trial (``summary["simulated"]``, and with ``find_capacity``
 the simulator's own capacity search) is computed once every engine has run: same specs, SLOs and
 limits, with the engine's latency model times the online correction our adapter measured while
-serving (``serving_scale``: the median ``latency_scale`` of the run's step traces).
+serving (``serving_scale``: the median ``latency_scale`` of the run's step traces), and by
+default the step-time noise and planning time this run measured (``sim_timing.py``; the
+prediction's ``timing`` says which).
 
 Schedulers: ``vllm-default`` / ``vllm-priority`` are vLLM's own scheduler untouched (FCFS, or
 priority = the tier's priority); any registered policy name (``slidingserve``, ``qoserve``,
@@ -29,19 +31,22 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from slidingserve.engine.config import SCHEDULER_CLS, additional_config
 from slidingserve.engine.knee import search_capacities, sweep_capacities
+from slidingserve.engine.sim_timing import measured_noise, nearest_trial, plan_time_s, trial_timing
 from slidingserve.engine.slo import slo_extra_args
 from slidingserve.latency import LatencyModel
 from slidingserve.metrics.records import RequestRecord
 from slidingserve.metrics.summary import summarize, worst_tier_violation_rate
+from slidingserve.sim.config import TimingConfig
 from slidingserve.slo.tiers import TierSet, tiers_from_dict
 from slidingserve.workload import WorkloadConfig, build_workload, load_trace
 from slidingserve.workload.spec import RequestSpec
@@ -97,6 +102,10 @@ class BenchConfig(BaseModel):
     # Named variants of our policies: label -> (registered policy, its config overrides); a
     # scheduler named by such a label runs that policy through the adapter (and the simulator).
     variants: dict[str, tuple[str, dict[str, Any]]] = Field(default_factory=dict)
+    # The simulator's step timing in its predictions (sim_timing.py): "measured" = this run's
+    # step-time noise plus each trial's planning time per step (``sim_plan_time`` column).
+    sim_timing: Literal["oracle", "measured"] = "measured"
+    sim_plan_time: Literal["sched", "plan", "plan-cpu", "none"] = "sched"
 
     def trial_seeds(self) -> tuple[int, ...]:
         """The workload seeds every trial runs (their requests are pooled)."""
@@ -329,12 +338,13 @@ def sim_latency_model(cfg: BenchConfig) -> tuple[LatencyModel, str] | None:
 
 
 def simulate_trial(cfg: BenchConfig, scheduler: str, rate: float, tiers: TierSet,
-                   scale: float = 1.0, model: tuple[LatencyModel, str] | None = None
-                   ) -> dict[str, Any]:
+                   scale: float = 1.0, model: tuple[LatencyModel, str] | None = None,
+                   timing: TimingConfig | None = None) -> dict[str, Any]:
     """The simulator's prediction of the same trial: the same workloads (one per trial seed,
     requests pooled), SLOs and limits, and the engine's latency model ``model`` (default:
     ``sim_latency_model(cfg)``; the predictor trained on this engine's profiled steps) times
-    ``scale``, the correction the adapter measured while serving (``serving_scale``)."""
+    ``scale``, the correction the adapter measured while serving (``serving_scale``); steps
+    timed by ``timing`` (default: that model, the oracle), its seed the workload's."""
     from slidingserve.engine.latency_source import LiveLatencyModel
     from slidingserve.sim.config import SimConfig
     from slidingserve.sim.simulator import simulate
@@ -352,15 +362,19 @@ def simulate_trial(cfg: BenchConfig, scheduler: str, rate: float, tiers: TierSet
     )
     policy, overrides = (SIM_POLICY[scheduler], {}) if scheduler in SIM_POLICY else \
         cfg.policy_of(scheduler)
+    timing = timing or TimingConfig()
     records: list[RequestRecord] = []
     for seed in cfg.trial_seeds():
         specs = scaled_workload(cfg, rate, tiers, seed)
-        records += simulate(specs, tiers, policy, sim_cfg, latency, policy_config=overrides).records
+        seeded = sim_cfg.model_copy(update={"timing": timing.model_copy(update={"seed": seed})})
+        records += simulate(specs, tiers, policy, seeded, latency, policy_config=overrides).records
     sim = summarize(records, tiers)
     return {
         "policy": policy,
         "latency_model": version,
         "latency_scale": scale,
+        "timing": timing.label(),
+        "timing_config": timing.model_dump(mode="json"),
         "slo_attainment": sim["overall"]["slo_attainment"],
         "tiers": {t: g["slo_attainment"] for t, g in sim["tiers"].items()},
         "worst_tier_violation_rate": worst_tier_violation_rate(sim),
@@ -433,9 +447,13 @@ async def compare(cfg: BenchConfig, schedulers: list[str], rate: float, out: Pat
         results[name] = summary
     # The simulator's prediction of each trial, once every engine has measured the correction.
     scale, model = serving_scale(out), sim_latency_model(cfg)
+    noise = measured_noise(out, model[0]) if model is not None else None
     for name, summary in results.items():
         tiers = tiers_from_dict(summary["tiers_used"], source="bench summary")
-        summary["simulated"] = simulate_trial(cfg, name, rate, tiers, scale, model)
+        timing = trial_timing(cfg.sim_timing, noise, plan_time_s(
+            summary["scheduler_overhead"], cfg.sim_plan_time))
+        summary["simulated"] = simulate_trial(cfg, name, rate, tiers, scale, model, timing)
+        summary["simulated"]["measured_noise"] = noise
         _write((out / name if len(schedulers) > 1 else out) / "summary.json", summary)
     return results
 
@@ -492,22 +510,30 @@ async def find_capacity(cfg: BenchConfig, schedulers: list[str], out: Path, star
                                        "config": json.loads(cfg.model_dump_json())})
     assert calib is not None and tiers is not None
     scale, model = serving_scale(out), sim_latency_model(cfg)
+    noise = measured_noise(out, model[0]) if model is not None else None
     for name, result in policies.items():
+        def timing_at(rate: float, _trials: dict[str, Any] = result["trials"]) -> TimingConfig:
+            trial = nearest_trial(_trials, rate)  # the measured trial nearest in rate
+            overhead = None if trial is None else trial["scheduler_overhead"]
+            return trial_timing(cfg.sim_timing, noise, plan_time_s(overhead, cfg.sim_plan_time))
+
         result["simulated"] = await _simulated_capacities(cfg, name, tiers, scale, start_rps,
-                                                          rel_tol, max_trials, model)
+                                                          rel_tol, max_trials, model, timing_at)
         for rate, trial in result["trials"].items():
-            sim = simulate_trial(cfg, name, float(rate), tiers, scale, model)
+            sim = simulate_trial(cfg, name, float(rate), tiers, scale, model,
+                                 timing_at(float(rate)))
             trial["simulated"] = {k: sim.get(k) for k in
-                                  ("slo_attainment", "worst_tier_violation_rate")}
+                                  ("slo_attainment", "worst_tier_violation_rate", "timing")}
     _write(out / "capacity.json", {"policies": policies, "calibration": asdict(calib),
-                                   "latency_scale": scale,
+                                   "latency_scale": scale, "measured_noise": noise,
                                    "config": json.loads(cfg.model_dump_json())})
     return {"policies": policies}
 
 
 async def _simulated_capacities(cfg: BenchConfig, name: str, tiers: TierSet, scale: float,
                                 start_rps: float, rel_tol: float, max_trials: int,
-                                model: tuple[LatencyModel, str] | None) -> dict[str, Any]:
+                                model: tuple[LatencyModel, str] | None,
+                                timing_at: Callable[[float], TimingConfig]) -> dict[str, Any]:
     if model is None:
         return {"skipped": "no latency model"}
     cache: dict[float, dict[str, Any]] = {}
@@ -515,7 +541,7 @@ async def _simulated_capacities(cfg: BenchConfig, name: str, tiers: TierSet, sca
     async def evaluate(rate: float) -> dict[str, Any]:
         key = round(rate, 4)
         if key not in cache:
-            sim = simulate_trial(cfg, name, key, tiers, scale, model)
+            sim = simulate_trial(cfg, name, key, tiers, scale, model, timing_at(key))
             cache[key] = {"worst_tier_violation_rate": sim["worst_tier_violation_rate"],
                           "overall": {"slo_attainment": sim["slo_attainment"]}}
         return cache[key]

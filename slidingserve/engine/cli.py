@@ -112,6 +112,12 @@ def bench_engine(
     max_num_batched_tokens: int = typer.Option(512, help="Engine token budget per step."),
     variant: list[str] | None = typer.Option(None, help="LABEL=POLICY:{json overrides}, a "
                                              "named policy variant usable in --scheduler."),
+    sim_timing: str = typer.Option("measured", help="The simulator's step timing in its "
+                                   "predictions: measured (this run's step-time noise and "
+                                   "planning time) or oracle (the latency model's)."),
+    sim_plan_time: str = typer.Option("sched", help="With --sim-timing measured, the planning "
+                                      "time per step: sched (all of schedule(), wall), plan, "
+                                      "plan-cpu or none."),
 ) -> None:
     """Open-loop workload through an in-process AsyncLLM; writes summary.json / capacity.json."""
     from slidingserve.engine.bench import BenchConfig, Calibration, compare
@@ -127,7 +133,8 @@ def bench_engine(
         cfg = BenchConfig(trace=trace, duration_s=duration, drain_s=drain, seed=seed,
                           workload_seeds=parse_seeds(seeds) if seeds is not None else (),
                           latency_model=latency_model,
-                          max_num_batched_tokens=max_num_batched_tokens, variants=variants)
+                          max_num_batched_tokens=max_num_batched_tokens, variants=variants,
+                          sim_timing=sim_timing, sim_plan_time=sim_plan_time)
     except ValidationError as exc:
         err = exc.errors()[0]
         raise ValueError(f"bench engine: {'.'.join(map(str, err['loc']))}: {err['msg']} "
@@ -158,8 +165,9 @@ def bench_engine(
         tiers = ", ".join(f"{t}: {g['slo_attainment']:.2f}" for t, g in s["tiers"].items()
                           if g["requests"])
         sim = s.get("simulated", {}).get("slo_attainment", float("nan"))
+        timing = s.get("simulated", {}).get("timing", "-")
         typer.echo(f"{name:15s} rate {rate:.2f} attainment {s['overall']['slo_attainment']:.3f}"
-                   f" ({tiers}; simulator predicts {sim:.3f}); overhead {ovs}")
+                   f" ({tiers}; simulator predicts {sim:.3f}, timing {timing}); overhead {ovs}")
     typer.echo(f"wrote {out}")
 
 

@@ -1,10 +1,12 @@
 """Simulator speed: replay the whole Azure conversation trace at its native rate.
 
     python -m slidingserve.sim.bench [--trace PATH] [--policy NAME] [--no-fast-forward]
+        [--timing oracle|noise|replay] [--noise-sigma S] [--replay PATH] [--plan-time-ms MS]
 
 Prints the wall and CPU time of the simulation, split into the time spent inside the policy
 and the simulator's own overhead (target: whole run < 10 s on one core under slidingserve).
-Latency model: the default RooflineModel (Llama-3-8B-class on one H100).
+Latency model: the default RooflineModel (Llama-3-8B-class on one H100); steps timed by it
+(the oracle) unless ``--timing`` says otherwise (``slidingserve/sim/timing.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from slidingserve.metrics import summarize
 from slidingserve.sim import SimConfig, simulate
+from slidingserve.sim.timing import timing_from_options
 from slidingserve.slo import load_tiers
 from slidingserve.workload import WorkloadConfig, build_workload
 
@@ -26,7 +29,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--trace", type=Path, default=DEFAULT_TRACE)
     ap.add_argument("--policy", default="slidingserve")
     ap.add_argument("--no-fast-forward", action="store_true")
+    ap.add_argument("--timing", default="oracle", help="oracle | noise | replay")
+    ap.add_argument("--timing-seed", type=int, default=0)
+    ap.add_argument("--noise-sigma", type=float, default=None)
+    ap.add_argument("--replay", type=Path, default=None)
+    ap.add_argument("--plan-time-ms", default=None)
     args = ap.parse_args(argv)
+    try:
+        timing = timing_from_options(args.timing, args.timing_seed, args.noise_sigma,
+                                     args.replay, args.plan_time_ms)
+    except ValueError as e:
+        ap.error(str(e))
     tiers = load_tiers()
     if args.trace.is_file():
         workload = WorkloadConfig(trace=args.trace, arrival="replay")
@@ -35,14 +48,15 @@ def main(argv: list[str] | None = None) -> None:
         workload = WorkloadConfig(rate=5.53, num_requests=19366)
         what = f"synthetic workload (no trace at {args.trace}), 19,366 requests at 5.53 rps"
     specs = build_workload(workload, tiers)
-    config = SimConfig(fast_forward=not args.no_fast_forward)
+    config = SimConfig(fast_forward=not args.no_fast_forward, timing=timing)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     result = simulate(specs, tiers, args.policy, config)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     s = result.stats
     summary = summarize(result.records, tiers)
     print(f"workload: {what}: {len(specs)} requests, {result.end_s:.0f} simulated seconds")
-    print(f"policy: {args.policy}; latency model: RooflineModel (Llama-3-8B-class, one H100)")
+    print(f"policy: {args.policy}; latency model: RooflineModel (Llama-3-8B-class, one H100); "
+          f"timing: {s['timing']}")
     print(
         f"wall {wall:.2f} s, CPU {cpu:.2f} s (policy {s['policy_wall_s']:.2f} s wall, "
         f"simulator overhead {wall - s['policy_wall_s']:.2f} s wall)"

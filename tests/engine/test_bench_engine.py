@@ -51,3 +51,7 @@ def test_overhead_and_simulator_prediction_are_reported(result: tuple[dict, Path
     sim = summary["simulated"]
     if "skipped" not in sim:
         assert 0.0 <= sim["slo_attainment"] <= 1.0
+        # Predicted with this run's measured step-time noise and planning time per step.
+        assert sim["measured_noise"]["steps"] > 0
+        assert sim["timing"].startswith("noise(sigma=") and "+plan" in sim["timing"]
+        assert sim["timing_config"]["plan_s"] == pytest.approx(ov["sched_ms"]["mean"] / 1e3)
