@@ -274,7 +274,8 @@ class EngineHost:
         it when its tier's share of the replica is full (the lowest tier first)."""
         adm = self.cfg.admission
         load = self.load()
-        waited = max(time.time() - max(req.arrival_s, self.ready_s), 0.0)  # not start-up time
+        # a request that arrived while the engine started waited for start-up, not for load
+        waited = 0.0 if req.arrival_s < self.ready_s else max(time.time() - req.arrival_s, 0.0)
         predicted = waited + load.predicted_ttft_s(req.slo.priority, req.prompt_len)
         target = req.slo.ttft_s * adm.margin
         if adm.enabled and load.is_full_for(req.slo.priority):

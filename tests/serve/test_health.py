@@ -75,7 +75,9 @@ def test_waiting_for_the_engine_to_start_does_not_count_against_admission():
     host.ready_s = time.time()  # what start() records
     early = GenerateRequest("r", [1] * 10, slo, {"max_tokens": 4}, time.time() - 36.0)
     decision = host.admit(early)
-    assert isinstance(decision, Admitted) and decision.predicted_ttft_s < 6.0
+    assert isinstance(decision, Admitted) and decision.predicted_ttft_s < 1.0
+    host.ready_s = time.time() - 2.0  # Serve routes it a moment after the engine is up
+    assert host.admit(early).predicted_ttft_s < 1.0  # that moment is start-up too
     host.ready_s = time.time() - 60.0
     late = GenerateRequest("r", [1] * 10, slo, {"max_tokens": 4}, time.time() - 7.0)
     assert not isinstance(host.admit(late), Admitted)
