@@ -107,7 +107,9 @@ def run_job(job: Job) -> JobResult:
         cfg.growth,
     )
     knee90 = None
-    if job.both:
+    # The published protocol judges the 1% knee only; its trials stop past it (unsettled
+    # requests counted as violations), which would bias an attainment criterion.
+    if job.both and cfg.protocol != "qoserve":
         knee90 = find_knee(
             cache,
             lambda t: cfg.attainment_target - t.attainment,
@@ -229,13 +231,17 @@ def _summarise_knees(
         )
         caps = [r.capacity or 0.0 for r in mine]
         caps90 = [r.capacity_90 or 0.0 for r in mine]
+        judged90 = any(r.capacity_90 is not None for r in mine)
         out[c.label] = {
             "policy": c.policy,
             "overrides": c.overrides,
             "capacity_rps": statistics.fmean(caps),
-            "capacity_rps_90": statistics.fmean(caps90),
+            "capacity_rps_90": statistics.fmean(caps90) if judged90 else None,
             "budget": best_budget[c.label] or c.overrides.get("budget"),
-            "spread": {"capacity_rps": _spread(caps), "capacity_rps_90": _spread(caps90)},
+            "spread": {
+                "capacity_rps": _spread(caps),
+                "capacity_rps_90": _spread(caps90) if judged90 else None,
+            },
             "budget_sweep": {str(b): v for b, v in sorted(sweep_caps.get(c.label, {}).items())},
             "trials": sum(len(r.trials) for r in mine),
             "trial_points": [
@@ -302,7 +308,7 @@ def _comparison(out: dict[str, Any], config: CapacityConfig) -> dict[str, Any]:
         "capacity_ratio": pols[ss[0]]["capacity_rps"] / cap if cap > 0 else None,
         "capacity_ratio_90": (
             pols[ss[0]]["capacity_rps_90"] / pols[best]["capacity_rps_90"]
-            if pols[best]["capacity_rps_90"] > 0
+            if (pols[best]["capacity_rps_90"] or 0.0) > 0
             else None
         ),
     }

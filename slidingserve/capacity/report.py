@@ -30,7 +30,7 @@ def capacity_table(result: dict[str, Any], title: str = "Capacity under SLOs") -
             label,
             f"{r['capacity_rps']:.2f} rps",
             f"{sp['min']:.2f}-{sp['max']:.2f}",
-            f"{r['capacity_rps_90']:.2f} rps",
+            "-" if r["capacity_rps_90"] is None else f"{r['capacity_rps_90']:.2f} rps",
             "-" if r["budget"] is None else str(r["budget"]),
             str(r["trials"]),
         )
