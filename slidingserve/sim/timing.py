@@ -192,7 +192,7 @@ class StepDraws:
 
     def span(self, first: int, n: int) -> np.ndarray:
         """Draws of steps first .. first + n - 1."""
-        parts = []
+        parts = [np.zeros(0)]
         step, end = first, first + n
         while step < end:
             block, i = divmod(step, BLOCK)
@@ -201,7 +201,7 @@ class StepDraws:
             take = min(BLOCK - i, end - step)
             parts.append(self._array[i : i + take])
             step += take
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return parts[1] if len(parts) == 2 else np.concatenate(parts)
 
 
 class TimingModel(ABC):

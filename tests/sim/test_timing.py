@@ -106,6 +106,7 @@ def test_noise_draws_depend_on_seed_replica_and_step_only():
         whole[BLOCK + 5], whole[7], whole[BLOCK - 1]]
     other = NoiseTiming(lat, 0.0, 0.5, seed=3, replica=1).step_times(X, 0)
     assert other != whole
+    assert fresh.step_times(X[:0], 9) == []
     logs = np.log(np.array(whole) / lat.predict_features(X))
     assert abs(np.std(logs) - 0.5) < 0.03 and abs(np.median(logs)) < 0.03
 
