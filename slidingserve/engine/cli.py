@@ -134,7 +134,9 @@ def bench_engine(
                           workload_seeds=parse_seeds(seeds) if seeds is not None else (),
                           latency_model=latency_model,
                           max_num_batched_tokens=max_num_batched_tokens, variants=variants,
-                          sim_timing=sim_timing, sim_plan_time=sim_plan_time)
+                          # pydantic rejects other values, naming the field and value
+                          sim_timing=sim_timing,  # type: ignore[arg-type]
+                          sim_plan_time=sim_plan_time)  # type: ignore[arg-type]
     except ValidationError as exc:
         err = exc.errors()[0]
         raise ValueError(f"bench engine: {'.'.join(map(str, err['loc']))}: {err['msg']} "
