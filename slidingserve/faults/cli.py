@@ -23,8 +23,15 @@ def bench_faults(
     config: Path = typer.Option(None, help="Serve config for the base app (default: "
                                            "deploy/local.yaml, the embedded default)."),
     replicas: int = typer.Option(2, help="Engine replicas (>= 2 for replica_failure)."),
+    tiers: str = typer.Option("qoserve", help="Tier set the app serves: a built-in name "
+                                              "(qoserve, tight, cpu-tiny), a file, or 'config' "
+                                              "for the serve config's own."),
     num_cpus: int = typer.Option(4, help="CPUs for the local Ray."),
-    overload_factor: float = typer.Option(2.0, help="Offered load / measured capacity."),
+    overload_factors: str = typer.Option("2,4", help="Offered loads / measured capacity, one "
+                                                      "overload run each (comma-separated)."),
+    overload_mix: str = typer.Option("", help="Overload tier mix, e.g. 'interactive=0.3,"
+                                              "standard=0.3,batch=0.4' (default: the tiers' "
+                                              "shares)."),
     overload_s: float = typer.Option(30.0, help="Seconds of overload arrivals."),
     fuzz_examples: int = typer.Option(25, help="Schemathesis cases per operation and mode."),
     seed: int = typer.Option(0),
@@ -40,8 +47,9 @@ def bench_faults(
         cfg = FaultsConfig(
             scenarios=tuple(s.strip() for s in scenarios.split(",") if s.strip()),
             replicas=replicas, num_cpus=num_cpus,
-            overload=replace(base.overload, factor=overload_factor, duration_s=overload_s,
-                             seed=seed),
+            tiers=None if tiers == "config" else tiers,
+            overload=replace(base.overload, factors=parse_factors(overload_factors),
+                             tier_mix=parse_mix(overload_mix), duration_s=overload_s, seed=seed),
             bad_input=replace(base.bad_input, fuzz_examples=fuzz_examples, seed=seed))
         _, args = load_serve_file(config or repo_file("deploy", "local.yaml"))
     except ValueError as exc:
@@ -52,7 +60,37 @@ def bench_faults(
     out.mkdir(parents=True, exist_ok=True)
     (out / "faults.json").write_text(json.dumps(report, indent=2, default=str))
     print_table(report)
+    if "runs" in report["scenarios"].get("overload", {}):
+        print_overload_table(report["scenarios"]["overload"])
     typer.echo(f"wrote {out / 'faults.json'}")
+
+
+def parse_factors(text: str) -> tuple[float, ...]:
+    try:
+        factors = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"--overload-factors: not a comma-separated list of numbers: "
+                         f"{text!r}") from None
+    if not factors or any(not f > 0 for f in factors):
+        raise ValueError(f"--overload-factors: want positive numbers (got {text!r})")
+    return factors
+
+
+def parse_mix(text: str) -> tuple[tuple[str, float], ...] | None:
+    if not text.strip():
+        return None
+    out = []
+    for item in text.split(","):
+        name, sep, share = item.partition("=")
+        try:
+            value = float(share)
+        except ValueError:
+            value = -1.0
+        if not sep or not name.strip() or not value > 0:
+            raise ValueError(f"--overload-mix: entry {item!r} is not 'tier=share' with a "
+                             "positive share")
+        out.append((name.strip(), value))
+    return tuple(out)
 
 
 def headline(name: str, r: dict[str, Any]) -> str:
@@ -60,15 +98,19 @@ def headline(name: str, r: dict[str, Any]) -> str:
     if "failed" in r:
         return f"FAILED: {r['failed'][:70]}"
     if name == "overload":
-        t = r.get("tiers", {})
-        inter, batch = t.get("interactive", {}), t.get("batch", {})
-        return (f"{r['rate_rps']:.2f} req/s = {r['factor']:g}x cap; interactive TTFT ok "
-                f"{_pct(inter.get('ttft_attainment'))}, batch TTFT p50 "
-                f"{_num(batch.get('ttft_p50_s'))}s; peak mem {r['memory']['peak_total_mib']} MiB")
+        parts = []
+        for label, run in r.get("runs", {}).items():
+            top = run["tiers"].get(next(iter(run["tiers"]), ""), {})
+            parts.append(f"{label} ({run['rate_rps']:.2f} req/s): top tier TTFT ok "
+                         f"{_pct(top.get('ttft_attainment'))}, 429s {run['rejected_429']}")
+        return "; ".join(parts) + f" (capacity {r['capacity']['capacity_rps']:.2f} req/s)"
     if name == "replica_failure":
+        ns = r.get("not_started", {})
         return (f"killed-replica streams {r['streams']['on_killed']['error']} err/"
-                f"{r['streams']['on_killed']['sent']}; recovered {r['recovered']} "
-                f"in {r['recovery_s']}s; orphans {len(r['orphan_engine_processes'])}")
+                f"{r['streams']['on_killed']['sent']}; not started at the kill: "
+                f"{ns.get('error', '-')} err/{ns.get('sent', '-')} ({ns.get('retried', '-')} "
+                f"retried); recovered {r['recovered']} in {r['recovery_s']}s; orphans "
+                f"{len(r['orphan_engine_processes'])}")
     if name == "predictor_failure":
         bad = r.get("bad_models", {})
         refused = sum(1 for v in bad.values() if isinstance(v, dict) and v.get("refused"))
@@ -81,6 +123,25 @@ def headline(name: str, r: dict[str, Any]) -> str:
         return (f"access wrong {r['access_wrong']}/{r['access_cases']}; keys in logs "
                 f"{r['keys_in_logs']}; undocumented ports {r['ports_undocumented'] or 'none'}")
     return ""
+
+
+def print_overload_table(r: dict[str, Any]) -> None:
+    """Per factor and tier: admitted, refused, TTFT attainment, p50/p99."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"overload per tier (capacity {r['capacity']['capacity_rps']:.2f} "
+                        "req/s; TTFT ok = admitted and first token within target)")
+    for col in ("load", "tier", "sent", "admitted", "refused 429", "errors", "lost",
+                "TTFT ok", "TTFT p50 s", "TTFT p99 s"):
+        table.add_column(col)
+    for label, run in r["runs"].items():
+        for tier, t in run["tiers"].items():
+            table.add_row(label, tier, str(t["sent"]), str(t["admitted"]),
+                          str(t["rejected_429"]), str(t["errors"]), str(t["lost"]),
+                          _pct(t["ttft_attainment"]), _num(t["ttft_p50_s"]),
+                          _num(t["ttft_p99_s"]))
+    Console(width=160).print(table)
 
 
 def _pct(x: float | None) -> str:

@@ -28,6 +28,7 @@ class Result:
     ttft_s: float | None = None
     latency_s: float = 0.0
     retry_after: str | None = None
+    retried_from: str | None = None  # x-retried-from: the replica that failed before a token
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -56,7 +57,7 @@ def classify_response(status: int, body: bytes, headers: httpx.Headers) -> Resul
             ok = False
         kind: Kind = "served" if ok else "lost"
         return Result(kind, status, "" if ok else "200 without a completion body",
-                      headers.get("x-served-by"))
+                      headers.get("x-served-by"), retried_from=headers.get("x-retried-from"))
     if status == 429:
         return Result("rejected" if msg else "lost", status, msg or "429 without a message",
                       retry_after=headers.get("retry-after"))
@@ -98,19 +99,19 @@ async def _send(client: httpx.AsyncClient, path: str, body: Any, headers: dict[s
         if resp.status_code != 200:
             content = await resp.aread()
             return classify_response(resp.status_code, content, resp.headers)
-        replica = resp.headers.get("x-served-by")
+        replica, retried = resp.headers.get("x-served-by"), resp.headers.get("x-retried-from")
         tokens, ttft = 0, None
         async for line in resp.aiter_lines():
             if not line.startswith("data: "):
                 continue
             data = line[6:]
             if data == "[DONE]":
-                return Result("served", 200, "", replica, tokens, ttft)
+                return Result("served", 200, "", replica, tokens, ttft, retried_from=retried)
             event = json.loads(data)
             if "error" in event:
                 msg = str(event["error"].get("message") or "")
                 return Result("error" if msg else "lost", 200, msg or "empty stream error",
-                              replica, tokens, ttft)
+                              replica, tokens, ttft, retried_from=retried)
             if any(c.get("text") or (c.get("delta") or {}).get("content")
                    for c in event.get("choices", [])):
                 tokens += 1

@@ -3,10 +3,15 @@
 ``streams`` long streaming requests (and ``whole`` non-streamed ones) start; once one has
 received ``kill_after_tokens`` tokens, the replica serving it (``x-served-by``) is killed.
 Meanwhile a probe sends a short request every ``probe_period_s`` for ``probe_s`` seconds.
-Expected: requests on the killed replica end with an explicit error (an SSE error event, or a
-JSON 500 with the partial text), requests on the other replica finish, probes are answered by
-the healthy replica, Serve starts a new replica (recovery time reported), and nothing is lost.
-Engine-core processes orphaned by the kill are counted too (a leak if any).
+Just before the kill, ``queued`` streaming requests with long prompts arrive, so that the
+victim holds requests that have not produced a token yet (``queued_lead_s`` before the kill).
+Expected: streams on the killed replica that sent tokens end with an explicit error (an SSE
+error event, or a JSON 500 with the partial text); every streaming request that had no token
+at the kill is served, the ingress sending it once more to the healthy replica (its response
+names the killed replica in ``x-retried-from``), with exactly one ``[DONE]``; requests on the
+other replica finish, probes are answered by the healthy replica, Serve starts a new replica
+(recovery time reported), and nothing is lost. Engine-core processes orphaned by the kill are
+counted too (a leak if any).
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ LONG_BODY = {"prompt": list(range(20, 84)), "max_tokens": 400, "ignore_eos": Tru
              "temperature": 0.0, "stream": True}
 WHOLE_BODY = {**LONG_BODY, "stream": False}  # in flight, answered as a whole
 SHORT_BODY = {"prompt": "ka ko ri su", "max_tokens": 4, "temperature": 0.0}
+QUEUED_BODY = {"prompt": [20 + i % 60 for i in range(1500)], "max_tokens": 8, "ignore_eos": True,
+               "temperature": 0.0, "stream": True}  # long prefill: not started at the kill
+QUEUED_TIER = "batch"  # the loosest default tier: admission takes them on a busy replica
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,8 @@ class ReplicaFailureConfig:
     kill_after_tokens: int = 3
     probe_period_s: float = 0.5
     probe_s: float = 20.0
+    queued: int = 8  # long-prompt streams sent just before the kill
+    queued_lead_s: float = 0.3
     stream_timeout_s: float = 240.0
     recover_timeout_s: float = 300.0
 
@@ -45,6 +55,7 @@ async def run_replica_failure(app: AppUnderTest, auth: dict[str, str],
         raise RuntimeError(f"replica failure needs >= 2 engine replicas (have {replicas})")
     started: dict[str, int] = {}  # replica -> tokens seen on its busiest stream
     ready = asyncio.Event()
+    seen: dict[int, int] = {}  # streaming request -> tokens received so far
 
     def on_token(n: int, replica: str | None) -> None:
         if replica is not None:
@@ -52,23 +63,38 @@ async def run_replica_failure(app: AppUnderTest, auth: dict[str, str],
             if n >= cfg.kill_after_tokens:
                 ready.set()
 
+    def counter(i: int) -> Any:
+        def count(n: int, replica: str | None) -> None:
+            seen[i] = n
+            on_token(n, replica)
+        return count
+
     headers = {**auth, "x-slo-tier": "standard"}
     async with httpx.AsyncClient(base_url=app.url, timeout=cfg.stream_timeout_s) as client:
         streams = [asyncio.create_task(send(client, "/v1/completions", LONG_BODY, headers,
-                                            cfg.stream_timeout_s, stream=True, on_token=on_token))
-                   for _ in range(cfg.streams)]
+                                            cfg.stream_timeout_s, stream=True,
+                                            on_token=counter(i)))
+                   for i in range(cfg.streams)]
         whole = [asyncio.create_task(send(client, "/v1/completions", WHOLE_BODY, headers,
                                           cfg.stream_timeout_s)) for _ in range(cfg.whole)]
         await asyncio.wait_for(ready.wait(), cfg.stream_timeout_s)
+        queued_headers = {**headers, "x-slo-tier": QUEUED_TIER}
+        queued = [asyncio.create_task(send(client, "/v1/completions", QUEUED_BODY, queued_headers,
+                                           cfg.stream_timeout_s, stream=True,
+                                           on_token=counter(cfg.streams + i)))
+                  for i in range(cfg.queued)]
+        await asyncio.sleep(cfg.queued_lead_s)
         victim = max(started, key=lambda r: started[r])
         pid = replicas[victim]
         kill_process(pid)
         killed_at = time.time()
+        tokens_at_kill = dict(seen)
         probes: list[Result] = []
         while time.time() - killed_at < cfg.probe_s:
             probes.append(await send(client, "/v1/completions", SHORT_BODY, headers, 60.0))
             await asyncio.sleep(cfg.probe_period_s)
-        stream_results = list(await asyncio.gather(*streams, *whole))
+        streamed = list(await asyncio.gather(*streams, *queued))
+        stream_results = streamed + list(await asyncio.gather(*whole))
     recovered = await asyncio.to_thread(app.wait_running, len(replicas), cfg.recover_timeout_s)
     recovery_s = None if recovered is None else round(time.time() - killed_at, 1)
     after = app.engine_replicas()
@@ -76,10 +102,15 @@ async def run_replica_failure(app: AppUnderTest, auth: dict[str, str],
         post = [await send(client, "/v1/completions", SHORT_BODY, headers, 60.0)
                 for _ in range(8)]
     on_victim = [r for r in stream_results if r.replica == victim]
+    not_started = [r for i, r in enumerate(streamed) if tokens_at_kill.get(i, 0) == 0]
     everything = stream_results + probes + post
     t = tally(everything)
     return {
         **t,
+        "not_started": {**tally(not_started),
+                        "retried": sum(1 for r in not_started if r.retried_from == victim),
+                        "messages": sorted({r.message for r in not_started if r.message})[:3]},
+        "retried_total": sum(1 for r in everything if r.retried_from is not None),
         "killed_replica": victim, "killed_pid": pid,
         "streams": {"on_killed": tally(on_victim),
                     "on_killed_tokens_before_end": [r.tokens for r in on_victim],

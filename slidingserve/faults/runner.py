@@ -36,6 +36,7 @@ class FaultsConfig:
     scenarios: tuple[str, ...] = SCENARIOS
     replicas: int = 2
     num_cpus: int = 4
+    tiers: str | None = "qoserve"  # tier set the app serves (None: the base config's)
     overload: OverloadConfig = field(default_factory=OverloadConfig)
     replica_failure: ReplicaFailureConfig = field(default_factory=ReplicaFailureConfig)
     predictor_failure: PredictorFailureConfig = field(default_factory=PredictorFailureConfig)
@@ -50,12 +51,17 @@ class FaultsConfig:
             raise ValueError(f"replicas: replica_failure needs >= 2 (got {self.replicas})")
 
 
-def app_args(base: dict[str, Any], replicas: int, keys: dict[str, list[str]]) -> dict[str, Any]:
+def app_args(base: dict[str, Any], replicas: int, keys: dict[str, list[str]],
+             tiers: str | None = None) -> dict[str, Any]:
+    """The app under test: ``base`` with ``replicas``, ``keys``, the predictor link and (unless
+    None) the tier set ``tiers`` (a built-in name or a file)."""
     args = {**base, "num_replicas": replicas,
             "auth": {"keys": keys, "keys_env": None},
             "predictor": {"enabled": True, "poll_period_s": 0.5, "sample_batch": 8,
                           "retrain_every_s": None}}
     args["engine"] = {**base.get("engine", {}), "step_trace_flush_every": 4}
+    if tiers is not None:
+        args["tiers_path"] = tiers
     return args
 
 
@@ -68,7 +74,7 @@ def run_all(cfg: FaultsConfig, base_args: dict[str, Any], repo_root: Path,
             f"sk-batch-{secrets.token_urlsafe(18)}": ["batch"]}
     all_key = next(iter(keys))
     auth = {"authorization": f"Bearer {all_key}"}
-    args = app_args(base_args, cfg.replicas, keys)
+    args = app_args(base_args, cfg.replicas, keys, cfg.tiers)
     serve_cfg = load_serve_config(args, "faults app")
     tiers = load_tiers(serve_cfg.tiers_path)
     results: dict[str, Any] = {}

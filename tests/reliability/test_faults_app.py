@@ -45,7 +45,9 @@ AUTH = {"authorization": f"Bearer {ALL_KEY}"}
 @pytest.fixture(scope="module")
 def app():
     _, base = load_serve_file(repo_file("deploy", "local.yaml"))
-    with local_app(app_args(base, 2, KEYS), create_predictor, num_cpus=4) as running:
+    # QoServe's tiers, as `bench faults` by default: the embedded config's CPU tiers (336 ms
+    # interactive TTFT) are calibrated on a quiet engine, not on one sharing 2 cores with tests
+    with local_app(app_args(base, 2, KEYS, "qoserve"), create_predictor, num_cpus=4) as running:
         yield running
 
 
@@ -87,13 +89,19 @@ def test_4_predictor_failure(app):
     assert bad["version_unchanged"] and bad["replicas_kept_model"]
 
 
-def test_5_short_overload_answers_everything(app):
-    cfg = replace(OverloadConfig(), duration_s=8.0, burst=16, request_timeout_s=180.0)
+def test_5_short_overload_protects_the_top_tier(app):
+    """2x and 4x capacity for 10 s each: the top tier admitted and on time (>= 99%), the
+    lowest tier refused first, nothing lost."""
+    cfg = replace(OverloadConfig(), duration_s=10.0, burst=16, request_timeout_s=180.0)
     r = run_overload(app.url, load_tiers(None), cfg, ALL_KEY)
-    print({k: r[k] for k in ("sent", "served", "rejected_429", "errors", "lost", "rate_rps")})
-    print(r["tiers"])
-    assert r["lost"] == 0, r["lost_examples"]
-    assert r["memory"]["peak_total_mib"] > 0
+    print({k: r[k] for k in ("sent", "served", "rejected_429", "errors", "lost", "capacity")})
+    for label, run in r["runs"].items():
+        print(label, run["rate_rps"], run["tiers"])
+        assert run["lost"] == 0, run["lost_examples"]
+        assert run["memory"]["peak_total_mib"] > 0
+        top, low = run["tiers"]["interactive"], run["tiers"]["batch"]
+        assert top["sent"] > 0 and top["ttft_attainment"] >= 0.99, (label, top)
+        assert top["rejected_429"] <= low["rejected_429"], (label, top, low)
 
 
 def test_6_replica_failure_loses_nothing(app):
@@ -103,6 +111,10 @@ def test_6_replica_failure_loses_nothing(app):
     assert r["lost"] == 0, r["lost_examples"]
     killed = r["streams"]["on_killed"]
     assert killed["sent"] > 0 and killed["lost"] == 0
+    assert killed["error"] == killed["sent"]  # streams that sent tokens: explicit errors
+    not_started = r["not_started"]  # no token at the kill: served, once (one [DONE] each)
+    assert not_started["sent"] > 0 and not_started["error"] == 0, not_started
+    assert not_started["served"] == not_started["sent"]
     assert r["probes"]["lost"] == 0
     assert r["recovered"] and r["after_recovery"]["served"] == r["after_recovery"]["sent"]
     assert r["orphan_engine_processes"] == []
