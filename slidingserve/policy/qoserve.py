@@ -139,7 +139,8 @@ class QoServe(Policy):
             key=next_due,
             reverse=c.decode_order == "most_slack",
         )
-        min_slack, ctx, tol = float("inf"), [], c.late_tolerance_s
+        min_slack, tol = float("inf"), c.late_tolerance_s
+        ctx: list[int] = []
         for r in decodes:
             if c.max_decode_tokens is not None and len(ctx) >= c.max_decode_tokens:
                 break
