@@ -170,6 +170,10 @@ def capacity(
             "edf-256, qoserve-paper and slidingserve unless --policies/--contender are given)."
         ),
     ] = "steady-state",
+    physical_limit: Annotated[
+        bool,
+        typer.Option(help="Also measure the throughput limit (no SLO) printed beside the table."),
+    ] = True,
     protocol_requests: Annotated[
         int, typer.Option(help="--protocol qoserve: requests per trial.")
     ] = QOSERVE_NUM_REQUESTS,
@@ -209,7 +213,7 @@ def capacity(
             num_requests=protocol_requests,
             workers=workers,
             latency_model=latency_model or "qoserve-a100",
-        )
+        ).model_copy(update={"physical_limit": physical_limit})
         execute(config, out, console, timing_config)
         return
     if protocol != "steady-state":
@@ -244,6 +248,7 @@ def capacity(
         curve_points=points,
         heavy_load=1.3 if 1.3 in points else (points[-1] if points else 1.3),
         workers=workers,
+        physical_limit=physical_limit,
     )
     execute(config, out, console, timing_config)
 

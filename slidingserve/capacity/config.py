@@ -76,6 +76,8 @@ class CapacityConfig(BaseModel):
     reference: str | None = "qoserve"
     heavy_load: float = Field(default=1.3, gt=0)
     workers: int = Field(default=2, ge=1, le=64)
+    # Measure the throughput-optimal rate (no SLO) for the table (capacity/limit.py).
+    physical_limit: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> CapacityConfig:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from slidingserve.capacity.config import CapacityConfig, Contender
+from slidingserve.capacity.limit import throughput_limit
 from slidingserve.capacity.protocol import qoserve_tiers, run_completion_trial
 from slidingserve.capacity.search import TrialCache, find_knee
 from slidingserve.capacity.trial import TrialResult, TrialSpec, run_trial
@@ -190,7 +191,17 @@ def run_capacity(config: CapacityConfig, progress: Progress | None = None) -> di
                 [job("curve", c, best_budget[c.label], 0, rates=rates) for c in config.contenders],
             )
     requested = {c.label for c in config.contenders}
+    best = max((v["capacity_rps"] for v in results.values()), default=0.0) or start
+    limit = (
+        throughput_limit(trace, config.latency_model, config.sim, start=best)
+        if config.physical_limit
+        else None
+    )
+    if limit is not None and limit["rate_rps"] > 0:
+        for v in results.values():
+            v["fraction_of_limit"] = v["capacity_rps"] / limit["rate_rps"]
     out: dict[str, Any] = {
+        "throughput_limit": limit,
         "policies": {k: v for k, v in results.items() if k in requested},
         "ablation": {k: v for k, v in results.items() if k not in requested},
         "reference": ref,

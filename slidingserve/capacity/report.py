@@ -21,11 +21,14 @@ def capacity_table(result: dict[str, Any], title: str = "Capacity under SLOs") -
     timing = result.get("timing")  # the simulator's step timing (slidingserve/sim/timing.py)
     table = Table(title=f"{title}, timing {timing}" if timing else title)
     table.add_column("policy", no_wrap=True)
-    for col in ("capacity (1%)", "spread", "capacity (90%)", "budget", "trials"):
+    limit = result.get("throughput_limit")
+    columns = ["capacity (1%)", "spread", "capacity (90%)", "budget", "trials"]
+    for col in [*columns, *(["of limit"] if limit else [])]:
         table.add_column(col, justify="right")
     rows = {**result["policies"], **result.get("ablation", {})}
     for label, r in sorted(rows.items(), key=lambda kv: -kv[1]["capacity_rps"]):
         sp = r["spread"]["capacity_rps"]
+        extra = [f"{r.get('fraction_of_limit', 0.0):.0%}"] if limit else []
         table.add_row(
             label,
             f"{r['capacity_rps']:.2f} rps",
@@ -33,10 +36,16 @@ def capacity_table(result: dict[str, Any], title: str = "Capacity under SLOs") -
             "-" if r["capacity_rps_90"] is None else f"{r['capacity_rps_90']:.2f} rps",
             "-" if r["budget"] is None else str(r["budget"]),
             str(r["trials"]),
+            *extra,
         )
     cmp = result.get("comparison") or {}
-    if cmp.get("capacity_ratio") is not None:
+    if limit:
         table.caption = (
+            f"throughput limit (no SLO, decodes-first at {limit['budget']} tokens): "
+            f"{limit['rate_rps']:.2f} rps"
+        )
+    if cmp.get("capacity_ratio") is not None:
+        table.caption = (table.caption + "\n" if table.caption else "") + (
             f"slidingserve / {cmp['best_baseline']}: {cmp['capacity_ratio']:.2f}x (1%), "
             + (f"{cmp['capacity_ratio_90']:.2f}x (90%)" if cmp.get("capacity_ratio_90") else "")
         )
