@@ -77,3 +77,37 @@ def test_bad_traces_name_file_and_column(tmp_path, text, pattern):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(TraceError, match=r"nope\.csv: trace file not found"):
         load_trace(tmp_path / "nope.csv")
+
+
+SHAREGPT = AZURE.parent / "sharegpt_8k_filtered_stats_llama2_tokenizer.csv"
+
+
+@pytest.mark.skipif(not SHAREGPT.is_file(), reason="shared ShareGPT trace not present")
+def test_sharegpt_lengths_only_trace_loads_as_is():
+    trace = load_trace(SHAREGPT)
+    assert len(trace) == 30_731 and not trace.has_arrivals
+    assert 2330 < trace.prompt_len.mean() < 2350  # published mean 2,340
+    assert 430 < trace.output_len.mean() < 450  # published mean 439
+
+
+def test_lengths_only_format_keeps_file_order_and_cannot_be_replayed(tmp_path):
+    from slidingserve.slo import load_tiers
+    from slidingserve.workload import WorkloadConfig, build_workload
+
+    p = _write(
+        tmp_path,
+        "num_prefill_tokens,num_decode_tokens,num_total_tokens,pd_ratio\n74,918,992,0.08\n"
+        "290,905,1195,0.32\n",
+    )
+    t = load_trace(p)
+    assert t.prompt_len.tolist() == [74, 290] and t.output_len.tolist() == [918, 905]
+    with pytest.raises(TraceError, match="lengths-only trace has no arrival times"):
+        _ = t.duration_s
+    tiers = load_tiers()
+    specs = build_workload(WorkloadConfig(rate=2.0, num_requests=5, seed=1), tiers, trace=t)
+    assert {s.prompt_len for s in specs} <= {74, 290}
+    with pytest.raises(ValueError, match="no timestamps"):
+        build_workload(WorkloadConfig(arrival="replay", trace=p), tiers, trace=t)
+    bad = _write(tmp_path, "num_prefill_tokens,num_decode_tokens\n10,x\n")
+    with pytest.raises(TraceError, match="row 2: column 'num_decode_tokens'"):
+        load_trace(bad)
