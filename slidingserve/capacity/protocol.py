@@ -39,44 +39,15 @@ from slidingserve.capacity.trial import TrialResult, load_latency_model
 from slidingserve.metrics import summarize, worst_tier_violation_rate
 from slidingserve.policy.qoserve import PAPER_CONFIG
 from slidingserve.sim import SimConfig, ViolationMonitor, simulate
-from slidingserve.slo import SLOTier, TierSet
+from slidingserve.slo import TierSet, load_tiers
 from slidingserve.workload import Trace, WorkloadConfig, build_workload
 
 QOSERVE_NUM_REQUESTS = 18_000
-QOSERVE_OUTPUT_LEN_PRED = 15
-QOSERVE_BATCHED_THRESHOLD_S = 0.4
 
 
-def qoserve_tiers(interactive_tpot_s: float = 0.055) -> TierSet:
-    """The protocol's three tiers (module docstring); weights and priorities as our defaults."""
-    reserve = QOSERVE_OUTPUT_LEN_PRED * QOSERVE_BATCHED_THRESHOLD_S
-
-    def e2e_tier(name: str, deadline: float, weight: float, priority: int) -> SLOTier:
-        return SLOTier(
-            name=name,
-            ttft_s=deadline - reserve,
-            tpot_s=QOSERVE_BATCHED_THRESHOLD_S,
-            e2e_s=deadline,
-            weight=weight,
-            priority=priority,
-            share=1.0,
-            judge=("e2e",),
-            decode_deadlines="banked",
-        )
-
-    interactive = SLOTier(
-        name="interactive",
-        ttft_s=6.0,
-        tpot_s=interactive_tpot_s,
-        e2e_s=None,
-        weight=4.0,
-        priority=0,
-        share=1.0,
-        judge=("ttft",),
-        decode_deadlines="banked",
-    )
-    tiers = [interactive, e2e_tier("standard", 600.0, 2.0, 1), e2e_tier("batch", 1800.0, 1.0, 2)]
-    return TierSet(tiers, default="standard", source="protocol:qoserve")
+def qoserve_tiers() -> TierSet:
+    """The protocol's three tiers (module docstring; ``--tiers qoserve-protocol``)."""
+    return load_tiers("qoserve-protocol")
 
 
 def qoserve_contenders() -> list[Contender]:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from slidingserve.latency import describe_latency_model, load_latency_model
 from slidingserve.metrics import summarize
 from slidingserve.sim.config import SimConfig
 from slidingserve.sim.simulator import simulate
@@ -47,6 +48,12 @@ def sim(
         int | None, typer.Option(help="KV blocks per replica (default: 8B on H100).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Workload seed.")] = 0,
+    latency_model: Annotated[
+        str | None,
+        typer.Option(
+            help="Latency model: roofline-h100 (default), qoserve-a100, or a predictor model dir."
+        ),
+    ] = None,
     timing: Annotated[
         str, typer.Option(help="Step timing: oracle (the policy's model) | noise | replay.")
     ] = "oracle",
@@ -92,9 +99,18 @@ def sim(
         replicas=replicas, router=router, num_blocks=kv_blocks, timing=timing_config
     )
     overrides: dict[str, Any] = {"budget": budget} if budget is not None else {}
-    specs = build_workload(workload, tier_set)
+    try:
+        latency = load_latency_model(latency_model)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--latency-model") from None
+    try:
+        specs = build_workload(workload, tier_set)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--trace") from None
     with console.status(f"simulating {len(specs)} requests under {policy}"):
-        result = simulate(specs, tier_set, policy, sim_config, policy_config=overrides)
+        result = simulate(
+            specs, tier_set, policy, sim_config, latency=latency, policy_config=overrides
+        )
     summary = summarize(result.records, tier_set)
     summary["sim"] = result.stats
     summary["timing"] = {"label": result.stats["timing"], **timing_config.model_dump(mode="json")}
@@ -107,6 +123,7 @@ def sim(
         "sim": sim_config.model_dump(mode="json"),
         "tiers": tier_set.to_dict(),
         "tiers_source": tier_set.source,
+        "latency_model": describe_latency_model(latency_model),
     }
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     o = summary["overall"]

@@ -139,6 +139,8 @@ BUILTIN_TIERS: dict[str, str] = {
     "qoserve": "slo_tiers.yaml",  # QoServe's published tiers: the default, for GPU deployments
     "tight": "slo_tiers_tight.yaml",  # chat-style interactive targets, shorter batch window
     "cpu-tiny": "slo_tiers_cpu.yaml",  # what the CPU engine of the tiny model can meet
+    # QoServe's published capacity experiment (judged and paced as published)
+    "qoserve-protocol": "slo_tiers_qoserve_protocol.yaml",
 }
 DEFAULT_TIERS = "qoserve"
 
