@@ -18,6 +18,14 @@ from slidingserve.latency import load_latency_model
 from slidingserve.policy import policy_names
 from slidingserve.sim import SimConfig
 from slidingserve.sim.config import TimingConfig
+from slidingserve.sim.options import (
+    LatencyModelOption,
+    NoiseSigmaOption,
+    PlanTimeOption,
+    ReplayOption,
+    TimingOption,
+    TimingSeedOption,
+)
 from slidingserve.sim.timing import timing_from_options
 from slidingserve.slo import load_tiers
 from slidingserve.workload import parse_tier_mix
@@ -155,13 +163,7 @@ def capacity(
         list[str] | None,
         typer.Option(help="Extra line LABEL=POLICY:{json overrides} (repeatable)."),
     ] = None,
-    latency_model: Annotated[
-        str | None,
-        typer.Option(
-            help="Latency model: roofline-h100 (default), qoserve-a100, or a predictor model "
-            "dir (python -m predictor.train)."
-        ),
-    ] = None,
+    latency_model: LatencyModelOption = None,
     protocol: Annotated[
         str,
         typer.Option(
@@ -177,21 +179,11 @@ def capacity(
     protocol_requests: Annotated[
         int, typer.Option(help="--protocol qoserve: requests per trial.")
     ] = QOSERVE_NUM_REQUESTS,
-    timing: Annotated[
-        str, typer.Option(help="Step timing: oracle (the policy's model) | noise | replay.")
-    ] = "oracle",
-    timing_seed: Annotated[int, typer.Option(help="Seed of noisy or replayed timing.")] = 0,
-    noise_sigma: Annotated[
-        float | None, typer.Option(help="--timing noise: sigma (default: fitted to the CPU "
-                                   "profile's repeats, docs/simulator.md).")
-    ] = None,
-    replay: Annotated[
-        Path | None, typer.Option(help="--timing replay: step trace of measured steps.")
-    ] = None,
-    plan_time_ms: Annotated[
-        str | None, typer.Option(help="Planning time added to each step: MS, or "
-                                 "POLICY=MS items, comma-separated.")
-    ] = None,
+    timing: TimingOption = "oracle",
+    timing_seed: TimingSeedOption = 0,
+    noise_sigma: NoiseSigmaOption = None,
+    replay: ReplayOption = None,
+    plan_time_ms: PlanTimeOption = None,
 ) -> None:
     """Highest Poisson rate per policy meeting the SLOs (1% worst tier; 90% overall)."""
     console = Console()

@@ -12,6 +12,14 @@ from rich.console import Console
 from slidingserve.latency import describe_latency_model, load_latency_model
 from slidingserve.metrics import summarize
 from slidingserve.sim.config import SimConfig
+from slidingserve.sim.options import (
+    LatencyModelOption,
+    NoiseSigmaOption,
+    PlanTimeOption,
+    ReplayOption,
+    TimingOption,
+    TimingSeedOption,
+)
 from slidingserve.sim.simulator import simulate
 from slidingserve.sim.timing import timing_from_options
 from slidingserve.slo import load_tiers
@@ -48,27 +56,12 @@ def sim(
         int | None, typer.Option(help="KV blocks per replica (default: 8B on H100).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Workload seed.")] = 0,
-    latency_model: Annotated[
-        str | None,
-        typer.Option(
-            help="Latency model: roofline-h100 (default), qoserve-a100, or a predictor model dir."
-        ),
-    ] = None,
-    timing: Annotated[
-        str, typer.Option(help="Step timing: oracle (the policy's model) | noise | replay.")
-    ] = "oracle",
-    timing_seed: Annotated[int, typer.Option(help="Seed of noisy or replayed timing.")] = 0,
-    noise_sigma: Annotated[
-        float | None, typer.Option(help="--timing noise: sigma (default: fitted to the CPU "
-                                   "profile's repeats, docs/simulator.md).")
-    ] = None,
-    replay: Annotated[
-        Path | None, typer.Option(help="--timing replay: step trace of measured steps.")
-    ] = None,
-    plan_time_ms: Annotated[
-        str | None, typer.Option(help="Planning time added to each step: MS, or "
-                                 "POLICY=MS items, comma-separated.")
-    ] = None,
+    latency_model: LatencyModelOption = None,
+    timing: TimingOption = "oracle",
+    timing_seed: TimingSeedOption = 0,
+    noise_sigma: NoiseSigmaOption = None,
+    replay: ReplayOption = None,
+    plan_time_ms: PlanTimeOption = None,
 ) -> None:
     """Simulate one workload under one policy; write DIR/summary.json and DIR/config.json."""
     console = Console(stderr=True)

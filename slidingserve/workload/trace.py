@@ -95,11 +95,7 @@ def load_trace(path: str | Path) -> Trace:
         times: list[float] = []
         prompts: list[int] = []
         outputs: list[int] = []
-        for line, row in enumerate(reader, start=2):
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            if len(row) < len(header):
-                raise TraceError(f"{p}: row {line}: expected {len(header)} columns, got {len(row)}")
+        for line, row in _rows(p, header, reader):
             times.append(_parse_time(p, line, row[it]))
             prompts.append(_parse_tokens(p, line, PROMPT_COLUMN, row[ip]))
             outputs.append(_parse_tokens(p, line, OUTPUT_COLUMN, row[io]))
@@ -116,15 +112,23 @@ def load_trace(path: str | Path) -> Trace:
     )
 
 
-def _read_lengths_only(p: Path, header: list[str], reader: Iterator[list[str]]) -> Trace:
-    ip, io = (header.index(c) for c in LENGTHS_COLUMNS)
-    prompts: list[int] = []
-    outputs: list[int] = []
+def _rows(
+    p: Path, header: list[str], reader: Iterator[list[str]]
+) -> Iterator[tuple[int, list[str]]]:
+    """(file line, cells) of every non-blank row; a short row is an error naming its line."""
     for line, row in enumerate(reader, start=2):
         if not row or all(not cell.strip() for cell in row):
             continue
         if len(row) < len(header):
             raise TraceError(f"{p}: row {line}: expected {len(header)} columns, got {len(row)}")
+        yield line, row
+
+
+def _read_lengths_only(p: Path, header: list[str], reader: Iterator[list[str]]) -> Trace:
+    ip, io = (header.index(c) for c in LENGTHS_COLUMNS)
+    prompts: list[int] = []
+    outputs: list[int] = []
+    for line, row in _rows(p, header, reader):
         prompts.append(_parse_tokens(p, line, LENGTHS_COLUMNS[0], row[ip]))
         outputs.append(_parse_tokens(p, line, LENGTHS_COLUMNS[1], row[io]))
     if not prompts:
