@@ -69,6 +69,9 @@ def test_sim_replays_a_trace(tmp_path):
         (["capacity", "--policies", "slidingserve,fifo"], "fifo"),
         (["capacity", "--budgets", "256,lots"], "lots"),
         (["capacity", "--curve", "1,x"], "1,x"),
+        (["capacity", "--protocol", "qos"], "qos"),
+        (["capacity", "--latency-model", "a100"], "a100"),
+        (["sim", "--rate", "1", "--latency-model", "a100"], "a100"),
     ],
 )
 def test_bad_values_are_named_and_exit_non_zero(tmp_path, args, needle):
@@ -91,6 +94,7 @@ def test_capacity_writes_json_and_plot(tmp_path):
         app,
         [
             "capacity",
+            "--no-physical-limit",  # measured in tests/capacity/test_protocol.py
             "--policies",
             "vllm-fcfs,sarathi",
             "--out",
