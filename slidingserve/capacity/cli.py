@@ -74,6 +74,14 @@ def parse_budgets(text: str) -> list[int]:
 
 
 DEFAULT_POLICIES = "slidingserve,qoserve,sarathi,vllm-fcfs,vllm-priority,edf"
+DEFAULT_CURVE = "0.6,0.8,1.0,1.15,1.3,1.5"
+
+
+def _points(curve: str) -> list[float]:
+    try:
+        return [float(x) for x in curve.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"--curve: not a list of numbers (got {curve!r})") from None
 
 
 def _contenders(policies: str, contender: list[str] | None) -> list[Contender]:
@@ -156,7 +164,7 @@ def capacity(
     ] = None,
     curve: Annotated[
         str, typer.Option(help="Load-curve points, multiples of the reference capacity.")
-    ] = ("0.6,0.8,1.0,1.15,1.3,1.5"),
+    ] = DEFAULT_CURVE,
     workers: Annotated[int, typer.Option(help="Worker processes (this machine: at most 2).")] = 2,
     kv_blocks: Annotated[int | None, typer.Option(help="KV blocks per replica.")] = None,
     contender: Annotated[
@@ -176,6 +184,11 @@ def capacity(
         bool,
         typer.Option(help="Also measure the throughput limit (no SLO) printed beside the table."),
     ] = True,
+    published_rates: Annotated[
+        bool,
+        typer.Option(help="--protocol qoserve: test the QPS the published experiment tested "
+                     "per scheduler and interpolate (instead of bisecting)."),
+    ] = False,
     protocol_requests: Annotated[
         int, typer.Option(help="--protocol qoserve: requests per trial.")
     ] = QOSERVE_NUM_REQUESTS,
@@ -205,6 +218,8 @@ def capacity(
             num_requests=protocol_requests,
             workers=workers,
             latency_model=latency_model or "qoserve-a100",
+            curve_points=_points(curve) if curve != DEFAULT_CURVE else (1.0, 1.3),
+            published_rates=published_rates,
         ).model_copy(update={"physical_limit": physical_limit})
         execute(config, out, console, timing_config)
         return
@@ -214,10 +229,7 @@ def capacity(
         )
     contenders = _contenders(policies, contender)
     tier_set = load_tiers(tiers)
-    try:
-        points = [float(x) for x in curve.split(",") if x.strip()]
-    except ValueError:
-        raise typer.BadParameter(f"--curve: not a list of numbers (got {curve!r})") from None
+    points = _points(curve)
     abl = ablation_contenders() if ablation else []
     config = CapacityConfig(
         contenders=contenders,

@@ -76,6 +76,10 @@ class CapacityConfig(BaseModel):
     reference: str | None = "qoserve"
     heavy_load: float = Field(default=1.3, gt=0)
     workers: int = Field(default=2, ge=1, le=64)
+    # Per contender label: test these rates in ascending order (stopping at the first that
+    # fails the 1% criterion) and interpolate, as the published experiment did, instead of
+    # bracketing and bisecting.
+    rates: dict[str, list[float]] = Field(default_factory=dict)
     # Measure the throughput-optimal rate (no SLO) for the table (capacity/limit.py).
     physical_limit: bool = False
 

@@ -23,7 +23,7 @@ import numpy as np
 from slidingserve.capacity.config import CapacityConfig, Contender
 from slidingserve.capacity.limit import throughput_limit
 from slidingserve.capacity.protocol import qoserve_tiers, run_completion_trial
-from slidingserve.capacity.search import TrialCache, find_knee
+from slidingserve.capacity.search import TrialCache, find_knee, sweep_knee
 from slidingserve.capacity.trial import TrialResult, TrialSpec, run_trial
 from slidingserve.latency import RooflineModel
 from slidingserve.latency.features import decode_features, with_prefill_chunks
@@ -96,6 +96,20 @@ def run_job(job: Job) -> JobResult:
         # Stop only hopeless runs (most requests surely violated): rates stay comparable.
         trials = [trial(r, 0.6) for r in job.rates]
         return JobResult(job, trials=trials, wall_s=time.perf_counter() - t0)
+    grid = cfg.rates.get(job.contender.label)
+    if grid:  # the published method: a fixed ascending sweep, interpolated at the 1% crossing
+        swept: list[TrialResult] = []
+        for rate in sorted(grid):
+            swept.append(trial(rate, 0.1 if cfg.protocol == "qoserve" else 0.6))
+            if swept[-1].worst_violation > cfg.violation_target:
+                break
+        return JobResult(
+            job,
+            capacity=sweep_knee([(t.rate, t.worst_violation - cfg.violation_target)
+                                 for t in swept]),
+            trials=swept,
+            wall_s=time.perf_counter() - t0,
+        )
     # Past the 1% knee for sure: the protocol stops at 10% of the worst tier.
     cache = TrialCache(
         lambda r: trial(r, 0.1 if cfg.protocol == "qoserve" else 1.0 - cfg.attainment_target)

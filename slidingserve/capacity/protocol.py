@@ -50,6 +50,16 @@ def qoserve_tiers() -> TierSet:
     return load_tiers("qoserve-protocol")
 
 
+# The QPS the published experiment tested per scheduler (fig7.sh, ShareGPT): each capacity lies
+# in its range. SlidingServe, not part of it, is swept over QoServe's range and beyond.
+PUBLISHED_RATES: dict[str, tuple[float, ...]] = {
+    "fcfs-256": (1.1, 1.3, 1.5, 1.7),
+    "edf-256": (1.5, 1.7, 1.9, 2.1),
+    "qoserve-paper": (1.7, 1.9, 2.1, 2.3),
+    "slidingserve": (1.7, 1.9, 2.1, 2.3, 2.5, 2.7, 2.9),
+}
+
+
 def qoserve_contenders() -> list[Contender]:
     return [
         Contender(label="fcfs-256", policy="decodes-first", overrides={"budget": 256}),
@@ -74,6 +84,7 @@ def qoserve_capacity_config(
     rel_tol: float = 0.03,
     latency_model: str = "qoserve-a100",
     curve_points: Sequence[float] = (1.0, 1.3),
+    published_rates: bool = False,
 ) -> CapacityConfig:
     """The protocol as a ``CapacityConfig`` (the budgets of its contenders are pinned)."""
     return CapacityConfig(
@@ -91,6 +102,7 @@ def qoserve_capacity_config(
         heavy_load=1.3,
         reference="qoserve-paper",
         workers=workers,
+        rates={k: list(v) for k, v in PUBLISHED_RATES.items()} if published_rates else {},
     )
 
 

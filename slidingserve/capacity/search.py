@@ -84,3 +84,18 @@ def _bracket_from_cache(cache: TrialCache, excess: Excess) -> tuple[float | None
     hi = failing[0] if failing else None
     passing = [r for r in rates if excess(cache.results[r]) <= 0 and (hi is None or r < hi)]
     return (passing[-1] if passing else None), hi
+
+
+def sweep_knee(points: list[tuple[float, float]]) -> float:
+    """Capacity from a rate sweep of ``(rate, excess)`` (passing when ``excess <= 0``): where
+    ``excess`` crosses zero between the last passing rate before the first failing one and that
+    failing rate (linear interpolation, as QoServe's ``fig7_cap.py``); the highest rate when
+    none fails; 0.0 when the lowest already fails."""
+    points = sorted(points)
+    for i, (rate, e) in enumerate(points):
+        if e > 0:
+            if i == 0:
+                return 0.0
+            r0, e0 = points[i - 1]
+            return r0 + (rate - r0) * min(max((0.0 - e0) / (e - e0), 0.0), 1.0)
+    return points[-1][0] if points else 0.0

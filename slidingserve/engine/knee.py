@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from slidingserve.capacity.search import sweep_knee
+
 
 async def search_capacities(evaluate: Any, start_rps: float, rel_tol: float, max_trials: int
                             ) -> dict[str, Any]:
@@ -38,21 +40,6 @@ async def sweep_capacities(evaluate: Any, rates: list[float]) -> dict[str, Any]:
                                        for x, r in results]),
         "budget": None,
     }
-
-
-def sweep_knee(points: list[tuple[float, float]]) -> float:
-    """Capacity from a rate sweep of ``(rate, excess)`` (passing when ``excess <= 0``): the
-    rate where ``excess`` crosses zero between the last passing rate before the first failing
-    one and that failing rate (linear interpolation); the highest rate when none fails; 0.0
-    when the lowest already fails."""
-    points = sorted(points)
-    for i, (rate, e) in enumerate(points):
-        if e > 0:
-            if i == 0:
-                return 0.0
-            r0, e0 = points[i - 1]
-            return r0 + (rate - r0) * min(max((0.0 - e0) / (e - e0), 0.0), 1.0)
-    return points[-1][0] if points else 0.0
 
 
 async def bisect_knee(evaluate: Any, excess: Any, start: float, rel_tol: float, max_trials: int,

@@ -93,3 +93,22 @@ def test_the_throughput_limit_separates_a_stable_rate_from_an_unstable_one() -> 
     assert limit > 0
     assert backlog_at_last_arrival(0.5 * limit, trace, "qoserve-a100", sim, 512, 300) <= 0.02
     assert backlog_at_last_arrival(2.0 * limit, trace, "qoserve-a100", sim, 512, 300) > 0.02
+
+
+def test_the_published_rate_sweep_interpolates_at_the_first_failing_rate(tmp_path: Path) -> None:
+    from slidingserve.capacity.harness import run_capacity
+
+    trace = tmp_path / "lengths.csv"
+    rows = "\n".join(f"{p},{o}" for p, o in zip(small_trace().prompt_len,
+                                                 small_trace().output_len, strict=True))
+    trace.write_text("num_prefill_tokens,num_decode_tokens\n" + rows + "\n")
+    cfg = qoserve_capacity_config(
+        trace, contenders=qoserve_contenders()[:1], seeds=1, num_requests=150, workers=1,
+        curve_points=(),
+    ).model_copy(update={"rates": {"fcfs-256": [1.0, 2.0, 400.0, 800.0]}})
+    out = run_capacity(cfg)
+    r = out["policies"]["fcfs-256"]
+    rates = [p["rate"] for p in r["trial_points"]]
+    assert rates == [1.0, 2.0, 400.0]  # stops at the first failing rate
+    assert 2.0 <= r["capacity_rps"] < 400.0 and r["capacity_rps_90"] is None
+    assert out["throughput_limit"] is None
