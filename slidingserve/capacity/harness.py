@@ -96,11 +96,13 @@ def run_job(job: Job) -> JobResult:
         # Stop only hopeless runs (most requests surely violated): rates stay comparable.
         trials = [trial(r, 0.6) for r in job.rates]
         return JobResult(job, trials=trials, wall_s=time.perf_counter() - t0)
+    # Past the 1% knee for sure: the protocol stops at 10% of the worst tier.
+    abort = 0.1 if cfg.protocol == "qoserve" else 1.0 - cfg.attainment_target
     grid = cfg.rates.get(job.contender.label)
     if grid:  # the published method: a fixed ascending sweep, interpolated at the 1% crossing
         swept: list[TrialResult] = []
         for rate in sorted(grid):
-            swept.append(trial(rate, 0.1 if cfg.protocol == "qoserve" else 0.6))
+            swept.append(trial(rate, abort))
             if swept[-1].worst_violation > cfg.violation_target:
                 break
         return JobResult(
@@ -110,10 +112,7 @@ def run_job(job: Job) -> JobResult:
             trials=swept,
             wall_s=time.perf_counter() - t0,
         )
-    # Past the 1% knee for sure: the protocol stops at 10% of the worst tier.
-    cache = TrialCache(
-        lambda r: trial(r, 0.1 if cfg.protocol == "qoserve" else 1.0 - cfg.attainment_target)
-    )
+    cache = TrialCache(lambda r: trial(r, abort))
     knee = find_knee(
         cache,
         lambda t: t.worst_violation - cfg.violation_target,

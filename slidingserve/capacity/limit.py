@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from slidingserve.capacity.search import TrialCache, find_knee
+from slidingserve.capacity.trial import load_latency_model
 from slidingserve.sim import SimConfig, simulate
 from slidingserve.slo import SLOTier, TierSet
 from slidingserve.workload import Trace, WorkloadConfig, build_workload
@@ -44,8 +46,6 @@ def backlog_at_last_arrival(
     seed: int = 0,
 ) -> float:
     """Fraction of the requests without a first token when the last one arrives."""
-    from slidingserve.capacity.trial import load_latency_model
-
     specs = build_workload(
         WorkloadConfig(arrival="poisson", rate=rate, num_requests=num_requests, seed=seed),
         _NO_SLO,
@@ -74,25 +74,13 @@ def sustainable_rate(
     backlog_frac: float = 0.02,
     rel_tol: float = 0.03,
 ) -> float:
-    """The highest rate whose backlog stays within ``backlog_frac`` (bisection from ``start``)."""
-
-    def ok(rate: float) -> bool:
-        frac = backlog_at_last_arrival(rate, trace, latency_model, sim, budget, num_requests)
-        return frac <= backlog_frac
-
-    lo, hi = (start, None) if ok(start) else (None, start)
-    while lo is None or hi is None:
-        if lo is None:
-            assert hi is not None
-            hi_next = hi / 1.25
-            lo, hi = (hi_next, hi) if ok(hi_next) else (None, hi_next)
-        else:
-            lo_next = lo * 1.25
-            lo, hi = (lo_next, None) if ok(lo_next) else (lo, lo_next)
-    while hi - lo > rel_tol * hi:
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
-    return lo
+    """The highest rate whose backlog stays within ``backlog_frac``: bracketed from ``start``
+    by factors of 1.25 and bisected (``search.find_knee``), the highest passing rate tried."""
+    cache = TrialCache(
+        lambda rate: backlog_at_last_arrival(rate, trace, latency_model, sim, budget, num_requests)
+    )
+    knee = find_knee(cache, lambda frac: frac - backlog_frac, start, rel_tol, growth=1.25)
+    return knee.lo or 0.0
 
 
 def throughput_limit(

@@ -13,8 +13,8 @@ on the ``niyama_asplos2026`` branch of microsoft/sarathi-serve), run in our simu
   what the public code derives for them, ``tier deadline - output_len_pred x 0.4`` with
   ``output_len_pred`` = 15 (594 s and 1794 s), which all three of its schedulers use;
 * capacity: where the worst tier's violation rate crosses 1%, linearly interpolated between
-  the highest passing and the lowest failing rate (our search bisects to ``rel_tol`` instead
-  of testing four fixed rates);
+  the highest passing and the lowest failing rate: over the rates the paper tested per
+  scheduler (``PUBLISHED_RATES``, ``--published-rates``), or bisected to ``rel_tol``;
 * the contenders as published: ``fcfs-256`` and ``edf-256`` (fixed 256-token steps, decodes
   first), ``qoserve-paper`` (``qoserve.PAPER_CONFIG``), beside ``slidingserve``;
 * QoServe's step-time model of Llama-3-8B on an A100 (``--latency-model qoserve-a100``), 1000

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-from slidingserve.capacity.trial import TrialResult
-
-Evaluate = Callable[[float], TrialResult]
-Excess = Callable[[TrialResult], float]
+T = TypeVar("T")  # what a trial returns: a TrialResult, or any outcome ``excess`` can judge
 
 
 @dataclass
@@ -28,13 +26,13 @@ class Knee:
     trials: int  # trials run for this knee (cache hits excluded)
 
 
-class TrialCache:
-    def __init__(self, evaluate: Evaluate):
+class TrialCache(Generic[T]):
+    def __init__(self, evaluate: Callable[[float], T]):
         self._evaluate = evaluate
-        self.results: dict[float, TrialResult] = {}
+        self.results: dict[float, T] = {}
         self.runs = 0
 
-    def __call__(self, rate: float) -> TrialResult:
+    def __call__(self, rate: float) -> T:
         key = round(rate, 9)
         if key not in self.results:
             self.results[key] = self._evaluate(key)
@@ -43,8 +41,8 @@ class TrialCache:
 
 
 def find_knee(
-    cache: TrialCache,
-    excess: Excess,
+    cache: TrialCache[T],
+    excess: Callable[[T], float],
     start: float,
     rel_tol: float = 0.04,
     growth: float = 1.6,
@@ -77,7 +75,9 @@ def find_knee(
     return Knee(lo + (hi - lo) * min(max(frac, 0.0), 1.0), lo, hi, cache.runs - runs0)
 
 
-def _bracket_from_cache(cache: TrialCache, excess: Excess) -> tuple[float | None, float | None]:
+def _bracket_from_cache(
+    cache: TrialCache[T], excess: Callable[[T], float]
+) -> tuple[float | None, float | None]:
     """Lowest failing rate seen, and the highest passing rate below it."""
     rates = sorted(cache.results)
     failing = [r for r in rates if excess(cache.results[r]) > 0]
