@@ -114,8 +114,7 @@ class SlidingServe(Policy):
         due, pending = table.next_due(), table.pending
         service = table.remaining * self._s_per_token  # 0 for decodes
         has_e2e = np.isfinite(table.e2e)
-        # sorter.decode_reserve(has_e2e, table.generated == 0), from the table's column
-        reserve = table.e2e_first * self.sorter.config.slack_margin_s
+        reserve = self.sorter.decode_reserve(due, table.arrival + table.e2e, table.e2e_first)
         # 2. one order for everything: protection status, urgency, remaining prefill
         order, infeasible = self._sort(now, table, due, service, reserve, has_e2e)
         running, pending_o = order < table.n_running, pending[order]  # in serving order

@@ -5,8 +5,9 @@ The sort key is lexicographic, smallest first:
 1. SLO-protection status. ``-1`` for a request that has starved (aging, below); otherwise the
    tier priority (0 = most important) after aging, plus ``INFEASIBLE`` (a large offset) when the
    request cannot make its next deadline even if served right now (its own predicted service
-   time exceeds its slack; before the first token the target is ``slack_margin_s`` earlier for
-   tiers with an end-to-end deadline, which still need their decode). Such requests are still
+   time exceeds its slack; before the first token the target is the earlier of the TTFT deadline
+   and the end-to-end deadline less ``slack_margin_s``, for tiers with an end-to-end deadline,
+   which still need their decode: ``decode_reserve``). Such requests are still
    served, after every request that can be kept on time. Contention among feasible requests
    (the queue ahead) is the BatchConstructor's job.
    Deferrable work (``defer_frac``, 0.1 by default; None: off). A request of a tier with an
@@ -128,6 +129,16 @@ class MultiLevelPrioritySorter:
             urgency = np.where(deferrable, 0.0, urgency)  # level 3 decides among them
         return np.lexsort((remaining, urgency, level)), infeasible
 
-    def decode_reserve(self, has_e2e: np.ndarray, in_prefill: np.ndarray) -> np.ndarray:
-        """``slack_margin_s`` for requests of end-to-end tiers before their first token, else 0."""
-        return np.where(has_e2e & in_prefill, self.config.slack_margin_s, 0.0)
+    def decode_reserve(
+        self, due: np.ndarray, e2e_due: np.ndarray, e2e_first: np.ndarray
+    ) -> np.ndarray:
+        """Time to keep before ``due`` so that a request still in prefill leaves its decode
+        ``slack_margin_s`` before its end-to-end deadline: the planning target is
+        ``min(TTFT deadline, end-to-end deadline - slack_margin_s)``, so the reserve moves only
+        the end-to-end bound. (A fixed reserve taken off the TTFT deadline would make every
+        request of a tier whose TTFT target is under ``slack_margin_s`` infeasible on arrival,
+        and the feasibility level would send that whole tier behind lower ones.)
+        ``e2e_first``: 1.0 for end-to-end-tier requests before their first token, else 0.0."""
+        m = self.config.slack_margin_s
+        over = np.clip(due - (e2e_due - m), 0.0, m)  # -inf (no e2e target) clips to 0
+        return np.where(e2e_first > 0.0, over, 0.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -9,6 +11,7 @@ from policy_factories import roofline, state, waiting
 
 from slidingserve.policy import make_policy
 from slidingserve.policy.sorter import STARVING, MultiLevelPrioritySorter, SorterConfig
+from slidingserve.slo import SLOTier
 
 
 def sort(sorter, due, service, prio, arrival, remaining, now=0.0):
@@ -112,3 +115,28 @@ def test_urgency_step_lets_less_remaining_prefill_go_first_among_equally_urgent(
                             np.array(args["remaining"], float), np.zeros(n, bool), np.zeros(n),
                             np.full(n, 600.0))
     assert order.tolist() == [1, 0]  # same 30 s urgency step: the shorter prefill first
+
+
+def test_decode_reserve_moves_only_the_end_to_end_bound() -> None:
+    s = MultiLevelPrioritySorter(SorterConfig(slack_margin_s=30.0))
+    # TTFT 10 s, e2e 120 s: the TTFT deadline (10) is well before e2e - 30 (90): no reserve;
+    # TTFT 594 s, e2e 600 s: the target is e2e - 30 = 570, so 24 s are kept;
+    # TTFT = e2e = 600 s: the full 30 s; no e2e target, or past the first token: none.
+    due = np.array([10.0, 594.0, 600.0, 6.0, 600.0])
+    e2e_due = np.array([120.0, 600.0, 600.0, np.inf, 600.0])
+    first = np.array([1.0, 1.0, 1.0, 0.0, 0.0])
+    assert s.decode_reserve(due, e2e_due, first).tolist() == [0.0, 24.0, 30.0, 0.0, 0.0]
+
+
+def test_a_tier_with_a_short_ttft_and_an_e2e_target_is_not_sent_behind_batch() -> None:
+    """A tier whose TTFT target (10 s) is under the decode reserve (30 s) is feasible on arrival
+    and goes before a lower tier's request, not behind it as infeasible."""
+    tight = SLOTier("standard", ttft_s=10.0, tpot_s=0.1, e2e_s=120.0, weight=2.0, priority=1,
+                    share=0.5)
+    batch = SLOTier("batch", ttft_s=300.0, tpot_s=0.4, e2e_s=600.0, weight=1.0, priority=2,
+                    share=0.5)
+    st = state(waiting_=[replace(waiting(1, prompt=2000), tier=batch),
+                         replace(waiting(2, prompt=2000), tier=tight)], now=5.0)
+    policy = make_policy("slidingserve", roofline(), chunker={"max_chunk": 2000},
+                         sorter={"defer_frac": None})
+    assert policy.schedule(st).scheduled[0][0] == 2
