@@ -125,14 +125,30 @@ class QoServe(Policy):
         return max(min(t.ttft_s, t.e2e_s - self.config.output_len_pred * t.tpot_s), 0.0)
 
     def priority(self, req: RequestView) -> tuple[int, float]:
-        hybrid = self.config.hybrid_s_per_token * req.remaining_prefill
-        return (self._relegations.get(req.key, 0), req.arrival_s + self.ttft_target(req) + hybrid)
+        t = req.tier  # ``ttft_target`` and ``remaining_prefill`` inlined: the hot path of a step
+        target = (
+            t.ttft_s
+            if t.e2e_s is None
+            else max(min(t.ttft_s, t.e2e_s - self.config.output_len_pred * t.tpot_s), 0.0)
+        )
+        pending = req.prompt_len + req.num_generated - req.num_computed
+        hybrid = self.config.hybrid_s_per_token * (pending if pending > 0 else 0)
+        return (self._relegations.get(req.key, 0), req.arrival_s + target + hybrid)
 
     def schedule(self, state: SchedulerInput) -> StepPlan:
         now = state.now_s
         self._observe_throughput(now)
         packer = BudgetPacker.for_step(state)
-        victims = sorted(state.running, key=self.priority)
+        victims: list[RequestView] | None = None  # preemption order, sorted when first needed
+
+        def room(r: RequestView, n: int) -> bool:
+            nonlocal victims
+            if not packer.kv_short(r, n):
+                return True
+            if victims is None:  # the keys of running requests do not change within a step
+                victims = sorted(state.running, key=self.priority)
+            return make_room(packer, r, n, victims)
+
         c = self.config
         decodes = sorted(
             (r for r in state.running if not r.in_prefill),
@@ -144,7 +160,7 @@ class QoServe(Policy):
         for r in decodes:
             if c.max_decode_tokens is not None and len(ctx) >= c.max_decode_tokens:
                 break
-            fits = r.remaining_prefill > 0 and make_room(packer, r, 1, victims)
+            fits = r.remaining_prefill > 0 and room(r, 1)
             if fits and packer.add_fitting(r, 1):
                 slack = next_due(r) - now
                 if tol is None or slack >= -tol:
@@ -163,7 +179,7 @@ class QoServe(Policy):
                 break
             n = min(limit - used, packer.token_cap(r))
             if n > 0 and r.key in running:
-                make_room(packer, r, n, victims)
+                room(r, n)
             used += packer.add_fitting(r, n) if n > 0 else 0
         self._prev_prefill = used
         stats = {"prefill_limit": float(limit), "min_slack_s": min(min_slack, 1e9)}
