@@ -13,6 +13,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from slidingserve.capacity.config import CapacityConfig, Contender, ablation_contenders
 from slidingserve.capacity.harness import run_capacity
 from slidingserve.capacity.protocol import QOSERVE_NUM_REQUESTS, qoserve_capacity_config
+from slidingserve.capacity.regime_map import (
+    AXES,
+    H100_MEASURED,
+    MapAxes,
+    MapCell,
+    MapSearch,
+    map_cells,
+    map_table,
+    parse_map_axes,
+    plot_map,
+    run_map,
+)
 from slidingserve.capacity.report import plot_attainment, print_table, write_json
 from slidingserve.latency import load_latency_model
 from slidingserve.policy import policy_names
@@ -74,6 +86,10 @@ def parse_budgets(text: str) -> list[int]:
 
 
 DEFAULT_POLICIES = "slidingserve,qoserve,sarathi,vllm-fcfs,vllm-priority,edf"
+DEFAULT_BUDGETS = "256,512,1024,2048,4096,8192"
+# The map's policies: SlidingServe and the baselines that led some earlier table (edf and
+# vllm-fcfs never did); --policies overrides.
+MAP_POLICIES = "slidingserve,qoserve,sarathi,vllm-priority"
 DEFAULT_CURVE = "0.6,0.8,1.0,1.15,1.3,1.5"
 
 
@@ -140,9 +156,9 @@ def capacity(
         str | None, typer.Option(help="e.g. interactive=0.2,standard=0.5,batch=0.3")
     ] = None,
     seeds: Annotated[int, typer.Option(help="Seeds per policy (spread reported).")] = 3,
-    budgets: Annotated[str, typer.Option(help="Budgets swept for fixed-budget baselines.")] = (
-        "256,512,1024,2048,4096,8192"
-    ),
+    budgets: Annotated[
+        str, typer.Option(help="Budgets swept for fixed-budget baselines.")
+    ] = DEFAULT_BUDGETS,
     ablation: Annotated[
         bool, typer.Option(help="Also run SlidingServe with each part off.")
     ] = False,
@@ -197,9 +213,56 @@ def capacity(
     noise_sigma: NoiseSigmaOption = None,
     replay: ReplayOption = None,
     plan_time_ms: PlanTimeOption = None,
+    slo_scale: Annotated[
+        float, typer.Option(help="Multiply every latency target of the tiers (SLO scale).")
+    ] = 1.0,
+    arrival_cv: Annotated[
+        float, typer.Option(help="Arrival burstiness: 1 = Poisson, else Gamma gaps of this CV.")
+    ] = 1.0,
+    map_: Annotated[
+        bool,
+        typer.Option(
+            "--map",
+            help="The regime map: capacity per policy across SLO scale, burstiness, tier mix, "
+            "latency and timing models, protocol and traces (DIR/map.json, DIR/map.png). "
+            "Search options left at their defaults take the map's coarser ones.",
+        ),
+    ] = False,
+    map_axes: Annotated[
+        list[str] | None,
+        typer.Option(help="--map: narrow an axis, NAME=V1,V2 (repeatable), e.g. slo_scale=0.5,1; "
+                     "names: " + ", ".join(AXES) + "."),
+    ] = None,
+    map_grid: Annotated[
+        str,
+        typer.Option(help="--map: star (one axis moved at a time) or full (every combination)."),
+    ] = "star",
 ) -> None:
     """Highest Poisson rate per policy meeting the SLOs (1% worst tier; 90% overall)."""
     console = Console()
+    if map_:
+        settings = MapSearch(
+            policies=policies if policies != DEFAULT_POLICIES else MAP_POLICIES,
+            seeds=seeds if seeds != 3 else 1,
+            budgets=budgets if budgets != DEFAULT_BUDGETS else "512,2048",
+            trial_seconds=trial_seconds if trial_seconds != 120.0 else 60.0,
+            warmup_seconds=warmup_seconds,
+            horizon_seconds=horizon_seconds if horizon_seconds != 120.0 else 60.0,
+            min_requests=min_requests if min_requests != 1000 else 600,
+            rel_tol=rel_tol if rel_tol != 0.04 else 0.08,
+            sweep_rel_tol=sweep_rel_tol if sweep_rel_tol != 0.08 else 0.15,
+            protocol_requests=protocol_requests,
+            replicas=replicas,
+            router=router,
+            tiers=str(tiers) if tiers else None,
+        )
+        run_regime_map(settings, trace, out, map_axes or [], map_grid, workers, console)
+        return
+    if protocol == "qoserve" and (slo_scale != 1.0 or arrival_cv != 1.0):
+        raise typer.BadParameter(
+            "--protocol qoserve fixes its tiers and Poisson arrivals (drop --slo-scale and "
+            "--arrival-cv)"
+        )
     try:
         timing_config = timing_from_options(timing, timing_seed, noise_sigma, replay, plan_time_ms)
     except ValueError as e:
@@ -239,6 +302,8 @@ def capacity(
         trace=trace,
         tiers=tiers,
         tier_mix=parse_tier_mix(tier_mix, tier_set) if tier_mix is not None else None,
+        slo_scale=slo_scale,
+        arrival_cv=arrival_cv,
         sim=SimConfig(replicas=replicas, router=router, num_blocks=kv_blocks),
         seeds=seeds,
         budgets=parse_budgets(budgets),
@@ -255,6 +320,58 @@ def capacity(
         physical_limit=physical_limit,
     )
     execute(config, out, console, timing_config)
+
+
+def run_regime_map(
+    settings: MapSearch,
+    trace: Path | None,
+    out: Path,
+    axes: list[str],
+    grid: str,
+    workers: int,
+    console: Console,
+) -> None:
+    """``capacity --map``: every cell's capacity search, then map.json, map.png and a table."""
+    if grid not in ("star", "full"):
+        raise typer.BadParameter(
+            f"unknown grid {grid!r} (known: star, full)", param_hint="--map-grid"
+        )
+    try:
+        parse_policies(settings.policies)
+        parse_budgets(settings.budgets)
+        map_axes = parse_map_axes(axes, MapAxes(trace=[str(trace) if trace else None]))
+        for spec in map_axes.latency_model:
+            if spec != H100_MEASURED:
+                load_latency_model(spec)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    cells = map_cells(map_axes, grid)  # type: ignore[arg-type]
+    console.print(
+        f"regime map: {len(cells)} cells ({grid} grid); policies {settings.policies}; "
+        f"{settings.seeds} seed(s), budgets {settings.budgets}, {settings.trial_seconds:g} s "
+        f"trials, tolerance {settings.rel_tol:g} (sweep {settings.sweep_rel_tol:g})"
+    )
+
+    def on_cell(i: int, n: int, cell: MapCell, row: dict[str, Any] | None) -> None:
+        if row is None:
+            console.print(f"[{i + 1}/{n}] {cell.label()}: already in {out / 'map.json'}")
+            return
+        caps = ", ".join(
+            f"{k} {v['capacity_rps']:.2f}/{v['capacity_rps_90'] or 0:.2f}"
+            for k, v in row["policies"].items()
+        )
+        console.print(f"[{i + 1}/{n}] {cell.label()}: {caps} rps ({row['wall_s']:.0f} s)")
+
+    rows = run_map(
+        cells,
+        lambda cell, latency: settings.cell_config(cell, latency, trace, workers),
+        out,
+        settings.model_dump(mode="json"),
+        on_cell,
+    )
+    plot_map(rows, out / "map.png")
+    console.print(map_table(rows))
+    console.print(f"wrote {out / 'map.json'} and {out / 'map.png'}")
 
 
 def run(

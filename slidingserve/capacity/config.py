@@ -50,6 +50,11 @@ class CapacityConfig(BaseModel):
     # predictor model directory (None: the roofline H100).
     latency_model: str | None = None
     tier_mix: dict[str, float] | None = None
+    # Every latency target of the tiers multiplied by this (DistServe's SLO scale).
+    slo_scale: float = Field(default=1.0, gt=0)
+    # Arrivals: Poisson when 1, else Gamma inter-arrival gaps with this coefficient of
+    # variation (bursts; steady-state protocol only).
+    arrival_cv: float = Field(default=1.0, gt=0)
     sim: SimConfig = SimConfig()
     seeds: int = Field(default=3, ge=1)
     ablation_seeds: int | None = Field(default=None, ge=1)  # None: same as seeds
@@ -94,6 +99,11 @@ class CapacityConfig(BaseModel):
             raise ValueError(f"budgets must be >= 1 token (got {bad[0]})")
         if self.min_requests > self.max_requests:
             raise ValueError(f"min_requests {self.min_requests} > max_requests {self.max_requests}")
+        if self.protocol == "qoserve" and (self.arrival_cv != 1.0 or self.slo_scale != 1.0):
+            raise ValueError(
+                "the qoserve protocol fixes Poisson arrivals and its tiers "
+                f"(got arrival_cv {self.arrival_cv}, slo_scale {self.slo_scale})"
+            )
         if self.heavy_load not in self.curve_points and self.curve_points:
             raise ValueError(
                 f"heavy_load {self.heavy_load} must be one of curve_points {self.curve_points}"

@@ -24,11 +24,11 @@ from slidingserve.capacity.config import CapacityConfig, Contender
 from slidingserve.capacity.limit import throughput_limit
 from slidingserve.capacity.protocol import qoserve_tiers, run_completion_trial
 from slidingserve.capacity.search import TrialCache, find_knee, sweep_knee
-from slidingserve.capacity.trial import TrialResult, TrialSpec, run_trial
-from slidingserve.latency import RooflineModel
+from slidingserve.capacity.trial import TrialResult, TrialSpec, load_latency_model, run_trial
+from slidingserve.latency import LatencyModel, RooflineModel
 from slidingserve.latency.features import decode_features, with_prefill_chunks
 from slidingserve.policy import make_policy
-from slidingserve.slo import TierSet, load_tiers
+from slidingserve.slo import TierSet, load_tiers, scale_tiers
 from slidingserve.workload import Trace, load_trace, synthetic_lengths
 
 Progress = Callable[[int, int, str], None]
@@ -78,6 +78,7 @@ def run_job(job: Job) -> JobResult:
             sim=cfg.sim,
             trace=job.trace,
             tier_mix=cfg.tier_mix,
+            arrival_cv=cfg.arrival_cv,
             abort_violation_frac=abort,
             overload_cut=1.0 - cfg.attainment_target,
             horizon_s=cfg.horizon_seconds,
@@ -140,8 +141,11 @@ def run_job(job: Job) -> JobResult:
     )
 
 
-def estimate_start_rate(trace: Trace | None, sim_chunk: int = 2048) -> float:
-    """A first guess: the rate whose prefills fill 2048-token steps of a roofline H100."""
+def estimate_start_rate(
+    trace: Trace | None, latency: LatencyModel | None = None, sim_chunk: int = 2048
+) -> float:
+    """A first guess: the rate whose prefills fill 2048-token steps (latency model: default
+    the roofline H100)."""
     if trace is not None:
         prompt, output = float(trace.prompt_len.mean()), float(trace.output_len.mean())
     else:
@@ -149,16 +153,23 @@ def estimate_start_rate(trace: Trace | None, sim_chunk: int = 2048) -> float:
         prompt, output = float(p.mean()), float(o.mean())
     base = decode_features([int(prompt + output / 2)] * 64)
     step = float(
-        RooflineModel().predict_features(with_prefill_chunks(base, np.array([sim_chunk]), 0))[0]
+        (latency or RooflineModel()).predict_features(
+            with_prefill_chunks(base, np.array([sim_chunk]), 0)
+        )[0]
     )
     return 0.7 * sim_chunk / (prompt * step)
 
 
 def run_capacity(config: CapacityConfig, progress: Progress | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
-    tiers = qoserve_tiers() if config.protocol == "qoserve" else load_tiers(config.tiers)
+    tiers = (
+        qoserve_tiers()
+        if config.protocol == "qoserve"
+        else scale_tiers(load_tiers(config.tiers), config.slo_scale)
+    )
     trace = load_trace(config.trace) if config.trace is not None else None
-    start = config.start_rate or estimate_start_rate(trace)
+    latency = load_latency_model(config.latency_model)
+    start = config.start_rate or estimate_start_rate(trace, latency)
     contenders = [*config.contenders, *config.ablation]
     budgets = {c.label: _is_fixed_budget(c) for c in contenders}
 

@@ -1,4 +1,4 @@
-"""One capacity trial: a Poisson workload at one rate, simulated, summarised.
+"""One capacity trial: a Poisson (or bursty Gamma) workload at one rate, simulated, summarised.
 
 What a trial measures (the same rule for every policy). ``measured`` requests arrive at
 ``rate`` after ``warmup`` warm-up arrivals; arrivals go on after the window, so the system stays
@@ -73,6 +73,7 @@ class TrialSpec:
     sim: SimConfig
     trace: Trace | None = None
     tier_mix: dict[str, float] | None = None
+    arrival_cv: float = 1.0  # 1: Poisson arrivals; else Gamma gaps with this CV (bursts)
     warmup: int = 0
     abort_violation_frac: float = 0.1  # stop once this fraction is surely violated
     # After the horizon, cut the trial once the backlog grows by more than this fraction of
@@ -194,7 +195,8 @@ def run_trial(spec: TrialSpec) -> TrialResult:
     # Requests after the window keep the load on until the last measured deadline.
     tail = math.ceil(spec.rate * settle_time(spec.tiers, 2048)) + 1
     workload = WorkloadConfig(
-        arrival="poisson",
+        arrival="poisson" if spec.arrival_cv == 1.0 else "gamma",
+        cv=spec.arrival_cv,
         rate=spec.rate,
         num_requests=hi + tail,
         seed=spec.seed,

@@ -8,6 +8,7 @@ from slidingserve.slo.tiers import (
     default_tiers_path,
     load_tiers,
     resolve_tiers_path,
+    scale_tiers,
     shipped_file,
 )
 
@@ -19,5 +20,6 @@ __all__ = [
     "default_tiers_path",
     "load_tiers",
     "resolve_tiers_path",
+    "scale_tiers",
     "shipped_file",
 ]

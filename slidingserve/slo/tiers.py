@@ -14,8 +14,9 @@ tpot_s``, so a first token earlier than its target banks the difference for the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -203,6 +204,25 @@ def load_tiers(path: str | Path | None = None) -> TierSet:
     except yaml.YAMLError as exc:
         raise TierConfigError(f"{p}: not valid YAML: {exc}") from None
     return tiers_from_dict(data, source=str(p))
+
+
+def scale_tiers(tiers: TierSet, factor: float) -> TierSet:
+    """``tiers`` with every latency target (TTFT, TPOT, end-to-end) multiplied by ``factor``
+    (DistServe's SLO scale: < 1 tightens, > 1 relaxes); weights, shares and judging kept."""
+    if not (math.isfinite(factor) and factor > 0):
+        raise TierConfigError(f"SLO scale must be a positive number (got {factor!r})")
+    if factor == 1.0:
+        return tiers
+    scaled = [
+        replace(
+            t,
+            ttft_s=t.ttft_s * factor,
+            tpot_s=t.tpot_s * factor,
+            e2e_s=None if t.e2e_s is None else t.e2e_s * factor,
+        )
+        for t in tiers.values()
+    ]
+    return TierSet(scaled, tiers.default_name, f"{tiers.source} x{factor:g}")
 
 
 def _format_loc(data: Any, loc: tuple[int | str, ...]) -> str:

@@ -4,7 +4,13 @@ from slidingserve.workload.arrivals import gamma_arrivals, poisson_arrivals
 from slidingserve.workload.build import WorkloadConfig, build_workload
 from slidingserve.workload.spec import RequestSpec
 from slidingserve.workload.synthetic import synthetic_lengths
-from slidingserve.workload.tiermix import TierMixError, assign_tiers, normalise_mix, parse_tier_mix
+from slidingserve.workload.tiermix import (
+    TierMixError,
+    assign_tiers,
+    normalise_mix,
+    parse_tier_mix,
+    top_tier_mix,
+)
 from slidingserve.workload.trace import Trace, TraceError, load_trace
 
 __all__ = [
@@ -21,4 +27,5 @@ __all__ = [
     "parse_tier_mix",
     "poisson_arrivals",
     "synthetic_lengths",
+    "top_tier_mix",
 ]

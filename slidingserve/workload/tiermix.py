@@ -58,6 +58,21 @@ def normalise_mix(shares: Mapping[str, float], tiers: TierSet) -> dict[str, floa
     return {name: shares.get(name, 0.0) / total for name in tiers}
 
 
+def top_tier_mix(tiers: TierSet, share: float) -> dict[str, float]:
+    """A mix giving ``share`` of the traffic to the most important tier (lowest ``priority``)
+    and the rest to the others in proportion to their default shares (equally if those are 0)."""
+    if not (0 <= share <= 1):
+        raise TierMixError(f"share of the top tier must be in [0, 1] (got {share!r})")
+    top = min(tiers.values(), key=lambda t: t.priority).name
+    others = {n: s for n, s in tiers.mix().items() if n != top}
+    total = sum(others.values())
+    if not others:
+        return {top: 1.0}
+    rest = {n: (s / total if total > 0 else 1.0 / len(others)) * (1.0 - share)
+            for n, s in others.items()}
+    return normalise_mix({top: share, **rest}, tiers)
+
+
 def assign_tiers(n: int, mix: Mapping[str, float], rng: np.random.Generator) -> list[str]:
     """Draw a tier for each of ``n`` requests, independently, by the (normalised) mix."""
     names = list(mix)
