@@ -20,11 +20,12 @@ of each being the base:
   SLO-scale, burstiness and tier-mix axes do not apply there and stay at their base values);
 * ``slo_scale``: 1, 0.25, 0.5, 2;
 * ``arrival_cv``: 1, 2, 4;
-* ``interactive_share``: the tier file's own mix (``default``), 0.2, 0.5, 0.8.
+* ``interactive_share``: 0.2, 0.5, 0.8 of the requests in the top tier, the rest in the tier
+  file's proportions (``default``: the file's own mix; the default tiers' is 0.2).
 
 Grids: ``star`` (the default) is the base cell plus, per axis, each other value with every other
-axis at its base (one axis moved at a time, as in DistServe's figures: 14 cells by default);
-``full`` is the Cartesian product. Cells are written to ``map.json`` as they finish, and a rerun
+axis at its base (one axis moved at a time, as in DistServe's figures; 12 cells per trace by
+default); ``full`` is the Cartesian product. Cells are written to ``map.json`` as they finish, and a rerun
 with the same folder skips the cells already there (same policies and settings), so a long map
 can be resumed.
 """
@@ -108,7 +109,7 @@ class MapAxes(BaseModel):
     slo_scale: list[float] = Field(default_factory=lambda: [1.0, 0.25, 0.5, 2.0], min_length=1)
     arrival_cv: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0], min_length=1)
     interactive_share: list[float | None] = Field(
-        default_factory=lambda: [None, 0.2, 0.5, 0.8], min_length=1
+        default_factory=lambda: _listed(0.2, 0.5, 0.8), min_length=1
     )
 
     @field_validator("slo_scale", "arrival_cv")

@@ -28,13 +28,14 @@ def test_star_grid_moves_one_axis_at_a_time_from_the_base():
     assert (base.latency_model, base.timing, base.protocol) == (
         "roofline-h100", "oracle", "steady-state"
     )
-    assert (base.slo_scale, base.arrival_cv, base.interactive_share) == (1.0, 1.0, None)
-    # 1 base + 2 latency models + 1 timing + 1 protocol + 3 SLO scales + 2 CVs + 3 shares
-    assert len(cells) == 13
+    assert (base.slo_scale, base.arrival_cv, base.interactive_share) == (1.0, 1.0, 0.2)
+    # 1 base + 2 latency models + 1 timing + 1 protocol + 3 SLO scales + 2 CVs + 2 shares
+    assert len(cells) == 12
     for cell in cells[1:]:
         moved = [a for a in AXES if getattr(cell, a) != getattr(base, a)]
         if cell.protocol == "qoserve":  # the protocol brings its own step model
-            assert moved == ["latency_model", "protocol"]
+            assert set(moved) <= {"latency_model", "protocol", "interactive_share"}
+            assert cell.interactive_share is None  # its tiers are drawn uniformly
             assert cell.latency_model == "qoserve-a100"
         else:
             assert len(moved) == 1, (cell, moved)
