@@ -25,9 +25,9 @@ of each being the base:
 
 Grids: ``star`` (the default) is the base cell plus, per axis, each other value with every other
 axis at its base (one axis moved at a time, as in DistServe's figures; 12 cells per trace by
-default); ``full`` is the Cartesian product. Cells are written to ``map.json`` as they finish, and a rerun
-with the same folder skips the cells already there (same policies and settings), so a long map
-can be resumed.
+default); ``full`` is the Cartesian product. Cells are written to ``map.json`` as they finish,
+and a rerun with the same folder skips the cells already there (same policies and settings), so
+a long map can be resumed.
 """
 
 from __future__ import annotations

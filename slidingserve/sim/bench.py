@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> None:
         workload = WorkloadConfig(rate=5.53, num_requests=19366)
         what = f"synthetic workload (no trace at {args.trace}), 19,366 requests at 5.53 rps"
     specs = build_workload(workload, tiers)
-    config = SimConfig(fast_forward=not args.no_fast_forward, timing=timing)
+    config = SimConfig(
+        fast_forward=not args.no_fast_forward, timing=timing, measure_policy_cpu=True
+    )
     cpu0, wall0 = time.process_time(), time.perf_counter()
     result = simulate(specs, tiers, args.policy, config)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0

@@ -125,6 +125,9 @@ class SimConfig(BaseModel):
     # (``Policy.fixed_decode_steps``; see slidingserve/sim/fastforward.py).
     skip_fixed_plans: bool = True
     record_token_times: bool = False  # keep every token's time in the records (memory heavy)
+    # Also measure the CPU time inside the policy (``stats["policy_cpu_s"]``; costs a CPU-clock
+    # read per policy call, slow on a busy virtual machine).
+    measure_policy_cpu: bool = False
     # Stop at (last arrival + drain_s); requests unfinished then count as violations.
     # None: run until every request finishes.
     drain_s: float | None = Field(default=None, ge=0)

@@ -83,6 +83,8 @@ def simulate(
         )
         for i, pol in enumerate(policies)
     ]
+    for rep in replicas:
+        rep.measure_cpu = config.measure_policy_cpu
     router = make_router(config.router, latency)
     reqs = [_sim_request(s, tiers, config) for s in specs]
     for a, b in itertools.pairwise(specs):
@@ -187,7 +189,9 @@ def simulate(
         "steps": sum(rep.steps for rep in replicas),
         "policy_calls": sum(rep.policy_calls for rep in replicas),
         "policy_wall_s": sum(rep.policy_s for rep in replicas),
-        "policy_cpu_s": sum(rep.policy_cpu_s for rep in replicas),
+        "policy_cpu_s": (
+            sum(rep.policy_cpu_s for rep in replicas) if config.measure_policy_cpu else None
+        ),
         "fast_forwarded_steps": fast_forwarded,
         "skipped_plans": skipped_plans,
         "tokens_run": sum(rep.tokens_run for rep in replicas),
