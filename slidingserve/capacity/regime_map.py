@@ -368,10 +368,11 @@ def map_table(rows: Sequence[dict[str, Any]], ours: str = "slidingserve") -> Tab
     other policy."""
     names = list(dict.fromkeys(n for r in rows for n in r["policies"]))
     table = Table(title="Regime map: capacity, worst tier <= 1% late / >= 90% on time (rps)")
-    table.add_column("cell", no_wrap=True)
+    for col in ("trace", "latency model", "timing", "protocol", "SLO x", "CV", "top share"):
+        table.add_column(col, no_wrap=True)
     for n in names:
-        table.add_column(n, justify="right")
-    table.add_column(f"{ours} / best", justify="right")
+        table.add_column(n, justify="right", no_wrap=True)
+    table.add_column(f"{ours} / best", justify="right", no_wrap=True)
     for r in rows:
         caps = [
             "-" if n not in r["policies"] else
@@ -382,7 +383,18 @@ def map_table(rows: Sequence[dict[str, Any]], ours: str = "slidingserve") -> Tab
         ]
         r1, r90 = ratios(r, ours)
         ratio = " / ".join("-" if x is None else f"{x:.2f}x" for x in (r1, r90))
-        table.add_row(r["label"], *caps, ratio)
+        share = r["interactive_share"]
+        table.add_row(
+            Path(r["trace"]).stem[:16] if r["trace"] else "synthetic",
+            r["latency_model"] if len(r["latency_model"]) <= 16 else Path(r["latency_model"]).name,
+            r["timing"],
+            r["protocol"],
+            f"{r['slo_scale']:g}",
+            f"{r['arrival_cv']:g}",
+            "mix" if share is None else f"{share:g}",
+            *caps,
+            ratio,
+        )
     return table
 
 
