@@ -158,34 +158,57 @@ class Slack(Router):
     runs its decodes plus all queued prefill tokens and this prompt, timed by that replica's
     own latency model (its view of the work ahead of the request). Slack = TTFT deadline -
     now - that. Highest slack wins; ties go to fewer outstanding requests, then lower index.
-    One vectorised prediction per distinct latency model (two in a heterogeneous fleet).
+    Per arrival: one vectorised prediction per distinct latency model (two in a heterogeneous
+    fleet); the prompt-independent columns are kept per replica and refreshed only for the
+    replicas that changed since the last arrival (``Replica.version``).
     """
 
-    def route(self, req: SimRequest, replicas: Sequence[Replica], now: float) -> int:
-        n = len(replicas)
-        X = np.zeros((n, N_FEATURES), dtype=np.float64)
-        busy = np.zeros(n, dtype=np.float64)
-        outstanding = np.zeros(n, dtype=np.float64)
-        groups: dict[int, tuple[LatencyModel, list[int]]] = {}
-        prompt = req.view.prompt_len
+    def __init__(self, seed: int = 0):
+        super().__init__(seed)
+        self._fleet: tuple[int, ...] = ()  # replica indices the cached columns describe
+
+    def _refresh(self, replicas: Sequence[Replica]) -> None:
+        fleet = tuple(rep.index for rep in replicas)
+        if fleet != self._fleet:
+            n = len(replicas)
+            self._fleet = fleet
+            self._versions = [-1] * n
+            self._base = np.zeros((n, N_FEATURES), dtype=np.float64)  # decodes + queued
+            self._queued = np.zeros(n, dtype=np.float64)
+            self._outstanding = np.zeros(n, dtype=np.float64)
+            self._step_end = np.zeros(n, dtype=np.float64)  # end of the step in flight, or 0
+            groups: dict[int, tuple[LatencyModel, list[int]]] = {}
+            for i, rep in enumerate(replicas):
+                groups.setdefault(id(rep.latency), (rep.latency, []))[1].append(i)
+            self._groups = [(m, np.array(idx)) for m, idx in groups.values()]
+        versions = self._versions
         for i, rep in enumerate(replicas):
+            if versions[i] == rep.version:
+                continue
+            versions[i] = rep.version
             load = rep.load()
-            queued = load.queued_prefill_tokens + prompt
-            row = X[i]
+            row = self._base[i]
             row[F_DECODE_REQS] = load.running
             row[F_DECODE_CTX_SUM] = load.decode_ctx_sum
             row[F_DECODE_CTX_MAX] = load.decode_ctx_max
-            row[F_PREFILL_TOKENS] = queued
             row[F_PREFILL_REQS] = 1 + load.waiting
-            row[F_PREFILL_ATTN] = queued * queued / 2.0
-            row[F_TOTAL_TOKENS] = load.running + queued
-            if rep.busy and rep.step_end_s > now:
-                busy[i] = rep.step_end_s - now
-            outstanding[i] = load.outstanding
-            groups.setdefault(id(rep.latency), (rep.latency, []))[1].append(i)
+            row[F_TOTAL_TOKENS] = load.running
+            self._queued[i] = load.queued_prefill_tokens
+            self._outstanding[i] = load.outstanding
+            self._step_end[i] = rep.step_end_s if rep.busy else 0.0
+
+    def route(self, req: SimRequest, replicas: Sequence[Replica], now: float) -> int:
+        self._refresh(replicas)
+        n = len(replicas)
+        queued = self._queued + req.view.prompt_len
+        X = self._base.copy()
+        X[:, F_PREFILL_TOKENS] = queued
+        X[:, F_PREFILL_ATTN] = queued * queued / 2.0
+        X[:, F_TOTAL_TOKENS] += queued
         predicted = np.empty(n, dtype=np.float64)
-        for model, idx in groups.values():
-            predicted[idx] = model.predict_features(X[idx])
+        for model, idx in self._groups:
+            predicted[idx] = model.predict_features(X if len(self._groups) == 1 else X[idx])
+        busy = np.maximum(self._step_end - now, 0.0)
         slack = req.view.ttft_deadline() - now - (busy + predicted)
         # Highest slack, then fewest outstanding, then lowest position (lexsort: last key first).
-        return int(np.lexsort((np.arange(n), outstanding, -slack))[0])
+        return int(np.lexsort((np.arange(n), self._outstanding, -slack))[0])
