@@ -11,12 +11,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from slidingserve.capacity.config import CapacityConfig, Contender, ablation_contenders
+from slidingserve.capacity.fleet import run_fleet_capacity
 from slidingserve.capacity.harness import run_capacity
 from slidingserve.capacity.protocol import QOSERVE_NUM_REQUESTS, qoserve_capacity_config
-from slidingserve.capacity.report import plot_attainment, print_table, write_json
+from slidingserve.capacity.report import (
+    fleet_table,
+    plot_attainment,
+    plot_routers,
+    print_table,
+    write_json,
+)
 from slidingserve.latency import load_latency_model
 from slidingserve.policy import policy_names
-from slidingserve.sim import SimConfig
+from slidingserve.sim import SimConfig, router_names
 from slidingserve.sim.config import TimingConfig
 from slidingserve.sim.options import (
     LatencyModelOption,
@@ -125,6 +132,59 @@ def execute(
     return result
 
 
+def execute_fleet(
+    config: CapacityConfig, out: Path, console: Console, timing: TimingConfig | None = None
+) -> dict[str, Any]:
+    """Fleet mode: capacity per router and replica count; capacity.json and routers.png."""
+    if timing is not None:
+        config = config.model_copy(update={"sim": config.sim.model_copy(update={"timing": timing})})
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        tasks: dict[str, Any] = {}
+
+        def report(done: int, total: int, message: str) -> None:
+            phase = message.split(":")[0]
+            if phase not in tasks:
+                tasks[phase] = progress.add_task(phase, total=max(total, 1))
+            progress.update(tasks[phase], completed=done if total else 1, description=message)
+
+        result = run_fleet_capacity(config, report)
+    result["timing"] = config.sim.timing.label()
+    write_json(out / "capacity.json", result)
+    plot_routers(result, out / "routers.png")
+    console.print(fleet_table(result))
+    console.print(
+        f"wrote {out / 'capacity.json'} and {out / 'routers.png'} in {result['wall_s']:.0f} s"
+    )
+    return result
+
+
+def parse_replicas(text: str) -> list[int]:
+    try:
+        counts = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise typer.BadParameter(f"not a list of integers (got {text!r})",
+                                 param_hint="--replicas") from None
+    if not counts or counts[0] < 1:
+        raise typer.BadParameter(f"replica counts must be >= 1 (got {text!r})",
+                                 param_hint="--replicas")
+    return counts
+
+
+def parse_routers(text: str) -> list[str]:
+    names = list(dict.fromkeys(x.strip() for x in text.split(",") if x.strip()))
+    known = router_names()
+    for name in names:
+        if name not in known:
+            raise typer.BadParameter(f"unknown router {name!r} (known: {', '.join(known)})",
+                                     param_hint="--routers")
+    if not names:
+        raise typer.BadParameter(f"no router given (got {text!r})", param_hint="--routers")
+    return names
+
+
 def capacity(
     out: Annotated[Path, typer.Option(help="Output folder (capacity.json, attainment.png).")],
     trace: Annotated[
@@ -133,8 +193,24 @@ def capacity(
     policies: Annotated[
         str, typer.Option(help="Comma-separated policy names.")
     ] = DEFAULT_POLICIES,
-    replicas: Annotated[int, typer.Option(help="Replicas behind the router.")] = 1,
+    replicas: Annotated[
+        str, typer.Option(help="Replicas behind the router; with --routers a list, e.g. 1,4,16.")
+    ] = "1",
     router: Annotated[str, typer.Option(help="Router for several replicas.")] = "round-robin",
+    routers: Annotated[
+        str | None,
+        typer.Option(help="Fleet mode: the first policy's capacity per router, e.g. "
+                     "round-robin,pow2,least-work,slack (capacity.json 'routers', routers.png)."),
+    ] = None,
+    fleet: Annotated[
+        str, typer.Option(help="homogeneous | heterogeneous (odd replicas --slow-factor x slower).")
+    ] = "homogeneous",
+    slow_factor: Annotated[float, typer.Option(help="Heterogeneous fleet: slowdown.")] = 2.0,
+    fail_at: Annotated[
+        float | None, typer.Option(help="Replica 0 fails at this time (s) of each trial.")
+    ] = None,
+    arrival: Annotated[str, typer.Option(help="poisson | gamma (bursts, with --cv).")] = "poisson",
+    cv: Annotated[float, typer.Option(help="Gamma arrivals: CV of the gaps.")] = 1.0,
     tiers: Annotated[Path | None, typer.Option(help="SLO tier file.")] = None,
     tier_mix: Annotated[
         str | None, typer.Option(help="e.g. interactive=0.2,standard=0.5,batch=0.3")
@@ -228,6 +304,22 @@ def capacity(
             f"unknown protocol {protocol!r} (known: steady-state, qoserve)", param_hint="--protocol"
         )
     contenders = _contenders(policies, contender)
+    counts = parse_replicas(replicas)
+    if len(counts) > 1 and routers is None:
+        raise typer.BadParameter(
+            "a list of replica counts needs --routers", param_hint="--replicas"
+        )
+    try:
+        sim = SimConfig(
+            replicas=counts[-1],
+            router=router,
+            num_blocks=kv_blocks,
+            fleet=fleet,  # type: ignore[arg-type]  # pydantic rejects anything else, naming it
+            slow_factor=slow_factor,
+            fail_replica_at_s=fail_at,
+        )
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
     tier_set = load_tiers(tiers)
     points = _points(curve)
     abl = ablation_contenders() if ablation else []
@@ -239,7 +331,11 @@ def capacity(
         trace=trace,
         tiers=tiers,
         tier_mix=parse_tier_mix(tier_mix, tier_set) if tier_mix is not None else None,
-        sim=SimConfig(replicas=replicas, router=router, num_blocks=kv_blocks),
+        sim=sim,
+        arrival=arrival,  # type: ignore[arg-type]  # pydantic rejects anything else, naming it
+        cv=cv,
+        routers=parse_routers(routers) if routers is not None else [],
+        fleet_replicas=counts if routers is not None else [],
         seeds=seeds,
         budgets=parse_budgets(budgets),
         trial_seconds=trial_seconds,
@@ -254,6 +350,9 @@ def capacity(
         workers=workers,
         physical_limit=physical_limit,
     )
+    if config.routers:
+        execute_fleet(config, out, console, timing_config)
+        return
     execute(config, out, console, timing_config)
 
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from slidingserve.sim import SimConfig
+from slidingserve.sim import SimConfig, router_names
 
 DEFAULT_BUDGETS = [256, 512, 1024, 2048, 4096, 8192]
 # SlidingServe components the ablation switches off, one at a time (config flags of the policy).
@@ -82,6 +82,14 @@ class CapacityConfig(BaseModel):
     rates: dict[str, list[float]] = Field(default_factory=dict)
     # Measure the throughput-optimal rate (no SLO) for the table (capacity/limit.py).
     physical_limit: bool = False
+    # Arrivals of the steady-state trials: Poisson, or Gamma gaps with CV ``cv`` (bursts).
+    arrival: Literal["poisson", "gamma"] = "poisson"
+    cv: float = Field(default=1.0, gt=0, le=20)
+    # Fleet mode (capacity/fleet.py): the first contender's capacity once per router in
+    # ``routers`` and per replica count in ``fleet_replicas`` (empty: ``sim.replicas``),
+    # instead of the policy comparison.
+    routers: list[str] = Field(default_factory=list)
+    fleet_replicas: list[int] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> CapacityConfig:
@@ -94,6 +102,16 @@ class CapacityConfig(BaseModel):
             raise ValueError(f"budgets must be >= 1 token (got {bad[0]})")
         if self.min_requests > self.max_requests:
             raise ValueError(f"min_requests {self.min_requests} > max_requests {self.max_requests}")
+        known = set(router_names())
+        bad_routers = [r for r in self.routers if r not in known]
+        if bad_routers:
+            raise ValueError(
+                f"unknown router {bad_routers[0]!r} in routers (known: {', '.join(sorted(known))})"
+            )
+        if len(set(self.routers)) != len(self.routers):
+            raise ValueError(f"routers must be distinct (got {self.routers})")
+        if any(n < 1 for n in self.fleet_replicas):
+            raise ValueError(f"fleet_replicas must be >= 1 (got {self.fleet_replicas})")
         if self.heavy_load not in self.curve_points and self.curve_points:
             raise ValueError(
                 f"heavy_load {self.heavy_load} must be one of curve_points {self.curve_points}"

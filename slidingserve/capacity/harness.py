@@ -28,6 +28,7 @@ from slidingserve.capacity.trial import TrialResult, TrialSpec, run_trial
 from slidingserve.latency import RooflineModel
 from slidingserve.latency.features import decode_features, with_prefill_chunks
 from slidingserve.policy import make_policy
+from slidingserve.sim.fleet import fleet_speed
 from slidingserve.slo import TierSet, load_tiers
 from slidingserve.workload import Trace, load_trace, synthetic_lengths
 
@@ -82,6 +83,8 @@ def run_job(job: Job) -> JobResult:
             overload_cut=1.0 - cfg.attainment_target,
             horizon_s=cfg.horizon_seconds,
             latency_model=cfg.latency_model,
+            arrival=cfg.arrival,
+            cv=cfg.cv,
         )
 
     def trial(rate: float, abort: float) -> TrialResult:
@@ -158,7 +161,9 @@ def run_capacity(config: CapacityConfig, progress: Progress | None = None) -> di
     t0 = time.perf_counter()
     tiers = qoserve_tiers() if config.protocol == "qoserve" else load_tiers(config.tiers)
     trace = load_trace(config.trace) if config.trace is not None else None
-    start = config.start_rate or estimate_start_rate(trace)
+    # A fleet of N replicas starts its bracket at N x one replica's estimate (its speed in
+    # replicas, for a heterogeneous fleet), not at one replica's: fewer bracketing trials.
+    start = config.start_rate or estimate_start_rate(trace) * fleet_speed(config.sim)
     contenders = [*config.contenders, *config.ablation]
     budgets = {c.label: _is_fixed_budget(c) for c in contenders}
 

@@ -1,4 +1,4 @@
-"""One capacity trial: a Poisson workload at one rate, simulated, summarised.
+"""One capacity trial: a Poisson (or Gamma) workload at one rate, simulated, summarised.
 
 What a trial measures (the same rule for every policy). ``measured`` requests arrive at
 ``rate`` after ``warmup`` warm-up arrivals; arrivals go on after the window, so the system stays
@@ -84,6 +84,9 @@ class TrialSpec:
     # A named model or a trained predictor model directory (``predictor.train --out``);
     # None: the roofline.
     latency_model: str | Path | None = None
+    # Arrival process of the whole run: Poisson, or Gamma gaps with this CV (bursts).
+    arrival: str = "poisson"
+    cv: float = 1.0
 
 
 @functools.lru_cache(maxsize=4)
@@ -194,7 +197,8 @@ def run_trial(spec: TrialSpec) -> TrialResult:
     # Requests after the window keep the load on until the last measured deadline.
     tail = math.ceil(spec.rate * settle_time(spec.tiers, 2048)) + 1
     workload = WorkloadConfig(
-        arrival="poisson",
+        arrival=spec.arrival,  # type: ignore[arg-type]  # validated by CapacityConfig
+        cv=spec.cv,
         rate=spec.rate,
         num_requests=hi + tail,
         seed=spec.seed,

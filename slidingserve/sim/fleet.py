@@ -21,3 +21,22 @@ def fleet_latencies(config: SimConfig, base: LatencyModel) -> list[LatencyModel]
     """Replica i's latency model, for i in range(config.replicas)."""
     slow = ScaledLatency(base, config.slow_factor) if config.fleet == "heterogeneous" else base
     return [slow if is_slow(config, i) else base for i in range(config.replicas)]
+
+
+def fleet_sim(sim: SimConfig, router: str, replicas: int) -> SimConfig:
+    """``sim`` with ``router`` and ``replicas`` (no failure on a single replica), validated."""
+    fields = {**sim.model_dump(), "router": router, "replicas": replicas}
+    if replicas < 2:
+        fields.update(fail_replica_at_s=None, fail_replica=0)
+    elif fields["fail_replica"] >= replicas:
+        fields["fail_replica"] = 0
+    return SimConfig.model_validate(fields)
+
+
+def fleet_speed(sim: SimConfig, replicas: int | None = None) -> float:
+    """The fleet's speed in replicas of the base latency model: fast + slow / slow_factor
+    (``replicas``: of this many replicas instead of ``sim.replicas``)."""
+    n = sim.replicas if replicas is None else replicas
+    cfg = fleet_sim(sim, sim.router, n)
+    slow = sum(is_slow(cfg, i) for i in range(n))
+    return (n - slow) + slow / sim.slow_factor
