@@ -109,6 +109,7 @@ class TrialResult:
     wall_s: float
     growth: float = 0.0  # backlog growth / arrival rate (steady-state violation lower bound)
     stats: dict[str, Any] = field(default_factory=dict)
+    cut: bool = False  # cut as overloaded (growth > the spec's overload_cut after the horizon)
 
 
 class SteadyStateMonitor(ViolationMonitor):
@@ -244,4 +245,5 @@ def run_trial(spec: TrialSpec) -> TrialResult:
         wall_s=time.perf_counter() - t0,
         growth=growth,
         stats=result.stats,
+        cut=monitor.overloaded,
     )
