@@ -209,6 +209,9 @@ def capacity(
     fail_at: Annotated[
         float | None, typer.Option(help="Replica 0 fails at this time (s) of each trial.")
     ] = None,
+    criterion_90: Annotated[
+        bool, typer.Option(help="--routers: also search the 90% criterion (the slow part).")
+    ] = True,
     arrival: Annotated[str, typer.Option(help="poisson | gamma (bursts, with --cv).")] = "poisson",
     cv: Annotated[float, typer.Option(help="Gamma arrivals: CV of the gaps.")] = 1.0,
     tiers: Annotated[Path | None, typer.Option(help="SLO tier file.")] = None,
@@ -336,6 +339,7 @@ def capacity(
         cv=cv,
         routers=parse_routers(routers) if routers is not None else [],
         fleet_replicas=counts if routers is not None else [],
+        criterion_90=criterion_90,
         seeds=seeds,
         budgets=parse_budgets(budgets),
         trial_seconds=trial_seconds,

@@ -89,6 +89,9 @@ class CapacityConfig(BaseModel):
     # ``routers`` and per replica count in ``fleet_replicas`` (empty: ``sim.replicas``),
     # instead of the policy comparison.
     routers: list[str] = Field(default_factory=list)
+    # Also search the 90% criterion (its trials near the knee follow deferred requests to
+    # their deadlines: the expensive part of a search).
+    criterion_90: bool = True
     fleet_replicas: list[int] = Field(default_factory=list)
 
     @model_validator(mode="after")

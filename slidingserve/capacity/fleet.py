@@ -43,7 +43,7 @@ def run_fleet_capacity(config: CapacityConfig, progress: Progress | None = None)
         sim = fleet_sim(config.sim, router, n)
         cfg = config.model_copy(update={"sim": sim, "growth": growth})
         return Job("knee", contender, None, seed, cfg, tiers, trace, start=start,
-                   rel_tol=config.rel_tol)
+                   rel_tol=config.rel_tol, both=config.criterion_90)
 
     with _Runner(config.workers, progress) as run:
         single = run(
@@ -99,12 +99,12 @@ def run_fleet_capacity(config: CapacityConfig, progress: Progress | None = None)
 
 def _cell(results: list[JobResult], n: int, cap1: float, speed: float) -> dict[str, Any]:
     caps = [r.capacity or 0.0 for r in results]
-    caps90 = [r.capacity_90 or 0.0 for r in results]
+    caps90 = [r.capacity_90 for r in results if r.capacity_90 is not None]
     cap = statistics.fmean(caps)
     return {
         "replicas": n,
         "capacity_rps": cap,
-        "capacity_rps_90": statistics.fmean(caps90),
+        "capacity_rps_90": statistics.fmean(caps90) if caps90 else None,  # None: not searched
         "per_seed": caps,
         "capacity_per_replica": cap / n,
         # capacity(N) / (N x capacity(1)); and against the fleet's speed in replicas

@@ -110,7 +110,7 @@ def fleet_table(result: dict[str, Any]) -> Table:
                 router,
                 n,
                 f"{c['capacity_rps']:.2f} rps",
-                f"{c['capacity_rps_90']:.2f} rps",
+                "-" if c["capacity_rps_90"] is None else f"{c['capacity_rps_90']:.2f} rps",
                 f"{c['capacity_per_replica']:.2f} rps",
                 "-" if eff is None else f"{eff:.0%}",
                 str(c["trials"]),
