@@ -133,7 +133,9 @@ def plot_routers(result: dict[str, Any], path: Path) -> None:
         ns = [int(n) for n in r["by_replicas"]]
         left.plot(ns, [c["capacity_per_replica"] for c in r["by_replicas"].values()],
                   marker="o", label=router)
+    counts = sorted({int(n) for r in routers.values() for n in r["by_replicas"]})
     left.set_xscale("log", base=2)
+    left.set_xticks(counts, [str(n) for n in counts])
     left.set_xlabel("replicas")
     left.set_ylabel("capacity per replica (requests/s, 1%)")
     left.set_title(f"{result['policy']}, {result['fleet']} fleet")
@@ -141,8 +143,9 @@ def plot_routers(result: dict[str, Any], path: Path) -> None:
     names = list(routers)
     right.bar(names, [routers[x]["capacity_rps"] for x in names], color="tab:blue",
               label="1% worst tier")
-    right.bar(names, [routers[x]["capacity_rps_90"] or 0.0 for x in names], color="none",
-              edgecolor="black", label="90% overall")
+    if any(routers[x]["capacity_rps_90"] is not None for x in names):
+        right.bar(names, [routers[x]["capacity_rps_90"] or 0.0 for x in names], color="none",
+                  edgecolor="black", label="90% overall")
     right.set_ylabel(f"capacity at {result['replicas']} replicas (requests/s)")
     right.legend(fontsize=7)
     fig.tight_layout()
