@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from slidingserve.capacity.config import CapacityConfig, Contender, ablation_contenders
+from slidingserve.capacity.fleet import run_fleet_capacity
 from slidingserve.capacity.harness import run_capacity
 from slidingserve.capacity.protocol import QOSERVE_NUM_REQUESTS, qoserve_capacity_config
 from slidingserve.capacity.regime_map import (
@@ -25,10 +26,16 @@ from slidingserve.capacity.regime_map import (
     plot_map,
     run_map,
 )
-from slidingserve.capacity.report import plot_attainment, print_table, write_json
+from slidingserve.capacity.report import (
+    fleet_table,
+    plot_attainment,
+    plot_routers,
+    print_table,
+    write_json,
+)
 from slidingserve.latency import load_latency_model
 from slidingserve.policy import policy_names
-from slidingserve.sim import SimConfig
+from slidingserve.sim import SimConfig, router_names
 from slidingserve.sim.config import TimingConfig
 from slidingserve.sim.options import (
     LatencyModelOption,
@@ -141,6 +148,59 @@ def execute(
     return result
 
 
+def execute_fleet(
+    config: CapacityConfig, out: Path, console: Console, timing: TimingConfig | None = None
+) -> dict[str, Any]:
+    """Fleet mode: capacity per router and replica count; capacity.json and routers.png."""
+    if timing is not None:
+        config = config.model_copy(update={"sim": config.sim.model_copy(update={"timing": timing})})
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        tasks: dict[str, Any] = {}
+
+        def report(done: int, total: int, message: str) -> None:
+            phase = message.split(":")[0]
+            if phase not in tasks:
+                tasks[phase] = progress.add_task(phase, total=max(total, 1))
+            progress.update(tasks[phase], completed=done if total else 1, description=message)
+
+        result = run_fleet_capacity(config, report)
+    result["timing"] = config.sim.timing.label()
+    write_json(out / "capacity.json", result)
+    plot_routers(result, out / "routers.png")
+    console.print(fleet_table(result))
+    console.print(
+        f"wrote {out / 'capacity.json'} and {out / 'routers.png'} in {result['wall_s']:.0f} s"
+    )
+    return result
+
+
+def parse_replicas(text: str) -> list[int]:
+    try:
+        counts = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise typer.BadParameter(f"not a list of integers (got {text!r})",
+                                 param_hint="--replicas") from None
+    if not counts or counts[0] < 1:
+        raise typer.BadParameter(f"replica counts must be >= 1 (got {text!r})",
+                                 param_hint="--replicas")
+    return counts
+
+
+def parse_routers(text: str) -> list[str]:
+    names = list(dict.fromkeys(x.strip() for x in text.split(",") if x.strip()))
+    known = router_names()
+    for name in names:
+        if name not in known:
+            raise typer.BadParameter(f"unknown router {name!r} (known: {', '.join(known)})",
+                                     param_hint="--routers")
+    if not names:
+        raise typer.BadParameter(f"no router given (got {text!r})", param_hint="--routers")
+    return names
+
+
 def capacity(
     out: Annotated[Path, typer.Option(help="Output folder (capacity.json, attainment.png).")],
     trace: Annotated[
@@ -149,8 +209,27 @@ def capacity(
     policies: Annotated[
         str, typer.Option(help="Comma-separated policy names.")
     ] = DEFAULT_POLICIES,
-    replicas: Annotated[int, typer.Option(help="Replicas behind the router.")] = 1,
+    replicas: Annotated[
+        str, typer.Option(help="Replicas behind the router; with --routers a list, e.g. 1,4,16.")
+    ] = "1",
     router: Annotated[str, typer.Option(help="Router for several replicas.")] = "round-robin",
+    routers: Annotated[
+        str | None,
+        typer.Option(help="Fleet mode: the first policy's capacity per router, e.g. "
+                     "round-robin,pow2,least-work,slack (capacity.json 'routers', routers.png)."),
+    ] = None,
+    fleet: Annotated[
+        str, typer.Option(help="homogeneous | heterogeneous (odd replicas --slow-factor x slower).")
+    ] = "homogeneous",
+    slow_factor: Annotated[float, typer.Option(help="Heterogeneous fleet: slowdown.")] = 2.0,
+    fail_at: Annotated[
+        float | None, typer.Option(help="Replica 0 fails at this time (s) of each trial.")
+    ] = None,
+    criterion_90: Annotated[
+        bool, typer.Option(help="--routers: also search the 90% criterion (the slow part).")
+    ] = True,
+    arrival: Annotated[str, typer.Option(help="poisson | gamma (bursts, with --cv).")] = "poisson",
+    cv: Annotated[float, typer.Option(help="Gamma arrivals: CV of the gaps.")] = 1.0,
     tiers: Annotated[Path | None, typer.Option(help="SLO tier file.")] = None,
     tier_mix: Annotated[
         str | None, typer.Option(help="e.g. interactive=0.2,standard=0.5,batch=0.3")
@@ -216,9 +295,6 @@ def capacity(
     slo_scale: Annotated[
         float, typer.Option(help="Multiply every latency target of the tiers (SLO scale).")
     ] = 1.0,
-    arrival_cv: Annotated[
-        float, typer.Option(help="Arrival burstiness: 1 = Poisson, else Gamma gaps of this CV.")
-    ] = 1.0,
     map_: Annotated[
         bool,
         typer.Option(
@@ -244,7 +320,7 @@ def capacity(
         settings = MapSearch(
             policies=policies if policies != DEFAULT_POLICIES else MAP_POLICIES,
             seeds=seeds if seeds != 3 else 1,
-            budgets=budgets if budgets != DEFAULT_BUDGETS else "512,2048",
+            budgets=budgets if budgets != DEFAULT_BUDGETS else "512,1024,2048",
             trial_seconds=trial_seconds if trial_seconds != 120.0 else 60.0,
             warmup_seconds=warmup_seconds,
             horizon_seconds=horizon_seconds if horizon_seconds != 120.0 else 60.0,
@@ -252,16 +328,16 @@ def capacity(
             rel_tol=rel_tol if rel_tol != 0.04 else 0.08,
             sweep_rel_tol=sweep_rel_tol if sweep_rel_tol != 0.08 else 0.15,
             protocol_requests=protocol_requests,
-            replicas=replicas,
+            replicas=parse_replicas(replicas)[-1],
             router=router,
             tiers=str(tiers) if tiers else None,
         )
         run_regime_map(settings, trace, out, map_axes or [], map_grid, workers, console)
         return
-    if protocol == "qoserve" and (slo_scale != 1.0 or arrival_cv != 1.0):
+    if protocol == "qoserve" and (slo_scale != 1.0 or arrival != "poisson"):
         raise typer.BadParameter(
             "--protocol qoserve fixes its tiers and Poisson arrivals (drop --slo-scale and "
-            "--arrival-cv)"
+            "--arrival)"
         )
     try:
         timing_config = timing_from_options(timing, timing_seed, noise_sigma, replay, plan_time_ms)
@@ -291,6 +367,22 @@ def capacity(
             f"unknown protocol {protocol!r} (known: steady-state, qoserve)", param_hint="--protocol"
         )
     contenders = _contenders(policies, contender)
+    counts = parse_replicas(replicas)
+    if len(counts) > 1 and routers is None:
+        raise typer.BadParameter(
+            "a list of replica counts needs --routers", param_hint="--replicas"
+        )
+    try:
+        sim = SimConfig(
+            replicas=counts[-1],
+            router=router,
+            num_blocks=kv_blocks,
+            fleet=fleet,  # type: ignore[arg-type]  # pydantic rejects anything else, naming it
+            slow_factor=slow_factor,
+            fail_replica_at_s=fail_at,
+        )
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
     tier_set = load_tiers(tiers)
     points = _points(curve)
     abl = ablation_contenders() if ablation else []
@@ -303,8 +395,12 @@ def capacity(
         tiers=tiers,
         tier_mix=parse_tier_mix(tier_mix, tier_set) if tier_mix is not None else None,
         slo_scale=slo_scale,
-        arrival_cv=arrival_cv,
-        sim=SimConfig(replicas=replicas, router=router, num_blocks=kv_blocks),
+        sim=sim,
+        arrival=arrival,  # type: ignore[arg-type]  # pydantic rejects anything else, naming it
+        cv=cv,
+        routers=parse_routers(routers) if routers is not None else [],
+        fleet_replicas=counts if routers is not None else [],
+        criterion_90=criterion_90,
         seeds=seeds,
         budgets=parse_budgets(budgets),
         trial_seconds=trial_seconds,
@@ -319,6 +415,9 @@ def capacity(
         workers=workers,
         physical_limit=physical_limit,
     )
+    if config.routers:
+        execute_fleet(config, out, console, timing_config)
+        return
     execute(config, out, console, timing_config)
 
 

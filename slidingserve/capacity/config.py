@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from slidingserve.sim import SimConfig
+from slidingserve.sim import SimConfig, router_names
 
 DEFAULT_BUDGETS = [256, 512, 1024, 2048, 4096, 8192]
 # SlidingServe components the ablation switches off, one at a time (config flags of the policy).
@@ -52,9 +52,6 @@ class CapacityConfig(BaseModel):
     tier_mix: dict[str, float] | None = None
     # Every latency target of the tiers multiplied by this (DistServe's SLO scale).
     slo_scale: float = Field(default=1.0, gt=0)
-    # Arrivals: Poisson when 1, else Gamma inter-arrival gaps with this coefficient of
-    # variation (bursts; steady-state protocol only).
-    arrival_cv: float = Field(default=1.0, gt=0)
     sim: SimConfig = SimConfig()
     seeds: int = Field(default=3, ge=1)
     ablation_seeds: int | None = Field(default=None, ge=1)  # None: same as seeds
@@ -87,6 +84,17 @@ class CapacityConfig(BaseModel):
     rates: dict[str, list[float]] = Field(default_factory=dict)
     # Measure the throughput-optimal rate (no SLO) for the table (capacity/limit.py).
     physical_limit: bool = False
+    # Arrivals of the steady-state trials: Poisson, or Gamma gaps with CV ``cv`` (bursts).
+    arrival: Literal["poisson", "gamma"] = "poisson"
+    cv: float = Field(default=1.0, gt=0, le=20)
+    # Fleet mode (capacity/fleet.py): the first contender's capacity once per router in
+    # ``routers`` and per replica count in ``fleet_replicas`` (empty: ``sim.replicas``),
+    # instead of the policy comparison.
+    routers: list[str] = Field(default_factory=list)
+    # Also search the 90% criterion (its trials near the knee follow deferred requests to
+    # their deadlines: the expensive part of a search).
+    criterion_90: bool = True
+    fleet_replicas: list[int] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> CapacityConfig:
@@ -99,11 +107,21 @@ class CapacityConfig(BaseModel):
             raise ValueError(f"budgets must be >= 1 token (got {bad[0]})")
         if self.min_requests > self.max_requests:
             raise ValueError(f"min_requests {self.min_requests} > max_requests {self.max_requests}")
-        if self.protocol == "qoserve" and (self.arrival_cv != 1.0 or self.slo_scale != 1.0):
+        if self.protocol == "qoserve" and (self.arrival != "poisson" or self.slo_scale != 1.0):
             raise ValueError(
                 "the qoserve protocol fixes Poisson arrivals and its tiers "
-                f"(got arrival_cv {self.arrival_cv}, slo_scale {self.slo_scale})"
+                f"(got arrival {self.arrival!r}, slo_scale {self.slo_scale})"
             )
+        known = set(router_names())
+        bad_routers = [r for r in self.routers if r not in known]
+        if bad_routers:
+            raise ValueError(
+                f"unknown router {bad_routers[0]!r} in routers (known: {', '.join(sorted(known))})"
+            )
+        if len(set(self.routers)) != len(self.routers):
+            raise ValueError(f"routers must be distinct (got {self.routers})")
+        if any(n < 1 for n in self.fleet_replicas):
+            raise ValueError(f"fleet_replicas must be >= 1 (got {self.fleet_replicas})")
         if self.heavy_load not in self.curve_points and self.curve_points:
             raise ValueError(
                 f"heavy_load {self.heavy_load} must be one of curve_points {self.curve_points}"

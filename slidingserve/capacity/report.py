@@ -91,3 +91,64 @@ def plot_attainment(result: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def fleet_table(result: dict[str, Any]) -> Table:
+    """Fleet mode (capacity/fleet.py): capacity per router and replica count."""
+    fleet = result["fleet"] + (
+        f" (slow x{result['slow_factor']:g})" if result.get("slow_factor") else ""
+    )
+    table = Table(title=f"Capacity of {result['policy']} per router, {fleet} fleet")
+    table.add_column("router", no_wrap=True)
+    for col in ["replicas", "capacity (1%)", "capacity (90%)", "per replica", "efficiency",
+                "trials", "search"]:
+        table.add_column(col, justify="right")
+    for router, r in result["routers"].items():
+        for n, c in r["by_replicas"].items():
+            eff = c["scaling_efficiency"]
+            table.add_row(
+                router,
+                n,
+                f"{c['capacity_rps']:.2f} rps",
+                "-" if c["capacity_rps_90"] is None else f"{c['capacity_rps_90']:.2f} rps",
+                f"{c['capacity_per_replica']:.2f} rps",
+                "-" if eff is None else f"{eff:.0%}",
+                str(c["trials"]),
+                f"{c['search_wall_s']:.0f} s",
+            )
+    return table
+
+
+def plot_routers(result: dict[str, Any], path: Path) -> None:
+    """Capacity per replica vs replicas, one line per router (left); capacity at the main
+    fleet size per router (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    routers = result["routers"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.8))
+    for router, r in routers.items():
+        ns = [int(n) for n in r["by_replicas"]]
+        left.plot(ns, [c["capacity_per_replica"] for c in r["by_replicas"].values()],
+                  marker="o", label=router)
+    counts = sorted({int(n) for r in routers.values() for n in r["by_replicas"]})
+    left.set_xscale("log", base=2)
+    left.set_xticks(counts, [str(n) for n in counts])
+    left.set_xlabel("replicas")
+    left.set_ylabel("capacity per replica (requests/s, 1%)")
+    left.set_title(f"{result['policy']}, {result['fleet']} fleet")
+    left.legend(fontsize=7)
+    names = list(routers)
+    right.bar(names, [routers[x]["capacity_rps"] for x in names], color="tab:blue",
+              label="1% worst tier")
+    if any(routers[x]["capacity_rps_90"] is not None for x in names):
+        right.bar(names, [routers[x]["capacity_rps_90"] or 0.0 for x in names], color="none",
+                  edgecolor="black", label="90% overall")
+    right.set_ylabel(f"capacity at {result['replicas']} replicas (requests/s)")
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,4 +1,4 @@
-"""One capacity trial: a Poisson (or bursty Gamma) workload at one rate, simulated, summarised.
+"""One capacity trial: a Poisson (or Gamma) workload at one rate, simulated, summarised.
 
 What a trial measures (the same rule for every policy). ``measured`` requests arrive at
 ``rate`` after ``warmup`` warm-up arrivals; arrivals go on after the window, so the system stays
@@ -73,7 +73,6 @@ class TrialSpec:
     sim: SimConfig
     trace: Trace | None = None
     tier_mix: dict[str, float] | None = None
-    arrival_cv: float = 1.0  # 1: Poisson arrivals; else Gamma gaps with this CV (bursts)
     warmup: int = 0
     abort_violation_frac: float = 0.1  # stop once this fraction is surely violated
     # After the horizon, cut the trial once the backlog grows by more than this fraction of
@@ -85,6 +84,9 @@ class TrialSpec:
     # A named model or a trained predictor model directory (``predictor.train --out``);
     # None: the roofline.
     latency_model: str | Path | None = None
+    # Arrival process of the whole run: Poisson, or Gamma gaps with this CV (bursts).
+    arrival: str = "poisson"
+    cv: float = 1.0
 
 
 @functools.lru_cache(maxsize=4)
@@ -107,6 +109,7 @@ class TrialResult:
     wall_s: float
     growth: float = 0.0  # backlog growth / arrival rate (steady-state violation lower bound)
     stats: dict[str, Any] = field(default_factory=dict)
+    cut: bool = False  # cut as overloaded (growth > the spec's overload_cut after the horizon)
 
 
 class SteadyStateMonitor(ViolationMonitor):
@@ -195,8 +198,8 @@ def run_trial(spec: TrialSpec) -> TrialResult:
     # Requests after the window keep the load on until the last measured deadline.
     tail = math.ceil(spec.rate * settle_time(spec.tiers, 2048)) + 1
     workload = WorkloadConfig(
-        arrival="poisson" if spec.arrival_cv == 1.0 else "gamma",
-        cv=spec.arrival_cv,
+        arrival=spec.arrival,  # type: ignore[arg-type]  # validated by CapacityConfig
+        cv=spec.cv,
         rate=spec.rate,
         num_requests=hi + tail,
         seed=spec.seed,
@@ -242,4 +245,5 @@ def run_trial(spec: TrialSpec) -> TrialResult:
         wall_s=time.perf_counter() - t0,
         growth=growth,
         stats=result.stats,
+        cut=monitor.overloaded,
     )

@@ -19,6 +19,7 @@ from slidingserve.latency.named import (
     load_latency_model,
 )
 from slidingserve.latency.roofline import RooflineConfig, RooflineModel
+from slidingserve.latency.scaled import ScaledLatency
 
 __all__ = [
     "DEFAULT_LATENCY_MODEL",
@@ -31,6 +32,7 @@ __all__ = [
     "LatencyModel",
     "RooflineConfig",
     "RooflineModel",
+    "ScaledLatency",
     "describe_latency_model",
     "features_of",
     "features_of_many",

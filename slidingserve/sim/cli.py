@@ -41,8 +41,15 @@ def sim(
     time_scale: Annotated[float, typer.Option(help="Replay: multiply trace times.")] = 1.0,
     replicas: Annotated[int, typer.Option(help="Replicas behind the router.")] = 1,
     router: Annotated[
-        str, typer.Option(help="round-robin | least-loaded | slo-aware.")
+        str, typer.Option(help="round-robin | pow2 | least-work | slack | least-loaded.")
     ] = "round-robin",
+    fleet: Annotated[
+        str, typer.Option(help="homogeneous | heterogeneous (odd replicas --slow-factor x slower).")
+    ] = "homogeneous",
+    slow_factor: Annotated[float, typer.Option(help="Heterogeneous fleet: slowdown.")] = 2.0,
+    fail_at: Annotated[
+        float | None, typer.Option(help="Replica 0 fails at this simulated time (s).")
+    ] = None,
     tiers: Annotated[
         Path | None, typer.Option(help="SLO tier file (default deploy/slo_tiers.yaml).")
     ] = None,
@@ -88,9 +95,18 @@ def sim(
         tier_mix=mix,
         seed=seed,
     )
-    sim_config = SimConfig(
-        replicas=replicas, router=router, num_blocks=kv_blocks, timing=timing_config
-    )
+    try:
+        sim_config = SimConfig(
+            replicas=replicas,
+            router=router,
+            num_blocks=kv_blocks,
+            timing=timing_config,
+            fleet=fleet,  # type: ignore[arg-type]  # pydantic rejects anything else, naming it
+            slow_factor=slow_factor,
+            fail_replica_at_s=fail_at,
+        )
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
     overrides: dict[str, Any] = {"budget": budget} if budget is not None else {}
     try:
         latency = load_latency_model(latency_model)

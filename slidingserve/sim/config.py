@@ -108,11 +108,21 @@ class TimingConfig(BaseModel):
 
 
 class SimConfig(BaseModel):
-    """One simulated deployment: replicas, router, engine limits, KV cache, run controls."""
+    """One simulated deployment: replicas, router, fleet, engine limits, KV cache, run controls."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     replicas: int = Field(default=1, ge=1)
-    router: str = "round-robin"
+    router: str = "round-robin"  # a registered router (slidingserve/sim/routers.py)
+    router_seed: int = Field(default=0, ge=0)  # random routers (pow2) draw from this seed
+    # homogeneous: one latency model for all; heterogeneous: the odd-indexed half of the
+    # replicas run slow_factor x slower, each planning and timed with its own model (fleet.py).
+    fleet: Literal["homogeneous", "heterogeneous"] = "homogeneous"
+    slow_factor: float = Field(default=2.0, ge=1.0, le=100.0)
+    # Replica ``fail_replica`` dies at this simulated time (None: no failure): it is routed
+    # nothing more, its requests without a computed token are routed again to the others,
+    # the ones that started are lost (violations). See slidingserve/sim/simulator.py.
+    fail_replica_at_s: float | None = Field(default=None, ge=0)
+    fail_replica: int = Field(default=0, ge=0)
     block_size: int = Field(default=16, ge=1)
     num_blocks: int | None = Field(default=None, ge=1)  # None: default_kv_blocks()
     max_num_seqs: int = Field(default=256, ge=1)
@@ -133,6 +143,19 @@ class SimConfig(BaseModel):
     drain_s: float | None = Field(default=None, ge=0)
     # The simulator's clock: how long each step takes (default: the policy's latency model).
     timing: TimingConfig = TimingConfig()
+
+    @model_validator(mode="after")
+    def _check_failure(self) -> SimConfig:
+        if self.fail_replica >= self.replicas:
+            raise ValueError(
+                f"fail_replica {self.fail_replica} is not a replica (replicas={self.replicas})"
+            )
+        if self.fail_replica_at_s is not None and self.replicas < 2:
+            raise ValueError(
+                f"fail_replica_at_s={self.fail_replica_at_s} needs at least 2 replicas "
+                f"(replicas={self.replicas}): the failed one's requests need somewhere to go"
+            )
+        return self
 
     def kv_blocks(self) -> int:
         return (

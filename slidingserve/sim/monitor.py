@@ -59,6 +59,9 @@ class ViolationMonitor:
                 still_open += self._open[i:]
                 break
             tier = self.tiers[r.spec.tier]
+            if r.lost:  # started on a replica that failed: it never finishes
+                violated.append(r)
+                continue
             if r.finished:
                 if not r.record().meets_slo(tier):
                     violated.append(r)

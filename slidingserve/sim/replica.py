@@ -17,6 +17,7 @@ and the policy's planning time the simulator's clock parts from the policy's pla
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from slidingserve.latency import LatencyModel
 from slidingserve.policy import HostLimits, KVState, Policy, SchedulerInput, StepPlan
@@ -30,6 +31,21 @@ Items = list[tuple[SimRequest, int]]
 
 class PlanError(RuntimeError):
     """A policy returned a plan the host cannot run; the message names the request and value."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaLoad:
+    """What a router reads of a replica: a snapshot, recomputed only when the replica changed."""
+
+    running: int  # requests holding KV blocks
+    waiting: int  # requests holding none (new or preempted)
+    decode_ctx_sum: int  # sum over running requests of their context after one more token
+    decode_ctx_max: int
+    queued_prefill_tokens: int  # tokens still to prefill, running and waiting
+
+    @property
+    def outstanding(self) -> int:
+        return self.running + self.waiting
 
 
 class Replica:
@@ -57,6 +73,9 @@ class Replica:
         self.waiting: list = []  # RequestView of requests holding none (new or preempted)
         self.requests: dict[int, SimRequest] = {}  # live requests on this replica
         self.busy = False
+        self.alive = True  # False once failed (SimConfig.fail_replica_at_s): routed nothing
+        self.version = 0  # bumped by every command that changes the queues or the views
+        self._load: tuple[int, ReplicaLoad] | None = None
         self.step_items: Items = []
         self.step_end_s = 0.0
         self.policy_calls = 0
@@ -79,11 +98,27 @@ class Replica:
             v.prompt_len + v.num_generated - v.num_computed - 1 for v in self.running
         )
 
+    def load(self) -> ReplicaLoad:
+        """The router's snapshot of this replica (cached until the replica changes)."""
+        if self._load is not None and self._load[0] == self.version:
+            return self._load[1]
+        ctx = [v.num_computed + 1 for v in self.running]
+        load = ReplicaLoad(
+            len(self.running),
+            len(self.waiting),
+            sum(ctx),
+            max(ctx, default=0),
+            self.queued_prefill_tokens(),
+        )
+        self._load = (self.version, load)
+        return load
+
     # -- commands --------------------------------------------------------------------------------
     def enqueue(self, req: SimRequest) -> None:
         req.replica = self.index
         self.requests[req.view.key] = req
         self.waiting.append(req.view)
+        self.version += 1
 
     def plan(self, now: float) -> StepPlan:
         state = SchedulerInput(
@@ -168,6 +203,7 @@ class Replica:
             v.num_blocks = 0
             v.num_preemptions += 1
         self.preemptions += len(preempted)
+        self.version += 1
         self.running = [v for v in self.running if v.num_blocks > 0]
         self.waiting = [r.view for r in preempted] + self.waiting
 
@@ -200,6 +236,7 @@ class Replica:
         if not duration > 0:
             raise self._error(now, f"timing model gave a non-positive step time {duration}")
         self.busy = True
+        self.version += 1
         self.step_items = items
         self.step_end_s = now + duration
         self.steps += 1
@@ -231,6 +268,7 @@ class Replica:
         if finished:
             self.running = [v for v in self.running if v.num_blocks > 0]
         self.busy = False
+        self.version += 1
         self.step_items = []
         return finished
 
@@ -242,6 +280,35 @@ class Replica:
         r.finished = True
         del self.requests[v.key]
         self.policy.forget(v.key)
+
+    def fail(self) -> tuple[list[SimRequest], list[SimRequest]]:
+        """This replica dies now: its step in flight never ends, its KV is gone.
+
+        Returns (unstarted, lost): requests no token was computed for (``tokens_run == 0``;
+        the host routes them again, as new) and the others (marked ``lost``: they count as
+        violations; the tokens they ran stay counted, here and on the request).
+        """
+        unstarted: list[SimRequest] = []
+        lost: list[SimRequest] = []
+        for r in self.requests.values():
+            v = r.view
+            if r.tokens_run == 0:
+                v.num_blocks = 0  # blocks of a first chunk still in flight
+                r.replica = -1
+                unstarted.append(r)
+            else:
+                r.lost = True
+                lost.append(r)
+            self.policy.forget(v.key)
+        self.alive = False
+        self.busy = False
+        self.step_items = []
+        self.running, self.waiting = [], []
+        self.requests = {}
+        self.free_blocks = self.total_blocks
+        self.version += 1
+        unstarted.sort(key=lambda r: r.view.key)
+        return unstarted, lost
 
     # -- helpers ---------------------------------------------------------------------------------
     def _live(self, key: int, now: float, where: str) -> SimRequest:

@@ -19,6 +19,8 @@ class SimRequest:
     late_tokens: int = 0  # output tokens emitted after their token-level deadline
     last_token_s: float | None = None
     finished: bool = False
+    lost: bool = False  # started on a replica that failed: never finishes (a violation)
+    reroutes: int = 0  # times routed again after its replica failed before it started
     token_times: list[float] | None = field(default=None)
     # token-level deadline of token i (1-based): min(due0 + (i - 1) * tpot, cap)
     due0: float = 0.0

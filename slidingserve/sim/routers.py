@@ -1,7 +1,27 @@
-"""Routers: which replica gets an arriving request. A registry of small classes, like policies."""
+"""Routers: which replica gets an arriving request. A registry of small classes, like policies.
+
+A router sees the replicas that are alive (a failed one is left out) and returns a position in
+that sequence. It reads each replica through ``Replica.load()`` (a snapshot cached until the
+replica changes, so a router over 64 replicas does not rescan every queue per arrival) and,
+when it predicts time, through the replica's own latency model (``Replica.latency``): in a
+heterogeneous fleet a slow replica's model says it is slow. Random routers draw from their
+own seeded generator: same seed, same choices.
+
+Registered (``router_names()``):
+  * ``round-robin``: replicas in turn;
+  * ``least-loaded``: fewest outstanding requests;
+  * ``pow2``: Ray Serve's default (``PowerOfTwoChoicesRequestRouter``): two distinct replicas
+    sampled uniformly at random, the one with the shorter queue (requests queued + running)
+    wins, a tie goes to the first sampled (Ray sorts the pair stably in sampled order);
+  * ``least-work``: least outstanding work in tokens (queued prefill tokens + one decode token
+    per running request), hardware-agnostic;
+  * ``slack`` (alias ``slo-aware``): most predicted TTFT slack, from each replica's own
+    latency model.
+"""
 
 from __future__ import annotations
 
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import ClassVar
@@ -10,12 +30,14 @@ import numpy as np
 
 from slidingserve.latency import LatencyModel
 from slidingserve.latency.features import (
+    F_DECODE_CTX_MAX,
+    F_DECODE_CTX_SUM,
+    F_DECODE_REQS,
     F_PREFILL_ATTN,
     F_PREFILL_REQS,
     F_PREFILL_TOKENS,
     F_TOTAL_TOKENS,
     N_FEATURES,
-    decode_features,
 )
 from slidingserve.sim.replica import Replica
 from slidingserve.sim.request import SimRequest
@@ -24,41 +46,46 @@ from slidingserve.sim.request import SimRequest
 class Router(ABC):
     name: ClassVar[str]
 
-    def __init__(self, latency: LatencyModel):
-        self.latency = latency
+    def __init__(self, seed: int = 0):
+        self.seed = seed
 
     @abstractmethod
     def route(self, req: SimRequest, replicas: Sequence[Replica], now: float) -> int:
-        """Index of the replica that takes ``req``."""
+        """Position in ``replicas`` (the live ones, non-empty) of the replica that takes ``req``."""
 
 
 _ROUTERS: dict[str, type[Router]] = {}
 
 
-def register_router(name: str) -> Callable[[type[Router]], type[Router]]:
+def register_router(*names: str) -> Callable[[type[Router]], type[Router]]:
+    """Register a router under its name (the first) and any aliases."""
+
     def deco(cls: type[Router]) -> type[Router]:
-        cls.name = name
-        _ROUTERS[name] = cls
+        cls.name = names[0]
+        for name in names:
+            _ROUTERS[name] = cls
         return cls
 
     return deco
 
 
 def router_names() -> list[str]:
+    """Every registered name, aliases included."""
     return sorted(_ROUTERS)
 
 
-def make_router(name: str, latency: LatencyModel) -> Router:
+def make_router(name: str, seed: int = 0) -> Router:
     try:
-        return _ROUTERS[name](latency)
+        cls = _ROUTERS[name]
     except KeyError:
         raise ValueError(f"unknown router {name!r} (known: {', '.join(router_names())})") from None
+    return cls(seed)
 
 
 @register_router("round-robin")
 class RoundRobin(Router):
-    def __init__(self, latency: LatencyModel):
-        super().__init__(latency)
+    def __init__(self, seed: int = 0):
+        super().__init__(seed)
         self._next = 0
 
     def route(self, req: SimRequest, replicas: Sequence[Replica], now: float) -> int:
@@ -72,34 +99,116 @@ class LeastLoaded(Router):
     """Fewest outstanding requests; ties go to fewer queued prefill tokens, then lower index."""
 
     def route(self, req: SimRequest, replicas: Sequence[Replica], now: float) -> int:
+        loads = [rep.load() for rep in replicas]
         return min(
             range(len(replicas)),
-            key=lambda i: (replicas[i].outstanding, replicas[i].queued_prefill_tokens(), i),
+            key=lambda i: (loads[i].outstanding, loads[i].queued_prefill_tokens, i),
         )
 
 
-@register_router("slo-aware")
-class SloAware(Router):
+@register_router("pow2")
+class PowerOfTwo(Router):
+    """Ray Serve's default router: the shorter queue of two distinct random replicas.
+
+    Sampling as Ray's ``choose_replicas``: ``i`` uniform in [0, n), ``j`` uniform in
+    [0, n - 1) shifted past ``i`` (every ordered pair equally likely); with two replicas, a
+    random order. Queue length = requests the replica holds (queued + running), Ray's
+    ``num_ongoing_requests``; the first sampled wins a tie.
+    """
+
+    def __init__(self, seed: int = 0):
+        super().__init__(seed)
+        self._rng = random.Random(seed)
+
+    def route(self, req: SimRequest, replicas: Sequence[Replica], now: float) -> int:
+        n = len(replicas)
+        if n == 1:
+            return 0
+        i = self._rng.randrange(n)
+        j = self._rng.randrange(n - 1)
+        if j >= i:
+            j += 1
+        return j if replicas[j].outstanding < replicas[i].outstanding else i
+
+
+@register_router("least-work")
+class LeastWork(Router):
+    """Least outstanding work in tokens: queued prefill tokens (waiting prompts, preempted
+    recomputes, unfinished chunks) + one per running request (its next decode token). Output
+    lengths are unknown to a router, and tokens are hardware-agnostic: this is what a router
+    without a latency model can balance. Ties: fewer outstanding requests, then lower index."""
+
+    def route(self, req: SimRequest, replicas: Sequence[Replica], now: float) -> int:
+        loads = [rep.load() for rep in replicas]
+        return min(
+            range(len(replicas)),
+            key=lambda i: (
+                loads[i].queued_prefill_tokens + loads[i].running,
+                loads[i].outstanding,
+                i,
+            ),
+        )
+
+
+@register_router("slack", "slo-aware")
+class Slack(Router):
     """Most predicted TTFT slack.
 
     Predicted first-token time on a replica = the rest of its step in flight + one step that
-    runs its decodes plus all queued prefill tokens and this prompt (the latency model's view
-    of the work ahead of the request). Slack = TTFT deadline - now - that. Highest slack wins;
-    ties go to fewer outstanding requests.
+    runs its decodes plus all queued prefill tokens and this prompt, timed by that replica's
+    own latency model (its view of the work ahead of the request). Slack = TTFT deadline -
+    now - that. Highest slack wins; ties go to fewer outstanding requests, then lower index.
+    Per arrival: one vectorised prediction per distinct latency model (two in a heterogeneous
+    fleet); the prompt-independent columns are kept per replica and refreshed only for the
+    replicas that changed since the last arrival (``Replica.version``).
     """
 
-    def route(self, req: SimRequest, replicas: Sequence[Replica], now: float) -> int:
-        X = np.zeros((len(replicas), N_FEATURES), dtype=np.float64)
-        busy = np.zeros(len(replicas), dtype=np.float64)
+    def __init__(self, seed: int = 0):
+        super().__init__(seed)
+        self._fleet: tuple[int, ...] = ()  # replica indices the cached columns describe
+
+    def _refresh(self, replicas: Sequence[Replica]) -> None:
+        fleet = tuple(rep.index for rep in replicas)
+        if fleet != self._fleet:
+            n = len(replicas)
+            self._fleet = fleet
+            self._versions = [-1] * n
+            self._base = np.zeros((n, N_FEATURES), dtype=np.float64)  # decodes + queued
+            self._queued = np.zeros(n, dtype=np.float64)
+            self._outstanding = np.zeros(n, dtype=np.float64)
+            self._step_end = np.zeros(n, dtype=np.float64)  # end of the step in flight, or 0
+            groups: dict[int, tuple[LatencyModel, list[int]]] = {}
+            for i, rep in enumerate(replicas):
+                groups.setdefault(id(rep.latency), (rep.latency, []))[1].append(i)
+            self._groups = [(m, np.array(idx)) for m, idx in groups.values()]
+        versions = self._versions
         for i, rep in enumerate(replicas):
-            ctx = [v.num_computed + 1 for v in rep.running]
-            queued = rep.queued_prefill_tokens() + req.view.prompt_len
-            X[i] = decode_features(ctx)
-            X[i, F_PREFILL_TOKENS] = queued
-            X[i, F_PREFILL_REQS] = 1 + len(rep.waiting)
-            X[i, F_PREFILL_ATTN] = queued * queued / 2.0
-            X[i, F_TOTAL_TOKENS] += queued
-            busy[i] = max(rep.step_end_s - now, 0.0) if rep.busy else 0.0
-        predicted = busy + self.latency.predict_features(X)
-        slack = req.view.ttft_deadline() - now - predicted
-        return min(range(len(replicas)), key=lambda i: (-slack[i], replicas[i].outstanding, i))
+            if versions[i] == rep.version:
+                continue
+            versions[i] = rep.version
+            load = rep.load()
+            row = self._base[i]
+            row[F_DECODE_REQS] = load.running
+            row[F_DECODE_CTX_SUM] = load.decode_ctx_sum
+            row[F_DECODE_CTX_MAX] = load.decode_ctx_max
+            row[F_PREFILL_REQS] = 1 + load.waiting
+            row[F_TOTAL_TOKENS] = load.running
+            self._queued[i] = load.queued_prefill_tokens
+            self._outstanding[i] = load.outstanding
+            self._step_end[i] = rep.step_end_s if rep.busy else 0.0
+
+    def route(self, req: SimRequest, replicas: Sequence[Replica], now: float) -> int:
+        self._refresh(replicas)
+        n = len(replicas)
+        queued = self._queued + req.view.prompt_len
+        X = self._base.copy()
+        X[:, F_PREFILL_TOKENS] = queued
+        X[:, F_PREFILL_ATTN] = queued * queued / 2.0
+        X[:, F_TOTAL_TOKENS] += queued
+        predicted = np.empty(n, dtype=np.float64)
+        for model, idx in self._groups:
+            predicted[idx] = model.predict_features(X if len(self._groups) == 1 else X[idx])
+        busy = np.maximum(self._step_end - now, 0.0)
+        slack = req.view.ttft_deadline() - now - (busy + predicted)
+        # Highest slack, then fewest outstanding, then lowest position (lexsort: last key first).
+        return int(np.lexsort((np.arange(n), self._outstanding, -slack))[0])

@@ -9,6 +9,15 @@ and step number), ties are broken by insertion order. At the end, conservation i
 (``ConservationError``): every request finished exactly once with all its output tokens, and
 every token run is accounted for (prompt + output - 1 tokens per finished request, plus the
 recompute after preemptions).
+
+Fleets and failure. Replica i plans and is timed with its own latency model
+(``slidingserve/sim/fleet.py``: a heterogeneous fleet's slow half runs a scaled copy). With
+``SimConfig.fail_replica_at_s``, replica ``fail_replica`` dies at that time (an event handled
+before arrivals and step ends at the same time): its step in flight never ends, it is routed
+nothing more, its requests without a computed token are routed again (in key order, by the
+same router, over the live replicas) and the ones that started are lost: never finished, so
+violations (not re-run elsewhere: their client saw the stream break). Conservation then
+asks every request to finish or be lost, and tokens run by the dead replica stay counted.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from slidingserve.metrics import RequestRecord
 from slidingserve.policy import Policy, RequestView, make_policy
 from slidingserve.sim.config import SimConfig
 from slidingserve.sim.fastforward import fast_forward, fixed_decode_items, is_decode_only_plan
+from slidingserve.sim.fleet import fleet_latencies
 from slidingserve.sim.monitor import ViolationMonitor
 from slidingserve.sim.replica import Replica
 from slidingserve.sim.request import SimRequest
@@ -69,23 +79,27 @@ def simulate(
     latency = latency or RooflineModel()
     factory = _policy_factory(policy, policy_config)
     timing = resolve_timing(config.timing)
-    policies = [factory(latency) for _ in range(config.replicas)]
+    latencies = fleet_latencies(config, latency)
+    policies = [factory(lat) for lat in latencies]
     replicas = [
         Replica(
             i,
             pol,
-            latency,
+            lat,
             config.kv_blocks(),
             config.block_size,
             config.limits(),
             config.record_token_times,
-            make_timing(timing, latency, i, pol.name),
+            make_timing(timing, lat, i, pol.name),
         )
-        for i, pol in enumerate(policies)
+        for i, (pol, lat) in enumerate(zip(policies, latencies, strict=True))
     ]
     for rep in replicas:
         rep.measure_cpu = config.measure_policy_cpu
-    router = make_router(config.router, latency)
+    router = make_router(config.router, config.router_seed)
+    alive = list(replicas)  # routed to, in index order
+    t_fail = config.fail_replica_at_s if config.fail_replica_at_s is not None else math.inf
+    rerouted = lost = 0
     reqs = [_sim_request(s, tiers, config) for s in specs]
     for a, b in itertools.pairwise(specs):
         if b.arrival_s < a.arrival_s:
@@ -134,6 +148,7 @@ def simulate(
         duration = None
         if ff_on and decode_only:
             nxt = arrivals[n_arrived] if n_arrived < n else horizon
+            nxt = nxt if nxt < t_fail else t_fail  # no collapsed step may outlive a failure
             t, items, skipped, duration = fast_forward(rep, items, t, nxt, ff_max)
             fast_forwarded += skipped
         end = rep.launch(items, t, duration)
@@ -143,7 +158,7 @@ def simulate(
     while True:
         t_arr = arrivals[n_arrived] if n_arrived < n else math.inf
         t_step = heap[0][0] if heap else math.inf
-        t_next = min(t_arr, t_step)
+        t_next = min(t_arr, t_step, t_fail)
         if t_next == math.inf or t_next > horizon:
             break
         now = t_next
@@ -152,12 +167,28 @@ def simulate(
             if monitor.should_stop(now):
                 stopped_by_monitor = True
                 break
-        if t_arr <= t_step:
+        if t_fail <= t_arr and t_fail <= t_step:
+            t_fail = math.inf
+            dead = replicas[config.fail_replica]
+            unstarted, gone = dead.fail()
+            alive.remove(dead)
+            lost += len(gone)
+            idle: dict[int, Replica] = {}
+            for req in unstarted:
+                req.reroutes += 1
+                rep = alive[router.route(req, alive, now)]
+                rep.enqueue(req)
+                if not rep.busy:
+                    idle[rep.index] = rep
+            rerouted += len(unstarted)
+            for rep in idle.values():
+                start(rep, now)
+        elif t_arr <= t_step:
             woken: dict[int, Replica] = {}  # simultaneous arrivals all join before a step starts
             while n_arrived < n and arrivals[n_arrived] == now:
                 req = reqs[n_arrived]
                 n_arrived += 1
-                rep = replicas[router.route(req, replicas, now)]
+                rep = alive[router.route(req, alive, now)]
                 rep.enqueue(req)
                 if not rep.busy:
                     woken[rep.index] = rep
@@ -166,10 +197,12 @@ def simulate(
         else:
             _, _, idx = heapq.heappop(heap)
             rep = replicas[idx]
+            if not rep.alive:
+                continue  # the step of a replica that failed meanwhile never ends
             rep.complete(now)
             start(rep, now)
 
-    stopped_early = any(not r.finished for r in reqs)
+    stopped_early = any(not r.finished and not r.lost for r in reqs)
     if stopped_early and horizon == math.inf and not stopped_by_monitor:
         stuck = [rep for rep in replicas if rep.outstanding]
         raise SimulationStalled(
@@ -196,6 +229,10 @@ def simulate(
         "skipped_plans": skipped_plans,
         "tokens_run": sum(rep.tokens_run for rep in replicas),
         "preemptions": sum(rep.preemptions for rep in replicas),
+        "fleet": config.fleet,
+        "failed_replica": config.fail_replica if not replicas[config.fail_replica].alive else None,
+        "rerouted": rerouted,
+        "lost": lost,
         "timing": timing.label(policies[0].name),
     }
     return SimResult([r.record() for r in reqs], now, stats)
@@ -244,6 +281,8 @@ def _check_conservation(reqs: list[SimRequest], replicas: list[Replica], complet
                 f"request {s.key}: ran {r.tokens_run} tokens but holds {v.num_computed} "
                 f"+ discarded {r.tokens_discarded}"
             )
+        if r.finished and r.lost:
+            raise ConservationError(f"request {s.key}: both finished and lost")
         if r.finished and (
             v.num_generated != s.output_len or v.num_computed != s.prompt_len + s.output_len - 1
         ):
@@ -257,6 +296,9 @@ def _check_conservation(reqs: list[SimRequest], replicas: list[Replica], complet
     if ran != sum(r.tokens_run for r in reqs):
         raise ConservationError(f"replicas ran {ran} tokens, requests account for a different sum")
     if complete:
+        for r in reqs:
+            if not (r.finished or r.lost):
+                raise ConservationError(f"request {r.spec.key}: neither finished nor lost")
         for rep in replicas:
             if rep.free_blocks != rep.total_blocks or rep.requests or rep.outstanding:
                 raise ConservationError(

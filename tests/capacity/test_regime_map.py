@@ -150,4 +150,4 @@ def test_the_qoserve_protocol_refuses_bursts_and_slo_scaling():
 
     with pytest.raises(ValueError, match="fixes Poisson arrivals"):
         CapacityConfig(contenders=[Contender(label="a", policy="slidingserve")],
-                       protocol="qoserve", arrival_cv=2.0)
+                       protocol="qoserve", arrival="gamma", cv=2.0)
