@@ -68,6 +68,7 @@ class Responder:
         self.created = int(time.time())
         self.prompts = prompts
         self.choices = [Choice(p) for p in prompts for _ in range(self.n)]
+        self.prompt_logprobs: dict[int, list[StepLogprobs | None]] = {}  # per prompt, for echo
         if isinstance(req, ChatCompletionRequest):
             self.top = req.top_logprobs if req.logprobs else None
             last = req.messages[-1] if req.messages else {}
@@ -143,6 +144,8 @@ class Responder:
     def chunk(self, prompt_index: int, ev: TokenDelta,
               prompt_logprobs: list[StepLogprobs | None] | None) -> str | None:
         """The SSE chunk for one delta (None for an empty one)."""
+        if prompt_logprobs is not None:  # sent once per prompt; every choice echoes them
+            self.prompt_logprobs[prompt_index] = prompt_logprobs
         before = len(self.choices[prompt_index * self.n + ev.index].token_ids)
         index, c, first = self.add(prompt_index, ev)
         new_steps = c.logprobs[before:] if ev.logprobs is not None else []
@@ -155,7 +158,8 @@ class Responder:
         if first and self.req.echo:
             text = c.prompt.text + text
             ids = c.prompt.token_ids + ids
-            steps = list(prompt_logprobs or [None] * len(c.prompt.token_ids)) + steps
+            echoed = self.prompt_logprobs.get(prompt_index)
+            steps = list(echoed or [None] * len(c.prompt.token_ids)) + steps
         logprobs = self._completion_logprobs(ids, steps, c.text_len)
         c.text_len += len(text)
         choice = CompletionResponseStreamChoice(index=index, text=text, logprobs=logprobs,
