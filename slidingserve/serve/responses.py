@@ -77,17 +77,23 @@ class Responder:
         else:
             self.top = req.logprobs
             self.chat_echo = ""
+        # echo with max_tokens 0: vLLM generates one token and answers with the prompt alone
+        self.echo_only = not self.chat and bool(req.echo) and req.max_tokens == 0
         opts = req.stream_options
         self.include_usage = bool(opts and opts.include_usage)
         self.continuous_usage = bool(self.include_usage and opts and opts.continuous_usage_stats)
 
     # ---- bookkeeping --------------------------------------------------------------------
-    def add(self, prompt_index: int, ev: TokenDelta) -> tuple[int, Choice, bool]:
-        """Record ``ev``; returns (choice index, its state, whether this is its first delta)."""
+    def add(self, prompt_index: int, ev: TokenDelta) -> tuple[int, Choice, bool, TokenDelta]:
+        """Record ``ev``; returns (choice index, its state, whether this is its first delta,
+        the delta as answered)."""
         index = prompt_index * self.n + ev.index
         c = self.choices[index]
         first = not c.started
         c.started = True
+        if self.echo_only:
+            ev = TokenDelta("", [], ev.finish_reason, ev.num_prompt_tokens, 0, ev.index,
+                            None if ev.logprobs is None else [], stop_reason=ev.stop_reason)
         c.text.append(ev.text)
         c.token_ids.extend(ev.token_ids)
         if ev.logprobs is not None:
@@ -95,7 +101,7 @@ class Responder:
         c.finish_reason = ev.finish_reason or c.finish_reason
         c.stop_reason = ev.stop_reason if ev.finish_reason else c.stop_reason
         c.num_generated = max(c.num_generated, ev.num_generated)
-        return index, c, first
+        return index, c, first, ev
 
     def usage(self) -> UsageInfo:
         prompt = sum(len(p.token_ids) for p in self.prompts)
@@ -147,7 +153,7 @@ class Responder:
         if prompt_logprobs is not None:  # sent once per prompt; every choice echoes them
             self.prompt_logprobs[prompt_index] = prompt_logprobs
         before = len(self.choices[prompt_index * self.n + ev.index].token_ids)
-        index, c, first = self.add(prompt_index, ev)
+        index, c, first, ev = self.add(prompt_index, ev)
         new_steps = c.logprobs[before:] if ev.logprobs is not None else []
         if not (ev.text or ev.token_ids or ev.finish_reason or (first and self.req.echo)):
             return None

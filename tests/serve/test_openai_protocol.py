@@ -206,6 +206,18 @@ def test_n_batched_prompts_and_echo(tokenizer):
                              "prompt_tokens_details": None, "completion_tokens_details": None}
 
 
+def test_echo_with_no_tokens_answers_with_the_prompt(tokenizer):
+    engine = Engine(tokens=1)
+    r = call(service(tokenizer, engine), "/v1/completions",
+             {"prompt": "ka ko", "max_tokens": 0, "echo": True, "logprobs": 1})
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert choice["text"] == "ka ko" and r.json()["usage"]["completion_tokens"] == 0
+    assert engine.requests[0].sampling.max_tokens == 1  # vLLM's way: one token, not shown
+    assert choice["logprobs"]["token_logprobs"][0] is None
+    assert len(choice["logprobs"]["tokens"]) == engine.requests[0].prompt_len
+
+
 def test_completion_logprobs_shape(tokenizer):
     r = call(service(tokenizer), "/v1/completions", {"prompt": "ka", "max_tokens": 2,
                                                      "logprobs": 1})
