@@ -92,8 +92,12 @@ def generation_defaults(model_path: str, engine_args: Mapping[str, Any] | None =
     config: dict[str, Any] = {}
     if src != "vllm":
         folder = model_path if src == "auto" else str(src)
-        if Path(folder, "generation_config.json").is_file():
-            config = GenerationConfig.from_pretrained(folder).to_diff_dict()
+        local = Path(folder).is_dir()
+        if not local or Path(folder, "generation_config.json").is_file():
+            try:  # a hub id reads the hub (or its cache), as the tokenizer does
+                config = GenerationConfig.from_pretrained(folder).to_diff_dict()
+            except OSError:  # the model has none
+                config = {}
     config.update(args.get("override_generation_config") or {})
     out = {k: config[k] for k in GENERATION_CONFIG_FIELDS if config.get(k) is not None}
     if "max_new_tokens" in out:
