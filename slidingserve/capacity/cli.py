@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -115,18 +116,12 @@ def _contenders(policies: str, contender: list[str] | None) -> list[Contender]:
     return [*(Contender(label=n, policy=n) for n in names), *extra]
 
 
-def execute(
-    config: CapacityConfig, out: Path, console: Console, timing: TimingConfig | None = None
+def with_progress(
+    console: Console, run: Callable[[Callable[[int, int, str], None]], dict[str, Any]]
 ) -> dict[str, Any]:
-    """Run a capacity comparison with progress bars; write capacity.json and attainment.png.
-    ``timing``: the simulator's step timing for every trial (default: ``config.sim``'s)."""
-    if timing is not None:
-        config = config.model_copy(update={"sim": config.sim.model_copy(update={"timing": timing})})
+    """``run(report)`` with one progress bar per phase (a report's message up to its colon)."""
     with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console,
     ) as progress:
         tasks: dict[str, Any] = {}
@@ -137,7 +132,17 @@ def execute(
                 tasks[phase] = progress.add_task(phase, total=max(total, 1))
             progress.update(tasks[phase], completed=done if total else 1, description=message)
 
-        result = run_capacity(config, report)
+        return run(report)
+
+
+def execute(
+    config: CapacityConfig, out: Path, console: Console, timing: TimingConfig | None = None
+) -> dict[str, Any]:
+    """Run a capacity comparison with progress bars; write capacity.json and attainment.png.
+    ``timing``: the simulator's step timing for every trial (default: ``config.sim``'s)."""
+    if timing is not None:
+        config = config.model_copy(update={"sim": config.sim.model_copy(update={"timing": timing})})
+    result = with_progress(console, lambda report: run_capacity(config, report))
     result["timing"] = config.sim.timing.label()
     write_json(out / "capacity.json", result)
     plot_attainment(result, out / "attainment.png")
@@ -154,19 +159,7 @@ def execute_fleet(
     """Fleet mode: capacity per router and replica count; capacity.json and routers.png."""
     if timing is not None:
         config = config.model_copy(update={"sim": config.sim.model_copy(update={"timing": timing})})
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        tasks: dict[str, Any] = {}
-
-        def report(done: int, total: int, message: str) -> None:
-            phase = message.split(":")[0]
-            if phase not in tasks:
-                tasks[phase] = progress.add_task(phase, total=max(total, 1))
-            progress.update(tasks[phase], completed=done if total else 1, description=message)
-
-        result = run_fleet_capacity(config, report)
+    result = with_progress(console, lambda report: run_fleet_capacity(config, report))
     result["timing"] = config.sim.timing.label()
     write_json(out / "capacity.json", result)
     plot_routers(result, out / "routers.png")
