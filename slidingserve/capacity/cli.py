@@ -310,6 +310,17 @@ def capacity(
     """Highest Poisson rate per policy meeting the SLOs (1% worst tier; 90% overall)."""
     console = Console()
     if map_:
+        axis_options = {
+            "--latency-model": latency_model is not None, "--timing": timing != "oracle",
+            "--slo-scale": slo_scale != 1.0, "--arrival": arrival != "poisson",
+            "--tier-mix": tier_mix is not None, "--protocol": protocol != "steady-state",
+        }
+        given = [name for name, set_ in axis_options.items() if set_]
+        if given:
+            raise typer.BadParameter(
+                f"{given[0]} is an axis of the map: set it with --map-axes (e.g. "
+                "--map-axes latency_model=qoserve-a100)", param_hint="--map"
+            )
         settings = MapSearch(
             policies=policies if policies != DEFAULT_POLICIES else MAP_POLICIES,
             seeds=seeds if seeds != 3 else 1,

@@ -151,3 +151,10 @@ def test_the_qoserve_protocol_refuses_bursts_and_slo_scaling():
     with pytest.raises(ValueError, match="fixes Poisson arrivals"):
         CapacityConfig(contenders=[Contender(label="a", policy="slidingserve")],
                        protocol="qoserve", arrival="gamma", cv=2.0)
+
+
+def test_map_cli_refuses_an_axis_given_as_a_plain_option(tmp_path):
+    res = runner.invoke(app, ["capacity", "--map", "--out", str(tmp_path),
+                              "--latency-model", "qoserve-a100"])
+    assert res.exit_code != 0
+    assert "--latency-model is an axis of the map" in res.output
