@@ -315,10 +315,10 @@ def capacity(
             "--slo-scale": slo_scale != 1.0, "--arrival": arrival != "poisson",
             "--tier-mix": tier_mix is not None, "--protocol": protocol != "steady-state",
         }
-        given = [name for name, set_ in axis_options.items() if set_]
-        if given:
+        axes_given = [name for name, set_ in axis_options.items() if set_]
+        if axes_given:
             raise typer.BadParameter(
-                f"{given[0]} is an axis of the map: set it with --map-axes (e.g. "
+                f"{axes_given[0]} is an axis of the map: set it with --map-axes (e.g. "
                 "--map-axes latency_model=qoserve-a100)", param_hint="--map"
             )
         settings = MapSearch(
