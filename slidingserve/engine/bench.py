@@ -39,7 +39,12 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from slidingserve.engine.config import SCHEDULER_CLS, additional_config
+from slidingserve.engine.config import (
+    SCHEDULER_CLS,
+    TRACED_SCHEDULER_CLS,
+    additional_config,
+    traced_additional_config,
+)
 from slidingserve.engine.knee import search_capacities, sweep_capacities
 from slidingserve.engine.sim_timing import measured_noise, nearest_trial, plan_time_s, trial_timing
 from slidingserve.engine.slo import slo_extra_args
@@ -168,8 +173,11 @@ def engine_kwargs(cfg: BenchConfig, scheduler: str, model: Path, tiers: TierSet 
         max_num_seqs=cfg.max_num_seqs, max_num_batched_tokens=cfg.max_num_batched_tokens,
         seed=cfg.seed,
     )
-    if scheduler in VLLM_OWN:
+    if scheduler in VLLM_OWN:  # vLLM's own decisions; TracedScheduler only measures them
         kw["scheduling_policy"] = VLLM_OWN[scheduler]
+        kw["scheduler_cls"] = TRACED_SCHEDULER_CLS
+        kw["additional_config"] = traced_additional_config(
+            str(step_trace), policy=scheduler, model_name=model.name)
         return kw
     latency = cfg.latency_model or (DEFAULT_LATENCY_MODEL if DEFAULT_LATENCY_MODEL.is_dir()
                                     else None)
@@ -288,7 +296,7 @@ class EngineBench:
 
     def overhead(self, since_s: float) -> dict[str, Any] | None:
         """The adapter's per-step overhead since ``since_s`` (wall clock), from its step trace."""
-        if self.scheduler in VLLM_OWN or not self.step_trace.exists():
+        if not self.step_trace.exists():
             return None
         from predictor.steptrace import read_steptrace
 

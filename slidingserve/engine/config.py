@@ -20,6 +20,8 @@ from slidingserve.slo.tiers import TierSet, load_tiers, tiers_from_dict
 
 CONFIG_KEY = "slidingserve"
 SCHEDULER_CLS = "slidingserve.engine.scheduler.SlidingServeScheduler"
+# vLLM's own scheduler, decisions untouched, writing a step trace (``traced.py``)
+TRACED_SCHEDULER_CLS = "slidingserve.engine.traced.TracedScheduler"
 
 
 class EngineSchedulerConfig(BaseModel):
@@ -74,3 +76,39 @@ def additional_config(**fields: Any) -> dict[str, Any]:
 
 def path_or_none(value: str | None) -> Path | None:
     return Path(value) if value else None
+
+
+TRACE_KEY = "slidingserve_trace"
+
+
+class TraceConfig(BaseModel):
+    """``additional_config["slidingserve_trace"]``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    step_trace: str = Field(min_length=1)  # .csv/.parquet path the measured steps go to
+    policy: str = Field(default="vllm", min_length=1)  # the trace's policy column
+    model_name: str = "unknown"  # provenance
+    hardware: str | None = None  # provenance (None: machine-cpus)
+    flush_every: int = Field(default=512, gt=0)
+    keep: int = Field(default=50_000, gt=0)
+
+
+def trace_config(additional: dict[str, Any] | None) -> TraceConfig:
+    raw = (additional or {}).get(TRACE_KEY)
+    if not isinstance(raw, dict):
+        raise ValueError(f"additional_config[{TRACE_KEY!r}] must be a mapping with step_trace "
+                         f"(got {type(raw).__name__})")
+    try:
+        return TraceConfig(**raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise ValueError(f"additional_config.{TRACE_KEY}.{field}: {err['msg']} "
+                         f"(got {err.get('input')!r})") from None
+
+
+def traced_additional_config(step_trace: str, **fields: Any) -> dict[str, Any]:
+    """``additional_config`` for EngineArgs with ``scheduler_cls=TRACED_SCHEDULER_CLS``."""
+    cfg = TraceConfig(step_trace=step_trace, **fields)
+    return {TRACE_KEY: cfg.model_dump(exclude_defaults=True)}
