@@ -21,8 +21,9 @@ serving (``serving_scale``: the median ``latency_scale`` of the run's step trace
 default the step-time noise and planning time this run measured (``sim_timing.py``; the
 prediction's ``timing`` says which).
 
-Schedulers: ``vllm-default`` / ``vllm-priority`` are vLLM's own scheduler untouched (FCFS, or
-priority = the tier's priority); any registered policy name (``slidingserve``, ``qoserve``,
+Schedulers: ``vllm-default`` / ``vllm-priority`` are vLLM's own scheduler (FCFS, or priority =
+the tier's priority), its decisions untouched, run through ``traced.TracedScheduler`` so that
+their steps are traced like ours; any registered policy name (``slidingserve``, ``qoserve``,
 ``sarathi``, ``edf``, ``vllm-fcfs``, ...) runs through ``SlidingServeScheduler``.
 """
 
@@ -46,7 +47,13 @@ from slidingserve.engine.config import (
     traced_additional_config,
 )
 from slidingserve.engine.knee import search_capacities, sweep_capacities
-from slidingserve.engine.sim_timing import measured_noise, nearest_trial, plan_time_s, trial_timing
+from slidingserve.engine.sim_timing import (
+    measured_noise,
+    nearest_key,
+    plan_time_s,
+    trial_step_fits,
+    trial_timing,
+)
 from slidingserve.engine.slo import slo_extra_args
 from slidingserve.latency import LatencyModel
 from slidingserve.metrics.records import RequestRecord
@@ -108,8 +115,10 @@ class BenchConfig(BaseModel):
     # scheduler named by such a label runs that policy through the adapter (and the simulator).
     variants: dict[str, tuple[str, dict[str, Any]]] = Field(default_factory=dict)
     # The simulator's step timing in its predictions (sim_timing.py): "measured" = this run's
-    # step-time noise plus each trial's planning time per step (``sim_plan_time`` column).
-    sim_timing: Literal["oracle", "measured"] = "measured"
+    # step-time noise plus each trial's planning time per step (``sim_plan_time`` column);
+    # "measured-trial" = each trial's own step-time ratio, noise and its correlation, plus
+    # its planning time.
+    sim_timing: Literal["oracle", "measured", "measured-trial"] = "measured"
     sim_plan_time: Literal["sched", "plan", "plan-cpu", "none"] = "sched"
 
     def trial_seeds(self) -> tuple[int, ...]:
@@ -419,6 +428,7 @@ async def run_trial(bench: EngineBench, cfg: BenchConfig, rate: float, tiers: Ti
         "calibration": asdict(calib),
         "tiers_used": tiers.to_dict(),
         "scheduler_overhead": bench.overhead(wall0),
+        "window_s": [wall0, time.time()],  # wall clock: the trial's rows of the step trace
         "config": json.loads(cfg.model_dump_json()),
     })
     return summary
@@ -457,12 +467,16 @@ async def compare(cfg: BenchConfig, schedulers: list[str], rate: float, out: Pat
     scale, model = serving_scale(out), sim_latency_model(cfg)
     noise = measured_noise(out, model[0]) if model is not None else None
     for name, summary in results.items():
+        folder = out / name if len(schedulers) > 1 else out
         tiers = tiers_from_dict(summary["tiers_used"], source="bench summary")
-        timing = trial_timing(cfg.sim_timing, noise, plan_time_s(
-            summary["scheduler_overhead"], cfg.sim_plan_time))
+        fit = noise
+        if cfg.sim_timing == "measured-trial" and model is not None:
+            fit = trial_step_fits(folder / "steps.csv", {"t": summary}, model[0])["t"]
+        timing = trial_timing(cfg.sim_timing, fit, plan_time_s(
+            summary["scheduler_overhead"], cfg.sim_plan_time), scale)
         summary["simulated"] = simulate_trial(cfg, name, rate, tiers, scale, model, timing)
-        summary["simulated"]["measured_noise"] = noise
-        _write((out / name if len(schedulers) > 1 else out) / "summary.json", summary)
+        summary["simulated"]["measured_noise"] = fit
+        _write(folder / "summary.json", summary)
     return results
 
 
@@ -511,19 +525,43 @@ async def find_capacity(cfg: BenchConfig, schedulers: list[str], out: Path, star
             str(r): {"attainment": s["overall"]["slo_attainment"],
                      "seeds": s["seeds"],
                      "worst_tier_violation_rate": s["worst_tier_violation_rate"],
-                     "scheduler_overhead": s["scheduler_overhead"]}
+                     "scheduler_overhead": s["scheduler_overhead"],
+                     "window_s": s["window_s"]}
             for r, s in sorted(trials.items())
         }
         _write(out / "capacity.json", {"policies": policies, "calibration": asdict(calib),
                                        "config": json.loads(cfg.model_dump_json())})
     assert calib is not None and tiers is not None
+    noise = await predict_capacities(cfg, out, policies, tiers, start_rps, rel_tol, max_trials)
+    _write(out / "capacity.json", {"policies": policies, "calibration": asdict(calib),
+                                   "latency_scale": serving_scale(out), "measured_noise": noise,
+                                   "config": json.loads(cfg.model_dump_json())})
+    return {"policies": policies}
+
+
+async def predict_capacities(cfg: BenchConfig, out: Path, policies: dict[str, Any],
+                             tiers: TierSet, start_rps: float, rel_tol: float,
+                             max_trials: int) -> dict[str, Any] | None:
+    """The simulator's side of ``find_capacity`` (its docstring), in place: per scheduler, its
+    own capacity search (``simulated``) and a prediction of every measured trial, with the
+    step timing ``cfg.sim_timing`` measured in the run under ``out``. Returns the run-wide
+    measured noise (``measured_noise``)."""
     scale, model = serving_scale(out), sim_latency_model(cfg)
     noise = measured_noise(out, model[0]) if model is not None else None
     for name, result in policies.items():
-        def timing_at(rate: float, _trials: dict[str, Any] = result["trials"]) -> TimingConfig:
-            trial = nearest_trial(_trials, rate)  # the measured trial nearest in rate
-            overhead = None if trial is None else trial["scheduler_overhead"]
-            return trial_timing(cfg.sim_timing, noise, plan_time_s(overhead, cfg.sim_plan_time))
+        fits: dict[str, Any] = {}
+        if cfg.sim_timing == "measured-trial" and model is not None:
+            fits = trial_step_fits(out / name / "steps.csv", result["trials"], model[0])
+
+        def timing_at(rate: float, _trials: dict[str, Any] = result["trials"],
+                      _fits: dict[str, Any] = fits) -> TimingConfig:
+            # the measured trial nearest in rate stands for rates the engine did not run
+            key = nearest_key(_trials, rate)
+            overhead = None if key is None else _trials[key]["scheduler_overhead"]
+            fit = noise if cfg.sim_timing != "measured-trial" else \
+                None if key is None else _fits.get(key)
+            return trial_timing(cfg.sim_timing, fit, plan_time_s(overhead, cfg.sim_plan_time),
+                                scale)
 
         result["simulated"] = await _simulated_capacities(cfg, name, tiers, scale, start_rps,
                                                           rel_tol, max_trials, model, timing_at)
@@ -532,10 +570,32 @@ async def find_capacity(cfg: BenchConfig, schedulers: list[str], out: Path, star
                                  timing_at(float(rate)))
             trial["simulated"] = {k: sim.get(k) for k in
                                   ("slo_attainment", "worst_tier_violation_rate", "timing")}
-    _write(out / "capacity.json", {"policies": policies, "calibration": asdict(calib),
-                                   "latency_scale": scale, "measured_noise": noise,
-                                   "config": json.loads(cfg.model_dump_json())})
-    return {"policies": policies}
+            if fits:
+                trial["step_fit"] = fits.get(rate)
+    return noise
+
+
+async def repredict(out: Path, sim_timing: str, sim_plan_time: str, start_rps: float = 1.0,
+                    rel_tol: float = 0.15, max_trials: int = 7) -> dict[str, Any]:
+    """Recompute the simulator's predictions of a finished ``find_capacity`` run in ``out``
+    (its ``capacity.json``, calibration and step traces) with another step timing; rewrites
+    ``capacity.json``. No engine runs."""
+    path = out / "capacity.json"
+    if not path.is_file():
+        raise ValueError(f"--repredict: {str(path)!r} does not exist (run --find-capacity first)")
+    data = json.loads(path.read_text())
+    cfg = BenchConfig(**{**data["config"], "sim_timing": sim_timing,
+                         "sim_plan_time": sim_plan_time})
+    calib = Calibration(**data["calibration"])
+    policies = data["policies"]
+    for result in policies.values():
+        result.pop("simulated", None)
+    noise = await predict_capacities(cfg, out, policies, calib.tiers(cfg.scales), start_rps,
+                                     rel_tol, max_trials)
+    data.update(policies=policies, config=json.loads(cfg.model_dump_json()),
+                latency_scale=serving_scale(out), measured_noise=noise)
+    _write(path, data)
+    return data
 
 
 async def _simulated_capacities(cfg: BenchConfig, name: str, tiers: TierSet, scale: float,

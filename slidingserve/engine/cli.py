@@ -93,6 +93,26 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
+def echo_predictions(policies: dict[str, Any]) -> None:
+    """Measured and predicted attainment of every trial of a capacity run, and the error."""
+    errors = []
+    typer.echo(f"{'scheduler':15s} {'rate':>6s} {'measured':>9s} {'predicted':>9s} {'error':>6s}"
+               "  timing")
+    for name, r in policies.items():
+        for rate, t in sorted(r["trials"].items(), key=lambda kv: float(kv[0])):
+            sim = t.get("simulated") or {}
+            if sim.get("slo_attainment") is None:
+                continue
+            err = 100 * (t["attainment"] - sim["slo_attainment"])
+            errors.append(abs(err))
+            typer.echo(f"{name:15s} {float(rate):6.2f} {t['attainment']:9.3f} "
+                       f"{sim['slo_attainment']:9.3f} {err:+6.1f}  {sim.get('timing', '')}")
+    if errors:
+        within = sum(e <= 5.0 for e in errors)
+        typer.echo(f"mean |error| {sum(errors) / len(errors):.1f} points; {within} of "
+                   f"{len(errors)} within 5 points")
+
+
 def bench_engine(
     scheduler: str = typer.Option("slidingserve", help="Scheduler(s), comma-separated."),
     trace: Path | None = typer.Option(None, help="Azure-format trace CSV (None: synthetic)."),
@@ -114,14 +134,32 @@ def bench_engine(
                                              "named policy variant usable in --scheduler."),
     sim_timing: str = typer.Option("measured", help="The simulator's step timing in its "
                                    "predictions: measured (this run's step-time noise and "
-                                   "planning time) or oracle (the latency model's)."),
+                                   "planning time), measured-trial (each trial's own step-time "
+                                   "ratio, noise, noise correlation and planning time) or "
+                                   "oracle (the latency model's)."),
     sim_plan_time: str = typer.Option("sched", help="With --sim-timing measured, the planning "
                                       "time per step: sched (all of schedule(), wall), plan, "
                                       "plan-cpu or none."),
+    repredict: bool = typer.Option(False, "--repredict", help="Run no engine: recompute the "
+                                   "simulator's predictions of the finished --find-capacity "
+                                   "run in --out with --sim-timing / --sim-plan-time."),
 ) -> None:
     """Open-loop workload through an in-process AsyncLLM; writes summary.json / capacity.json."""
     from slidingserve.engine.bench import BenchConfig, Calibration, compare
     from slidingserve.engine.bench import find_capacity as search
+    from slidingserve.engine.bench import repredict as recompute
+
+    if repredict:
+        if sim_timing not in ("oracle", "measured", "measured-trial"):
+            raise ValueError(f"--sim-timing: {sim_timing!r} is not oracle, measured or "
+                             "measured-trial")
+        if sim_plan_time not in ("sched", "plan", "plan-cpu", "none"):
+            raise ValueError(f"--sim-plan-time: {sim_plan_time!r} is not sched, plan, "
+                             "plan-cpu or none")
+        data = asyncio.run(recompute(out, sim_timing, sim_plan_time, start_rate))
+        echo_predictions(data["policies"])
+        typer.echo(f"wrote {out / 'capacity.json'}")
+        return
 
     variants = dict(parse_variant(v) for v in variant or [])
     names = parse_schedulers(scheduler, variants)
@@ -147,6 +185,7 @@ def bench_engine(
     if find_capacity:
         sweep = parse_rates(rates) if rates is not None else None
         result = asyncio.run(search(cfg, names, out, start_rate, calib, rates=sweep))
+        echo_predictions(result["policies"])
         for name, r in result["policies"].items():
             sim = r.get("simulated", {})
             typer.echo(f"{name:15s} capacity (worst tier <= 1% violations) "

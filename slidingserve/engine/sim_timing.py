@@ -15,12 +15,22 @@ policy's latency model but what this run's engines measured (``slidingserve/sim/
   the engine runs no model while it lasts), or ``plan`` (the policy's wall time), ``plan-cpu``
   (its CPU time), ``none``. vLLM's own schedulers write no step trace: no planning time.
 
+``measured-trial`` fits the same figures to each trial's own steps (``trial_step_fit``: the
+steps our adapter or ``TracedScheduler`` ran between the trial's start and the next trial's),
+and one more, since a trial's steps are a time series: the median ratio measured / predicted
+of that trial (a machine whose other load grows with the rate runs slower at high rates than
+the run-wide correction says; the simulator's clock is scaled by the trial's ratio over the
+correction its planner uses) and the lag-1 autocorrelation of the log ratio's deviations from
+that median (slow steps come in runs: ``TimingConfig.noise_rho``). These are the trial's
+measured step times, not its outcome: the prediction of attainment is still the simulator's.
+
 ``oracle`` is the earlier prediction: every step as the (corrected) latency model predicts,
 no planning time.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +59,64 @@ def measured_noise(out: Path, model: LatencyModel) -> dict[str, Any] | None:
             "median_ratio": float(np.exp(np.median(r)))}
 
 
+MAX_RHO = 0.95  # the AR(1) noise stays stationary
+
+
+def step_fit(latency_s: np.ndarray, predicted_s: np.ndarray) -> dict[str, Any] | None:
+    """A trial's measured step timing against the uncorrected model's predictions, in step
+    order: ``ratio`` = median measured / predicted, ``sigma`` = std of the log ratio,
+    ``rho`` = lag-1 autocorrelation of its deviations from the median (0-``MAX_RHO``)."""
+    r = np.log(np.asarray(latency_s, dtype=float) / np.asarray(predicted_s, dtype=float))
+    if r.size < 3:
+        return None
+    dev = r - np.median(r)
+    a, b = dev[:-1] - dev.mean(), dev[1:] - dev.mean()
+    denom = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+    rho = float((a * b).sum()) / denom if denom > 0 else 0.0
+    return {"steps": int(r.size), "ratio": float(np.exp(np.median(r))),
+            "sigma": float(np.std(r, ddof=1)), "rho": min(max(rho, 0.0), MAX_RHO)}
+
+
+def trial_windows(trials: dict[str, dict[str, Any]], timestamps: np.ndarray
+                  ) -> dict[str, np.ndarray]:
+    """Each trial's rows of a scheduler's step trace (a boolean mask per rate key).
+
+    A trial records ``window_s`` ([start, end] wall clock); without it (older runs), the
+    trials ran in ascending rate order, back to back after the calibration, so each one is the
+    ``scheduler_overhead["steps"]`` rows before the next one's, counted from the trace's end.
+    """
+    masks: dict[str, np.ndarray] = {}
+    order = sorted(trials, key=float)
+    if all("window_s" in trials[k] for k in order):
+        for k in order:
+            start, end = trials[k]["window_s"]
+            masks[k] = (timestamps >= start) & (timestamps <= end)
+        return masks
+    end = len(timestamps)
+    for k in reversed(order):
+        overhead = trials[k].get("scheduler_overhead") or {}
+        n = int(overhead.get("steps", 0))
+        mask = np.zeros(len(timestamps), dtype=bool)
+        mask[max(end - n, 0):end] = True
+        masks[k] = mask
+        end = max(end - n, 0)
+    return masks
+
+
+def trial_step_fits(path: Path, trials: dict[str, dict[str, Any]], model: LatencyModel
+                    ) -> dict[str, dict[str, Any] | None]:
+    """``step_fit`` of each trial (keyed like ``trials``) from the step trace at ``path``."""
+    from predictor.steptrace import read_steptrace
+
+    if not path.exists():
+        return {k: None for k in trials}
+    trace = read_steptrace(path)
+    ts = np.asarray(trace.extra["timestamp_s"], dtype=float)
+    predicted = model.predict_features(trace.X)
+    return {k: step_fit(trace.latency_s[m], predicted[m]) if m.any() else None
+            for k, m in trial_windows(trials, ts).items()}
+
+
 def plan_time_s(overhead: dict[str, Any] | None, source: str) -> float:
     """A trial's mean planning time per step (s) from its overhead figures (0 without)."""
     if overhead is None or source == "none":
@@ -56,18 +124,31 @@ def plan_time_s(overhead: dict[str, Any] | None, source: str) -> float:
     return float(overhead[PLAN_COLUMNS[source]]["mean"]) / 1e3
 
 
-def trial_timing(kind: str, noise: dict[str, Any] | None, plan_s: float) -> TimingConfig:
-    """The simulator's timing for one trial: ``oracle``, or ``measured`` (noise + plan_s)."""
+def trial_timing(kind: str, noise: dict[str, Any] | None, plan_s: float,
+                 planner_scale: float = 1.0) -> TimingConfig:
+    """The simulator's timing for one trial: ``oracle``, or ``measured`` (noise + plan_s), or
+    ``measured-trial`` (``noise`` is then the trial's ``step_fit``: its sigma, rho, and its
+    ratio over ``planner_scale``, the correction the simulated planner uses)."""
     if kind == "oracle":
         return TimingConfig()
     if noise is None:  # nothing measured: the latency model's own timing plus planning time
         return TimingConfig(plan_s=plan_s)
+    if kind == "measured-trial":
+        return TimingConfig(kind="noise", noise_sigma=round(noise["sigma"], 4),
+                            noise_rho=round(noise["rho"], 3),
+                            scale=round(noise["ratio"] / planner_scale, 4), plan_s=plan_s)
     return TimingConfig(kind="noise", noise_sigma=round(noise["sigma"], 4), plan_s=plan_s)
 
 
-def nearest_trial(trials: dict[str, dict[str, Any]], rate: float) -> dict[str, Any] | None:
-    """The measured trial at the rate nearest to ``rate`` (its overhead stands for the
+def nearest_key(trials: dict[str, Any], rate: float) -> str | None:
+    """The key (a rate) of the measured trial nearest to ``rate`` (its figures stand for the
     simulator's trials at rates the engine did not run)."""
     if not trials:
         return None
-    return trials[min(trials, key=lambda r: abs(float(r) - rate))]
+    return min(trials, key=lambda r: abs(float(r) - rate))
+
+
+def nearest_trial(trials: dict[str, dict[str, Any]], rate: float) -> dict[str, Any] | None:
+    """The measured trial at the rate nearest to ``rate`` (``nearest_key``)."""
+    key = nearest_key(trials, rate)
+    return None if key is None else trials[key]

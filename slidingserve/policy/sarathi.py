@@ -3,9 +3,10 @@
 Order of filling: every running decode first (one token each, so ongoing decodes never stall
 behind a prefill), then the running requests part-way through a prefill (chunked to what the
 budget leaves), then new prefills from the waiting queue in arrival order, chunked likewise;
-admission stops at the first waiting request that does not fit and is skipped in a step that
-preempted. When KV is short the last request of that running order is preempted (as in
-Sarathi-Serve, whose scheduler preempts from the tail of its running list).
+admission stops at the first waiting request that does not fit (Sarathi-Serve's block manager
+admits a request only when its whole prompt's blocks are free: ``vllm-fcfs``'s rule) and is
+skipped in a step that preempted. When KV is short the last request of that running order is
+preempted (as in Sarathi-Serve, whose scheduler preempts from the tail of its running list).
 """
 
 from __future__ import annotations
@@ -24,4 +25,5 @@ class Sarathi(FixedBudgetPolicy):
         prefills = [r for r in state.running if r.in_prefill]
         preempted = schedule_running_vllm(decodes + prefills, packer)
         if not preempted:
-            admit_waiting_in_order(sorted(state.waiting, key=lambda r: r.arrival_s), packer)
+            admit_waiting_in_order(sorted(state.waiting, key=lambda r: r.arrival_s), packer,
+                                   state.limits.max_model_len)

@@ -6,7 +6,10 @@ running request is preempted (freed, back to waiting, recomputed later) until it
 request preempts itself. Then, only if nothing was preempted this step, waiting requests in
 arrival order (preempted ones keep their original arrival, so they come first, as vLLM puts them
 at the queue's front) each take a chunk of their prefill; the first one whose blocks or sequence
-slot do not fit stops admission (vLLM does not skip ahead in FCFS mode).
+slot do not fit stops admission (vLLM does not skip ahead in FCFS mode). A waiting request is
+admitted only when the KV blocks of its whole sequence (prompt plus the tokens it has generated,
+up to the model length) are free, though only its chunk is allocated: vLLM's
+``scheduler_reserve_full_isl``, on by default (its watermark is 0 by default, so none is kept).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Callable
 
 from slidingserve.policy.base import register_policy
 from slidingserve.policy.fixed_budget import FixedBudgetPolicy
-from slidingserve.policy.packing import BudgetPacker
+from slidingserve.policy.packing import BudgetPacker, pending_tokens
 from slidingserve.policy.types import RequestView, SchedulerInput
 
 
@@ -56,11 +59,16 @@ def schedule_running_vllm(
     return preempted
 
 
-def admit_waiting_in_order(waiting: list[RequestView], packer: BudgetPacker) -> None:
-    """Admit waiting requests in order, each one chunk; stop at the first that does not fit."""
+def admit_waiting_in_order(waiting: list[RequestView], packer: BudgetPacker,
+                           max_model_len: int) -> None:
+    """Admit waiting requests in order, each one chunk; stop at the first that does not fit,
+    its whole sequence counted against the free blocks (module docstring)."""
     for req in waiting:
         n = packer.token_cap(req)
-        if n <= 0 or packer.seqs_left <= 0 or packer.kv_short(req, n):
+        if n <= 0 or packer.seqs_left <= 0:
+            break
+        full = min(pending_tokens(req), max_model_len - req.num_computed)
+        if packer.kv_short(req, max(n, full)):
             break
         packer.add(req, n)
 
@@ -71,4 +79,4 @@ class VllmFcfs(FixedBudgetPolicy):
         preempted = schedule_running_vllm(list(state.running), packer)
         if not preempted:
             waiting = sorted(state.waiting, key=lambda r: r.arrival_s)
-            admit_waiting_in_order(waiting, packer)
+            admit_waiting_in_order(waiting, packer, state.limits.max_model_len)

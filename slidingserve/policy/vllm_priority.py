@@ -3,7 +3,8 @@
 As in vLLM: running requests first in the host's order; when KV is short the victim is the
 running request with the largest ``(priority, arrival)`` (least important, then newest), even
 one already scheduled this step (it is taken out again). The waiting queue is ordered by
-``(tier priority, arrival)``; admission stops at the first request that does not fit, and
+``(tier priority, arrival)``; admission stops at the first request that does not fit (its whole
+sequence counted against the free blocks, as ``vllm-fcfs`` says), and
 nothing is admitted in a step that preempted. Waiting requests never preempt running ones
 (vLLM v1 does not either).
 """
@@ -30,4 +31,5 @@ class VllmPriority(FixedBudgetPolicy):
     def fill(self, state: SchedulerInput, packer: BudgetPacker) -> None:
         preempted = schedule_running_vllm(list(state.running), packer, least_important_index)
         if not preempted:
-            admit_waiting_in_order(sorted(state.waiting, key=priority_key), packer)
+            admit_waiting_in_order(sorted(state.waiting, key=priority_key), packer,
+                                   state.limits.max_model_len)

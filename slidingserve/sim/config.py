@@ -45,8 +45,12 @@ class TimingConfig(BaseModel):
     ``kind``: ``oracle`` times each step with the policy's own latency model (the default:
     prediction error never hurts); ``noise`` multiplies that prediction by exp(sigma z), z
     standard normal (lognormal, median 1), ``noise_sigma`` fitted to measured repeats of one
-    step shape when None (``timing.fit_noise``); ``replay`` looks measured step times up by
-    shape in the step trace ``replay`` (``timing.ReplayTable``). Every kind adds the policy's
+    step shape when None (``timing.fit_noise``); with ``noise_rho`` > 0 the z of consecutive
+    steps are correlated (a stationary AR(1) process, lag-1 correlation ``noise_rho``, still
+    standard normal per step): slow steps come in runs, as on a shared machine; ``replay``
+    looks measured step times up by shape in the step trace ``replay``
+    (``timing.ReplayTable``). ``scale`` multiplies every kind's execution time (a machine
+    measured ``scale`` x slower than the planning model says). Every kind adds the policy's
     planning time to each step: ``plan_s_by_policy[policy name]``, else ``plan_s``.
     Random draws follow ``seed`` per replica and step number, never the wall clock.
     """
@@ -55,6 +59,8 @@ class TimingConfig(BaseModel):
     kind: Literal["oracle", "noise", "replay"] = "oracle"
     seed: int = Field(default=0, ge=0)
     noise_sigma: float | None = Field(default=None, ge=0, le=5)  # None: fitted (kind noise)
+    noise_rho: float = Field(default=0.0, ge=0, lt=1)  # lag-1 correlation of the noise
+    scale: float = Field(default=1.0, gt=0, le=100)  # execution time x this
     replay: Path | None = None  # step trace (.csv/.parquet) of measured steps (kind replay)
     plan_s: float = Field(default=0.0, ge=0, le=10)  # planning time per step, every policy
     # Registered policy name -> planning time per step (s); overrides ``plan_s``.
@@ -80,6 +86,10 @@ class TimingConfig(BaseModel):
             raise ValueError(
                 f"field noise_sigma is set ({self.noise_sigma}) but timing kind is {self.kind!r}"
             )
+        if self.kind != "noise" and self.noise_rho:
+            raise ValueError(
+                f"field noise_rho is set ({self.noise_rho}) but timing kind is {self.kind!r}"
+            )
         return self
 
     def plan_time_s(self, policy: str) -> float:
@@ -91,11 +101,14 @@ class TimingConfig(BaseModel):
         (with ``policy``: that policy's planning time only)."""
         if self.kind == "noise":
             sigma = "fitted" if self.noise_sigma is None else f"{self.noise_sigma:.3g}"
-            text = f"noise(sigma={sigma})"
+            rho = f", rho={self.noise_rho:.3g}" if self.noise_rho else ""
+            text = f"noise(sigma={sigma}{rho})"
         elif self.kind == "replay":
             text = f"replay({self.replay.name if self.replay else ''})"
         else:
             text = "oracle"
+        if self.scale != 1.0:
+            text += f" x{self.scale:.3g}"
         if policy is not None:
             plans = [("", self.plan_time_s(policy))]
         else:

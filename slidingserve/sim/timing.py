@@ -9,20 +9,28 @@ once per replica from ``SimConfig.timing`` (``TimingConfig``) by ``make_timing``
 * ``noise`` (``NoiseTiming``): that prediction times exp(sigma z), z standard normal, drawn
   independently per step: lognormal noise with median 1 (the planning model stands for the
   median step, as the engine's online correction, a median ratio, sets it), mean
-  exp(sigma^2 / 2). ``fit_noise`` fits sigma to measured repeats of one step shape.
+  exp(sigma^2 / 2). ``fit_noise`` fits sigma to measured repeats of one step shape. With
+  ``noise_rho`` > 0, z follows a stationary AR(1) process instead (``AR1Draws``:
+  z_j = rho z_(j-1) + sqrt(1 - rho^2) e_j, e_j the same independent draws): every z is still
+  standard normal, but slow steps come in runs, as on a machine whose other tenants' load
+  comes and goes, which costs a queue more than the same variance spread evenly.
 * ``replay`` (``ReplayTiming``): measured step times looked up by shape in a step trace
   (``ReplayTable``). A shape measured in the trace takes one of its measured times (picked
   uniformly by the seeded draw); any other shape takes the measured/predicted ratio of its
   nearest measured shape (Euclidean distance between log(1 + feature) vectors, ties to the
   shape measured first) times its own prediction.
 
-Every kind adds the policy's planning time to each step (``TimingConfig.plan_time_s``): the
-policy plans while the engine waits, so a step ends plan + execution after it starts.
+Every kind's execution time is multiplied by ``TimingConfig.scale`` (1 unless a run measured
+its machine slower or faster than the planning model), and every kind adds the policy's planning
+time to each step (``TimingConfig.plan_time_s``): the policy plans while the engine waits, so a
+step ends plan + execution after it starts.
 
 Reproducible by seed, whatever the wall clock: the draw of a replica's j-th step is element
 j mod 4096 of ``default_rng([seed, replica, j // 4096])``. A step's draw is therefore a pure
 function of (seed, replica, step number), and fast-forward (which times many steps at once)
-draws exactly what stepping one by one draws, so its records stay bit-identical.
+draws exactly what stepping one by one draws, so its records stay bit-identical. (With AR(1)
+noise, block b continues from the last z of block b - 1, so a draw is still a pure function of
+the same three numbers.)
 
 Fitting the noise (``fit_noise``). The CPU step profile (``predictor/data/cpu_tiny/steps.csv``)
 measures every step shape several times (column ``repeat``; runs of the profiler in ``run``).
@@ -204,6 +212,37 @@ class StepDraws:
         return parts[1] if len(parts) == 2 else np.concatenate(parts)
 
 
+class AR1Draws(StepDraws):
+    """exp(sigma z) with z a stationary AR(1) process of lag-1 correlation ``rho`` over a
+    replica's steps (module docstring); block b's innovations are ``StepDraws``' block b."""
+
+    def __init__(self, seed: int, replica: int, sigma: float, rho: float):
+        super().__init__(seed, replica, lambda g: g.standard_normal(BLOCK))
+        self.sigma, self.rho = sigma, rho
+        self._last_z: dict[int, float] = {}  # block -> its last z (the next block starts there)
+
+    def _z(self, block: int) -> np.ndarray:
+        e = np.random.default_rng([*self._key, block]).standard_normal(BLOCK)
+        if block == 0:
+            prev, e0 = None, e[0]
+        else:
+            if block - 1 not in self._last_z:
+                self._z(block - 1)
+            prev, e0 = self._last_z[block - 1], e[0]
+        rho, c = self.rho, math.sqrt(1.0 - self.rho * self.rho)
+        z = np.empty(BLOCK)
+        z[0] = e0 if prev is None else rho * prev + c * e0
+        for j in range(1, BLOCK):  # 4096 multiply-adds per block
+            z[j] = rho * z[j - 1] + c * e[j]
+        self._last_z[block] = float(z[-1])
+        return z
+
+    def _load(self, block: int) -> None:
+        self._array = np.exp(self.sigma * self._z(block))
+        self._list = self._array.tolist()
+        self._block = block
+
+
 class TimingModel(ABC):
     """A replica's clock: the duration of its step number ``step`` (0-based) with features
     ``x``, planning time included. ``step_times`` times consecutive steps at once and must
@@ -211,21 +250,24 @@ class TimingModel(ABC):
 
     kind: ClassVar[str]
 
-    def __init__(self, latency: LatencyModel, plan_s: float = 0.0):
+    def __init__(self, latency: LatencyModel, plan_s: float = 0.0, scale: float = 1.0):
         self.latency = latency  # the policy's planning model
         self.plan_s = plan_s
+        self.scale = scale  # execution time x this (TimingConfig.scale)
 
     @classmethod
     def from_config(cls, config: TimingConfig, latency: LatencyModel, replica: int,
                     plan_s: float) -> TimingModel:
-        return cls(latency, plan_s)
+        return cls(latency, plan_s, config.scale)
 
     def step_time(self, x: np.ndarray, step: int) -> float:
-        return self.run_time(x, step) + self.plan_s
+        return self.run_time(x, step) * self.scale + self.plan_s
 
     def step_times(self, X: np.ndarray, first_step: int) -> list[float]:
         times = self.run_times(X, first_step)
-        p = self.plan_s
+        p, k = self.plan_s, self.scale
+        if k != 1.0:
+            return [t * k + p for t in times]
         return [t + p for t in times] if p else times
 
     @abstractmethod
@@ -255,18 +297,21 @@ class NoiseTiming(TimingModel):
     kind = "noise"
 
     def __init__(self, latency: LatencyModel, plan_s: float, sigma: float, seed: int,
-                 replica: int):
-        super().__init__(latency, plan_s)
+                 replica: int, rho: float = 0.0, scale: float = 1.0):
+        super().__init__(latency, plan_s, scale)
         self.sigma = sigma
-        self.draws = StepDraws(seed, replica,
-                               lambda g: np.exp(sigma * g.standard_normal(BLOCK)))
+        self.draws = (
+            AR1Draws(seed, replica, sigma, rho) if rho > 0 else
+            StepDraws(seed, replica, lambda g: np.exp(sigma * g.standard_normal(BLOCK)))
+        )
 
     @classmethod
     def from_config(cls, config: TimingConfig, latency: LatencyModel, replica: int,
                     plan_s: float) -> TimingModel:
         sigma = resolve_timing(config).noise_sigma
         assert sigma is not None
-        return cls(latency, plan_s, sigma, config.seed, replica)
+        return cls(latency, plan_s, sigma, config.seed, replica, config.noise_rho,
+                   config.scale)
 
     def run_time(self, x: np.ndarray, step: int) -> float:
         return float(self.latency.predict_features(x[None, :])[0]) * self.draws.at(step)
@@ -282,8 +327,8 @@ class ReplayTiming(TimingModel):
     kind = "replay"
 
     def __init__(self, latency: LatencyModel, plan_s: float, table: ReplayTable, seed: int,
-                 replica: int):
-        super().__init__(latency, plan_s)
+                 replica: int, scale: float = 1.0):
+        super().__init__(latency, plan_s, scale)
         self.table = table
         self._exact = table.index()
         self._log_x = np.log1p(table.X)
@@ -295,7 +340,8 @@ class ReplayTiming(TimingModel):
     def from_config(cls, config: TimingConfig, latency: LatencyModel, replica: int,
                     plan_s: float) -> TimingModel:
         assert config.replay is not None
-        return cls(latency, plan_s, load_replay_table(config.replay), config.seed, replica)
+        return cls(latency, plan_s, load_replay_table(config.replay), config.seed, replica,
+                   config.scale)
 
     def nearest(self, x: np.ndarray) -> int:
         """Row of the table's shape nearest to ``x`` in log(1 + feature) space."""

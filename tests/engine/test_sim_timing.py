@@ -13,7 +13,10 @@ from slidingserve.engine.sim_timing import (
     measured_noise,
     nearest_trial,
     plan_time_s,
+    step_fit,
+    trial_step_fits,
     trial_timing,
+    trial_windows,
 )
 from slidingserve.latency import BatchShape
 from slidingserve.latency.features import features_of
@@ -53,3 +56,49 @@ def test_trial_timing_from_overhead_figures() -> None:
     assert trial_timing("oracle", {"sigma": 0.1}, 0.002).label() == "oracle"
     trials = {"3.0": {"x": 3}, "9.0": {"x": 9}}
     assert nearest_trial(trials, 7.0) == {"x": 9} and nearest_trial({}, 1.0) is None
+
+
+def test_step_fit_measures_ratio_spread_and_runs() -> None:
+    rng = np.random.default_rng(0)
+    n, rho = 20_000, 0.6
+    z = np.zeros(n)
+    for j in range(1, n):
+        z[j] = rho * z[j - 1] + math.sqrt(1 - rho * rho) * rng.standard_normal()
+    predicted = np.full(n, 0.010)
+    fit = step_fit(predicted * 1.3 * np.exp(0.2 * z), predicted)
+    assert fit is not None and fit["steps"] == n
+    assert fit["ratio"] == pytest.approx(1.3, rel=0.02)
+    assert fit["sigma"] == pytest.approx(0.2, rel=0.1)
+    assert fit["rho"] == pytest.approx(rho, abs=0.03)
+    alternating = step_fit(predicted[:100] * np.where(np.arange(100) % 2, 1.1, 0.9),
+                           predicted[:100])
+    assert alternating is not None and alternating["rho"] == 0.0  # negative: clipped
+    assert step_fit(np.ones(2), np.ones(2)) is None
+
+
+def test_trial_windows_by_wall_clock_or_by_step_counts() -> None:
+    ts = np.arange(10.0)
+    by_time = trial_windows({"6.0": {"window_s": [2, 4.5]}, "12.0": {"window_s": [5, 9]}}, ts)
+    assert by_time["6.0"].nonzero()[0].tolist() == [2, 3, 4]
+    assert by_time["12.0"].nonzero()[0].tolist() == [5, 6, 7, 8, 9]
+    # older runs: ascending rates back to back after the calibration's steps, counted from
+    # the end ("9.0" sorts after "12.0" as text, not as a rate)
+    by_count = trial_windows({"12.0": {"scheduler_overhead": {"steps": 4}},
+                              "9.0": {"scheduler_overhead": {"steps": 3}}}, ts)
+    assert by_count["9.0"].nonzero()[0].tolist() == [3, 4, 5]
+    assert by_count["12.0"].nonzero()[0].tolist() == [6, 7, 8, 9]
+
+
+def test_measured_trial_timing_from_a_trace(tmp_path: Path) -> None:
+    X = np.array([features_of(BatchShape((), (10 * k,))) for k in range(1, 9)])
+    latency = 0.010 * np.array([1.2, 1.2, 1.2, 1.2, 2.0, 2.0, 2.2, 1.8])
+    trace = StepTrace.from_arrays(X, latency, Provenance("e", "m", "h", "v"),
+                                  {"timestamp_s": np.arange(8.0)})
+    path = write_steptrace(trace, tmp_path / "steps.csv")
+    trials = {"3.0": {"window_s": [0, 3.5]}, "9.0": {"window_s": [4, 8]}}
+    fits = trial_step_fits(path, trials, Flat())  # type: ignore[arg-type]
+    assert fits["3.0"] is not None and fits["3.0"]["ratio"] == pytest.approx(1.2)
+    assert fits["9.0"] is not None and fits["9.0"]["ratio"] == pytest.approx(2.0)
+    timing = trial_timing("measured-trial", fits["9.0"], 0.001, planner_scale=1.25)
+    assert timing.scale == pytest.approx(1.6) and timing.plan_s == 0.001
+    assert timing.label().startswith("noise(sigma=") and "x1.6" in timing.label()

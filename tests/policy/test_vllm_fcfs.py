@@ -41,3 +41,15 @@ def test_waiting_admission_stops_at_first_that_does_not_fit():
     )
     plan = make_policy("vllm-fcfs", roofline(), budget=4096).schedule(st)
     assert plan.scheduled == [(1, 100)]  # 2 needs 63 blocks; FCFS does not let 3 jump ahead
+
+
+def test_admission_needs_the_whole_sequence_to_fit_though_only_a_chunk_runs():
+    # Block size 16 (policy_factories): a 400-token prompt needs 25 blocks for its whole
+    # sequence; with 20 free its first 256-token chunk (16 blocks) would fit, but vLLM's
+    # scheduler_reserve_full_isl admits it only once all 25 are free.
+    st = state(waiting_=[waiting(1, prompt=400)], free_blocks=20)
+    for name in ("vllm-fcfs", "vllm-priority", "sarathi"):
+        assert make_policy(name, roofline(), budget=256).schedule(st).scheduled == []
+    roomy = state(waiting_=[waiting(1, prompt=400)], free_blocks=25)
+    for name in ("vllm-fcfs", "vllm-priority", "sarathi"):
+        assert make_policy(name, roofline(), budget=256).schedule(roomy).scheduled == [(1, 256)]

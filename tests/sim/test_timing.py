@@ -185,6 +185,40 @@ def test_replay_run_is_reproducible_and_fast_forward_exact(tmp_path: Path):
     assert on.stats["timing"] == "replay(steps.csv)"
 
 
+def test_correlated_noise_is_stationary_reproducible_and_exact_under_fast_forward():
+    lat = TokenLinear()
+    X = np.tile(features_of(BatchShape((), (10,))), (3 * BLOCK, 1))
+    a = NoiseTiming(lat, 0.0, 0.3, seed=5, replica=0, rho=0.8)
+    whole = a.step_times(X, 0)  # three blocks, each continuing from the last
+    z = np.log(np.array(whole) / lat.predict_features(X)) / 0.3
+    assert abs(np.std(z) - 1.0) < 0.15 and abs(np.mean(z)) < 0.2
+    assert abs(np.corrcoef(z[:-1], z[1:])[0, 1] - 0.8) < 0.05
+    # a pure function of (seed, replica, step): a fresh clock asked out of order agrees
+    fresh = NoiseTiming(lat, 0.0, 0.3, seed=5, replica=0, rho=0.8)
+    assert [fresh.step_time(X[j], j) for j in (2 * BLOCK + 3, 11, BLOCK)] == pytest.approx(
+        [whole[2 * BLOCK + 3], whole[11], whole[BLOCK]], rel=1e-12)
+    independent = NoiseTiming(lat, 0.0, 0.3, seed=5, replica=0).step_times(X, 0)
+    zi = np.log(np.array(independent) / lat.predict_features(X)) / 0.3
+    assert abs(np.corrcoef(zi[:-1], zi[1:])[0, 1]) < 0.05
+    cfg = TimingConfig(kind="noise", noise_sigma=0.3, noise_rho=0.7, seed=4)
+    on, off = _run(cfg, fast_forward=True), _run(cfg, fast_forward=False)
+    assert on.stats["fast_forwarded_steps"] > 0
+    assert _records(on) == _records(off)
+    assert on.stats["timing"] == "noise(sigma=0.3, rho=0.7)"
+
+
+def test_scale_multiplies_execution_but_not_planning_time():
+    specs = specs_of([(0.0, 100, 2, "interactive")])
+    lat = TokenLinear()
+    r = simulate(specs, tiers(), "vllm-fcfs",
+                 SimConfig(timing=TimingConfig(scale=1.5, plan_s=0.002)), lat).records[0]
+    assert (r.first_token_s, r.last_token_s) == pytest.approx(
+        (0.030 + 0.002, 0.032 + 0.0101 * 1.5 + 0.002))
+    assert TimingConfig(scale=1.5).label() == "oracle x1.5"
+    with pytest.raises(ValidationError, match="noise_rho"):
+        TimingConfig(noise_rho=0.5)
+
+
 # -- planning time ----------------------------------------------------------------------------
 def test_planning_time_is_added_to_every_step():
     # One request, prompt 100, 2 output tokens: a 100-token prefill (10 + 10 ms), then one
