@@ -118,7 +118,7 @@ class BenchConfig(BaseModel):
     # step-time noise plus each trial's planning time per step (``sim_plan_time`` column);
     # "measured-trial" = each trial's own step-time ratio, noise and its correlation, plus
     # its planning time.
-    sim_timing: Literal["oracle", "measured", "measured-trial"] = "measured"
+    sim_timing: Literal["oracle", "measured", "measured-trial"] = "measured-trial"
     sim_plan_time: Literal["sched", "plan", "plan-cpu", "none"] = "sched"
 
     def trial_seeds(self) -> tuple[int, ...]:

@@ -132,7 +132,7 @@ def bench_engine(
     max_num_batched_tokens: int = typer.Option(512, help="Engine token budget per step."),
     variant: list[str] | None = typer.Option(None, help="LABEL=POLICY:{json overrides}, a "
                                              "named policy variant usable in --scheduler."),
-    sim_timing: str = typer.Option("measured", help="The simulator's step timing in its "
+    sim_timing: str = typer.Option("measured-trial", help="The simulator's step timing in its "
                                    "predictions: measured (this run's step-time noise and "
                                    "planning time), measured-trial (each trial's own step-time "
                                    "ratio, noise, noise correlation and planning time) or "

@@ -1,27 +1,32 @@
 """The step timing of the engine benchmark's simulator predictions, measured in the same run.
 
 ``bench engine`` predicts each trial with the simulator (``bench.simulate_trial``). With
-``BenchConfig.sim_timing = "measured"`` (the default) the simulator's clock is not the
-policy's latency model but what this run's engines measured (``slidingserve/sim/timing.py``):
+``BenchConfig.sim_timing = "measured"`` the simulator's clock is not the policy's latency
+model but what this run's engines measured (``slidingserve/sim/timing.py``):
 
 * step-time noise: ``noise`` timing with sigma = the standard deviation of
   log(measured step / the latency model's prediction of its batch) over every step our
-  adapter ran under the run's folder (every ``steps.csv``, calibration included: one engine,
-  one machine), the prediction of the uncorrected model, the median ratio being the online
-  correction the simulator applies already (``bench.serving_scale``). It holds the engine's
-  own step-to-step noise and the latency model's shape-dependent error;
+  adapter (or ``TracedScheduler``) ran under the run's folder (every ``steps.csv``,
+  calibration included: one engine, one machine), the prediction of the uncorrected model,
+  the median ratio being the online correction the simulator applies already
+  (``bench.serving_scale``). It holds the engine's own step-to-step noise and the latency
+  model's shape-dependent error;
 * planning time: the trial's mean per-step overhead from its step trace
   (``EngineBench.overhead``), by default ``sched`` (the wall time of all of ``schedule()``:
   the engine runs no model while it lasts), or ``plan`` (the policy's wall time), ``plan-cpu``
-  (its CPU time), ``none``. vLLM's own schedulers write no step trace: no planning time.
+  (its CPU time), ``none``. vLLM's own schedulers run through ``TracedScheduler``, whose
+  ``schedule()`` time is all three.
 
-``measured-trial`` fits the same figures to each trial's own steps (``trial_step_fit``: the
-steps our adapter or ``TracedScheduler`` ran between the trial's start and the next trial's),
-and one more, since a trial's steps are a time series: the median ratio measured / predicted
-of that trial (a machine whose other load grows with the rate runs slower at high rates than
-the run-wide correction says; the simulator's clock is scaled by the trial's ratio over the
-correction its planner uses) and the lag-1 autocorrelation of the log ratio's deviations from
-that median (slow steps come in runs: ``TimingConfig.noise_rho``). These are the trial's
+``measured-trial`` (the default) fits the same figures to each trial's own steps
+(``trial_step_fits``: the steps run between the trial's start and its end),
+and two more: the trial's median ratio measured / predicted, apart for decode-only steps and
+for steps with prefill tokens (a machine whose other load grows with the rate runs slower at
+high rates than the run-wide correction says, and the latency model's error differs between
+the two: on the CPU engine decode-only steps ran at 0.76-0.80 of the model, prefill steps at
+0.87-1.13; the simulator's clock is scaled by each ratio over the correction its planner
+uses: ``TimingConfig.scale`` / ``prefill_scale``), and since a trial's steps are a time
+series, the lag-1 autocorrelation of the log ratio's deviations from those medians (slow
+steps come in runs: ``TimingConfig.noise_rho``). These are the trial's
 measured step times, not its outcome: the prediction of attainment is still the simulator's.
 
 ``oracle`` is the earlier prediction: every step as the (corrected) latency model predicts,
@@ -37,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from slidingserve.latency import LatencyModel
+from slidingserve.latency.features import F_PREFILL_TOKENS
 from slidingserve.sim.config import TimingConfig
 
 PLAN_COLUMNS = {"sched": "sched_ms", "plan": "plan_ms", "plan-cpu": "plan_cpu_ms"}
@@ -62,19 +68,26 @@ def measured_noise(out: Path, model: LatencyModel) -> dict[str, Any] | None:
 MAX_RHO = 0.95  # the AR(1) noise stays stationary
 
 
-def step_fit(latency_s: np.ndarray, predicted_s: np.ndarray) -> dict[str, Any] | None:
+def step_fit(latency_s: np.ndarray, predicted_s: np.ndarray,
+             has_prefill: np.ndarray | None = None) -> dict[str, Any] | None:
     """A trial's measured step timing against the uncorrected model's predictions, in step
-    order: ``ratio`` = median measured / predicted, ``sigma`` = std of the log ratio,
-    ``rho`` = lag-1 autocorrelation of its deviations from the median (0-``MAX_RHO``)."""
+    order: ``ratio`` = median measured / predicted of decode-only steps and ``prefill_ratio``
+    of steps with prefill tokens (``has_prefill``; None: one class, both the same), ``sigma`` =
+    std of the log ratio's deviations from its class median, ``rho`` = their lag-1
+    autocorrelation (0-``MAX_RHO``)."""
     r = np.log(np.asarray(latency_s, dtype=float) / np.asarray(predicted_s, dtype=float))
     if r.size < 3:
         return None
-    dev = r - np.median(r)
+    pre = np.zeros(r.size, dtype=bool) if has_prefill is None else np.asarray(has_prefill, bool)
+    med = {c: float(np.median(r[pre == c])) if (pre == c).any() else float(np.median(r))
+           for c in (False, True)}
+    dev = r - np.where(pre, med[True], med[False])
     a, b = dev[:-1] - dev.mean(), dev[1:] - dev.mean()
     denom = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
     rho = float((a * b).sum()) / denom if denom > 0 else 0.0
-    return {"steps": int(r.size), "ratio": float(np.exp(np.median(r))),
-            "sigma": float(np.std(r, ddof=1)), "rho": min(max(rho, 0.0), MAX_RHO)}
+    return {"steps": int(r.size), "ratio": math.exp(med[False]),
+            "prefill_ratio": math.exp(med[True]), "sigma": float(np.std(dev, ddof=1)),
+            "rho": min(max(rho, 0.0), MAX_RHO)}
 
 
 def trial_windows(trials: dict[str, dict[str, Any]], timestamps: np.ndarray
@@ -113,7 +126,8 @@ def trial_step_fits(path: Path, trials: dict[str, dict[str, Any]], model: Latenc
     trace = read_steptrace(path)
     ts = np.asarray(trace.extra["timestamp_s"], dtype=float)
     predicted = model.predict_features(trace.X)
-    return {k: step_fit(trace.latency_s[m], predicted[m]) if m.any() else None
+    prefill = trace.X[:, F_PREFILL_TOKENS] > 0
+    return {k: step_fit(trace.latency_s[m], predicted[m], prefill[m]) if m.any() else None
             for k, m in trial_windows(trials, ts).items()}
 
 
@@ -136,7 +150,9 @@ def trial_timing(kind: str, noise: dict[str, Any] | None, plan_s: float,
     if kind == "measured-trial":
         return TimingConfig(kind="noise", noise_sigma=round(noise["sigma"], 4),
                             noise_rho=round(noise["rho"], 3),
-                            scale=round(noise["ratio"] / planner_scale, 4), plan_s=plan_s)
+                            scale=round(noise["ratio"] / planner_scale, 4),
+                            prefill_scale=round(noise["prefill_ratio"] / planner_scale, 4),
+                            plan_s=plan_s)
     return TimingConfig(kind="noise", noise_sigma=round(noise["sigma"], 4), plan_s=plan_s)
 
 

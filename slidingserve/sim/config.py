@@ -50,7 +50,9 @@ class TimingConfig(BaseModel):
     standard normal per step): slow steps come in runs, as on a shared machine; ``replay``
     looks measured step times up by shape in the step trace ``replay``
     (``timing.ReplayTable``). ``scale`` multiplies every kind's execution time (a machine
-    measured ``scale`` x slower than the planning model says). Every kind adds the policy's
+    measured ``scale`` x slower than the planning model says); ``prefill_scale``, when set,
+    replaces it for steps that run prefill tokens (a model whose error differs between
+    decode-only steps and steps with a prefill chunk). Every kind adds the policy's
     planning time to each step: ``plan_s_by_policy[policy name]``, else ``plan_s``.
     Random draws follow ``seed`` per replica and step number, never the wall clock.
     """
@@ -61,6 +63,8 @@ class TimingConfig(BaseModel):
     noise_sigma: float | None = Field(default=None, ge=0, le=5)  # None: fitted (kind noise)
     noise_rho: float = Field(default=0.0, ge=0, lt=1)  # lag-1 correlation of the noise
     scale: float = Field(default=1.0, gt=0, le=100)  # execution time x this
+    # steps with prefill tokens: execution time x this instead (None: ``scale``)
+    prefill_scale: float | None = Field(default=None, gt=0, le=100)
     replay: Path | None = None  # step trace (.csv/.parquet) of measured steps (kind replay)
     plan_s: float = Field(default=0.0, ge=0, le=10)  # planning time per step, every policy
     # Registered policy name -> planning time per step (s); overrides ``plan_s``.
@@ -107,8 +111,10 @@ class TimingConfig(BaseModel):
             text = f"replay({self.replay.name if self.replay else ''})"
         else:
             text = "oracle"
-        if self.scale != 1.0:
+        if self.scale != 1.0 or self.prefill_scale is not None:
             text += f" x{self.scale:.3g}"
+        if self.prefill_scale is not None:
+            text += f" (prefill x{self.prefill_scale:.3g})"
         if policy is not None:
             plans = [("", self.plan_time_s(policy))]
         else:

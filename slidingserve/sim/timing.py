@@ -21,7 +21,8 @@ once per replica from ``SimConfig.timing`` (``TimingConfig``) by ``make_timing``
   shape measured first) times its own prediction.
 
 Every kind's execution time is multiplied by ``TimingConfig.scale`` (1 unless a run measured
-its machine slower or faster than the planning model), and every kind adds the policy's planning
+its machine slower or faster than the planning model; ``prefill_scale`` for steps that run
+prefill tokens, when set), and every kind adds the policy's planning
 time to each step (``TimingConfig.plan_time_s``): the policy plans while the engine waits, so a
 step ends plan + execution after it starts.
 
@@ -55,6 +56,7 @@ from typing import ClassVar
 import numpy as np
 
 from slidingserve.latency import LatencyModel
+from slidingserve.latency.features import F_PREFILL_TOKENS
 from slidingserve.sim.config import TimingConfig
 
 DEFAULT_NOISE_PROFILE = Path(__file__).resolve().parents[2] / "predictor/data/cpu_tiny/steps.csv"
@@ -250,24 +252,37 @@ class TimingModel(ABC):
 
     kind: ClassVar[str]
 
-    def __init__(self, latency: LatencyModel, plan_s: float = 0.0, scale: float = 1.0):
+    def __init__(self, latency: LatencyModel, plan_s: float = 0.0, scale: float = 1.0,
+                 prefill_scale: float | None = None):
         self.latency = latency  # the policy's planning model
         self.plan_s = plan_s
         self.scale = scale  # execution time x this (TimingConfig.scale)
+        self.prefill_scale = scale if prefill_scale is None else prefill_scale
+
+    def configure(self, config: TimingConfig) -> TimingModel:
+        """Takes ``config``'s scales (every kind's ``from_config`` ends with it)."""
+        self.scale = config.scale
+        self.prefill_scale = config.scale if config.prefill_scale is None else \
+            config.prefill_scale
+        return self
 
     @classmethod
     def from_config(cls, config: TimingConfig, latency: LatencyModel, replica: int,
                     plan_s: float) -> TimingModel:
-        return cls(latency, plan_s, config.scale)
+        return cls(latency, plan_s).configure(config)
+
+    def _scale_of(self, x: np.ndarray) -> float:
+        return self.prefill_scale if x[F_PREFILL_TOKENS] > 0 else self.scale
 
     def step_time(self, x: np.ndarray, step: int) -> float:
-        return self.run_time(x, step) * self.scale + self.plan_s
+        return self.run_time(x, step) * self._scale_of(x) + self.plan_s
 
     def step_times(self, X: np.ndarray, first_step: int) -> list[float]:
         times = self.run_times(X, first_step)
-        p, k = self.plan_s, self.scale
-        if k != 1.0:
-            return [t * k + p for t in times]
+        p = self.plan_s
+        if self.scale != 1.0 or self.prefill_scale != 1.0:
+            k = np.where(X[:, F_PREFILL_TOKENS] > 0, self.prefill_scale, self.scale).tolist()
+            return [t * s + p for t, s in zip(times, k, strict=True)]
         return [t + p for t in times] if p else times
 
     @abstractmethod
@@ -297,8 +312,8 @@ class NoiseTiming(TimingModel):
     kind = "noise"
 
     def __init__(self, latency: LatencyModel, plan_s: float, sigma: float, seed: int,
-                 replica: int, rho: float = 0.0, scale: float = 1.0):
-        super().__init__(latency, plan_s, scale)
+                 replica: int, rho: float = 0.0):
+        super().__init__(latency, plan_s)
         self.sigma = sigma
         self.draws = (
             AR1Draws(seed, replica, sigma, rho) if rho > 0 else
@@ -310,8 +325,8 @@ class NoiseTiming(TimingModel):
                     plan_s: float) -> TimingModel:
         sigma = resolve_timing(config).noise_sigma
         assert sigma is not None
-        return cls(latency, plan_s, sigma, config.seed, replica, config.noise_rho,
-                   config.scale)
+        return cls(latency, plan_s, sigma, config.seed, replica,
+                   config.noise_rho).configure(config)
 
     def run_time(self, x: np.ndarray, step: int) -> float:
         return float(self.latency.predict_features(x[None, :])[0]) * self.draws.at(step)
@@ -327,8 +342,8 @@ class ReplayTiming(TimingModel):
     kind = "replay"
 
     def __init__(self, latency: LatencyModel, plan_s: float, table: ReplayTable, seed: int,
-                 replica: int, scale: float = 1.0):
-        super().__init__(latency, plan_s, scale)
+                 replica: int):
+        super().__init__(latency, plan_s)
         self.table = table
         self._exact = table.index()
         self._log_x = np.log1p(table.X)
@@ -340,8 +355,8 @@ class ReplayTiming(TimingModel):
     def from_config(cls, config: TimingConfig, latency: LatencyModel, replica: int,
                     plan_s: float) -> TimingModel:
         assert config.replay is not None
-        return cls(latency, plan_s, load_replay_table(config.replay), config.seed, replica,
-                   config.scale)
+        return cls(latency, plan_s, load_replay_table(config.replay), config.seed,
+                   replica).configure(config)
 
     def nearest(self, x: np.ndarray) -> int:
         """Row of the table's shape nearest to ``x`` in log(1 + feature) space."""

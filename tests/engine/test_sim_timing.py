@@ -74,6 +74,13 @@ def test_step_fit_measures_ratio_spread_and_runs() -> None:
                            predicted[:100])
     assert alternating is not None and alternating["rho"] == 0.0  # negative: clipped
     assert step_fit(np.ones(2), np.ones(2)) is None
+    # decode-only and prefill steps measured apart; the spread is around each class's median
+    prefill = np.arange(n) % 3 == 0
+    two = step_fit(predicted * np.where(prefill, 1.0, 0.8) * np.exp(0.2 * z), predicted, prefill)
+    assert two is not None
+    assert two["ratio"] == pytest.approx(0.8, rel=0.03)
+    assert two["prefill_ratio"] == pytest.approx(1.0, rel=0.03)
+    assert two["sigma"] == pytest.approx(0.2, rel=0.1)
 
 
 def test_trial_windows_by_wall_clock_or_by_step_counts() -> None:

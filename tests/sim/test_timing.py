@@ -215,6 +215,11 @@ def test_scale_multiplies_execution_but_not_planning_time():
     assert (r.first_token_s, r.last_token_s) == pytest.approx(
         (0.030 + 0.002, 0.032 + 0.0101 * 1.5 + 0.002))
     assert TimingConfig(scale=1.5).label() == "oracle x1.5"
+    # a separate scale for steps with prefill tokens: the prefill step x2, the decode x1.5
+    r2 = simulate(specs, tiers(), "vllm-fcfs",
+                  SimConfig(timing=TimingConfig(scale=1.5, prefill_scale=2.0)), lat).records[0]
+    assert (r2.first_token_s, r2.last_token_s) == pytest.approx((0.040, 0.040 + 0.0101 * 1.5))
+    assert TimingConfig(prefill_scale=2.0).label() == "oracle x1 (prefill x2)"
     with pytest.raises(ValidationError, match="noise_rho"):
         TimingConfig(noise_rho=0.5)
 
