@@ -471,7 +471,8 @@ async def compare(cfg: BenchConfig, schedulers: list[str], rate: float, out: Pat
         tiers = tiers_from_dict(summary["tiers_used"], source="bench summary")
         fit = noise
         if cfg.sim_timing == "measured-trial" and model is not None:
-            fit = trial_step_fits(folder / "steps.csv", {"t": summary}, model[0])["t"]
+            key = str(rate)  # keys are rates (trial_windows orders them)
+            fit = trial_step_fits(folder / "steps.csv", {key: summary}, model[0])[key]
         timing = trial_timing(cfg.sim_timing, fit, plan_time_s(
             summary["scheduler_overhead"], cfg.sim_plan_time), scale)
         summary["simulated"] = simulate_trial(cfg, name, rate, tiers, scale, model, timing)
@@ -588,8 +589,11 @@ async def repredict(out: Path, sim_timing: str, sim_plan_time: str, start_rps: f
                          "sim_plan_time": sim_plan_time})
     calib = Calibration(**data["calibration"])
     policies = data["policies"]
-    for result in policies.values():
+    for result in policies.values():  # the previous prediction's figures go
         result.pop("simulated", None)
+        for trial in result["trials"].values():
+            trial.pop("simulated", None)
+            trial.pop("step_fit", None)
     noise = await predict_capacities(cfg, out, policies, calib.tiers(cfg.scales), start_rps,
                                      rel_tol, max_trials)
     data.update(policies=policies, config=json.loads(cfg.model_dump_json()),

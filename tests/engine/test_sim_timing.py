@@ -109,3 +109,42 @@ def test_measured_trial_timing_from_a_trace(tmp_path: Path) -> None:
     timing = trial_timing("measured-trial", fits["9.0"], 0.001, planner_scale=1.25)
     assert timing.scale == pytest.approx(1.6) and timing.plan_s == 0.001
     assert timing.label().startswith("noise(sigma=") and "x1.6" in timing.label()
+
+
+def test_repredict_recomputes_a_finished_run_without_an_engine(tmp_path: Path) -> None:
+    import asyncio
+    import json
+
+    from slidingserve.engine.bench import BenchConfig, Calibration, repredict
+
+    cfg = BenchConfig(duration_s=3.0, drain_s=10.0, max_prompt=128, max_output=8)
+    X = np.array([features_of(BatchShape((), (10 * k,))) for k in range(1, 7)]
+                 + [features_of(BatchShape(((64, 0),), ()))] * 3)
+    trace = StepTrace.from_arrays(X, np.full(len(X), 0.004), Provenance("e", "m", "h", "v"),
+                                  {"timestamp_s": np.arange(float(len(X))),
+                                   "sched_s": np.full(len(X), 0.001)})
+    write_steptrace(trace, tmp_path / "slidingserve" / "steps.csv")
+    overhead = {"sched_ms": {"mean": 1.0}, "plan_ms": {"mean": 0.5},
+                "plan_cpu_ms": {"mean": 0.4}, "steps": len(X)}
+    run = {"config": json.loads(cfg.model_dump_json()),
+           "calibration": {"ttft_s": 0.05, "decode_step_s": 0.01, "prompt_len": 50},
+           "policies": {"slidingserve": {
+               "capacity_rps": 1.0, "capacity_rps_90": 2.0,
+               "trials": {"2.0": {"attainment": 0.9, "seeds": {"0": 0.9},
+                                  "worst_tier_violation_rate": 0.1,
+                                  "scheduler_overhead": overhead, "window_s": [0, 100]}}}}}
+    (tmp_path / "capacity.json").write_text(json.dumps(run))
+    assert Calibration(**run["calibration"]).ttft_s == 0.05
+    data = asyncio.run(repredict(tmp_path, "measured-trial", "sched"))
+    result = data["policies"]["slidingserve"]
+    trial = result["trials"]["2.0"]
+    assert 0.0 <= trial["simulated"]["slo_attainment"] <= 1.0
+    assert "rho=" in trial["simulated"]["timing"] and "+plan 1ms" in trial["simulated"]["timing"]
+    assert trial["step_fit"]["steps"] == len(X)
+    assert result["simulated"]["capacity_rps_90"] > 0
+    on_disk = json.loads((tmp_path / "capacity.json").read_text())
+    assert on_disk["config"]["sim_timing"] == "measured-trial"
+    assert "step_fit" not in asyncio.run(repredict(tmp_path, "oracle", "sched"))[
+        "policies"]["slidingserve"]["trials"]["2.0"]
+    with pytest.raises(ValueError, match=r"capacity\.json"):
+        asyncio.run(repredict(tmp_path / "nowhere", "oracle", "sched"))
