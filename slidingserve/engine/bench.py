@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from slidingserve.engine.config import (
     SCHEDULER_CLS,
@@ -119,7 +119,14 @@ class BenchConfig(BaseModel):
     # "measured-trial" = each trial's own step-time ratio, noise and its correlation, plus
     # its planning time.
     sim_timing: Literal["oracle", "measured", "measured-trial"] = "measured-trial"
-    sim_plan_time: Literal["sched", "plan", "plan-cpu", "none"] = "sched"
+    sim_plan_time: Literal["sched", "plan", "plan-cpu", "none", "cycle"] = "sched"
+
+    @model_validator(mode="after")
+    def _check_cycle(self) -> BenchConfig:
+        if self.sim_plan_time == "cycle" and self.sim_timing != "measured-trial":
+            raise ValueError("sim_plan_time 'cycle' is measured per trial: it needs "
+                             f"sim_timing 'measured-trial' (got {self.sim_timing!r})")
+        return self
 
     def trial_seeds(self) -> tuple[int, ...]:
         """The workload seeds every trial runs (their requests are pooled)."""
@@ -474,7 +481,7 @@ async def compare(cfg: BenchConfig, schedulers: list[str], rate: float, out: Pat
             key = str(rate)  # keys are rates (trial_windows orders them)
             fit = trial_step_fits(folder / "steps.csv", {key: summary}, model[0])[key]
         timing = trial_timing(cfg.sim_timing, fit, plan_time_s(
-            summary["scheduler_overhead"], cfg.sim_plan_time), scale)
+            summary["scheduler_overhead"], cfg.sim_plan_time, fit), scale)
         summary["simulated"] = simulate_trial(cfg, name, rate, tiers, scale, model, timing)
         summary["simulated"]["measured_noise"] = fit
         _write(folder / "summary.json", summary)
@@ -561,8 +568,8 @@ async def predict_capacities(cfg: BenchConfig, out: Path, policies: dict[str, An
             overhead = None if key is None else _trials[key]["scheduler_overhead"]
             fit = noise if cfg.sim_timing != "measured-trial" else \
                 None if key is None else _fits.get(key)
-            return trial_timing(cfg.sim_timing, fit, plan_time_s(overhead, cfg.sim_plan_time),
-                                scale)
+            return trial_timing(cfg.sim_timing, fit,
+                                plan_time_s(overhead, cfg.sim_plan_time, fit), scale)
 
         result["simulated"] = await _simulated_capacities(cfg, name, tiers, scale, start_rps,
                                                           rel_tol, max_trials, model, timing_at)

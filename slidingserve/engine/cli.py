@@ -137,9 +137,10 @@ def bench_engine(
                                    "planning time), measured-trial (each trial's own step-time "
                                    "ratio, noise, noise correlation and planning time) or "
                                    "oracle (the latency model's)."),
-    sim_plan_time: str = typer.Option("sched", help="With --sim-timing measured, the planning "
-                                      "time per step: sched (all of schedule(), wall), plan, "
-                                      "plan-cpu or none."),
+    sim_plan_time: str = typer.Option("sched", help="With --sim-timing measured(-trial), the "
+                                      "planning time per step: sched (all of schedule(), "
+                                      "wall), plan, plan-cpu, none, or cycle (measured-trial "
+                                      "only: everything per step outside the model)."),
     repredict: bool = typer.Option(False, "--repredict", help="Run no engine: recompute the "
                                    "simulator's predictions of the finished --find-capacity "
                                    "run in --out with --sim-timing / --sim-plan-time."),
@@ -153,9 +154,9 @@ def bench_engine(
         if sim_timing not in ("oracle", "measured", "measured-trial"):
             raise ValueError(f"--sim-timing: {sim_timing!r} is not oracle, measured or "
                              "measured-trial")
-        if sim_plan_time not in ("sched", "plan", "plan-cpu", "none"):
+        if sim_plan_time not in ("sched", "plan", "plan-cpu", "none", "cycle"):
             raise ValueError(f"--sim-plan-time: {sim_plan_time!r} is not sched, plan, "
-                             "plan-cpu or none")
+                             "plan-cpu, none or cycle")
         data = asyncio.run(recompute(out, sim_timing, sim_plan_time, start_rate))
         echo_predictions(data["policies"])
         typer.echo(f"wrote {out / 'capacity.json'}")

@@ -14,8 +14,10 @@ model but what this run's engines measured (``slidingserve/sim/timing.py``):
 * planning time: the trial's mean per-step overhead from its step trace
   (``EngineBench.overhead``), by default ``sched`` (the wall time of all of ``schedule()``:
   the engine runs no model while it lasts), or ``plan`` (the policy's wall time), ``plan-cpu``
-  (its CPU time), ``none``. vLLM's own schedulers run through ``TracedScheduler``, whose
-  ``schedule()`` time is all three.
+  (its CPU time), ``none``, or with ``measured-trial`` ``cycle`` (everything per step outside
+  the model: ``schedule()`` plus ``update_from_output()`` and the engine loop, from the
+  trace's timestamps: ``cycle_overhead_s``). vLLM's own schedulers run through
+  ``TracedScheduler``, whose ``schedule()`` time is all of sched, plan and plan-cpu.
 
 ``measured-trial`` (the default) fits the same figures to each trial's own steps
 (``trial_step_fits``: the steps run between the trial's start and its end),
@@ -127,12 +129,37 @@ def trial_step_fits(path: Path, trials: dict[str, dict[str, Any]], model: Latenc
     ts = np.asarray(trace.extra["timestamp_s"], dtype=float)
     predicted = model.predict_features(trace.X)
     prefill = trace.X[:, F_PREFILL_TOKENS] > 0
-    return {k: step_fit(trace.latency_s[m], predicted[m], prefill[m]) if m.any() else None
-            for k, m in trial_windows(trials, ts).items()}
+    fits: dict[str, dict[str, Any] | None] = {}
+    for k, m in trial_windows(trials, ts).items():
+        fit = step_fit(trace.latency_s[m], predicted[m], prefill[m]) if m.any() else None
+        if fit is not None:
+            cycle = cycle_overhead_s(ts[m], trace.latency_s[m])
+            if cycle is not None:
+                fit["cycle_s"] = cycle
+        fits[k] = fit
+    return fits
 
 
-def plan_time_s(overhead: dict[str, Any] | None, source: str) -> float:
-    """A trial's mean planning time per step (s) from its overhead figures (0 without)."""
+def cycle_overhead_s(timestamps: np.ndarray, latency_s: np.ndarray,
+                     busy_gap_s: float = 0.02) -> float | None:
+    """The engine's mean time per step outside the model: between two consecutive steps of a
+    busy engine (the next one's end within its execution time + ``busy_gap_s``), the period
+    from one step's end to the next one's, less the next one's execution: all of
+    ``schedule()``, ``update_from_output()`` and the engine loop. None without such pairs."""
+    gap = np.diff(timestamps) - latency_s[1:]
+    busy = gap < busy_gap_s
+    return float(gap[busy].mean()) if busy.any() else None
+
+
+def plan_time_s(overhead: dict[str, Any] | None, source: str,
+                fit: dict[str, Any] | None = None) -> float:
+    """A trial's mean planning time per step (s) from its overhead figures (0 without);
+    ``cycle``: the trial's ``cycle_s`` from its step fit (``cycle_overhead_s``; ``sched``
+    when the fit has none)."""
+    if source == "cycle":
+        if fit is not None and "cycle_s" in fit:
+            return max(float(fit["cycle_s"]), 0.0)
+        source = "sched"
     if overhead is None or source == "none":
         return 0.0
     return float(overhead[PLAN_COLUMNS[source]]["mean"]) / 1e3

@@ -148,3 +148,17 @@ def test_repredict_recomputes_a_finished_run_without_an_engine(tmp_path: Path) -
         "policies"]["slidingserve"]["trials"]["2.0"]
     with pytest.raises(ValueError, match=r"capacity\.json"):
         asyncio.run(repredict(tmp_path / "nowhere", "oracle", "sched"))
+
+
+def test_cycle_overhead_is_the_busy_engine_time_outside_the_model() -> None:
+    from slidingserve.engine.sim_timing import cycle_overhead_s
+
+    # steps of 10 ms ending every 11 ms (1 ms outside the model), then an idle second
+    ends = np.array([0.010, 0.021, 0.032, 1.5, 1.511])
+    assert cycle_overhead_s(ends, np.full(5, 0.010)) == pytest.approx(0.001)
+    assert cycle_overhead_s(np.array([0.0, 5.0]), np.full(2, 0.010)) is None
+    assert plan_time_s({"sched_ms": {"mean": 2.0}}, "cycle", {"cycle_s": 0.003}) == 0.003
+    assert plan_time_s({"sched_ms": {"mean": 2.0}}, "cycle", None) == pytest.approx(0.002)
+    from slidingserve.engine.bench import BenchConfig
+    with pytest.raises(ValueError, match="cycle"):
+        BenchConfig(sim_timing="measured", sim_plan_time="cycle")
