@@ -7,6 +7,10 @@ directory loads with ``transformers.AutoTokenizer``/``AutoModelForCausalLM`` and
 The cache key is a hash of the dimensions, so different ``**dims`` never share a directory.
 A build writes into a temporary sibling directory and renames it into place, so concurrent
 builders (test workers, engine processes) never see a half-written model.
+
+The tokenizer ships a small chat template (``CHAT_TEMPLATE``) so chat completions work as on
+any instruction-tuned model; a model built before it had one gets it added in place (the
+template changes no weight or token, so the cache key stays).
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ _SYLLABLES = tuple(
     "po qu ra se ti vo wa xe ya zo th sh ch st pr tr".split()
 )
 _SPECIALS = ("<unk>", "<s>", "</s>")
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}"
+    "\n{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +101,7 @@ def ensure_tiny_model(root: Path | None = None, **dims: int) -> Path:
     base = (root if root is not None else default_data_dir()) / "models"
     target = base / f"tiny-llama-{spec.key()}"
     if (target / "config.json").is_file():
+        _ensure_chat_template(target)
         return target
     base.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=base))
@@ -107,6 +116,19 @@ def ensure_tiny_model(root: Path | None = None, **dims: int) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _ensure_chat_template(model_dir: Path) -> None:
+    """Add ``CHAT_TEMPLATE`` to a tokenizer config built without one (atomic rewrite)."""
+    path = model_dir / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    if config.get("chat_template"):
+        return
+    config["chat_template"] = CHAT_TEMPLATE
+    fd, tmp = tempfile.mkstemp(prefix=".tokenizer_config-", dir=model_dir)
+    with os.fdopen(fd, "w") as f:
+        json.dump(config, f, indent=2)
+    os.replace(tmp, path)
 
 
 def pseudo_text(num_words: int, seed: int) -> list[str]:
@@ -143,7 +165,9 @@ def _build_tokenizer(spec: TinyDims, out: Path) -> None:
         tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
     )
     fast.model_max_length = spec.max_position
+    fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(str(out))
+    _ensure_chat_template(out)  # in tokenizer_config.json, where every reader looks
 
 
 def _build_weights(spec: TinyDims, out: Path) -> None:
