@@ -9,8 +9,10 @@ A build writes into a temporary sibling directory and renames it into place, so 
 builders (test workers, engine processes) never see a half-written model.
 
 The tokenizer ships a small chat template (``CHAT_TEMPLATE``) so chat completions work as on
-any instruction-tuned model; a model built before it had one gets it added in place (the
-template changes no weight or token, so the cache key stays).
+any instruction-tuned model. The key also holds ``TINY_MODEL_FORMAT``: a build recipe that
+changes what the directory holds (the template came with format 2; the weights and tokens are
+those of format 1) gets a new directory, and a cached one is never rewritten in place, so code
+of different formats can share a cache.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-TINY_MODEL_FORMAT = 1  # bump when the build recipe changes (invalidates the cache)
+TINY_MODEL_FORMAT = 2  # bump when the build recipe changes (new cache dir); 2: chat template
 _SYLLABLES = tuple(
     "ka ko ri su te na mo lu pe zi an el in on ur ba de fi go ha ju ke li ma ne "  # noqa: SIM905
     "po qu ra se ti vo wa xe ya zo th sh ch st pr tr".split()
@@ -101,7 +103,6 @@ def ensure_tiny_model(root: Path | None = None, **dims: int) -> Path:
     base = (root if root is not None else default_data_dir()) / "models"
     target = base / f"tiny-llama-{spec.key()}"
     if (target / "config.json").is_file():
-        _ensure_chat_template(target)
         return target
     base.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=base))
@@ -116,19 +117,6 @@ def ensure_tiny_model(root: Path | None = None, **dims: int) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-def _ensure_chat_template(model_dir: Path) -> None:
-    """Add ``CHAT_TEMPLATE`` to a tokenizer config built without one (atomic rewrite)."""
-    path = model_dir / "tokenizer_config.json"
-    config = json.loads(path.read_text())
-    if config.get("chat_template"):
-        return
-    config["chat_template"] = CHAT_TEMPLATE
-    fd, tmp = tempfile.mkstemp(prefix=".tokenizer_config-", dir=model_dir)
-    with os.fdopen(fd, "w") as f:
-        json.dump(config, f, indent=2)
-    os.replace(tmp, path)
 
 
 def pseudo_text(num_words: int, seed: int) -> list[str]:
@@ -167,7 +155,11 @@ def _build_tokenizer(spec: TinyDims, out: Path) -> None:
     fast.model_max_length = spec.max_position
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(str(out))
-    _ensure_chat_template(out)  # in tokenizer_config.json, where every reader looks
+    config_path = out / "tokenizer_config.json"  # where every reader looks for the template
+    config = json.loads(config_path.read_text())
+    if config.get("chat_template") != CHAT_TEMPLATE:
+        config["chat_template"] = CHAT_TEMPLATE
+        config_path.write_text(json.dumps(config, indent=2))
 
 
 def _build_weights(spec: TinyDims, out: Path) -> None:
