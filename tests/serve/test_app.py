@@ -189,24 +189,20 @@ def test_openai_client_chat_without_max_tokens_runs_to_the_end_of_the_context(ap
     assert r.usage.prompt_tokens + r.usage.completion_tokens == max_model_len
 
 
-def test_stream_headers_come_before_the_first_token(app):
-    """The headers and the role chunk arrive at admission: with a prompt whose prefill takes
-    a while, they come well before the first content."""
+def test_stream_opens_with_the_role_chunk(app):
+    """A chat stream's first chunk is the role alone (sent at admission, before any token;
+    the gated unit test in test_openai_protocol.py shows the order); content follows."""
     client, _ = app
     body = {"messages": [{"role": "user", "content": "ka ko ri su " * 300}], "max_tokens": 2,
-            "stream": True}
-    t0 = time.perf_counter()
+            "stream": True, "logit_bias": {"2": -100}}
     with client.stream("POST", "/v1/chat/completions", json=body, headers=ALL) as r:
         assert r.status_code == 200
-        lines = r.iter_lines()
-        first = next(ln for ln in lines if ln.startswith("data: "))
-        t_role = time.perf_counter() - t0
-        assert json.loads(first[6:])["choices"][0]["delta"] == {"role": "assistant",
-                                                                 "content": ""}
-        rest = [ln for ln in lines if ln.startswith("data: ")]
-        t_end = time.perf_counter() - t0
-    assert rest[-1] == "data: [DONE]"
-    assert t_role < t_end, (t_role, t_end)
+        data = [ln[6:] for ln in r.iter_lines() if ln.startswith("data: ")]
+    assert data[-1] == "[DONE]"
+    chunks = [json.loads(d) for d in data[:-1]]
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert all("role" not in c["choices"][0]["delta"] for c in chunks[1:])
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks[1:])
 
 
 def test_tightened_header_is_honoured(app):
