@@ -166,6 +166,7 @@ class _Live:
     ctx: int = 0
     n: int = 1
     n_first: int = 0  # tokens of choice 0
+    observed: bool = True  # its TTFT may feed the cost estimate
 
 
 @dataclass(slots=True)
@@ -208,6 +209,7 @@ class EngineHost:
         self.latency: LatencyModel | None = None
         self.model_version: int | None = None
         self._live: dict[str, _Live] = {}
+        self._warmed_up: set[str] = set()  # logprob paths some request has used
         self._llm: Any = None
         self.hold_limits = hold_limits(tiers, cfg.max_ongoing_requests,
                                        cfg.admission.lowest_tier_share)
@@ -304,8 +306,11 @@ class EngineHost:
         if isinstance(decision, Rejected):
             return
         slo = decision.slo
+        # the engine's first use of a logprobs path costs seconds of set-up: not a prefill cost
+        first_use = bool(req.logprob_paths - self._warmed_up)
+        self._warmed_up |= req.logprob_paths
         live = _Live(slo.priority, req.prefill_tokens, time.time(), 0, ctx=req.prompt_len,
-                     n=req.n)
+                     n=req.n, observed=not first_use)
         live.tokens_ahead = self.load().tokens_ahead(slo.priority)
         self._live[req.request_id] = live
         outcome = "error"
@@ -353,7 +358,7 @@ class EngineHost:
             return
         if live.first_token_s is None:
             live.first_token_s = now
-            if live.tokens_ahead == 0:  # head of the line: TTFT is its own prefill
+            if live.tokens_ahead == 0 and live.observed:  # head of the line: its own prefill
                 self.costs.observe_ttft(now - live.admitted_s, live.prompt_len)
         elif live.last_token_s is not None:
             self.costs.observe_step((now - live.last_token_s) / n_new)

@@ -32,6 +32,13 @@ class GenerateRequest:
         return int(n or 1)
 
     @property
+    def logprob_paths(self) -> frozenset[str]:
+        """Which of ``logprobs`` and ``prompt_logprobs`` it asks for."""
+        get = (self.sampling.get if isinstance(self.sampling, dict)
+               else lambda name: getattr(self.sampling, name, None))
+        return frozenset(p for p in ("logprobs", "prompt_logprobs") if get(p) is not None)
+
+    @property
     def prefill_tokens(self) -> int:
         """Prompt tokens the engine computes: every choice prefills the prompt (prefix caching
         is off)."""
