@@ -41,6 +41,7 @@ class _Pending:
     features: np.ndarray
     ended: float
     columns: dict[str, float]
+    recorded: bool
 
 
 @dataclass
@@ -56,6 +57,7 @@ class StepLog:
     latency_s: deque[float] = field(init=False)
     extra: dict[str, deque] = field(init=False, default_factory=dict)
     total: int = field(init=False, default=0)  # steps recorded since start
+    unrecorded: int = field(init=False, default=0)  # steps left out (work beyond the features)
     _pending: _Pending | None = None
     _flushed: int = 0
 
@@ -64,14 +66,21 @@ class StepLog:
             raise ValueError(f"keep must be > 0 (got {self.keep})")
         self.rows, self.latency_s = deque(maxlen=self.keep), deque(maxlen=self.keep)
 
-    def scheduled(self, features: np.ndarray, columns: dict[str, float]) -> None:
-        """Called at the end of ``schedule()`` for a non-empty step; ``columns``: extra values."""
-        self._pending = _Pending(features, time.perf_counter(), columns)
+    def scheduled(self, features: np.ndarray, columns: dict[str, float],
+                  recorded: bool = True) -> None:
+        """Called at the end of ``schedule()`` for a non-empty step; ``columns``: extra values.
+        ``recorded=False``: the step does work its features do not describe (a one-off set-up),
+        so its latency is no sample of the latency model's function: it is left out."""
+        self._pending = _Pending(features, time.perf_counter(), columns, recorded)
 
     def finished(self, latency_version: str) -> StepTiming | None:
-        """Called at the start of ``update_from_output()``; the step's timing, if one ran."""
+        """Called at the start of ``update_from_output()``; the step's timing, if one ran and
+        is recorded."""
         p, self._pending = self._pending, None
         if p is None:
+            return None
+        if not p.recorded:
+            self.unrecorded += 1
             return None
         latency = time.perf_counter() - p.ended
         if latency <= 0:

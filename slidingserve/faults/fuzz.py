@@ -5,7 +5,8 @@ Every operation of ``/openapi.json`` gets ``examples`` positive cases (valid by 
 are not in the schema (the ingress reads them directly), so they get their own strategy.
 Rules: no case gets a 5xx; a 4xx carries ``error.message``; a negative case gets a 4xx.
 Schema-valid bodies have their ``max_tokens`` capped at ``MAX_TOKENS_CAP`` so a run stays
-bounded in time (the huge values are the hand-written cases' job).
+bounded in time (the huge values are the hand-written cases' job); a body without one gets the
+cap too, since vLLM's default for chat is the rest of the context (thousands of tokens).
 """
 
 from __future__ import annotations
@@ -53,10 +54,14 @@ class FuzzReport:
 
 
 def _cap(body: Any) -> Any:
+    """A schema-valid body bounded to ``MAX_TOKENS_CAP`` output tokens per choice."""
     if isinstance(body, dict):
-        for key in ("max_tokens", "max_completion_tokens"):
+        keys = ("max_tokens", "max_completion_tokens")
+        for key in keys:
             if isinstance(body.get(key), int) and body[key] > MAX_TOKENS_CAP:
                 body[key] = MAX_TOKENS_CAP
+        if all(body.get(key) is None for key in keys):
+            body["max_tokens"] = MAX_TOKENS_CAP
     return body
 
 

@@ -7,8 +7,9 @@ Just before the kill, ``queued`` streaming requests with long prompts arrive, so
 victim holds requests that have not produced a token yet (``queued_lead_s`` before the kill).
 Expected: streams on the killed replica that sent tokens end with an explicit error (an SSE
 error event, or a JSON 500 with the partial text); every streaming request that had no token
-at the kill is served, the ingress sending it once more to the healthy replica (its response
-names the killed replica in ``x-retried-from``), with exactly one ``[DONE]``; requests on the
+at the kill is served, the ingress sending it once more to the healthy replica (a stream's
+headers, sent on admission, still name the killed replica; a non-streamed response names it in
+``x-retried-from``), with exactly one ``[DONE]``; requests on the
 other replica finish, probes are answered by the healthy replica, Serve starts a new replica
 (recovery time reported), and nothing is lost. Engine-core processes orphaned by the kill are
 counted too (a leak if any).
@@ -101,8 +102,12 @@ async def run_replica_failure(app: AppUnderTest, auth: dict[str, str],
     async with httpx.AsyncClient(base_url=app.url, timeout=60.0) as client:
         post = [await send(client, "/v1/completions", SHORT_BODY, headers, 60.0)
                 for _ in range(8)]
-    on_victim = [r for r in stream_results if r.replica == victim]
+    # A stream's headers (x-served-by) come at admission, so a stream retried after the kill
+    # still names the killed replica: the streams that died with it are those it had started.
     not_started = [r for i, r in enumerate(streamed) if tokens_at_kill.get(i, 0) == 0]
+    on_victim = [r for i, r in enumerate(streamed)
+                 if r.replica == victim and tokens_at_kill.get(i, 0) > 0]
+    on_victim += [r for r in stream_results[len(streamed):] if r.replica == victim]
     everything = stream_results + probes + post
     t = tally(everything)
     return {

@@ -7,6 +7,12 @@ directory loads with ``transformers.AutoTokenizer``/``AutoModelForCausalLM`` and
 The cache key is a hash of the dimensions, so different ``**dims`` never share a directory.
 A build writes into a temporary sibling directory and renames it into place, so concurrent
 builders (test workers, engine processes) never see a half-written model.
+
+The tokenizer ships a small chat template (``CHAT_TEMPLATE``) so chat completions work as on
+any instruction-tuned model. The key also holds ``TINY_MODEL_FORMAT``: a build recipe that
+changes what the directory holds (the template came with format 2; the weights and tokens are
+those of format 1) gets a new directory, and a cached one is never rewritten in place, so code
+of different formats can share a cache.
 """
 
 from __future__ import annotations
@@ -20,12 +26,16 @@ import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-TINY_MODEL_FORMAT = 1  # bump when the build recipe changes (invalidates the cache)
+TINY_MODEL_FORMAT = 2  # bump when the build recipe changes (new cache dir); 2: chat template
 _SYLLABLES = tuple(
     "ka ko ri su te na mo lu pe zi an el in on ur ba de fi go ha ju ke li ma ne "  # noqa: SIM905
     "po qu ra se ti vo wa xe ya zo th sh ch st pr tr".split()
 )
 _SPECIALS = ("<unk>", "<s>", "</s>")
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}"
+    "\n{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +153,13 @@ def _build_tokenizer(spec: TinyDims, out: Path) -> None:
         tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
     )
     fast.model_max_length = spec.max_position
+    fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(str(out))
+    config_path = out / "tokenizer_config.json"  # where every reader looks for the template
+    config = json.loads(config_path.read_text())
+    if config.get("chat_template") != CHAT_TEMPLATE:
+        config["chat_template"] = CHAT_TEMPLATE
+        config_path.write_text(json.dumps(config, indent=2))
 
 
 def _build_weights(spec: TinyDims, out: Path) -> None:

@@ -70,10 +70,19 @@ class IngressReplica:
     def __init__(self, engine: DeploymentHandle, config: dict[str, Any]):
         from transformers import AutoTokenizer
 
+        from slidingserve.serve.metrics import scrape_cluster
+        from slidingserve.serve.openai_api import generation_defaults
+
         cfg = load_serve_config(config, "Ingress config")
-        tokenizer = AutoTokenizer.from_pretrained(cfg.engine.tokenizer or resolve_model(cfg.engine))
+        model = resolve_model(cfg.engine)
+        tokenizer = AutoTokenizer.from_pretrained(cfg.engine.tokenizer or model)
         ready = EngineReadiness(serve.get_replica_context().app_name)  # /health: 503 until then
-        self.service = IngressService(cfg, load_tiers(cfg.tiers_path), engine, tokenizer, ready)
+        defaults = generation_defaults(model, cfg.engine.extra_engine_args)
+        if defaults:
+            log.info("ingress: sampling defaults from the model's generation config: %s",
+                     defaults)
+        self.service = IngressService(cfg, load_tiers(cfg.tiers_path), engine, tokenizer, ready,
+                                      defaults, scrape_cluster)
 
     def __serve_build_asgi_app__(self) -> Any:
         return build_api(self.service)

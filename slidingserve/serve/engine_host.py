@@ -29,6 +29,7 @@ from slidingserve.serve.messages import (
     Admitted,
     GenerateRequest,
     Rejected,
+    StepLogprobs,
     StreamError,
     StreamEvent,
     TokenDelta,
@@ -151,16 +152,21 @@ def best_effort_tier(tiers: TierSet, name: str | None) -> SLOTier:
 
 @dataclass(slots=True)
 class _Live:
-    """A request the replica holds."""
+    """A request the replica holds. With ``n`` choices the times, ``n_first`` and ``ctx``
+    follow choice 0 (each choice is one sequence of the same length schedule); ``n_out``
+    counts every choice's tokens."""
 
     priority: int
-    prompt_len: int
+    prompt_len: int  # prefill tokens: the prompt once per choice
     admitted_s: float
     tokens_ahead: int
     first_token_s: float | None = None
     last_token_s: float | None = None
     n_out: int = 0
     ctx: int = 0
+    n: int = 1
+    n_first: int = 0  # tokens of choice 0
+    observed: bool = True  # its TTFT may feed the cost estimate
 
 
 @dataclass(slots=True)
@@ -203,6 +209,7 @@ class EngineHost:
         self.latency: LatencyModel | None = None
         self.model_version: int | None = None
         self._live: dict[str, _Live] = {}
+        self._warmed_up: set[str] = set()  # logprob paths some request has used
         self._llm: Any = None
         self.hold_limits = hold_limits(tiers, cfg.max_ongoing_requests,
                                        cfg.admission.lowest_tier_share)
@@ -262,7 +269,8 @@ class EngineHost:
     def _costs(self) -> tuple[float, float]:
         if self.latency is None:
             return self.costs.s_per_prefill_token, self.costs.step_s
-        ctxs = tuple(r.ctx for r in self._live.values() if r.first_token_s is not None)
+        ctxs = tuple(r.ctx for r in self._live.values() if r.first_token_s is not None
+                     for _ in range(r.n))
         budget = self.cfg.engine.max_num_batched_tokens
         chunk = BatchShape(prefill=((budget, 0),), decode_ctx=ctxs)
         step = float(self.latency.predict(BatchShape(decode_ctx=ctxs))) if ctxs else 0.0
@@ -276,7 +284,7 @@ class EngineHost:
         load = self.load()
         # a request that arrived while the engine started waited for start-up, not for load
         waited = 0.0 if req.arrival_s < self.ready_s else max(time.time() - req.arrival_s, 0.0)
-        predicted = waited + load.predicted_ttft_s(req.slo.priority, req.prompt_len)
+        predicted = waited + load.predicted_ttft_s(req.slo.priority, req.prefill_tokens)
         target = req.slo.ttft_s * adm.margin
         if adm.enabled and load.is_full_for(req.slo.priority):
             retry = max(adm.min_retry_after_s, int(predicted + 0.999))
@@ -298,7 +306,11 @@ class EngineHost:
         if isinstance(decision, Rejected):
             return
         slo = decision.slo
-        live = _Live(slo.priority, req.prompt_len, time.time(), 0, ctx=req.prompt_len)
+        # the engine's first use of a logprobs path costs seconds of set-up: not a prefill cost
+        first_use = bool(req.logprob_paths - self._warmed_up)
+        self._warmed_up |= req.logprob_paths
+        live = _Live(slo.priority, req.prefill_tokens, time.time(), 0, ctx=req.prompt_len,
+                     n=req.n, observed=not first_use)
         live.tokens_ahead = self.load().tokens_ahead(slo.priority)
         self._live[req.request_id] = live
         outcome = "error"
@@ -316,34 +328,43 @@ class EngineHost:
     async def _run(
         self, req: GenerateRequest, slo: RequestSLO, live: _Live
     ) -> AsyncIterator[TokenDelta]:
-        from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
-
         if self._llm is None:
             raise RuntimeError("engine not started")
-        params = SamplingParams(
-            **req.sampling, output_kind=RequestOutputKind.DELTA, extra_args=slo.extra_args()
-        )
+        params = engine_params(req.sampling, slo.extra_args())
         prompt = {"prompt_token_ids": list(req.prompt_token_ids)}
+        counts = [0] * live.n
+        first = True
         async for out in self._llm.generate(prompt, params, request_id=req.request_id):
-            comp = out.outputs[0]
-            now = time.time()
-            n_new = len(comp.token_ids)
-            if n_new:
-                if live.first_token_s is None:
-                    live.first_token_s = now
-                    if live.tokens_ahead == 0:  # head of the line: TTFT is its own prefill
-                        self.costs.observe_ttft(now - live.admitted_s, live.prompt_len)
-                elif live.last_token_s is not None:
-                    self.costs.observe_step((now - live.last_token_s) / n_new)
-                live.last_token_s = now
-                live.n_out += n_new
-                live.ctx += n_new
-            finish = comp.finish_reason if out.finished else None
-            if finish in ("error", "abort"):  # refused or aborted inside the engine: say so
-                raise RuntimeError(f"engine finished the request with {finish!r} "
-                                   f"(reason: {comp.stop_reason!r})")
-            yield TokenDelta(comp.text, list(comp.token_ids), finish, req.prompt_len, live.n_out)
+            prompt_lp = plain_logprobs(out.prompt_logprobs) if first else None
+            first = False
+            for comp in out.outputs:
+                now = time.time()
+                n_new = len(comp.token_ids)
+                if n_new:
+                    self._observe(live, comp.index, n_new, now)
+                counts[comp.index] += n_new
+                if comp.finish_reason in ("error", "abort"):  # refused or aborted in the engine
+                    raise RuntimeError(f"engine finished the request with {comp.finish_reason!r}"
+                                       f" (reason: {comp.stop_reason!r})")
+                yield TokenDelta(comp.text, list(comp.token_ids), comp.finish_reason,
+                                 req.prompt_len, counts[comp.index], comp.index,
+                                 plain_logprobs(comp.logprobs), prompt_lp, comp.stop_reason)
+                prompt_lp = None
+
+    def _observe(self, live: _Live, index: int, n_new: int, now: float) -> None:
+        """Costs and times from a delta of ``n_new`` tokens of choice ``index``."""
+        live.n_out += n_new
+        if index != 0:
+            return
+        if live.first_token_s is None:
+            live.first_token_s = now
+            if live.tokens_ahead == 0 and live.observed:  # head of the line: its own prefill
+                self.costs.observe_ttft(now - live.admitted_s, live.prompt_len)
+        elif live.last_token_s is not None:
+            self.costs.observe_step((now - live.last_token_s) / n_new)
+        live.last_token_s = now
+        live.n_first += n_new
+        live.ctx += n_new
 
     def _finish(self, req: GenerateRequest, slo: RequestSLO, live: _Live, outcome: str) -> None:
         record = RequestRecord(
@@ -351,7 +372,7 @@ class EngineHost:
             tier=slo.tier,
             first_token_s=live.first_token_s,
             last_token_s=live.last_token_s,
-            n_out=live.n_out,
+            n_out=live.n_first,  # per sequence: TPOT is one choice's pace
             finished=outcome in ("ok", "downgraded"),
         )
         tier = self.tiers[slo.tier]
@@ -360,3 +381,31 @@ class EngineHost:
         self.metrics.finished(
             slo.tier, outcome, record.ttft_s, record.tpot_s, live.n_out, record.meets_slo(bound)
         )
+
+
+def engine_params(sampling: Any, slo_args: dict[str, object]) -> Any:
+    """The ``SamplingParams`` the engine runs: the ingress's (or a dict of fields), streamed
+    as deltas, with the SLO the scheduler reads in ``extra_args`` (the SLO's keys win over a
+    client's ``vllm_xargs``)."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    if isinstance(sampling, dict):
+        return SamplingParams(**sampling, output_kind=RequestOutputKind.DELTA,
+                              extra_args=dict(slo_args))
+    params = sampling.clone()
+    params.output_kind = RequestOutputKind.DELTA
+    params.extra_args = {**(params.extra_args or {}), **slo_args}
+    return params
+
+
+def plain_logprobs(steps: Any) -> list[Any] | None:
+    """vLLM's per-position logprobs (a list of ``{id: Logprob}`` or ``FlatLogprobs``) as plain
+    ``{id: (logprob, decoded)}`` dicts that pickle small; ``None`` positions stay ``None``."""
+    if steps is None:
+        return None
+    out: list[StepLogprobs | None] = []
+    for step in steps:
+        out.append(None if step is None else
+                   {int(t): (float(lp.logprob), lp.decoded_token) for t, lp in step.items()})
+    return out

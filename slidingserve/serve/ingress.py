@@ -1,23 +1,30 @@
-"""The HTTP side: OpenAI-compatible routes over an engine deployment handle.
+"""The HTTP side: OpenAI-compatible routes, as vLLM's server has them, over the engine handle.
 
-``IngressService`` turns one HTTP request into a ``GenerateRequest`` (SLO headers, API key,
-tokenization), sends it to the engine deployment (through the slack router) and writes the
-response: JSON, or SSE that starts once the first token is known so the measured TTFT can
-travel in a header. ``build_api`` wires it into a FastAPI app.
+``IngressService`` turns one HTTP request into ``GenerateRequest``s (SLO headers, API key,
+vLLM's request model and ``SamplingParams``, tokenization; one per prompt of a batched
+completion), sends them to the engine deployment (through the slack router) and writes the
+response: JSON once every choice has finished, or SSE whose headers and first chunk go out as
+soon as the replicas have admitted the request, before the first token. ``build_api`` wires it
+into a FastAPI app with ``/v1/models``, ``/version``, ``/metrics`` and ``/health``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+from vllm.exceptions import VLLMClientError
 
 from slidingserve.serve import openai_api as oa
 from slidingserve.serve.auth import AuthError, KeyTable
@@ -31,6 +38,8 @@ from slidingserve.serve.messages import (
     TokenDelta,
 )
 from slidingserve.serve.metrics import IngressMetrics
+from slidingserve.serve.openai_api import HTTPError
+from slidingserve.serve.responses import Responder
 from slidingserve.serve.slo_headers import (
     DOWNGRADED_HEADER,
     TIER_ECHO_HEADER,
@@ -41,41 +50,45 @@ from slidingserve.serve.slo_headers import (
 )
 from slidingserve.slo.tiers import TierSet
 
+__all__ = ["HTTPError", "IngressService", "body_limit_bytes", "build_api"]
+
 log = logging.getLogger(__name__)
-DEFAULT_MAX_TOKENS = 16
 SERVED_BY_HEADER = "x-served-by"
 RETRIED_FROM_HEADER = "x-retried-from"  # the replica that failed before the first token
 MAX_ATTEMPTS = 3  # sends of one request: one retry after a replica failed, plus unreached calls
+T = TypeVar("T")
 
 
-class HTTPError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, **headers: str):
-        super().__init__(message)
-        self.status, self.message, self.param, self.headers = status, message, param, headers
+@dataclass(slots=True)
+class _Started:
+    """One engine request admitted by a replica (updated in place when it is retried)."""
 
-    def response(self) -> JSONResponse:
-        kind = "invalid_request_error" if self.status < 500 else "server_error"
-        if self.status == 429:
-            kind = "rate_limit_error"
-        return JSONResponse(
-            oa.error_body(self.message, self.param, kind), self.status, headers=self.headers
-        )
+    req: GenerateRequest
+    admitted: Admitted
+    stream: Any
+    retried_from: str | None
 
 
 class IngressService:
     """Validates, tokenizes and forwards requests; writes OpenAI-shaped responses."""
 
     def __init__(self, cfg: ServeAppConfig, tiers: TierSet, engine: Any, tokenizer: Any,
-                 ready: Callable[[], Awaitable[bool]] | None = None):
+                 ready: Callable[[], Awaitable[bool]] | None = None,
+                 defaults: Mapping[str, Any] | None = None,
+                 scrape: Callable[[], Awaitable[str]] | None = None):
         self.cfg, self.tiers, self.engine, self.tokenizer = cfg, tiers, engine, tokenizer
         self.ready = ready  # whether an engine replica can serve (None: assume it can)
+        self.defaults = dict(defaults or {})  # the model's generation_config sampling defaults
+        self.scrape = scrape  # the cluster's Prometheus text, for /metrics (None: not served)
         self.keys = KeyTable(cfg.auth.resolved_keys(), tiers)
         self.metrics = IngressMetrics()
         self.model_name = cfg.engine.name
+        vocab = len(tokenizer) if tokenizer is not None else 0
+        self.limits = oa.ModelLimits(cfg.engine.max_model_len, vocab)
         log.info("ingress: %s", self.keys.describe())
 
     # ---- one request --------------------------------------------------------------------
-    async def complete(self, body: oa.CompletionBody | oa.ChatBody, headers: Mapping[str, str]):
+    async def complete(self, body: oa.AnyRequest, headers: Mapping[str, str]) -> Response:
         arrival = time.time()
         tier_hint = headers.get(TIER_HEADER, self.tiers.default_name)
         try:
@@ -83,9 +96,10 @@ class IngressService:
         except HTTPError as err:
             known = tier_hint in set(self.tiers)
             self.metrics.refused(tier_hint if known else "unknown", err.status)
-            return err.response()
+            return JSONResponse(err.body(), err.status, headers=err.headers)
 
-    async def _complete(self, body, headers: Mapping[str, str], arrival: float) -> Response:
+    async def _complete(self, body: oa.AnyRequest, headers: Mapping[str, str],
+                        arrival: float) -> Response:
         try:
             slo = parse_slo_headers(headers, self.tiers)
         except SLOHeaderError as err:
@@ -95,47 +109,42 @@ class IngressService:
         except AuthError as err:
             raise HTTPError(err.status, err.message, "authorization") from None
         if body.model is not None and body.model != self.model_name:
-            raise HTTPError(404, f"model {body.model!r} not served (serving {self.model_name!r})",
-                            "model")
-        chat = isinstance(body, oa.ChatBody)
-        ids = self._prompt_ids(body)
-        sampling = body.sampling(DEFAULT_MAX_TOKENS)
-        limit = self.cfg.engine.max_model_len
-        if len(ids) + sampling["max_tokens"] > limit:
-            n_max = sampling["max_tokens"]
-            raise HTTPError(400, f"prompt ({len(ids)} tokens) + max_tokens ({n_max}) exceeds "
-                            f"max_model_len {limit}", "max_tokens")
+            raise HTTPError(404, f"The model `{body.model}` does not exist (this server serves "
+                            f"`{self.model_name}`).", "model")
+        oa.check_supported(body)
+        chat = isinstance(body, ChatCompletionRequest)
+        prompts = ([oa.chat_prompt(body, self.tokenizer)] if isinstance(body, ChatCompletionRequest)
+                   else oa.completion_prompts(body, self.tokenizer))
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
-        req = GenerateRequest(rid, ids, slo, sampling, arrival)
-        first, stream, head, retried_from = await self._start(req)
-        out_headers = {
-            TIER_ECHO_HEADER: first.slo.tier,
-            TTFT_MEASURED_HEADER: f"{(time.time() - arrival) * 1000.0:.1f}",
-            SERVED_BY_HEADER: first.replica,
-        }
-        if first.downgraded_from:
-            out_headers[DOWNGRADED_HEADER] = first.downgraded_from
-        if retried_from is not None:
-            out_headers[RETRIED_FROM_HEADER] = retried_from
+        reqs = []
+        for i, prompt in enumerate(prompts):
+            n_max = oa.max_tokens_for(body, len(prompt.token_ids), self.limits.max_model_len,
+                                      self.defaults)
+            params = oa.sampling_params(body, n_max, self.defaults, self.limits)
+            sub_id = rid if len(prompts) == 1 else f"{rid}-{i}"
+            reqs.append(GenerateRequest(sub_id, prompt.token_ids, slo, params, arrival))
+        started = await self._start_all(reqs)
+        responder = Responder(body, rid, self.model_name, prompts, self.tokenizer)
         if body.stream:
-            include_usage = bool((body.stream_options or {}).get("include_usage"))
-            return StreamingResponse(
-                self._sse(rid, chat, head, stream, include_usage, len(ids)),
-                media_type="text/event-stream",
-                headers=out_headers,
-            )
-        return await self._collect(rid, chat, head, stream, len(ids), out_headers)
+            return StreamingResponse(self._sse(responder, started), media_type="text/event-stream",
+                                     headers=_headers(started))
+        return await self._collect(responder, started, arrival)
 
-    async def _start(self, req: GenerateRequest) -> tuple[Admitted, Any, list[StreamEvent],
-                                                          str | None]:
-        """Send ``req`` to a replica and wait for its first token (the response's headers wait
-        for it). A replica that fails before the first token (it died, or Serve lost it) has
-        sent the client nothing yet: the request goes once more to another replica, and the
-        client sees one answer (``x-retried-from`` names the failed replica). A failure after
-        tokens flowed is the caller's explicit error. A call that never reached a replica (a
-        dead one Serve had not dropped yet) is sent again too, at most ``MAX_ATTEMPTS`` in all.
-        Returns (admission, stream, events so far, failed replica or None)."""
-        retried_from: str | None = None
+    async def _start_all(self, reqs: list[GenerateRequest]) -> list[_Started]:
+        """Admit every prompt's request; if one is refused, the others are cancelled."""
+        got = await asyncio.gather(*(self._start(r) for r in reqs), return_exceptions=True)
+        failed = [g for g in got if isinstance(g, BaseException)]
+        if failed:
+            for g in got:
+                if isinstance(g, _Started):
+                    g.stream.cancel()
+            raise failed[0]
+        return [g for g in got if isinstance(g, _Started)]
+
+    async def _start(self, req: GenerateRequest, retried_from: str | None = None) -> _Started:
+        """Send ``req`` to a replica and wait for its admission (not its first token). A call
+        that never reached a replica (a dead one Serve had not dropped yet) is sent again, at
+        most ``MAX_ATTEMPTS`` sends in all; a refusal is a 429 with ``Retry-After``."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
             stream = self.engine.options(stream=True).generate.remote(req)
             try:
@@ -153,95 +162,123 @@ class IngressService:
                 raise HTTPError(429, f"SLO tier {req.slo.tier!r}: {why}; retry later",
                                 TIER_HEADER, **{"Retry-After": str(first.retry_after_s)})
             assert isinstance(first, Admitted), first
-            head: list[StreamEvent] = []
-            try:
-                async for ev in stream:  # hold the headers until the first token: TTFT measured
-                    head.append(ev)
-                    if not isinstance(ev, TokenDelta) or ev.token_ids or ev.finish_reason:
-                        break
-            except Exception as exc:
-                if attempt < MAX_ATTEMPTS and retried_from in (None, "unknown"):
-                    log.warning("request %s: replica %s failed before its first token (%s); "
-                                "retrying once elsewhere", req.request_id, first.replica,
-                                type(exc).__name__)
-                    stream.cancel()
-                    retried_from = first.replica
-                    continue
-                head.append(StreamError(f"engine failed: {type(exc).__name__}: {exc}"))
-            return first, stream, head, retried_from
+            return _Started(req, first, stream, retried_from)
         raise AssertionError("unreachable")
 
-    def _prompt_ids(self, body: oa.CompletionBody | oa.ChatBody) -> list[int]:
-        if isinstance(body, oa.ChatBody):
-            msgs = [m.model_dump(exclude_none=True) for m in body.messages]
-            if getattr(self.tokenizer, "chat_template", None):  # the template adds BOS itself
-                text = self.tokenizer.apply_chat_template(
-                    msgs, add_generation_prompt=True, tokenize=False
-                )
-                return list(self.tokenizer.encode(text, add_special_tokens=False))
-            text = "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant:"
-            return list(self.tokenizer.encode(text))
-        if isinstance(body.prompt, str):
-            return list(self.tokenizer.encode(body.prompt))
-        vocab = len(self.tokenizer)
-        bad = [t for t in body.prompt if t < 0 or t >= vocab]
-        if bad:
-            raise HTTPError(400, f"prompt token id {bad[0]} outside the vocabulary [0, {vocab})",
-                            "prompt")
-        return list(body.prompt)
+    async def _events(self, st: _Started) -> AsyncIterator[StreamEvent]:
+        """The request's events after admission. A replica that fails before the first token
+        has sent nothing of this request yet: it goes once more to another replica (``st``
+        then names the failed one). A failure after tokens flowed is an explicit error."""
+        produced = False
+        while True:
+            try:
+                async for ev in st.stream:
+                    if isinstance(ev, TokenDelta) and (ev.token_ids or ev.finish_reason):
+                        produced = True
+                    yield ev
+                return
+            except Exception as exc:
+                if produced or st.retried_from not in (None, "unknown"):
+                    yield StreamError(f"engine failed: {type(exc).__name__}: {exc}")
+                    return
+                failed = st.admitted.replica
+                log.warning("request %s: replica %s failed before its first token (%s); "
+                            "retrying once elsewhere", st.req.request_id, failed,
+                            type(exc).__name__)
+                st.stream.cancel()
+                try:
+                    again = await self._start(st.req, failed)
+                except HTTPError as err:
+                    yield StreamError(err.message)
+                    return
+                st.admitted, st.stream, st.retried_from = again.admitted, again.stream, failed
 
-    async def _collect(self, rid, chat, head, stream, n_prompt, headers) -> Response:
-        text: list[str] = []
-        finish, n_out = None, 0
-        try:
-            async for ev in _chain(head, stream):
-                if isinstance(ev, StreamError):
-                    return _partial_error(ev.message, text, headers, ev.partial)
-                assert isinstance(ev, TokenDelta)
-                text.append(ev.text)
-                finish, n_out = ev.finish_reason or finish, ev.num_generated
-        except Exception as exc:
-            return _partial_error(f"engine failed: {type(exc).__name__}: {exc}", text, headers, {})
-        body = oa.completion_response(rid, self.model_name, "".join(text), finish, n_prompt,
-                                      n_out, chat)
-        return JSONResponse(body, headers=headers)
+    async def _collect(self, responder: Responder, started: list[_Started],
+                       arrival: float) -> Response:
+        prompt_logprobs: dict[int, Any] = {}
+        first_token_s: float | None = None
+        async for i, ev in _merge([self._events(st) for st in started]):
+            if isinstance(ev, StreamError):
+                partial = {"text": "".join(responder.choices[0].text), **ev.partial}
+                return _partial_error(ev.message, _headers(started), partial)
+            assert isinstance(ev, TokenDelta), ev
+            if first_token_s is None and ev.token_ids:
+                first_token_s = time.time()
+            if ev.prompt_logprobs is not None:
+                prompt_logprobs[i] = ev.prompt_logprobs
+            responder.add(i, ev)
+        headers = _headers(started)
+        headers[TTFT_MEASURED_HEADER] = f"{((first_token_s or time.time()) - arrival) * 1e3:.1f}"
+        return JSONResponse(responder.response(prompt_logprobs), headers=headers)
 
-    async def _sse(self, rid, chat, head, stream, include_usage, n_prompt) -> AsyncIterator[str]:
-        first, n_out = True, 0
+    async def _sse(self, responder: Responder, started: list[_Started]) -> AsyncIterator[str]:
+        for opening in responder.opening():  # at once: a long TTFT must not look like a hang
+            yield opening
         try:
-            async for ev in _chain(head, stream):
+            async for i, ev in _merge([self._events(st) for st in started]):
                 if isinstance(ev, StreamError):
                     yield oa.stream_error(ev.message)
                     return
-                assert isinstance(ev, TokenDelta)
-                n_out = ev.num_generated
-                yield oa.stream_chunk(rid, self.model_name, ev.text, ev.finish_reason, chat, first)
-                first = False
+                assert isinstance(ev, TokenDelta), ev
+                chunk = responder.chunk(i, ev, ev.prompt_logprobs)
+                if chunk is not None:
+                    yield chunk
         except Exception as exc:  # the stream ends with an explicit error, never silently
             yield oa.stream_error(f"stream failed: {type(exc).__name__}: {exc}")
             return
-        if include_usage:
-            yield "data: " + oa.json.dumps({"id": rid, "choices": [],
-                                            "usage": oa.usage(n_prompt, n_out)}) + "\n\n"
+        if responder.include_usage:
+            yield responder.usage_chunk()
         yield oa.STREAM_DONE
 
 
-def _partial_error(message: str, text: list[str], headers: dict[str, str],
-                   partial: dict[str, Any]) -> JSONResponse:
-    body = oa.error_body(message, None, "server_error")
-    body["error"]["partial"] = {"text": "".join(text), **partial}
+def _headers(started: list[_Started]) -> dict[str, str]:
+    """SLO tier echo, serving replica(s), downgrade and retry of the request's admissions."""
+    first = started[0].admitted
+    out = {TIER_ECHO_HEADER: first.slo.tier,
+           SERVED_BY_HEADER: ",".join(dict.fromkeys(st.admitted.replica for st in started))}
+    if first.downgraded_from:
+        out[DOWNGRADED_HEADER] = first.downgraded_from
+    retried = [st.retried_from for st in started if st.retried_from is not None]
+    if retried:
+        out[RETRIED_FROM_HEADER] = ",".join(dict.fromkeys(retried))
+    return out
+
+
+async def _merge(streams: list[AsyncIterator[T]]) -> AsyncIterator[tuple[int, T]]:
+    """Items of several async iterators as they come, tagged with the iterator's index."""
+    if len(streams) == 1:
+        async for item in streams[0]:
+            yield 0, item
+        return
+    queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+    done = object()
+
+    async def pump(i: int, stream: AsyncIterator[T]) -> None:
+        try:
+            async for item in stream:
+                await queue.put((i, item))
+        finally:
+            await queue.put((i, done))
+
+    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    try:
+        left = len(tasks)
+        while left:
+            i, item = await queue.get()
+            if item is done:
+                left -= 1
+                continue
+            yield i, item
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+def _partial_error(message: str, headers: dict[str, str], partial: dict[str, Any]
+                   ) -> JSONResponse:
+    body = oa.error_body(message, None, 500)
+    body["error"]["partial"] = partial
     return JSONResponse(body, 500, headers=headers)
-
-
-async def _chain(head: list[StreamEvent], rest: Any) -> AsyncIterator[StreamEvent]:
-    for ev in head:
-        yield ev
-    if head and isinstance(head[-1], TokenDelta) and head[-1].finish_reason:
-        return
-    if head and isinstance(head[-1], StreamError):
-        return
-    async for ev in rest:
-        yield ev
 
 
 def body_limit_bytes(max_model_len: int) -> int:
@@ -290,23 +327,25 @@ class BodyLimit:
     async def _refuse(self, scope: Any, receive: Any, send: Any, size: int) -> None:
         msg = (f"request body too large: {size} bytes or more (limit {self.limit} bytes, "
                "enough for max_model_len tokens)")
-        await JSONResponse(oa.error_body(msg, "body"), 413)(scope, receive, send)
+        await JSONResponse(oa.error_body(msg, "body", 413), 413)(scope, receive, send)
 
 
 def build_api(service: IngressService) -> FastAPI:
-    """The FastAPI app: /v1/completions, /v1/chat/completions, /v1/models, /health."""
+    """The FastAPI app: /v1/completions, /v1/chat/completions, /v1/models[/{id}], /version,
+    /metrics, /health."""
     api = FastAPI(title="SlidingServe", version="0.1.0")
     api.add_middleware(BodyLimit, limit=body_limit_bytes(service.cfg.engine.max_model_len))
 
     @api.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"] if p != "body") or "body"
-        msg = f"field {loc}: {err['msg']} (got {err.get('input')!r})"
-        if err.get("type") == "json_invalid":
-            reason = (err.get("ctx") or {}).get("error", "JSON decode error")
-            loc, msg = "body", f"body is not valid JSON: {reason} at character {loc}"
-        return JSONResponse(oa.error_body(msg, loc), 400)
+        message, param = validation_message(exc.errors())
+        return JSONResponse(oa.error_body(message, param), 400)
+
+    @api.exception_handler(VLLMClientError)
+    async def _vllm(_: Request, exc: VLLMClientError) -> JSONResponse:
+        """A vLLM request validator's refusal (raised while the body is parsed)."""
+        return JSONResponse(oa.error_body(oa.clean_message(exc), getattr(exc, "parameter", None)),
+                            400)
 
     @api.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -314,22 +353,55 @@ def build_api(service: IngressService) -> FastAPI:
         msg = str(exc.detail)
         if exc.status_code == 400:  # FastAPI could not decode the body (not UTF-8, too deep)
             msg += ": the body must be a UTF-8 JSON object of reasonable nesting depth"
-        return JSONResponse(oa.error_body(msg), exc.status_code,
+        return JSONResponse(oa.error_body(msg, None, exc.status_code), exc.status_code,
                             headers=getattr(exc, "headers", None))
 
     @api.post("/v1/completions")
-    async def completions(body: oa.CompletionBody, request: Request) -> Response:
+    async def completions(body: CompletionRequest, request: Request) -> Response:
         return await service.complete(body, request.headers)
 
     @api.post("/v1/chat/completions")
-    async def chat(body: oa.ChatBody, request: Request) -> Response:
+    async def chat(body: ChatCompletionRequest, request: Request) -> Response:
         return await service.complete(body, request.headers)
+
+    def card() -> dict[str, Any]:
+        return {"id": service.model_name, "object": "model", "created": 0,
+                "owned_by": "slidingserve", "root": service.cfg.engine.model, "parent": None,
+                "max_model_len": service.cfg.engine.max_model_len, "permission": [],
+                "slo_tiers": list(service.tiers)}
 
     @api.get("/v1/models")
     async def models() -> dict[str, Any]:
-        card = {"id": service.model_name, "object": "model", "owned_by": "slidingserve",
-                "created": 0, "slo_tiers": list(service.tiers)}
-        return {"object": "list", "data": [card]}
+        return {"object": "list", "data": [card()]}
+
+    @api.get("/v1/models/{model_id:path}")
+    async def model(model_id: str) -> Response:
+        if model_id != service.model_name:
+            msg = f"The model `{model_id}` does not exist."
+            return JSONResponse(oa.error_body(msg, "model", 404), 404)
+        return JSONResponse(card())
+
+    @api.get("/version")
+    async def version() -> dict[str, str]:
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as dist_version
+
+        import vllm
+
+        try:
+            ours = dist_version("slidingserve")
+        except PackageNotFoundError:
+            ours = "unknown"
+        return {"version": vllm.__version__, "slidingserve": ours}
+
+    @api.get("/metrics")
+    async def metrics() -> Response:
+        """The cluster's Prometheus metrics (``ray_slidingserve_*`` and Ray's own), on the
+        serving port."""
+        if service.scrape is None:
+            return JSONResponse(oa.error_body("metrics are not exported here", None, 404), 404)
+        text = await service.scrape()
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @api.get("/health")
     async def health() -> Response:
@@ -338,8 +410,31 @@ def build_api(service: IngressService) -> FastAPI:
                 "default_tier": service.tiers.default_name, "auth": service.keys.describe()}
         if service.ready is not None and not await service.ready():
             msg = "no engine replica is ready yet (the model is loading) or none is left"
-            return JSONResponse({"status": "starting", **info, **oa.error_body(msg, None,
-                                 "server_error")}, 503, headers={"Retry-After": "5"})
+            return JSONResponse({"status": "starting", **info, **oa.error_body(msg, None, 503)},
+                                503, headers={"Retry-After": "5"})
         return JSONResponse({"status": "ok", **info})
 
     return api
+
+
+def validation_message(errors: Any) -> tuple[str, str | None]:
+    """A 400's message and ``param`` from pydantic's errors, naming the field (the first error;
+    a vLLM validator's own message and parameter when one refused the body)."""
+    from vllm.entrypoints.serve.exception_handling.handlers.validation import (
+        clean_loc_for_param,
+    )
+    from vllm.exceptions import VLLMValidationError
+
+    err: dict[str, Any] = dict(errors[0]) if errors else {"loc": ("body",), "msg": "invalid body"}
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, VLLMValidationError):
+        return oa.clean_message(cause), cause.parameter
+    loc = clean_loc_for_param(tuple(p for p in err["loc"] if p != "body")) or "body"
+    if err.get("type") == "json_invalid":
+        reason = (err.get("ctx") or {}).get("error", "JSON decode error")
+        return f"body is not valid JSON: {reason} at character {loc}", "body"
+    shown = repr(err.get("input"))
+    if len(shown) > 200:
+        shown = shown[:200] + "...[truncated]"
+    more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
+    return f"field {loc}: {err['msg']} (got {shown}){more}", loc

@@ -2,7 +2,7 @@
 
 Plain dataclasses (they cross Ray processes by pickling). The router reads the first
 positional argument of ``Engine.generate`` as a ``GenerateRequest`` to learn the request's
-tier and prompt length.
+tier and prefill work.
 """
 
 from __future__ import annotations
@@ -18,12 +18,31 @@ class GenerateRequest:
     request_id: str
     prompt_token_ids: list[int]
     slo: RequestSLO
-    sampling: dict[str, Any]  # SamplingParams fields (max_tokens, temperature, ...)
+    sampling: Any  # vLLM SamplingParams, or a dict of its fields (max_tokens, temperature, ...)
     arrival_s: float  # wall time the ingress received the request
 
     @property
     def prompt_len(self) -> int:
         return len(self.prompt_token_ids)
+
+    @property
+    def n(self) -> int:
+        """Choices to sample (vLLM's ``n``: the engine runs one sequence per choice)."""
+        n = self.sampling.get("n") if isinstance(self.sampling, dict) else self.sampling.n
+        return int(n or 1)
+
+    @property
+    def logprob_paths(self) -> frozenset[str]:
+        """Which of ``logprobs`` and ``prompt_logprobs`` it asks for."""
+        get = (self.sampling.get if isinstance(self.sampling, dict)
+               else lambda name: getattr(self.sampling, name, None))
+        return frozenset(p for p in ("logprobs", "prompt_logprobs") if get(p) is not None)
+
+    @property
+    def prefill_tokens(self) -> int:
+        """Prompt tokens the engine computes: every choice prefills the prompt (prefix caching
+        is off)."""
+        return self.prompt_len * self.n
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,15 +66,23 @@ class Rejected:
     reason: str = ""  # why, when not the TTFT prediction (a tier's share of the replica full)
 
 
+StepLogprobs = dict[int, tuple[float, str | None]]
+"""One position's logprobs: token id -> (logprob, decoded text), the sampled token first."""
+
+
 @dataclass(frozen=True, slots=True)
 class TokenDelta:
-    """New tokens of one request since the previous delta."""
+    """New tokens of one choice of a request since its previous delta."""
 
     text: str
     token_ids: list[int]
     finish_reason: str | None = None
     num_prompt_tokens: int = 0
-    num_generated: int = 0
+    num_generated: int = 0  # this choice's tokens so far
+    index: int = 0  # the choice (0 .. n-1)
+    logprobs: list[StepLogprobs] | None = None  # one per token in token_ids, when asked for
+    prompt_logprobs: list[StepLogprobs | None] | None = None  # on the first delta, when asked
+    stop_reason: int | str | None = None  # the stop string or token id that ended it
 
 
 @dataclass(frozen=True, slots=True)

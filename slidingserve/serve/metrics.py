@@ -2,10 +2,14 @@
 
 Ray exports them on each node's metrics port with a ``ray_`` prefix, e.g.
 ``ray_slidingserve_ttft_seconds_bucket{tier="interactive",...}``. The Grafana dashboards in
-``manifests/grafana/`` query exactly these names (``METRIC_NAMES``).
+``manifests/grafana/`` query exactly these names (``METRIC_NAMES``). The ingress also serves
+them, merged over the cluster's nodes, on the serving port's ``/metrics`` (``scrape_cluster``).
 """
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
 
 from ray.util import metrics
 
@@ -126,3 +130,43 @@ class IngressMetrics:
 
     def refused(self, tier: str, status: int) -> None:
         self.rejected.inc(1, tags={"tier": tier, "status": str(status)})
+
+
+async def scrape_cluster(timeout_s: float = 5.0) -> str:
+    """Every live node's Prometheus text (Ray's metrics export port), merged into one
+    exposition: what the ingress serves on ``/metrics``. A node that does not answer in
+    ``timeout_s`` is left out."""
+    import httpx
+    import ray
+
+    nodes = await asyncio.to_thread(ray.nodes)
+    urls = [f"http://{n['NodeManagerAddress']}:{n['MetricsExportPort']}/metrics"
+            for n in nodes if n.get("Alive") and n.get("MetricsExportPort")]
+    async with httpx.AsyncClient(timeout=timeout_s) as client:
+        got = await asyncio.gather(*(client.get(u) for u in urls), return_exceptions=True)
+    return merge_expositions(r.text for r in got
+                             if isinstance(r, httpx.Response) and r.status_code == 200)
+
+
+def merge_expositions(texts: Iterable[str]) -> str:
+    """Prometheus texts of several nodes as one: each family's ``# HELP``/``# TYPE`` once and
+    its samples together (the format wants them contiguous), duplicate sample lines once."""
+    headers: dict[str, dict[str, str]] = {}
+    samples: dict[str, dict[str, None]] = {}
+    for text in texts:
+        family = ""
+        for line in text.splitlines():
+            if line.startswith(("# HELP ", "# TYPE ")):
+                parts = line.split(maxsplit=3)
+                family = parts[2]
+                headers.setdefault(family, {}).setdefault(parts[1], line)
+                samples.setdefault(family, {})
+            elif line and not line.startswith("#"):
+                name = line.split("{", 1)[0].split(" ", 1)[0]
+                key = family if family and name.startswith(family) else name
+                samples.setdefault(key, {})[line] = None
+    out = []
+    for family, lines in samples.items():
+        out += [headers.get(family, {}).get(k, "") for k in ("HELP", "TYPE")]
+        out += list(lines)
+    return "\n".join(x for x in out if x) + "\n"

@@ -1,137 +1,277 @@
-"""The OpenAI-compatible request bodies we accept and the responses we write.
+"""The OpenAI protocol as vLLM's own server speaks it: requests, defaults, prompts, errors.
 
-Only what a completion needs: one prompt (text or token ids) or one conversation, ``n = 1``.
-Unsupported fields are refused (400) rather than silently ignored.
+Request bodies are vLLM's models (``CompletionRequest``, ``ChatCompletionRequest``: what
+``vllm serve`` accepts, unknown fields included, with its validators) and become
+``SamplingParams`` through their own ``to_sampling_params``, with vLLM's defaults: the
+model's ``generation_config.json`` sampling fields, and a chat ``max_tokens`` that is the rest
+of the context. Errors have vLLM's shape ``{"error": {"message", "type", "param", "code"}}``.
+SLO metadata never travels in the body: it comes from the ``x-slo-*`` headers.
+
+What this module refuses that vLLM's server can do: beam search, prompt embeddings, a
+completion ``suffix``, non-text content parts (the engine serves text models) and tool
+calling (no tool parser runs here).
 """
 
 from __future__ import annotations
 
 import json
-import time
-from typing import Any, Literal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+from vllm.exceptions import VLLMClientError
 
+AnyRequest = CompletionRequest | ChatCompletionRequest
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    model: str | None = None
-    max_tokens: int | None = Field(default=None, gt=0)
-    temperature: float = Field(default=1.0, ge=0, le=2)
-    top_p: float = Field(default=1.0, gt=0, le=1)
-    seed: int | None = Field(default=None, ge=-(2**63), le=2**64 - 1)  # what vLLM takes
-    stop: str | list[str] | None = None
-    stream: bool = False
-    n: int = Field(default=1, ge=1, le=1)
-    ignore_eos: bool = False  # vLLM extension: generate exactly max_tokens
-    user: str | None = None
-    stream_options: dict[str, Any] | None = None
-
-    @field_validator("stop")
-    @classmethod
-    def _stop_not_empty(cls, v: str | list[str] | None) -> str | list[str] | None:
-        if v is not None and any(s == "" for s in ([v] if isinstance(v, str) else v)):
-            raise ValueError("stop strings must not be empty")  # vLLM refuses them (was a 500)
-        return v
-
-    def sampling(self, default_max_tokens: int) -> dict[str, Any]:
-        stop = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
-        return {
-            "max_tokens": self.max_tokens or default_max_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "seed": self.seed,
-            "stop": stop,
-            "ignore_eos": self.ignore_eos,
-        }
+MAX_LOGPROBS = 20  # vLLM's default --max-logprobs
+NO_CHAT_TEMPLATE = (  # vLLM's words, so clients that match on them keep working
+    "As of transformers v4.44, default chat template is no longer allowed, so you must "
+    "provide a chat template if the tokenizer does not define one."
+)
+TEXT_PART_TYPES = ("text", "input_text", "output_text")
+ERROR_TYPES = {
+    400: "BadRequestError",
+    401: "AuthenticationError",
+    403: "PermissionDeniedError",
+    404: "NotFoundError",
+    429: "RateLimitError",
+    500: "InternalServerError",
+    503: "ServiceUnavailableError",
+}
+GENERATION_CONFIG_FIELDS = (  # what vLLM's ModelConfig.get_diff_sampling_param reads
+    "repetition_penalty", "presence_penalty", "frequency_penalty", "temperature", "top_k",
+    "top_p", "min_p", "max_new_tokens",
+)
 
 
-class CompletionBody(_Body):
-    prompt: str | list[int] = Field(min_length=1)
-    echo: bool = Field(default=False)
+class HTTPError(Exception):
+    """A refusal with its HTTP status, the request field it is about, and extra headers."""
 
-    @model_validator(mode="after")
-    def _no_echo(self) -> CompletionBody:
-        if self.echo:
-            raise ValueError("echo=true is not supported")
-        return self
+    def __init__(self, status: int, message: str, param: str | None = None, **headers: str):
+        super().__init__(message)
+        self.status, self.message, self.param, self.headers = status, message, param, headers
 
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    role: Literal["system", "user", "assistant", "tool"]
-    content: str
-    name: str | None = None
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, self.param, self.status)
 
 
-class ChatBody(_Body):
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, gt=0)
-
-    def sampling(self, default_max_tokens: int) -> dict[str, Any]:
-        out = super().sampling(default_max_tokens)
-        if self.max_completion_tokens is not None:
-            out["max_tokens"] = self.max_completion_tokens
-        return out
+def error_body(message: str, param: str | None = None, status: int = 400) -> dict[str, Any]:
+    """vLLM's ``ErrorResponse``: ``code`` is the HTTP status, ``type`` its error class."""
+    kind = ERROR_TYPES.get(status) or HTTPStatus(status).phrase.replace(" ", "")
+    return {"error": {"message": message, "type": kind, "param": param, "code": status}}
 
 
-def error_body(message: str, param: str | None = None, kind: str = "invalid_request_error"):
-    return {"error": {"message": message, "type": kind, "param": param, "code": None}}
+def sse(data: Any) -> str:
+    return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
+def stream_error(message: str, status: int = 500) -> str:
+    return sse(error_body(message, None, status))
 
 
-def completion_response(
-    rid: str, model: str, text: str, finish: str | None, prompt_tokens: int, n_out: int, chat: bool
-) -> dict[str, Any]:
-    if chat:
-        choice: dict[str, Any] = {
-            "index": 0,
-            "message": {"role": "assistant", "content": text},
-            "finish_reason": finish,
-        }
-    else:
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
-    return {
-        "id": rid,
-        "object": "chat.completion" if chat else "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [choice],
-        "usage": usage(prompt_tokens, n_out),
-    }
+STREAM_DONE = sse("[DONE]")
 
 
-def stream_chunk(
-    rid: str, model: str, text: str, finish: str | None, chat: bool, first: bool = False
-) -> str:
-    """One SSE ``data:`` line for a streamed delta."""
-    if chat:
-        delta: dict[str, Any] = {"content": text}
-        if first:
-            delta["role"] = "assistant"
-        choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
-    else:
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
-    body = {
-        "id": rid,
-        "object": "chat.completion.chunk" if chat else "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [choice],
-    }
-    return f"data: {json.dumps(body)}\n\n"
+# ---- defaults ---------------------------------------------------------------------------
+def generation_defaults(model_path: str, engine_args: Mapping[str, Any] | None = None
+                        ) -> dict[str, Any]:
+    """The server-side sampling defaults vLLM applies (``get_diff_sampling_param``).
+
+    ``generation_config`` (an engine argument) is ``"auto"`` (the model's
+    ``generation_config.json``), ``"vllm"`` (none) or a folder holding one;
+    ``override_generation_config`` is laid over it. ``max_new_tokens`` becomes ``max_tokens``.
+    """
+    from transformers import GenerationConfig
+
+    args = engine_args or {}
+    src = args.get("generation_config", "auto")
+    config: dict[str, Any] = {}
+    if src != "vllm":
+        folder = model_path if src == "auto" else str(src)
+        local = Path(folder).is_dir()
+        if not local or Path(folder, "generation_config.json").is_file():
+            try:  # a hub id reads the hub (or its cache), as the tokenizer does
+                config = GenerationConfig.from_pretrained(folder).to_diff_dict()
+            except OSError:  # the model has none
+                config = {}
+    config.update(args.get("override_generation_config") or {})
+    out = {k: config[k] for k in GENERATION_CONFIG_FIELDS if config.get(k) is not None}
+    if "max_new_tokens" in out:
+        out["max_tokens"] = out.pop("max_new_tokens")
+    return out
 
 
-def stream_error(message: str) -> str:
-    return f"data: {json.dumps(error_body(message, kind='server_error'))}\n\n"
+def max_tokens_for(req: AnyRequest, prompt_len: int, max_model_len: int,
+                   defaults: Mapping[str, Any]) -> int:
+    """vLLM's rule: what the request asks for, else the model's default, never past the
+    context; a request that cannot fit is refused, naming the field."""
+    param = "max_tokens"
+    requested = req.max_tokens
+    if isinstance(req, ChatCompletionRequest) and req.max_completion_tokens is not None:
+        param, requested = "max_completion_tokens", req.max_completion_tokens
+    if prompt_len >= max_model_len:
+        raise HTTPError(400, f"This model's maximum context length is {max_model_len} tokens "
+                        f"(max_model_len). However, your prompt contains {prompt_len} input "
+                        "tokens, which leaves no room for output. Please reduce the length of "
+                        "the input prompt.",
+                        "messages" if isinstance(req, ChatCompletionRequest) else "prompt")
+    if requested is not None and requested > 0 and prompt_len + requested > max_model_len:
+        raise HTTPError(400, f"This model's maximum context length is {max_model_len} tokens "
+                        f"(max_model_len). However, you requested {requested} output tokens "
+                        f"({param}) and your prompt contains {prompt_len} input tokens, for a "
+                        f"total of {prompt_len + requested} tokens. Please reduce the length "
+                        f"of the input prompt or the number of requested output tokens.", param)
+    room = max_model_len - prompt_len
+    fallback = requested if requested is not None else defaults.get("max_tokens")
+    return room if fallback is None else min(room, fallback)
 
 
-STREAM_DONE = "data: [DONE]\n\n"
+@dataclass(frozen=True, slots=True)
+class ModelLimits:
+    """What vLLM's ``SamplingParams`` validators read from the model config."""
+
+    max_model_len: int
+    vocab_size: int
+    max_logprobs: int = MAX_LOGPROBS
+
+    def get_vocab_size(self) -> int:
+        return self.vocab_size
+
+
+def sampling_params(req: AnyRequest, max_tokens: int, defaults: Mapping[str, Any],
+                    limits: ModelLimits) -> Any:
+    """The request's ``SamplingParams`` (vLLM's own conversion) checked as vLLM's engine checks
+    them on arrival (logprob counts, logit-bias and allowed token ids), so a bad value is a 400
+    here rather than an engine error after admission."""
+    try:
+        params = req.to_sampling_params(max_tokens, dict(defaults))
+        model: Any = limits  # the validators read only what ModelLimits has
+        params._validate_logprobs(model)
+        params._validate_logit_bias(model)
+        params._validate_allowed_token_ids(model)
+        params._validate_stop_token_ids(model)
+    except (VLLMClientError, ValueError, TypeError, OverflowError) as exc:
+        raise HTTPError(400, clean_message(exc), getattr(exc, "parameter", None)) from None
+    return params
+
+
+def clean_message(exc: Exception) -> str:
+    """A vLLM validation error's message without its ``(parameter=...)`` suffix."""
+    return exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+
+
+def check_supported(req: AnyRequest, *, trust_request_chat_template: bool = False) -> None:
+    """Refuse what vLLM's server can do but this one cannot, as vLLM words it."""
+    if req.use_beam_search:
+        raise HTTPError(400, "beam search (use_beam_search) is not supported by this server",
+                        "use_beam_search")
+    if isinstance(req, CompletionRequest):
+        if req.suffix is not None:
+            raise HTTPError(400, "suffix is not currently supported", "suffix")
+        if req.prompt_embeds is not None:
+            raise HTTPError(400, "prompt_embeds is not supported by this server", "prompt_embeds")
+        return
+    if not req.messages:
+        raise HTTPError(400, "messages must hold at least one message", "messages")
+    if req.tools and req.tool_choice != "none":
+        raise HTTPError(400, f"tool_choice {req.tool_choice!r} requires a tool-call parser, "
+                        "which this server does not run; send tool_choice='none'", "tool_choice")
+    if req.chat_template is not None and not trust_request_chat_template:
+        raise HTTPError(400, "Chat template is passed with request, but "
+                        "--trust-request-chat-template is not set. Refused request with "
+                        "untrusted chat template.", "chat_template")
+
+
+# ---- prompts ----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """One prompt of a request: its token ids and, for echo, its text."""
+
+    token_ids: list[int]
+    text: str
+
+
+def completion_prompts(req: CompletionRequest, tokenizer: Any) -> list[Prompt]:
+    """The prompts of a completion: a string, token ids, or a list of either (batched)."""
+    raw = req.prompt
+    items: list[Any] = [raw] if isinstance(raw, str) or _is_ids(raw) else list(raw or [])
+    if not items:
+        raise HTTPError(400, "prompt must not be empty", "prompt")
+    vocab = len(tokenizer)
+    out = []
+    for i, item in enumerate(items):
+        where = "prompt" if len(items) == 1 else f"prompt[{i}]"
+        if isinstance(item, str):
+            if not item:
+                raise HTTPError(400, f"{where} must not be empty", "prompt")
+            ids = list(tokenizer.encode(item, add_special_tokens=req.add_special_tokens))
+            out.append(Prompt(ids, item))
+            continue
+        ids = list(item)
+        if not ids:
+            raise HTTPError(400, f"{where} must not be empty", "prompt")
+        bad = [t for t in ids if t < 0 or t >= vocab]
+        if bad:
+            raise HTTPError(400, f"{where}: token id {bad[0]} outside the vocabulary "
+                            f"[0, {vocab})", "prompt")
+        out.append(Prompt(ids, tokenizer.decode(ids) if req.echo else ""))
+    return out
+
+
+def _is_ids(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(t, int) for t in value)
+
+
+def chat_conversation(req: ChatCompletionRequest) -> list[dict[str, Any]]:
+    """The messages as the chat template sees them: content-part arrays joined into text
+    (vLLM's "string" content format), ``None`` fields dropped."""
+    out = []
+    for i, msg in enumerate(req.messages):
+        m = {k: (list(v) if k == "tool_calls" and v is not None else v)
+             for k, v in dict(msg).items() if v is not None}
+        content = m.get("content")
+        if content is not None and not isinstance(content, str):
+            texts = []
+            for part in list(content):
+                part = dict(part)
+                kind = part.get("type", "text" if "text" in part else None)
+                if kind in TEXT_PART_TYPES:
+                    texts.append(str(part.get("text", "")))
+                elif kind == "refusal":
+                    texts.append(str(part.get("refusal", "")))
+                else:
+                    raise HTTPError(400, f"messages[{i}].content: content part type {kind!r} is "
+                                    "not supported (this model takes text only)", "messages")
+            m["content"] = "\n".join(texts)
+        out.append(m)
+    return out
+
+
+def chat_prompt(req: ChatCompletionRequest, tokenizer: Any) -> Prompt:
+    """Render the conversation with the chat template (the request's, else the tokenizer's);
+    a tokenizer without one is a 400, as in vLLM."""
+    template = req.chat_template or getattr(tokenizer, "chat_template", None)
+    if not template:
+        raise HTTPError(400, NO_CHAT_TEMPLATE, "messages")
+    conversation = chat_conversation(req)
+    if not ("'developer'" in template or '"developer"' in template):  # vLLM's rule
+        conversation = [{**m, "role": "system"} if m["role"] == "developer" else m
+                        for m in conversation]
+    kwargs = {**(req.chat_template_kwargs or {}),
+              "add_generation_prompt": req.add_generation_prompt,
+              "continue_final_message": req.continue_final_message}
+    if req.documents is not None:
+        kwargs["documents"] = req.documents
+    try:
+        text = tokenizer.apply_chat_template(conversation, chat_template=template,
+                                             tokenize=False, **kwargs)
+    except Exception as exc:  # jinja errors: the request's fault, as vLLM treats them
+        if not any(c.__name__ == "TemplateError" for c in type(exc).__mro__):
+            raise
+        raise HTTPError(400, f"chat template error: {exc}", "messages") from None
+    ids = list(tokenizer.encode(text, add_special_tokens=req.add_special_tokens))
+    return Prompt(ids, text)

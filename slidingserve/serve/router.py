@@ -44,7 +44,7 @@ class RouteQuery:
 
     priority: int
     ttft_target_s: float
-    prompt_len: int
+    prompt_len: int  # prefill tokens (the prompt once per choice)
 
 
 def rank_by_slack(
@@ -78,7 +78,7 @@ def query_of(pending: PendingRequest | None) -> RouteQuery | None:
     req = pending.args[0]
     if not isinstance(req, GenerateRequest):
         return None
-    return RouteQuery(req.slo.priority, req.slo.ttft_s, req.prompt_len)
+    return RouteQuery(req.slo.priority, req.slo.ttft_s, req.prefill_tokens)
 
 
 class SlackRouter(FIFOMixin, RequestRouter):

@@ -43,3 +43,15 @@ def test_finished_without_a_step_is_none_and_cut_is_reported() -> None:
     assert t is not None and t.cut
     with pytest.raises(ValueError, match="keep"):
         StepLog(PROV, "x", keep=0)
+
+
+def test_a_step_with_work_beyond_its_features_is_left_out() -> None:
+    """A step with one-off work (an engine's first logprobs) costs more than its shape says:
+    no row, no timing (so neither the predictor nor the online correction learns from it)."""
+    log = StepLog(PROV, "slidingserve")
+    x = np.zeros(N_FEATURES)
+    x[F_PREFILL_TOKENS] = x[F_TOTAL_TOKENS] = 512
+    log.scheduled(x, {"predicted_s": 0.1, "cut": 0}, recorded=False)
+    assert log.finished("v1") is None
+    assert log.total == 0 and log.unrecorded == 1 and not log.rows
+    assert _step(log, 3) is not None and log.total == 1

@@ -12,6 +12,7 @@ import pytest
 
 from slidingserve.faults.bad_input import Case, check_case, hand_cases, raw_injection_cases
 from slidingserve.faults.client import Result, classify_response, error_message, tally
+from slidingserve.faults.fuzz import MAX_TOKENS_CAP, _cap
 from slidingserve.faults.runner import FaultsConfig
 from slidingserve.faults.security import check_manifests, find_key_leaks, time_key_compare
 from slidingserve.serve.auth import AuthError, KeyTable
@@ -132,3 +133,14 @@ def test_manifest_check_flags_an_undocumented_port(tmp_path):
     report = check_manifests(tmp_path)
     assert report["manifests/rayservice.yaml"]["undocumented"] == ["8080"]
     assert report["ray_cluster.yaml"]["internal_ports"] == []
+
+
+def test_fuzz_cap_bounds_every_valid_body_including_those_without_max_tokens():
+    """vLLM's chat default is the rest of the context: a fuzzed body without max_tokens would
+    decode thousands of tokens, so it gets the cap like one with a large value."""
+    chat = _cap({"messages": [{"role": "user", "content": "hi"}]})
+    assert chat["max_tokens"] == MAX_TOKENS_CAP
+    assert _cap({"prompt": "a", "max_tokens": 10**6})["max_tokens"] == MAX_TOKENS_CAP
+    assert _cap({"prompt": "a", "max_tokens": 3})["max_tokens"] == 3
+    kept = _cap({"messages": [], "max_completion_tokens": 2})
+    assert kept == {"messages": [], "max_completion_tokens": 2}

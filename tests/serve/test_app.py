@@ -120,8 +120,89 @@ def test_completion_streaming_and_chat_non_streaming(app):
 def test_models_and_health(app):
     client, _ = app
     assert client.get("/v1/models").json()["data"][0]["id"] == "tiny"
+    assert client.get("/v1/models/tiny").json()["max_model_len"] > 0
+    assert client.get("/v1/models/gpt-9").status_code == 404
+    assert client.get("/version").json()["version"]
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["default_tier"] == "standard"
+
+
+# ---- the official openai client ---------------------------------------------------------
+EOS = "2"  # the tiny model's </s>: a bias of -100 keeps random weights from ending early
+
+
+def openai_client(app):
+    from openai import OpenAI
+
+    client, _ = app
+    return OpenAI(base_url=f"{client.base_url}/v1", api_key="test-key-all", timeout=300,
+                  max_retries=0)
+
+
+def test_openai_client_n_logprobs_and_echo(app):
+    oc = openai_client(app)
+    r = oc.completions.create(model="tiny", prompt="ka ko ri", max_tokens=4, n=2, logprobs=2,
+                              echo=True, logit_bias={EOS: -100})
+    assert sorted(c.index for c in r.choices) == [0, 1]
+    for c in r.choices:
+        assert c.text.startswith("ka ko ri") and c.finish_reason == "length"
+        assert c.logprobs.token_logprobs[0] is None  # the first prompt token has none
+        assert len(c.logprobs.tokens) == r.usage.prompt_tokens + 4
+        assert 2 <= len(c.logprobs.top_logprobs[-1]) <= 3
+    assert r.usage.completion_tokens == 8
+    stream = oc.completions.create(model="tiny", prompt=["ka", "ko ri"], max_tokens=3, n=2,
+                                   stream=True, stream_options={"include_usage": True},
+                                   logit_bias={EOS: -100})
+    chunks = list(stream)
+    assert {c.choices[0].index for c in chunks if c.choices} == {0, 1, 2, 3}
+    assert chunks[-1].usage.completion_tokens == 12 and chunks[-1].model == "tiny"
+
+
+def test_openai_client_chat_parts_logprobs_and_stream(app):
+    oc = openai_client(app)
+    messages = [{"role": "developer", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "ka ko"},
+                                             {"type": "text", "text": "ri"}]}]
+    r = oc.chat.completions.create(model="tiny", messages=messages, max_completion_tokens=3,
+                                   logprobs=True, top_logprobs=2, n=2, logit_bias={EOS: -100})
+    assert len(r.choices) == 2 and r.choices[0].message.role == "assistant"
+    content = r.choices[0].logprobs.content
+    assert len(content) == 3 and len(content[0].top_logprobs) == 2
+    stream = oc.chat.completions.create(model="tiny", messages=messages, max_tokens=3,
+                                        stream=True, stream_options={"include_usage": True},
+                                        logit_bias={EOS: -100})
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[0].choices[0].delta.content == ""
+    usage = chunks[-1]
+    assert usage.object == "chat.completion.chunk" and usage.model == "tiny" and usage.created
+    assert usage.usage.completion_tokens == 3
+
+
+def test_openai_client_chat_without_max_tokens_runs_to_the_end_of_the_context(app):
+    oc = openai_client(app)
+    r = oc.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "ka"}],
+                                   temperature=0.0, logit_bias={EOS: -100},
+                                   extra_headers={"x-slo-tier": "batch"})
+    assert r.choices[0].finish_reason == "length"
+    max_model_len = app[0].get("/v1/models/tiny").json()["max_model_len"]
+    assert r.usage.prompt_tokens + r.usage.completion_tokens == max_model_len
+
+
+def test_stream_opens_with_the_role_chunk(app):
+    """A chat stream's first chunk is the role alone (sent at admission, before any token;
+    the gated unit test in test_openai_protocol.py shows the order); content follows."""
+    client, _ = app
+    body = {"messages": [{"role": "user", "content": "ka ko ri su " * 300}], "max_tokens": 2,
+            "stream": True, "logit_bias": {"2": -100}}
+    with client.stream("POST", "/v1/chat/completions", json=body, headers=ALL) as r:
+        assert r.status_code == 200
+        data = [ln[6:] for ln in r.iter_lines() if ln.startswith("data: ")]
+    assert data[-1] == "[DONE]"
+    chunks = [json.loads(d) for d in data[:-1]]
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert all("role" not in c["choices"][0]["delta"] for c in chunks[1:])
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks[1:])
 
 
 def test_tightened_header_is_honoured(app):
@@ -157,8 +238,8 @@ def test_tightened_header_is_honoured(app):
         ({}, {"prompt": "ka", "temperature": "hot"}, 400, ["temperature", "'hot'"]),
         ({}, {"prompt": "ka", "max_tokens": 4000}, 400, ["max_model_len", "4000"]),
         ({}, {"prompt": [1, 99999]}, 400, ["99999", "vocabulary"]),
-        ({}, {"prompt": "ka", "model": "gpt-9"}, 404, ["'gpt-9'"]),
-        ({}, {"prompt": "ka", "n": 3}, 400, ["n"]),
+        ({}, {"prompt": "ka", "model": "gpt-9"}, 404, ["`gpt-9`"]),
+        ({}, {"prompt": "ka", "n": 0}, 400, ["n must be at least 1"]),
     ],
 )
 def test_bad_input_is_refused_with_a_clear_message(app, headers, body, status, needles):
@@ -359,6 +440,17 @@ def test_new_predictor_version_reaches_both_replicas(app):
         return seen if ok else None
 
     wait_for(engines_on_version, 90, f"both engines to run on lgbm-v{version}")
+
+
+def test_serving_port_exports_the_metrics(app):
+    client, _ = app
+
+    def series():
+        text = client.get("/metrics").text
+        return text if "ray_slidingserve_requests_total" in text else None
+
+    text = wait_for(series, 60, "slidingserve series on the serving port's /metrics")
+    assert "# TYPE ray_slidingserve_ttft_seconds histogram" in text
 
 
 def test_metrics_endpoint_has_tier_tagged_series(app):
