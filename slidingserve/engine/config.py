@@ -12,11 +12,13 @@ Every field is validated on load; errors name the field and the bad value.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from slidingserve.slo.tiers import TierSet, load_tiers, tiers_from_dict
+
+_C = TypeVar("_C", bound=BaseModel)
 
 CONFIG_KEY = "slidingserve"
 SCHEDULER_CLS = "slidingserve.engine.scheduler.SlidingServeScheduler"
@@ -58,13 +60,18 @@ def config_from_additional(additional: dict[str, Any] | None) -> EngineScheduler
         raise ValueError(
             f"additional_config[{CONFIG_KEY!r}] must be a mapping (got {type(raw).__name__})"
         )
+    return _validated(EngineSchedulerConfig, CONFIG_KEY, raw)
+
+
+def _validated(model: type[_C], key: str, raw: dict[str, Any]) -> _C:
+    """``model(**raw)``; a ValueError naming ``additional_config.KEY.FIELD`` and the value."""
     try:
-        return EngineSchedulerConfig(**raw)
+        return model(**raw)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"])
         raise ValueError(
-            f"additional_config.{CONFIG_KEY}.{field}: {err['msg']} (got {err.get('input')!r})"
+            f"additional_config.{key}.{field}: {err['msg']} (got {err.get('input')!r})"
         ) from None
 
 
@@ -99,13 +106,7 @@ def trace_config(additional: dict[str, Any] | None) -> TraceConfig:
     if not isinstance(raw, dict):
         raise ValueError(f"additional_config[{TRACE_KEY!r}] must be a mapping with step_trace "
                          f"(got {type(raw).__name__})")
-    try:
-        return TraceConfig(**raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        raise ValueError(f"additional_config.{TRACE_KEY}.{field}: {err['msg']} "
-                         f"(got {err.get('input')!r})") from None
+    return _validated(TraceConfig, TRACE_KEY, raw)
 
 
 def traced_additional_config(step_trace: str, **fields: Any) -> dict[str, Any]:

@@ -47,7 +47,7 @@ from predictor.steptrace import Provenance  # noqa: E402
 from slidingserve.engine.book import RequestBook  # noqa: E402
 from slidingserve.engine.config import config_from_additional, path_or_none  # noqa: E402
 from slidingserve.engine.latency_source import LiveLatencyModel  # noqa: E402
-from slidingserve.engine.steps import StepLog  # noqa: E402
+from slidingserve.engine.steps import StepLog, hardware_name  # noqa: E402
 from slidingserve.latency.features import decode_features  # noqa: E402
 from slidingserve.policy.base import decodes_all_fit, make_policy  # noqa: E402
 from slidingserve.policy.batch import step_features  # noqa: E402
@@ -82,7 +82,7 @@ class SlidingServeScheduler(Scheduler):
         provenance = Provenance(
             engine=_VLLM_DIST,
             model=cfg.model_name,
-            hardware=cfg.hardware or _hardware_name(),
+            hardware=cfg.hardware or hardware_name(),
             version=_VLLM_VERSION,
         )
         self.step_log = StepLog(
@@ -431,10 +431,3 @@ class SlidingServeScheduler(Scheduler):
             self.step_log.flush()
         finally:
             super().shutdown()
-
-
-def _hardware_name() -> str:
-    import os
-    import platform
-
-    return f"{platform.machine()}-{os.cpu_count()}cpu"

@@ -189,9 +189,3 @@ def nearest_key(trials: dict[str, Any], rate: float) -> str | None:
     if not trials:
         return None
     return min(trials, key=lambda r: abs(float(r) - rate))
-
-
-def nearest_trial(trials: dict[str, dict[str, Any]], rate: float) -> dict[str, Any] | None:
-    """The measured trial at the rate nearest to ``rate`` (``nearest_key``)."""
-    key = nearest_key(trials, rate)
-    return None if key is None else trials[key]

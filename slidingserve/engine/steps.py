@@ -29,6 +29,14 @@ import numpy as np
 from predictor.steptrace import Provenance, StepTrace, write_steptrace
 
 
+def hardware_name() -> str:
+    """The step trace's default hardware provenance: machine and CPU count."""
+    import os
+    import platform
+
+    return f"{platform.machine()}-{os.cpu_count()}cpu"
+
+
 @dataclass(frozen=True, slots=True)
 class StepTiming:
     latency_s: float  # measured

@@ -16,6 +16,7 @@ Configured by ``additional_config["slidingserve_trace"]`` (``config.TraceConfig`
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from slidingserve.engine.versions import require_supported_vllm
@@ -28,7 +29,7 @@ from vllm.v1.engine import EngineCoreOutputs  # noqa: E402
 
 from predictor.steptrace import Provenance  # noqa: E402
 from slidingserve.engine.config import trace_config  # noqa: E402
-from slidingserve.engine.steps import StepLog  # noqa: E402
+from slidingserve.engine.steps import StepLog, hardware_name  # noqa: E402
 from slidingserve.latency.features import BatchShape, features_of  # noqa: E402
 
 
@@ -49,14 +50,9 @@ def batch_shape(out: SchedulerOutput, requests: dict[str, Any]) -> BatchShape:
 class TracedScheduler(Scheduler):
     def __init__(self, vllm_config: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(vllm_config, *args, **kwargs)
-        import os
-        import platform
-        from pathlib import Path
-
         cfg = trace_config(vllm_config.additional_config)
         provenance = Provenance(
-            engine=_VLLM_DIST, model=cfg.model_name,
-            hardware=cfg.hardware or f"{platform.machine()}-{os.cpu_count()}cpu",
+            engine=_VLLM_DIST, model=cfg.model_name, hardware=cfg.hardware or hardware_name(),
             version=_VLLM_VERSION,
         )
         self.step_log = StepLog(provenance, cfg.policy, Path(cfg.step_trace), cfg.flush_every,

@@ -224,16 +224,12 @@ class AR1Draws(StepDraws):
         self._last_z: dict[int, float] = {}  # block -> its last z (the next block starts there)
 
     def _z(self, block: int) -> np.ndarray:
-        e = np.random.default_rng([*self._key, block]).standard_normal(BLOCK)
-        if block == 0:
-            prev, e0 = None, e[0]
-        else:
-            if block - 1 not in self._last_z:
-                self._z(block - 1)
-            prev, e0 = self._last_z[block - 1], e[0]
+        if block > 0 and block - 1 not in self._last_z:
+            self._z(block - 1)
+        e = self._transform(np.random.default_rng([*self._key, block]))
         rho, c = self.rho, math.sqrt(1.0 - self.rho * self.rho)
         z = np.empty(BLOCK)
-        z[0] = e0 if prev is None else rho * prev + c * e0
+        z[0] = e[0] if block == 0 else rho * self._last_z[block - 1] + c * e[0]
         for j in range(1, BLOCK):  # 4096 multiply-adds per block
             z[j] = rho * z[j - 1] + c * e[j]
         self._last_z[block] = float(z[-1])
@@ -252,12 +248,10 @@ class TimingModel(ABC):
 
     kind: ClassVar[str]
 
-    def __init__(self, latency: LatencyModel, plan_s: float = 0.0, scale: float = 1.0,
-                 prefill_scale: float | None = None):
+    def __init__(self, latency: LatencyModel, plan_s: float = 0.0):
         self.latency = latency  # the policy's planning model
         self.plan_s = plan_s
-        self.scale = scale  # execution time x this (TimingConfig.scale)
-        self.prefill_scale = scale if prefill_scale is None else prefill_scale
+        self.scale = self.prefill_scale = 1.0  # execution time x these (``configure``)
 
     def configure(self, config: TimingConfig) -> TimingModel:
         """Takes ``config``'s scales (every kind's ``from_config`` ends with it)."""

@@ -11,7 +11,7 @@ import pytest
 from predictor.steptrace import Provenance, StepTrace, write_steptrace
 from slidingserve.engine.sim_timing import (
     measured_noise,
-    nearest_trial,
+    nearest_key,
     plan_time_s,
     step_fit,
     trial_step_fits,
@@ -55,7 +55,7 @@ def test_trial_timing_from_overhead_figures() -> None:
     assert trial_timing("measured", None, 0.002).label() == "oracle +plan 2ms"
     assert trial_timing("oracle", {"sigma": 0.1}, 0.002).label() == "oracle"
     trials = {"3.0": {"x": 3}, "9.0": {"x": 9}}
-    assert nearest_trial(trials, 7.0) == {"x": 9} and nearest_trial({}, 1.0) is None
+    assert trials[nearest_key(trials, 7.0) or ""] == {"x": 9} and nearest_key({}, 1.0) is None
 
 
 def test_step_fit_measures_ratio_spread_and_runs() -> None:
