@@ -325,7 +325,10 @@ class EngineBench:
         plan_cpu = np.asarray(trace.extra["plan_cpu_s"], dtype=float)[keep]
         sched = np.asarray(trace.extra["sched_s"], dtype=float)[keep]
         step = trace.latency_s[keep]
+        preempted = {c: float(np.asarray(trace.extra[c], dtype=float)[keep].sum())
+                     for c in ("preempted", "preempted_tokens") if c in trace.extra}
         return {
+            **preempted,  # requests preempted, and the computed tokens they discarded
             "steps": int(keep.sum()),
             "plan_ms": _pct(plan * 1e3),
             "plan_cpu_ms": _pct(plan_cpu * 1e3),  # the planning thread's CPU time
@@ -402,6 +405,7 @@ def simulate_trial(cfg: BenchConfig, scheduler: str, rate: float, tiers: TierSet
         "slo_attainment": sim["overall"]["slo_attainment"],
         "tiers": {t: g["slo_attainment"] for t, g in sim["tiers"].items()},
         "worst_tier_violation_rate": worst_tier_violation_rate(sim),
+        "preemptions": sim["overall"]["preemptions"],
     }
 
 
@@ -531,6 +535,7 @@ async def find_capacity(cfg: BenchConfig, schedulers: list[str], out: Path, star
             bench.shutdown()
         policies[name]["trials"] = {
             str(r): {"attainment": s["overall"]["slo_attainment"],
+                     "tiers": {t: g["slo_attainment"] for t, g in s["tiers"].items()},
                      "seeds": s["seeds"],
                      "worst_tier_violation_rate": s["worst_tier_violation_rate"],
                      "scheduler_overhead": s["scheduler_overhead"],
@@ -577,7 +582,8 @@ async def predict_capacities(cfg: BenchConfig, out: Path, policies: dict[str, An
             sim = simulate_trial(cfg, name, float(rate), tiers, scale, model,
                                  timing_at(float(rate)))
             trial["simulated"] = {k: sim.get(k) for k in
-                                  ("slo_attainment", "worst_tier_violation_rate", "timing")}
+                                  ("slo_attainment", "worst_tier_violation_rate", "timing",
+                                   "tiers", "preemptions")}
             if fits:
                 trial["step_fit"] = fits.get(rate)
     return noise

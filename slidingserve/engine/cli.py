@@ -94,10 +94,11 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 
 
 def echo_predictions(policies: dict[str, Any]) -> None:
-    """Measured and predicted attainment of every trial of a capacity run, and the error."""
+    """Measured and predicted attainment of every trial of a capacity run, the error, and the
+    preemptions measured / predicted (``-`` where a run did not record them)."""
     errors = []
     typer.echo(f"{'scheduler':15s} {'rate':>6s} {'measured':>9s} {'predicted':>9s} {'error':>6s}"
-               "  timing")
+               f" {'preempted':>11s}  timing")
     for name, r in policies.items():
         for rate, t in sorted(r["trials"].items(), key=lambda kv: float(kv[0])):
             sim = t.get("simulated") or {}
@@ -105,8 +106,12 @@ def echo_predictions(policies: dict[str, Any]) -> None:
                 continue
             err = 100 * (t["attainment"] - sim["slo_attainment"])
             errors.append(abs(err))
+            measured = (t.get("scheduler_overhead") or {}).get("preempted")
+            preempted = (f"{'-' if measured is None else int(measured)}/"
+                         f"{sim.get('preemptions', '-')}")
             typer.echo(f"{name:15s} {float(rate):6.2f} {t['attainment']:9.3f} "
-                       f"{sim['slo_attainment']:9.3f} {err:+6.1f}  {sim.get('timing', '')}")
+                       f"{sim['slo_attainment']:9.3f} {err:+6.1f} {preempted:>11s}  "
+                       f"{sim.get('timing', '')}")
     if errors:
         within = sum(e <= 5.0 for e in errors)
         typer.echo(f"mean |error| {sum(errors) / len(errors):.1f} points; {within} of "

@@ -47,7 +47,7 @@ from predictor.steptrace import Provenance  # noqa: E402
 from slidingserve.engine.book import RequestBook  # noqa: E402
 from slidingserve.engine.config import config_from_additional, path_or_none  # noqa: E402
 from slidingserve.engine.latency_source import LiveLatencyModel  # noqa: E402
-from slidingserve.engine.steps import StepLog, hardware_name  # noqa: E402
+from slidingserve.engine.steps import PreemptionTally, StepLog, hardware_name  # noqa: E402
 from slidingserve.latency.features import decode_features  # noqa: E402
 from slidingserve.policy.base import decodes_all_fit, make_policy  # noqa: E402
 from slidingserve.policy.batch import step_features  # noqa: E402
@@ -96,6 +96,7 @@ class SlidingServeScheduler(Scheduler):
         # steps whose plan the policy declares fixed (built without calling it)
         self.counters = {"steps": 0, "preemptions": 0, "alloc_stops": 0, "seq_cap_stops": 0,
                          "liveness_preemptions": 0, "fixed_plans": 0}
+        self.preemptions = PreemptionTally()  # the step trace's preemption columns
         self._cut = False
         self._warmed_up: set[str] = set()  # WARM_UP_PATHS some step has run
         log.info("SlidingServe scheduler: policy %s, latency model %s", cfg.policy,
@@ -134,6 +135,11 @@ class SlidingServeScheduler(Scheduler):
             self.ss_policy.forget(key)
         return super()._free_request(request, delay_free_blocks)
 
+    def _preempt_request(self, request: Request, timestamp: float, *args: Any, **kwargs: Any
+                         ) -> None:
+        self.preemptions.note(request.num_computed_tokens)
+        super()._preempt_request(request, timestamp, *args, **kwargs)
+
     # -- the step --------------------------------------------------------------------------
     def schedule(self, throttle_prefills: bool = False) -> SchedulerOutput:
         started = time.perf_counter()
@@ -169,6 +175,7 @@ class SlidingServeScheduler(Scheduler):
                 "num_waiting": len(state.waiting),
                 "free_blocks": state.kv.free_blocks,
                 "cut": int(self._cut),
+                **self.preemptions.take(),
             }, recorded=not first_use)
         return out
 

@@ -9,8 +9,10 @@ time the adapter spent in ``schedule()`` (translation + policy + applying the pl
 Rows are written in the predictor's step-trace format (``predictor.steptrace``) with extra
 columns ``timestamp_s``, ``plan_s``, ``plan_cpu_s``, ``sched_s``, ``predicted_s``, the step's
 request counts (``num_reqs`` run, ``num_planned``, ``num_running``/``num_waiting`` before it),
-``free_blocks``, ``cut`` (1 when the plan was cut short), ``latency_scale`` (the online
-correction in use), ``policy`` and ``latency_version``. The file is rewritten atomically
+``free_blocks``, ``cut`` (1 when the plan was cut short), ``preempted`` /
+``preempted_tokens`` (requests preempted since the previous recorded step and the computed
+tokens they discarded, which vLLM recomputes: ``PreemptionTally``), ``latency_scale`` (the
+online correction in use), ``policy`` and ``latency_version``. The file is rewritten atomically
 every ``flush_every`` steps, when the engine idles and at shutdown, so serving continuously
 produces training data.
 It holds the most recent ``keep`` steps (a sliding window): a long-running replica's memory and
@@ -35,6 +37,25 @@ def hardware_name() -> str:
     import platform
 
     return f"{platform.machine()}-{os.cpu_count()}cpu"
+
+
+@dataclass(slots=True)
+class PreemptionTally:
+    """The requests a scheduler preempted and the computed tokens they discarded (a preempted
+    request's KV is freed and vLLM recomputes it on resumption), since the last ``take()``."""
+
+    requests: int = 0
+    tokens: int = 0
+
+    def note(self, num_computed_tokens: int) -> None:
+        self.requests += 1
+        self.tokens += int(num_computed_tokens)
+
+    def take(self) -> dict[str, float]:
+        """The step trace's ``preempted`` / ``preempted_tokens`` columns; resets the tally."""
+        out = {"preempted": float(self.requests), "preempted_tokens": float(self.tokens)}
+        self.requests = self.tokens = 0
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from vllm.v1.engine import EngineCoreOutputs  # noqa: E402
 
 from predictor.steptrace import Provenance  # noqa: E402
 from slidingserve.engine.config import trace_config  # noqa: E402
-from slidingserve.engine.steps import StepLog, hardware_name  # noqa: E402
+from slidingserve.engine.steps import PreemptionTally, StepLog, hardware_name  # noqa: E402
 from slidingserve.latency.features import BatchShape, features_of  # noqa: E402
 
 
@@ -57,6 +57,12 @@ class TracedScheduler(Scheduler):
         )
         self.step_log = StepLog(provenance, cfg.policy, Path(cfg.step_trace), cfg.flush_every,
                                 cfg.keep)
+        self.preemptions = PreemptionTally()
+
+    def _preempt_request(self, request: Any, timestamp: float, *args: Any, **kwargs: Any
+                         ) -> None:
+        self.preemptions.note(request.num_computed_tokens)
+        super()._preempt_request(request, timestamp, *args, **kwargs)
 
     def schedule(self, throttle_prefills: bool = False) -> SchedulerOutput:
         num_running, num_waiting = len(self.running), len(self.waiting)
@@ -72,7 +78,7 @@ class TracedScheduler(Scheduler):
                 "num_reqs": len(out.num_scheduled_tokens),
                 "num_planned": len(out.num_scheduled_tokens),
                 "num_running": num_running, "num_waiting": num_waiting,
-                "free_blocks": free_blocks, "cut": 0,
+                "free_blocks": free_blocks, "cut": 0, **self.preemptions.take(),
             })
         return out
 

@@ -195,11 +195,16 @@ def test_kv_pressure_preempts_and_every_request_completes(harness: Harness) -> N
     sched = harness.sched
     total = sched.total_blocks
     before = sched.counters["preemptions"]
+    logged = sum(sched.step_log.extra.get("preempted", []))
     # 6 x (200 prompt + 60 output) tokens = 6 x 3 blocks, well over the cache's blocks.
     ids = [harness.add(200, 60) for _ in range(6)]
     assert 6 * -(-260 // sched.block_size) > total
     done = harness.run()
     assert sched.counters["preemptions"] > before
+    # the step trace records each preemption and the computed tokens it discarded
+    extra = sched.step_log.extra
+    assert sum(extra["preempted"]) - logged == sched.counters["preemptions"] - before
+    assert sum(extra["preempted_tokens"]) > 0
     assert sched.counters["liveness_preemptions"] == 0  # the policy itself kept the engine live
     for rid in ids:
         assert len(done[rid].outputs[0].token_ids) == 60

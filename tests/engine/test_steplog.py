@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from predictor.steptrace import Provenance, read_steptrace
-from slidingserve.engine.steps import StepLog
+from slidingserve.engine.steps import PreemptionTally, StepLog
 from slidingserve.latency.features import F_PREFILL_TOKENS, F_TOTAL_TOKENS, N_FEATURES
 
 PROV = Provenance(engine="vllm-cpu", model="tiny", hardware="test", version="0")
@@ -55,3 +55,12 @@ def test_a_step_with_work_beyond_its_features_is_left_out() -> None:
     assert log.finished("v1") is None
     assert log.total == 0 and log.unrecorded == 1 and not log.rows
     assert _step(log, 3) is not None and log.total == 1
+
+
+def test_preemption_tally_counts_and_resets() -> None:
+    tally = PreemptionTally()
+    assert tally.take() == {"preempted": 0.0, "preempted_tokens": 0.0}
+    tally.note(300)
+    tally.note(17)
+    assert tally.take() == {"preempted": 2.0, "preempted_tokens": 317.0}
+    assert tally.take() == {"preempted": 0.0, "preempted_tokens": 0.0}
