@@ -15,11 +15,7 @@ before the calibration exists, so each request carries its tier's calibrated tar
 (``slo_ttft_ms``/``slo_tpot_ms`` in ``extra_args``); the engine's tier file only names the tiers.
 
 The simulator's prediction of each trial (``summary["simulated"]``, and with ``find_capacity``
-the simulator's own capacity search) is computed once every engine has run: same specs, SLOs and
-limits, with the engine's latency model times the online correction our adapter measured while
-serving (``serving_scale``: the median ``latency_scale`` of the run's step traces), and by
-default the step-time noise and planning time this run measured (``sim_timing.py``; the
-prediction's ``timing`` says which).
+the simulator's own capacity search) is computed once every engine has run (``predict.py``).
 
 Schedulers: ``vllm-default`` / ``vllm-priority`` are vLLM's own scheduler (FCFS, or priority =
 the tier's priority), its decisions untouched, run through ``traced.TracedScheduler`` so that
@@ -32,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -47,18 +43,9 @@ from slidingserve.engine.config import (
     traced_additional_config,
 )
 from slidingserve.engine.knee import search_capacities, sweep_capacities
-from slidingserve.engine.sim_timing import (
-    measured_noise,
-    nearest_key,
-    plan_time_s,
-    trial_step_fits,
-    trial_timing,
-)
 from slidingserve.engine.slo import slo_extra_args
-from slidingserve.latency import LatencyModel
 from slidingserve.metrics.records import RequestRecord
 from slidingserve.metrics.summary import summarize, worst_tier_violation_rate
-from slidingserve.sim.config import TimingConfig
 from slidingserve.slo.tiers import TierSet, tiers_from_dict
 from slidingserve.workload import WorkloadConfig, build_workload, load_trace
 from slidingserve.workload.spec import RequestSpec
@@ -325,7 +312,7 @@ class EngineBench:
         plan_cpu = np.asarray(trace.extra["plan_cpu_s"], dtype=float)[keep]
         sched = np.asarray(trace.extra["sched_s"], dtype=float)[keep]
         step = trace.latency_s[keep]
-        preempted = {c: float(np.asarray(trace.extra[c], dtype=float)[keep].sum())
+        preempted: dict[str, float] = {c: float(np.asarray(trace.extra[c], dtype=float)[keep].sum())
                      for c in ("preempted", "preempted_tokens") if c in trace.extra}
         return {
             **preempted,  # requests preempted, and the computed tokens they discarded
@@ -339,74 +326,6 @@ class EngineBench:
             "latency_versions": sorted(set(np.asarray(trace.extra["latency_version"])[keep]
                                            .tolist())),
         }
-
-
-def serving_scale(out: Path) -> float:
-    """The online correction the adapter measured while serving: the median ``latency_scale``
-    over every step our adapter ran under ``out`` (1.0 when none ran)."""
-    from predictor.steptrace import read_steptrace
-
-    scales: list[np.ndarray] = []
-    for path in sorted(out.glob("**/steps.csv")):
-        trace = read_steptrace(path)
-        if "latency_scale" in trace.extra:
-            scales.append(np.asarray(trace.extra["latency_scale"], dtype=float))
-    values = np.concatenate(scales) if scales else np.zeros(0)
-    return float(np.median(values)) if values.size else 1.0
-
-
-def sim_latency_model(cfg: BenchConfig) -> tuple[LatencyModel, str] | None:
-    """The engine's latency model for the simulator's predictions (None: there is none).
-    Loaded once per benchmark run and handed to every ``simulate_trial``."""
-    from slidingserve.engine.latency_source import load_model_dir
-
-    latency_dir = cfg.latency_model or DEFAULT_LATENCY_MODEL
-    return load_model_dir(latency_dir) if latency_dir.is_dir() else None
-
-
-def simulate_trial(cfg: BenchConfig, scheduler: str, rate: float, tiers: TierSet,
-                   scale: float = 1.0, model: tuple[LatencyModel, str] | None = None,
-                   timing: TimingConfig | None = None) -> dict[str, Any]:
-    """The simulator's prediction of the same trial: the same workloads (one per trial seed,
-    requests pooled), SLOs and limits, and the engine's latency model ``model`` (default:
-    ``sim_latency_model(cfg)``; the predictor trained on this engine's profiled steps) times
-    ``scale``, the correction the adapter measured while serving (``serving_scale``); steps
-    timed by ``timing`` (default: that model, the oracle), its seed the workload's."""
-    from slidingserve.engine.latency_source import LiveLatencyModel
-    from slidingserve.sim.config import SimConfig
-    from slidingserve.sim.simulator import simulate
-
-    model = model or sim_latency_model(cfg)
-    if model is None:
-        return {"skipped": f"no latency model at {cfg.latency_model or DEFAULT_LATENCY_MODEL}"}
-    latency = LiveLatencyModel(*model, initial_scale=scale)
-    version = model[1]
-    sim_cfg = SimConfig(
-        block_size=CPU_BLOCK_SIZE,
-        num_blocks=cfg.kv_cache_bytes // (CPU_BLOCK_SIZE * KV_BYTES_PER_TOKEN) - 1,
-        max_num_seqs=cfg.max_num_seqs, max_batch_tokens=cfg.max_num_batched_tokens,
-        max_model_len=cfg.max_model_len, drain_s=cfg.drain_s,
-    )
-    policy, overrides = (SIM_POLICY[scheduler], {}) if scheduler in SIM_POLICY else \
-        cfg.policy_of(scheduler)
-    timing = timing or TimingConfig()
-    records: list[RequestRecord] = []
-    for seed in cfg.trial_seeds():
-        specs = scaled_workload(cfg, rate, tiers, seed)
-        seeded = sim_cfg.model_copy(update={"timing": timing.model_copy(update={"seed": seed})})
-        records += simulate(specs, tiers, policy, seeded, latency, policy_config=overrides).records
-    sim = summarize(records, tiers)
-    return {
-        "policy": policy,
-        "latency_model": version,
-        "latency_scale": scale,
-        "timing": timing.label(),
-        "timing_config": timing.model_dump(mode="json"),
-        "slo_attainment": sim["overall"]["slo_attainment"],
-        "tiers": {t: g["slo_attainment"] for t, g in sim["tiers"].items()},
-        "worst_tier_violation_rate": worst_tier_violation_rate(sim),
-        "preemptions": sim["overall"]["preemptions"],
-    }
 
 
 def _pct(x: np.ndarray) -> dict[str, float]:
@@ -445,7 +364,7 @@ async def run_trial(bench: EngineBench, cfg: BenchConfig, rate: float, tiers: Ti
     return summary
 
 
-def _write(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, sort_keys=True))
 
@@ -455,7 +374,7 @@ async def _calibrated(bench: EngineBench, cfg: BenchConfig, out: Path,
     if calib is None:
         placeholder = Calibration.placeholder().tiers(cfg.scales)
         calib = await bench.calibrate(cfg, median_prompt(cfg, placeholder))
-        _write(out / "calibration.json", asdict(calib))
+        write_json(out / "calibration.json", asdict(calib))
     return calib
 
 
@@ -472,23 +391,13 @@ async def compare(cfg: BenchConfig, schedulers: list[str], rate: float, out: Pat
             summary = await run_trial(bench, cfg, rate, calib.tiers(cfg.scales), calib)
         finally:
             bench.shutdown()
-        _write(bench.out / "summary.json", summary)
+        write_json(bench.out / "summary.json", summary)
         results[name] = summary
-    # The simulator's prediction of each trial, once every engine has measured the correction.
-    scale, model = serving_scale(out), sim_latency_model(cfg)
-    noise = measured_noise(out, model[0]) if model is not None else None
+    from slidingserve.engine.predict import predict_trials
+
+    predict_trials(cfg, out, results, rate)  # once every engine has measured the correction
     for name, summary in results.items():
-        folder = out / name if len(schedulers) > 1 else out
-        tiers = tiers_from_dict(summary["tiers_used"], source="bench summary")
-        fit = noise
-        if cfg.sim_timing == "measured-trial" and model is not None:
-            key = str(rate)  # keys are rates (trial_windows orders them)
-            fit = trial_step_fits(folder / "steps.csv", {key: summary}, model[0])[key]
-        timing = trial_timing(cfg.sim_timing, fit, plan_time_s(
-            summary["scheduler_overhead"], cfg.sim_plan_time, fit), scale)
-        summary["simulated"] = simulate_trial(cfg, name, rate, tiers, scale, model, timing)
-        summary["simulated"]["measured_noise"] = fit
-        _write(folder / "summary.json", summary)
+        write_json((out / name if len(schedulers) > 1 else out) / "summary.json", summary)
     return results
 
 
@@ -501,136 +410,117 @@ async def find_capacity(cfg: BenchConfig, schedulers: list[str], out: Path, star
     ``capacity_rps``: worst tier's violation rate <= 1% (QoServe's definition);
     ``capacity_rps_90``: overall attainment >= 90% (DistServe's goodput definition).
     Without ``rates``: bracket from ``start_rps``, then bisect (trials shared between the two
-    searches, cached by rate). With ``rates``: every scheduler runs the same ascending sweep
-    (``sweep_knee``; it stops after two rates in a row fail both criteria), which compares
-    schedulers at identical workloads and is less fooled by one noisy trial than bisection.
-    Once every engine has run, the simulator repeats the searches (``simulated``) with the
-    engine's latency model times the correction measured while serving, and predicts each
-    measured trial.
+    searches, cached by rate), one scheduler after the other. With ``rates``: every scheduler
+    runs the same ascending sweep (``sweep_knee``; it stops after two rates in a row fail both
+    criteria), which compares schedulers at identical workloads and is less fooled by one noisy
+    trial than bisection; the schedulers' engines all start first and their trials interleave
+    (rate 1 of every scheduler, then rate 2, ...), so that a slow spell of a shared machine
+    falls on every scheduler alike rather than on whichever ran then. Once every engine has
+    run, the simulator repeats the searches (``simulated``) with the engine's latency model
+    times the correction measured while serving, and predicts each measured trial.
     """
-    engine_tiers = Calibration.placeholder().tiers(cfg.scales)
-    policies: dict[str, Any] = {}
-    tiers: TierSet | None = None
-    for name in schedulers:
-        bench = EngineBench(cfg, name, engine_tiers, out / name)
-        await bench.start()
-        trials: dict[float, dict[str, Any]] = {}
-        try:
-            calib = await _calibrated(bench, cfg, out, calib)
-            tiers = calib.tiers(cfg.scales)
+    if rates is None:
+        policies, calib = await _searched(cfg, schedulers, out, start_rps, calib, rel_tol,
+                                          max_trials)
+    else:
+        policies, calib = await _swept(cfg, schedulers, out, rates, calib)
+    from slidingserve.engine.predict import predict_capacities, serving_scale
 
-            async def evaluate(rate: float, _b: EngineBench = bench, _t: TierSet = tiers,
-                               _c: Calibration = calib,
-                               _cache: dict[float, dict[str, Any]] = trials) -> dict[str, Any]:
-                key = round(rate, 4)
-                if key not in _cache:
-                    _cache[key] = await run_trial(_b, cfg, key, _t, _c)
-                return _cache[key]
-
-            if rates is None:
-                policies[name] = await search_capacities(evaluate, start_rps, rel_tol, max_trials)
-            else:
-                policies[name] = await sweep_capacities(evaluate, rates)
-        finally:
-            bench.shutdown()
-        policies[name]["trials"] = {
-            str(r): {"attainment": s["overall"]["slo_attainment"],
-                     "tiers": {t: g["slo_attainment"] for t, g in s["tiers"].items()},
-                     "seeds": s["seeds"],
-                     "worst_tier_violation_rate": s["worst_tier_violation_rate"],
-                     "scheduler_overhead": s["scheduler_overhead"],
-                     "window_s": s["window_s"]}
-            for r, s in sorted(trials.items())
-        }
-        _write(out / "capacity.json", {"policies": policies, "calibration": asdict(calib),
-                                       "config": json.loads(cfg.model_dump_json())})
-    assert calib is not None and tiers is not None
+    tiers = calib.tiers(cfg.scales)
     noise = await predict_capacities(cfg, out, policies, tiers, start_rps, rel_tol, max_trials)
-    _write(out / "capacity.json", {"policies": policies, "calibration": asdict(calib),
+    write_json(out / "capacity.json", {"policies": policies, "calibration": asdict(calib),
                                    "latency_scale": serving_scale(out), "measured_noise": noise,
                                    "config": json.loads(cfg.model_dump_json())})
     return {"policies": policies}
 
 
-async def predict_capacities(cfg: BenchConfig, out: Path, policies: dict[str, Any],
-                             tiers: TierSet, start_rps: float, rel_tol: float,
-                             max_trials: int) -> dict[str, Any] | None:
-    """The simulator's side of ``find_capacity`` (its docstring), in place: per scheduler, its
-    own capacity search (``simulated``) and a prediction of every measured trial, with the
-    step timing ``cfg.sim_timing`` measured in the run under ``out``. Returns the run-wide
-    measured noise (``measured_noise``)."""
-    scale, model = serving_scale(out), sim_latency_model(cfg)
-    noise = measured_noise(out, model[0]) if model is not None else None
-    for name, result in policies.items():
-        fits: dict[str, Any] = {}
-        if cfg.sim_timing == "measured-trial" and model is not None:
-            fits = trial_step_fits(out / name / "steps.csv", result["trials"], model[0])
-
-        def timing_at(rate: float, _trials: dict[str, Any] = result["trials"],
-                      _fits: dict[str, Any] = fits) -> TimingConfig:
-            # the measured trial nearest in rate stands for rates the engine did not run
-            key = nearest_key(_trials, rate)
-            overhead = None if key is None else _trials[key]["scheduler_overhead"]
-            fit = noise if cfg.sim_timing != "measured-trial" else \
-                None if key is None else _fits.get(key)
-            return trial_timing(cfg.sim_timing, fit,
-                                plan_time_s(overhead, cfg.sim_plan_time, fit), scale)
-
-        result["simulated"] = await _simulated_capacities(cfg, name, tiers, scale, start_rps,
-                                                          rel_tol, max_trials, model, timing_at)
-        for rate, trial in result["trials"].items():
-            sim = simulate_trial(cfg, name, float(rate), tiers, scale, model,
-                                 timing_at(float(rate)))
-            trial["simulated"] = {k: sim.get(k) for k in
-                                  ("slo_attainment", "worst_tier_violation_rate", "timing",
-                                   "tiers", "preemptions")}
-            if fits:
-                trial["step_fit"] = fits.get(rate)
-    return noise
+TrialCache = dict[float, dict[str, Any]]
+TrialFn = Callable[[float], Awaitable[dict[str, Any]]]
 
 
-async def repredict(out: Path, sim_timing: str, sim_plan_time: str, start_rps: float = 1.0,
-                    rel_tol: float = 0.15, max_trials: int = 7) -> dict[str, Any]:
-    """Recompute the simulator's predictions of a finished ``find_capacity`` run in ``out``
-    (its ``capacity.json``, calibration and step traces) with another step timing; rewrites
-    ``capacity.json``. No engine runs."""
-    path = out / "capacity.json"
-    if not path.is_file():
-        raise ValueError(f"--repredict: {str(path)!r} does not exist (run --find-capacity first)")
-    data = json.loads(path.read_text())
-    cfg = BenchConfig(**{**data["config"], "sim_timing": sim_timing,
-                         "sim_plan_time": sim_plan_time})
-    calib = Calibration(**data["calibration"])
-    policies = data["policies"]
-    for result in policies.values():  # the previous prediction's figures go
-        result.pop("simulated", None)
-        for trial in result["trials"].values():
-            trial.pop("simulated", None)
-            trial.pop("step_fit", None)
-    noise = await predict_capacities(cfg, out, policies, calib.tiers(cfg.scales), start_rps,
-                                     rel_tol, max_trials)
-    data.update(policies=policies, config=json.loads(cfg.model_dump_json()),
-                latency_scale=serving_scale(out), measured_noise=noise)
-    _write(path, data)
-    return data
-
-
-async def _simulated_capacities(cfg: BenchConfig, name: str, tiers: TierSet, scale: float,
-                                start_rps: float, rel_tol: float, max_trials: int,
-                                model: tuple[LatencyModel, str] | None,
-                                timing_at: Callable[[float], TimingConfig]) -> dict[str, Any]:
-    if model is None:
-        return {"skipped": "no latency model"}
-    cache: dict[float, dict[str, Any]] = {}
+def _trial_fn(bench: EngineBench, cfg: BenchConfig, calib: Calibration, cache: TrialCache
+              ) -> TrialFn:
+    """A scheduler's trial at a rate, cached by rate."""
+    tiers = calib.tiers(cfg.scales)
 
     async def evaluate(rate: float) -> dict[str, Any]:
         key = round(rate, 4)
         if key not in cache:
-            sim = simulate_trial(cfg, name, key, tiers, scale, model, timing_at(key))
-            cache[key] = {"worst_tier_violation_rate": sim["worst_tier_violation_rate"],
-                          "overall": {"slo_attainment": sim["slo_attainment"]}}
+            cache[key] = await run_trial(bench, cfg, key, tiers, calib)
         return cache[key]
 
-    result = await search_capacities(evaluate, start_rps, rel_tol, max_trials)
-    del result["budget"]
+    return evaluate
+
+
+async def interleaved_sweeps(trials: list[TrialFn], rates: list[float]) -> list[dict[str, Any]]:
+    """``sweep_capacities`` of every trial function, one trial at a time, taking turns: the
+    first rate of each in order, then the second, ... (a sweep that has stopped drops out)."""
+    turn = asyncio.Lock()  # FIFO: a finished trial's sweep queues behind the others
+
+    def taking_turns(trial: TrialFn) -> TrialFn:
+        async def evaluate(rate: float) -> dict[str, Any]:
+            async with turn:
+                return await trial(rate)
+        return evaluate
+
+    return list(await asyncio.gather(*(sweep_capacities(taking_turns(t), rates)
+                                       for t in trials)))
+
+
+def _record(result: dict[str, Any], trials: TrialCache) -> dict[str, Any]:
+    """A scheduler's capacities plus the figures of each of its trials (``capacity.json``)."""
+    result["trials"] = {
+        str(r): {"attainment": s["overall"]["slo_attainment"],
+                 "tiers": {t: g["slo_attainment"] for t, g in s["tiers"].items()},
+                 "seeds": s["seeds"],
+                 "worst_tier_violation_rate": s["worst_tier_violation_rate"],
+                 "scheduler_overhead": s["scheduler_overhead"],
+                 "window_s": s["window_s"]}
+        for r, s in sorted(trials.items())
+    }
     return result
+
+
+async def _searched(cfg: BenchConfig, schedulers: list[str], out: Path, start_rps: float,
+                    calib: Calibration | None, rel_tol: float, max_trials: int
+                    ) -> tuple[dict[str, Any], Calibration]:
+    """``find_capacity`` by bisection: one engine at a time."""
+    engine_tiers = Calibration.placeholder().tiers(cfg.scales)
+    policies: dict[str, Any] = {}
+    for name in schedulers:
+        bench = EngineBench(cfg, name, engine_tiers, out / name)
+        await bench.start()
+        trials: TrialCache = {}
+        try:
+            calib = await _calibrated(bench, cfg, out, calib)
+            found = await search_capacities(_trial_fn(bench, cfg, calib, trials), start_rps,
+                                            rel_tol, max_trials)
+        finally:
+            bench.shutdown()
+        policies[name] = _record(found, trials)
+        write_json(out / "capacity.json", {"policies": policies, "calibration": asdict(calib),
+                                       "config": json.loads(cfg.model_dump_json())})
+    assert calib is not None
+    return policies, calib
+
+
+async def _swept(cfg: BenchConfig, schedulers: list[str], out: Path, rates: list[float],
+                 calib: Calibration | None) -> tuple[dict[str, Any], Calibration]:
+    """``find_capacity`` over ``rates``: every engine up first, trials interleaved."""
+    engine_tiers = Calibration.placeholder().tiers(cfg.scales)
+    benches = [EngineBench(cfg, name, engine_tiers, out / name) for name in schedulers]
+    caches: list[TrialCache] = [{} for _ in schedulers]
+    try:
+        for bench in benches:
+            await bench.start()
+        calib = await _calibrated(benches[0], cfg, out, calib)
+        found = await interleaved_sweeps(
+            [_trial_fn(b, cfg, calib, c) for b, c in zip(benches, caches, strict=True)], rates)
+    finally:
+        for bench in benches:
+            bench.shutdown()
+    policies = {name: _record(f, c) for name, f, c in zip(schedulers, found, caches, strict=True)}
+    write_json(out / "capacity.json", {"policies": policies, "calibration": asdict(calib),
+                                   "config": json.loads(cfg.model_dump_json())})
+    return policies, calib
+

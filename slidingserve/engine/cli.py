@@ -153,7 +153,7 @@ def bench_engine(
     """Open-loop workload through an in-process AsyncLLM; writes summary.json / capacity.json."""
     from slidingserve.engine.bench import BenchConfig, Calibration, compare
     from slidingserve.engine.bench import find_capacity as search
-    from slidingserve.engine.bench import repredict as recompute
+    from slidingserve.engine.predict import repredict as recompute
 
     if repredict:
         if sim_timing not in ("oracle", "measured", "measured-trial"):

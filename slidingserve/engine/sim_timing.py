@@ -1,6 +1,6 @@
 """The step timing of the engine benchmark's simulator predictions, measured in the same run.
 
-``bench engine`` predicts each trial with the simulator (``bench.simulate_trial``). With
+``bench engine`` predicts each trial with the simulator (``predict.simulate_trial``). With
 ``BenchConfig.sim_timing = "measured"`` the simulator's clock is not the policy's latency
 model but what this run's engines measured (``slidingserve/sim/timing.py``):
 
@@ -9,7 +9,7 @@ model but what this run's engines measured (``slidingserve/sim/timing.py``):
   adapter (or ``TracedScheduler``) ran under the run's folder (every ``steps.csv``,
   calibration included: one engine, one machine), the prediction of the uncorrected model,
   the median ratio being the online correction the simulator applies already
-  (``bench.serving_scale``). It holds the engine's own step-to-step noise and the latency
+  (``predict.serving_scale``). It holds the engine's own step-to-step noise and the latency
   model's shape-dependent error;
 * planning time: the trial's mean per-step overhead from its step trace
   (``EngineBench.overhead``), by default ``sched`` (the wall time of all of ``schedule()``:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,7 +67,7 @@ def test_serving_scale_is_the_median_correction_of_every_adapter_run(tmp_path: P
     import numpy as np
 
     from predictor.steptrace import Provenance, StepTrace, write_steptrace
-    from slidingserve.engine.bench import serving_scale
+    from slidingserve.engine.predict import serving_scale
     from slidingserve.latency.features import F_DECODE_REQS, F_TOTAL_TOKENS, N_FEATURES
 
     assert serving_scale(tmp_path) == 1.0  # no adapter run (e.g. only vLLM's own scheduler)
@@ -80,7 +81,8 @@ def test_serving_scale_is_the_median_correction_of_every_adapter_run(tmp_path: P
 
 
 def test_simulated_trial_slows_down_with_the_serving_correction() -> None:
-    from slidingserve.engine.bench import DEFAULT_LATENCY_MODEL, simulate_trial
+    from slidingserve.engine.bench import DEFAULT_LATENCY_MODEL
+    from slidingserve.engine.predict import simulate_trial
 
     if not DEFAULT_LATENCY_MODEL.is_dir():
         pytest.skip("no trained CPU predictor in the repo")
@@ -93,8 +95,9 @@ def test_simulated_trial_slows_down_with_the_serving_correction() -> None:
 
 
 def test_trial_seeds_pool_one_workload_per_seed() -> None:
-    from slidingserve.engine.bench import DEFAULT_LATENCY_MODEL, simulate_trial
+    from slidingserve.engine.bench import DEFAULT_LATENCY_MODEL
     from slidingserve.engine.cli import parse_seeds
+    from slidingserve.engine.predict import simulate_trial
 
     assert BenchConfig(seed=4).trial_seeds() == (4,)
     assert BenchConfig(seed=4, workload_seeds=(0, 1)).trial_seeds() == (0, 1)
@@ -166,3 +169,28 @@ def test_variants_name_a_policy_with_overrides() -> None:
     ss = config_from_additional(kw["additional_config"])
     assert ss.policy == "slidingserve"
     assert ss.policy_config == {"chunker": {"min_chunk": 128}}
+
+
+def test_interleaved_sweeps_take_turns_one_trial_at_a_time() -> None:
+    from slidingserve.engine.bench import interleaved_sweeps
+
+    order: list[tuple[str, float]] = []
+    running = 0
+
+    def trial_fn(name: str, fails_from: float) -> Any:
+        async def trial(rate: float) -> dict[str, Any]:
+            nonlocal running
+            running += 1
+            assert running == 1  # never two trials at once
+            order.append((name, rate))
+            await asyncio.sleep(0.001 if name == "a" else 0.003)
+            running -= 1
+            bad = rate >= fails_from
+            return {"worst_tier_violation_rate": 0.5 if bad else 0.0,
+                    "overall": {"slo_attainment": 0.5 if bad else 1.0}}
+        return trial
+
+    found = asyncio.run(interleaved_sweeps([trial_fn("a", 99), trial_fn("b", 2)], [1, 2, 3, 4]))
+    # b fails at 2 and 3 (two in a row) and stops; a goes on alone
+    assert order == [("a", 1), ("b", 1), ("a", 2), ("b", 2), ("a", 3), ("b", 3), ("a", 4)]
+    assert found[0]["capacity_rps"] == 4 and 1 <= found[1]["capacity_rps"] < 2

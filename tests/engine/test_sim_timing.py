@@ -115,7 +115,8 @@ def test_repredict_recomputes_a_finished_run_without_an_engine(tmp_path: Path) -
     import asyncio
     import json
 
-    from slidingserve.engine.bench import BenchConfig, Calibration, repredict
+    from slidingserve.engine.bench import BenchConfig, Calibration
+    from slidingserve.engine.predict import repredict
 
     cfg = BenchConfig(duration_s=3.0, drain_s=10.0, max_prompt=128, max_output=8)
     X = np.array([features_of(BatchShape((), (10 * k,))) for k in range(1, 7)]

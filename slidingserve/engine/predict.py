@@ -1,0 +1,213 @@
+"""The simulator's side of ``bench engine``: its prediction of every measured trial and its
+own capacity search, made once every engine has run.
+
+Same specs, SLOs and limits as the engine's trials, with the engine's latency model times the
+online correction our adapter measured while serving (``serving_scale``: the median
+``latency_scale`` of the run's step traces), and by default the step timing this run measured
+(``sim_timing.py``; the prediction's ``timing`` says which). ``repredict`` recomputes the
+predictions of a finished run without any engine.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slidingserve.engine.bench import (
+    CPU_BLOCK_SIZE,
+    DEFAULT_LATENCY_MODEL,
+    KV_BYTES_PER_TOKEN,
+    SIM_POLICY,
+    BenchConfig,
+    Calibration,
+    scaled_workload,
+    write_json,
+)
+from slidingserve.engine.knee import search_capacities
+from slidingserve.engine.sim_timing import (
+    measured_noise,
+    nearest_key,
+    plan_time_s,
+    trial_step_fits,
+    trial_timing,
+)
+from slidingserve.latency import LatencyModel
+from slidingserve.metrics.records import RequestRecord
+from slidingserve.metrics.summary import summarize, worst_tier_violation_rate
+from slidingserve.sim.config import TimingConfig
+from slidingserve.slo.tiers import TierSet, tiers_from_dict
+
+
+def serving_scale(out: Path) -> float:
+    """The online correction the adapter measured while serving: the median ``latency_scale``
+    over every step our adapter ran under ``out`` (1.0 when none ran)."""
+    from predictor.steptrace import read_steptrace
+
+    scales: list[np.ndarray] = []
+    for path in sorted(out.glob("**/steps.csv")):
+        trace = read_steptrace(path)
+        if "latency_scale" in trace.extra:
+            scales.append(np.asarray(trace.extra["latency_scale"], dtype=float))
+    values = np.concatenate(scales) if scales else np.zeros(0)
+    return float(np.median(values)) if values.size else 1.0
+
+
+def sim_latency_model(cfg: BenchConfig) -> tuple[LatencyModel, str] | None:
+    """The engine's latency model for the simulator's predictions (None: there is none).
+    Loaded once per benchmark run and handed to every ``simulate_trial``."""
+    from slidingserve.engine.latency_source import load_model_dir
+
+    latency_dir = cfg.latency_model or DEFAULT_LATENCY_MODEL
+    return load_model_dir(latency_dir) if latency_dir.is_dir() else None
+
+
+def simulate_trial(cfg: BenchConfig, scheduler: str, rate: float, tiers: TierSet,
+                   scale: float = 1.0, model: tuple[LatencyModel, str] | None = None,
+                   timing: TimingConfig | None = None) -> dict[str, Any]:
+    """The simulator's prediction of the same trial: the same workloads (one per trial seed,
+    requests pooled), SLOs and limits, and the engine's latency model ``model`` (default:
+    ``sim_latency_model(cfg)``; the predictor trained on this engine's profiled steps) times
+    ``scale``, the correction the adapter measured while serving (``serving_scale``); steps
+    timed by ``timing`` (default: that model, the oracle), its seed the workload's."""
+    from slidingserve.engine.latency_source import LiveLatencyModel
+    from slidingserve.sim.config import SimConfig
+    from slidingserve.sim.simulator import simulate
+
+    model = model or sim_latency_model(cfg)
+    if model is None:
+        return {"skipped": f"no latency model at {cfg.latency_model or DEFAULT_LATENCY_MODEL}"}
+    latency = LiveLatencyModel(*model, initial_scale=scale)
+    version = model[1]
+    sim_cfg = SimConfig(
+        block_size=CPU_BLOCK_SIZE,
+        num_blocks=cfg.kv_cache_bytes // (CPU_BLOCK_SIZE * KV_BYTES_PER_TOKEN) - 1,
+        max_num_seqs=cfg.max_num_seqs, max_batch_tokens=cfg.max_num_batched_tokens,
+        max_model_len=cfg.max_model_len, drain_s=cfg.drain_s,
+    )
+    policy, overrides = (SIM_POLICY[scheduler], {}) if scheduler in SIM_POLICY else \
+        cfg.policy_of(scheduler)
+    timing = timing or TimingConfig()
+    records: list[RequestRecord] = []
+    for seed in cfg.trial_seeds():
+        specs = scaled_workload(cfg, rate, tiers, seed)
+        seeded = sim_cfg.model_copy(update={"timing": timing.model_copy(update={"seed": seed})})
+        records += simulate(specs, tiers, policy, seeded, latency, policy_config=overrides).records
+    sim = summarize(records, tiers)
+    return {
+        "policy": policy,
+        "latency_model": version,
+        "latency_scale": scale,
+        "timing": timing.label(),
+        "timing_config": timing.model_dump(mode="json"),
+        "slo_attainment": sim["overall"]["slo_attainment"],
+        "tiers": {t: g["slo_attainment"] for t, g in sim["tiers"].items()},
+        "worst_tier_violation_rate": worst_tier_violation_rate(sim),
+        "preemptions": sim["overall"]["preemptions"],
+    }
+
+
+def predict_trials(cfg: BenchConfig, out: Path, results: dict[str, dict[str, Any]],
+                   rate: float) -> None:
+    """The simulator's prediction of each single-rate trial of ``compare`` (``results``: the
+    summaries by scheduler, their step traces under ``out``), in place (``"simulated"``)."""
+    scale, model = serving_scale(out), sim_latency_model(cfg)
+    noise = measured_noise(out, model[0]) if model is not None else None
+    for name, summary in results.items():
+        folder = out / name if len(results) > 1 else out
+        tiers = tiers_from_dict(summary["tiers_used"], source="bench summary")
+        fit = noise
+        if cfg.sim_timing == "measured-trial" and model is not None:
+            key = str(rate)  # keys are rates (trial_windows orders them)
+            fit = trial_step_fits(folder / "steps.csv", {key: summary}, model[0])[key]
+        timing = trial_timing(cfg.sim_timing, fit, plan_time_s(
+            summary["scheduler_overhead"], cfg.sim_plan_time, fit), scale)
+        summary["simulated"] = simulate_trial(cfg, name, rate, tiers, scale, model, timing)
+        summary["simulated"]["measured_noise"] = fit
+
+
+async def predict_capacities(cfg: BenchConfig, out: Path, policies: dict[str, Any],
+                             tiers: TierSet, start_rps: float, rel_tol: float,
+                             max_trials: int) -> dict[str, Any] | None:
+    """The simulator's side of ``find_capacity`` (its docstring), in place: per scheduler, its
+    own capacity search (``simulated``) and a prediction of every measured trial, with the
+    step timing ``cfg.sim_timing`` measured in the run under ``out``. Returns the run-wide
+    measured noise (``measured_noise``)."""
+    scale, model = serving_scale(out), sim_latency_model(cfg)
+    noise = measured_noise(out, model[0]) if model is not None else None
+    for name, result in policies.items():
+        fits: dict[str, Any] = {}
+        if cfg.sim_timing == "measured-trial" and model is not None:
+            fits = trial_step_fits(out / name / "steps.csv", result["trials"], model[0])
+
+        def timing_at(rate: float, _trials: dict[str, Any] = result["trials"],
+                      _fits: dict[str, Any] = fits) -> TimingConfig:
+            # the measured trial nearest in rate stands for rates the engine did not run
+            key = nearest_key(_trials, rate)
+            overhead = None if key is None else _trials[key]["scheduler_overhead"]
+            fit = noise if cfg.sim_timing != "measured-trial" else \
+                None if key is None else _fits.get(key)
+            return trial_timing(cfg.sim_timing, fit,
+                                plan_time_s(overhead, cfg.sim_plan_time, fit), scale)
+
+        result["simulated"] = await _simulated_capacities(cfg, name, tiers, scale, start_rps,
+                                                          rel_tol, max_trials, model, timing_at)
+        for rate, trial in result["trials"].items():
+            sim = simulate_trial(cfg, name, float(rate), tiers, scale, model,
+                                 timing_at(float(rate)))
+            trial["simulated"] = {k: sim.get(k) for k in
+                                  ("slo_attainment", "worst_tier_violation_rate", "timing",
+                                   "tiers", "preemptions")}
+            if fits:
+                trial["step_fit"] = fits.get(rate)
+    return noise
+
+
+async def repredict(out: Path, sim_timing: str, sim_plan_time: str, start_rps: float = 1.0,
+                    rel_tol: float = 0.15, max_trials: int = 7) -> dict[str, Any]:
+    """Recompute the simulator's predictions of a finished ``find_capacity`` run in ``out``
+    (its ``capacity.json``, calibration and step traces) with another step timing; rewrites
+    ``capacity.json``. No engine runs."""
+    path = out / "capacity.json"
+    if not path.is_file():
+        raise ValueError(f"--repredict: {str(path)!r} does not exist (run --find-capacity first)")
+    data = json.loads(path.read_text())
+    cfg = BenchConfig(**{**data["config"], "sim_timing": sim_timing,
+                         "sim_plan_time": sim_plan_time})
+    calib = Calibration(**data["calibration"])
+    policies = data["policies"]
+    for result in policies.values():  # the previous prediction's figures go
+        result.pop("simulated", None)
+        for trial in result["trials"].values():
+            trial.pop("simulated", None)
+            trial.pop("step_fit", None)
+    noise = await predict_capacities(cfg, out, policies, calib.tiers(cfg.scales), start_rps,
+                                     rel_tol, max_trials)
+    data.update(policies=policies, config=json.loads(cfg.model_dump_json()),
+                latency_scale=serving_scale(out), measured_noise=noise)
+    write_json(path, data)
+    return data
+
+
+async def _simulated_capacities(cfg: BenchConfig, name: str, tiers: TierSet, scale: float,
+                                start_rps: float, rel_tol: float, max_trials: int,
+                                model: tuple[LatencyModel, str] | None,
+                                timing_at: Callable[[float], TimingConfig]) -> dict[str, Any]:
+    if model is None:
+        return {"skipped": "no latency model"}
+    cache: dict[float, dict[str, Any]] = {}
+
+    async def evaluate(rate: float) -> dict[str, Any]:
+        key = round(rate, 4)
+        if key not in cache:
+            sim = simulate_trial(cfg, name, key, tiers, scale, model, timing_at(key))
+            cache[key] = {"worst_tier_violation_rate": sim["worst_tier_violation_rate"],
+                          "overall": {"slo_attainment": sim["slo_attainment"]}}
+        return cache[key]
+
+    result = await search_capacities(evaluate, start_rps, rel_tol, max_trials)
+    del result["budget"]
+    return result
