@@ -77,6 +77,18 @@ class ReplicaFiles:
         return cls(data_dir(cfg) / "serve" / replica)
 
 
+def replica_hardware(cfg: EngineConfig) -> str:
+    """The hardware a replica's steps are measured on (step-trace provenance, and the
+    predictor models it accepts): ``cfg.hardware``, else the GPU's (or host's) name, with
+    ``xN`` for N tensor-parallel GPUs."""
+    if cfg.hardware is not None:
+        return cfg.hardware
+    from slidingserve.engine.steps import hardware_name
+
+    tp = cfg.tensor_parallel_size
+    return hardware_name() + (f" x{tp}" if tp > 1 else "")
+
+
 def scheduler_kwargs(cfg: ServeAppConfig, files: ReplicaFiles) -> dict[str, Any]:
     """``scheduler_cls`` + ``additional_config`` for ``slidingserve.engine``'s scheduler.
 
@@ -84,12 +96,11 @@ def scheduler_kwargs(cfg: ServeAppConfig, files: ReplicaFiles) -> dict[str, Any]
     ``files.step_trace`` with its measured steps; the predictor link feeds both.
     """
     from slidingserve.engine.config import SCHEDULER_CLS, additional_config
-    from slidingserve.engine.latency_source import VERSION_FILE, write_roofline_dir
-    from slidingserve.latency.roofline import RooflineConfig
+    from slidingserve.engine.latency_source import MANIFEST_FILE, write_roofline_dir
 
-    have = [files.latency_model / n for n in (VERSION_FILE, "model.json")]
-    if not any(p.is_file() for p in have):  # start on the roofline until the predictor publishes
-        write_roofline_dir(files.latency_model, RooflineConfig(), "roofline-default")
+    if not (files.latency_model / MANIFEST_FILE).is_file():
+        # start on the configured roofline until the predictor publishes a measured model
+        write_roofline_dir(files.latency_model, cfg.engine.roofline, "cold-start")
     extra = additional_config(
         policy=cfg.engine.policy,
         policy_config=cfg.engine.policy_config,
@@ -99,6 +110,8 @@ def scheduler_kwargs(cfg: ServeAppConfig, files: ReplicaFiles) -> dict[str, Any]
         step_trace=str(files.step_trace),
         step_trace_flush_every=cfg.engine.step_trace_flush_every,
         model_name=cfg.engine.name,
+        hardware=replica_hardware(cfg.engine),
+        roofline=cfg.engine.roofline.model_dump(),
     )
     return {"scheduler_cls": SCHEDULER_CLS, "additional_config": extra}
 
