@@ -89,6 +89,18 @@ def replica_hardware(cfg: EngineConfig) -> str:
     return hardware_name() + (f" x{tp}" if tp > 1 else "")
 
 
+def replica_provenance(cfg: EngineConfig) -> Any:
+    """The ``predictor.steptrace.Provenance`` of the replica's steps: the installed vLLM build,
+    the served model name and ``replica_hardware``. The predictor link sends it with every
+    sample and accepts only models trained on steps of the same model and hardware."""
+    from predictor.steptrace import Provenance
+    from slidingserve.engine.versions import installed_vllm
+
+    dist, version = installed_vllm()
+    return Provenance(engine=dist, model=cfg.name, hardware=replica_hardware(cfg),
+                      version=version)
+
+
 def scheduler_kwargs(cfg: ServeAppConfig, files: ReplicaFiles) -> dict[str, Any]:
     """``scheduler_cls`` + ``additional_config`` for ``slidingserve.engine``'s scheduler.
 
@@ -213,6 +225,7 @@ class EngineHost:
     def __init__(self, cfg: ServeAppConfig, tiers: TierSet, replica: str):
         self.cfg = cfg
         self.files = ReplicaFiles.for_replica(cfg.engine, replica)
+        self.provenance = replica_provenance(cfg.engine)  # of its steps and accepted models
         self.best_effort = best_effort_tier(tiers, cfg.admission.best_effort_tier)  # fail fast
         self.tiers = tiers
         self.replica = replica
