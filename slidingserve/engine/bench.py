@@ -47,6 +47,7 @@ from slidingserve.engine.config import (
     traced_additional_config,
 )
 from slidingserve.engine.knee import search_capacities, sweep_capacities
+from slidingserve.engine.progress import TrialProgress
 from slidingserve.engine.sim_timing import (
     measured_noise,
     nearest_key,
@@ -415,16 +416,33 @@ def median_prompt(cfg: BenchConfig, tiers_for_lengths: TierSet) -> int:
     return int(np.median([s.prompt_len for s in specs]))
 
 
+def trials_planned(cfg: BenchConfig, schedulers: int, search: bool,
+                   rates: list[float] | None = None, max_trials: int = 7) -> tuple[int, bool]:
+    """(trials, whether that is an upper bound) of a run: one per scheduler, rate and workload
+    seed. A rate sweep may stop early; a bisection runs at most ``max_trials`` rates for each
+    of its two capacity definitions."""
+    seeds = len(cfg.trial_seeds())
+    if not search:
+        return schedulers * seeds, False
+    per_scheduler = len(rates) if rates is not None else 2 * max_trials
+    return schedulers * per_scheduler * seeds, rates is None or len(rates) > 2
+
+
 async def run_trial(bench: EngineBench, cfg: BenchConfig, rate: float, tiers: TierSet,
-                    calib: Calibration) -> dict[str, Any]:
+                    calib: Calibration, progress: TrialProgress | None = None
+                    ) -> dict[str, Any]:
     """One workload per trial seed, back to back; the summary pools their requests and lists
-    each seed's attainment (``seeds``)."""
+    each seed's attainment (``seeds``). ``progress`` gets a line per workload."""
     wall0 = time.time()
     records: list[RequestRecord] = []
     per_seed: dict[str, float] = {}
     for seed in cfg.trial_seeds():
+        if progress is not None:
+            progress.started(bench.scheduler, rate, seed)
         got = await bench.trial(scaled_workload(cfg, rate, tiers, seed), tiers)
         per_seed[str(seed)] = summarize(got, tiers)["overall"]["slo_attainment"]
+        if progress is not None:
+            progress.finished(bench.scheduler, rate, seed, per_seed[str(seed)])
         records += got
     summary = summarize(records, tiers)
     summary.update({
@@ -456,7 +474,8 @@ async def _calibrated(bench: EngineBench, cfg: BenchConfig, out: Path,
 
 
 async def compare(cfg: BenchConfig, schedulers: list[str], rate: float, out: Path,
-                  calib: Calibration | None = None) -> dict[str, dict[str, Any]]:
+                  calib: Calibration | None = None, progress: TrialProgress | None = None
+                  ) -> dict[str, dict[str, Any]]:
     """One trial per scheduler at ``rate``, one engine at a time, identical SLOs."""
     results: dict[str, dict[str, Any]] = {}
     engine_tiers = Calibration.placeholder().tiers(cfg.scales)
@@ -465,7 +484,8 @@ async def compare(cfg: BenchConfig, schedulers: list[str], rate: float, out: Pat
         await bench.start()
         try:
             calib = await _calibrated(bench, cfg, out, calib)
-            summary = await run_trial(bench, cfg, rate, calib.tiers(cfg.scales), calib)
+            summary = await run_trial(bench, cfg, rate, calib.tiers(cfg.scales), calib,
+                                      progress)
         finally:
             bench.shutdown()
         _write(bench.out / "summary.json", summary)
@@ -490,8 +510,8 @@ async def compare(cfg: BenchConfig, schedulers: list[str], rate: float, out: Pat
 
 async def find_capacity(cfg: BenchConfig, schedulers: list[str], out: Path, start_rps: float,
                         calib: Calibration | None = None, rel_tol: float = 0.15,
-                        max_trials: int = 7, rates: list[float] | None = None
-                        ) -> dict[str, Any]:
+                        max_trials: int = 7, rates: list[float] | None = None,
+                        progress: TrialProgress | None = None) -> dict[str, Any]:
     """Per scheduler, the highest rate meeting each criterion.
 
     ``capacity_rps``: worst tier's violation rate <= 1% (QoServe's definition);
@@ -520,7 +540,7 @@ async def find_capacity(cfg: BenchConfig, schedulers: list[str], out: Path, star
                                _cache: dict[float, dict[str, Any]] = trials) -> dict[str, Any]:
                 key = round(rate, 4)
                 if key not in _cache:
-                    _cache[key] = await run_trial(_b, cfg, key, _t, _c)
+                    _cache[key] = await run_trial(_b, cfg, key, _t, _c, progress)
                 return _cache[key]
 
             if rates is None:
@@ -529,6 +549,9 @@ async def find_capacity(cfg: BenchConfig, schedulers: list[str], out: Path, star
                 policies[name] = await sweep_capacities(evaluate, rates)
         finally:
             bench.shutdown()
+        if progress is not None:  # the search is over: its unused trials leave the ETA
+            planned, _ = trials_planned(cfg, 1, True, rates, max_trials)
+            progress.drop(planned - len(trials) * len(cfg.trial_seeds()))
         policies[name]["trials"] = {
             str(r): {"attainment": s["overall"]["slo_attainment"],
                      "seeds": s["seeds"],
