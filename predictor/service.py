@@ -55,7 +55,8 @@ class ServiceConfig(BaseModel):
     min_train_samples: int = Field(default=200, ge=10)
     min_holdout_samples: int = Field(default=50, ge=1)
     min_improvement: float = Field(default=0.0, ge=0, lt=1)  # relative MAPE gain needed
-    max_mape: float = Field(default=0.5, gt=0)  # held-out MAPE no candidate may exceed
+    # held-out MAPE no candidate may exceed; 1.0: a model further off than predicting 0 s
+    max_mape: float = Field(default=1.0, gt=0)
     seed: int = 0
     train: TrainConfig = TrainConfig()
     store_dir: Path | None = None
