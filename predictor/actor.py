@@ -2,11 +2,15 @@
 
   get_or_create_actor(...)   the one ``PredictorService`` actor of a cluster (named, detached,
                              ``get_if_exists``), threaded so that version polls are never queued
-                             behind a retrain; optionally retrains every ``retrain_every_s``
+                             behind a retrain; optionally retrains every ``retrain_every_s``;
+                             bound to one served model and hardware (``served``, or the first
+                             samples or model it accepts)
   SampleSender               a replica's buffer of step samples, flushed to the actor in batches
+                             with the replica's provenance
   ModelSubscriber            a replica's view of the published model: ``poll()`` asks for the
                              version (an int) and fetches and validates the model bytes only when
-                             it changed; a model that fails validation is refused and the
+                             it changed; a model that fails validation, or was trained on another
+                             served model or hardware than the replica's, is refused and the
                              previous one stays in use
 
 Ray is imported lazily so that the rest of ``predictor`` works without it.
@@ -22,7 +26,9 @@ import numpy as np
 
 from predictor.bundle import ModelFormatError
 from predictor.model import Kind, LightGBMLatencyModel
+from predictor.provenance import ProvenanceMismatchError, bundle_provenance, require_same
 from predictor.service import PredictorService, ServiceConfig
+from predictor.steptrace import Provenance
 from slidingserve.latency.features import N_FEATURES, BatchShape, features_of
 
 log = logging.getLogger(__name__)
@@ -39,8 +45,9 @@ class PredictorActor(PredictorService):
         config: ServiceConfig | None = None,
         initial: bytes | None = None,
         retrain_every_s: float | None = None,
+        served: Provenance | None = None,
     ):
-        super().__init__(config, initial)
+        super().__init__(config, initial, served)
         self._stop = threading.Event()
         self._last_seen = 0
         if retrain_every_s is not None:
@@ -69,8 +76,10 @@ def get_or_create_actor(
     namespace: str = NAMESPACE,
     initial: bytes | None = None,
     retrain_every_s: float | None = None,
+    served: Provenance | None = None,
 ) -> Any:
-    """The named detached actor; created with these arguments only if it does not exist yet."""
+    """The named detached actor; created with these arguments only if it does not exist yet
+    (an existing actor keeps the served model and hardware it is bound to)."""
     import ray
 
     cls = ray.remote(PredictorActor)
@@ -81,16 +90,18 @@ def get_or_create_actor(
         get_if_exists=True,
         max_concurrency=4,
         num_cpus=0,
-    ).remote(config, initial, retrain_every_s)
+    ).remote(config, initial, retrain_every_s, served)
 
 
 class SampleSender:
-    """Buffers a replica's step samples and sends them to the actor ``batch`` rows at a time."""
+    """Buffers a replica's step samples (measured on ``provenance``) and sends them to the
+    actor ``batch`` rows at a time."""
 
-    def __init__(self, actor: Any, batch: int = 256):
+    def __init__(self, actor: Any, provenance: Provenance, batch: int = 256):
         if batch <= 0:
             raise ValueError(f"batch must be > 0 (got {batch})")
         self.actor = actor
+        self.provenance = provenance
         self.batch = batch
         self._X: list[np.ndarray] = []
         self._y: list[float] = []
@@ -110,25 +121,30 @@ class SampleSender:
             return None
         X, y = np.array(self._X), np.array(self._y)
         self._X, self._y = [], []
-        return self.actor.add_samples.remote(X, y)
+        return self.actor.add_samples.remote(X, y, self.provenance)
 
 
 class ModelSubscriber:
-    """A replica's current published model; ``poll()`` is cheap when nothing changed."""
+    """A replica's current published model; ``poll()`` is cheap when nothing changed.
 
-    def __init__(self, actor: Any, kind: Kind = "mean"):
+    ``served``: the replica's own provenance; a model trained on another served model or
+    hardware is refused (None accepts any, for tools that only inspect models)."""
+
+    def __init__(self, actor: Any, kind: Kind = "mean", served: Provenance | None = None):
         self.actor = actor
         self.kind = kind
+        self.served = served
         self.version = 0
         self.model: LightGBMLatencyModel | None = None
         self.refused = 0
+        self._refused_version = 0  # not fetched again: the actor's versions never repeat
 
     def poll(self, timeout_s: float = 10.0) -> bool:
         """Fetch the model if the published version changed; True when a new one was loaded."""
         import ray
 
         version = ray.get(self.actor.version.remote(), timeout=timeout_s)
-        if version <= self.version:
+        if version <= max(self.version, self._refused_version):
             return False
         got = ray.get(self.actor.model_bytes.remote(), timeout=timeout_s)
         if got is None:
@@ -136,9 +152,14 @@ class ModelSubscriber:
         version, blob = got
         try:
             model = LightGBMLatencyModel.from_bytes(blob, self.kind)
-        except ModelFormatError:
+            if self.served is not None:
+                what = f"published model v{version}"
+                trained_on = bundle_provenance(model.bundle.provenance, what)
+                require_same(self.served, trained_on, f"{what} was", "this replica serves")
+        except (ModelFormatError, ProvenanceMismatchError) as exc:
             self.refused += 1
-            log.exception("published model v%s refused; keeping v%s", version, self.version)
+            self._refused_version = version
+            log.error("published model v%s refused, keeping v%s: %s", version, self.version, exc)
             return False
         if model.version != version:
             self.refused += 1

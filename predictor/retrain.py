@@ -4,11 +4,17 @@ The retraining job (also ``ray job submit -- python -m predictor.retrain --steps
 trains the latency model on a step trace (same split and settings as ``predictor.train``), then
 
   --out MODEL_DIR   writes it as a model directory (atomically; version = previous + 1), and/or
-  --publish         submits it to the cluster's predictor actor (created if missing): the job's
-                    held-out steps join the actor's held-out set and the actor's validation gate
-                    publishes the model only if it beats the current one there.
+  --publish         submits it to the cluster's predictor actor (created if missing) with the
+                    job's held-out steps: the actor's validation gate judges it on its held-out
+                    set plus those steps, publishes it only if it passes, and keeps the job's
+                    held-out steps only then.
 
-Prints the training metrics and the gate's decision as JSON.
+The steps must all come from one served model and hardware (provenance engine, model,
+hardware), the ones the actor serves: steps or a model measured elsewhere (a CPU profile
+submitted to a GPU deployment) are refused, and replicas refuse such a model too.
+
+Prints the training metrics and the gate's decision as JSON; exits 1 when the actor refused
+the job's provenance.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from typing import Any
 
 from predictor.actor import ACTOR_NAME, NAMESPACE, get_or_create_actor
 from predictor.bundle import read_version, save_bundle
-from predictor.steptrace import AGGREGATIONS
+from predictor.provenance import ProvenanceMismatchError, trace_provenance
+from predictor.steptrace import AGGREGATIONS, StepTrace
 from predictor.train import load_steps, report
 from predictor.training import TrainConfig, split_indices, train_model
 
@@ -45,7 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def publish(args: argparse.Namespace, blob: bytes, holdout: Any) -> dict[str, Any]:
+def publish(args: argparse.Namespace, blob: bytes, holdout: StepTrace) -> dict[str, Any]:
     import ray
 
     if not ray.is_initialized():
@@ -55,9 +62,9 @@ def publish(args: argparse.Namespace, blob: bytes, holdout: Any) -> dict[str, An
             include_dashboard=False,
             log_to_driver=False,
         )
-    actor = get_or_create_actor(name=args.actor_name, namespace=args.namespace)
-    ray.get(actor.add_holdout.remote(holdout.X, holdout.latency_s))
-    result = ray.get(actor.submit.remote(blob, args.force))
+    actor = get_or_create_actor(name=args.actor_name, namespace=args.namespace,
+                                served=trace_provenance(holdout))
+    result = ray.get(actor.submit.remote(blob, args.force, holdout))
     return result.to_dict()  # type: ignore[no-any-return]
 
 
@@ -66,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = TrainConfig(seed=args.seed)
         trace = load_steps(args.steps, args.aggregate)
+        trace_provenance(trace)  # one served model and hardware (ProvenanceMismatchError)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -79,7 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         out["out"], out["version"] = str(args.out), version
     if args.publish:
         _, test_idx = split_indices(len(trace), config.test_fraction, config.seed)
-        out["gate"] = publish(args, bundle.to_bytes(), trace.subset(test_idx))
+        try:
+            out["gate"] = publish(args, bundle.to_bytes(), trace.subset(test_idx))
+        except ProvenanceMismatchError as e:  # raised in the actor; Ray re-raises it as such
+            out["error"] = str(getattr(e, "cause", None) or e)
+            print(json.dumps(out))
+            print(f"error: {out['error']}", file=sys.stderr)
+            return 1
     print(json.dumps(out))
     return 0
 

@@ -1,15 +1,23 @@
 """The model publisher's logic, independent of Ray: sample buffers, retraining, the validation gate.
 
+One publisher serves one *served key* (engine build, model and hardware; ``predictor.provenance``):
+given at construction, or taken from the first samples or the first model accepted. Samples,
+held-out rows and models of another served model or hardware are refused with
+``ProvenanceMismatchError``, so a model measured on one deployment never reaches another.
+
 ``PredictorService`` receives step samples from replicas into two bounded reservoirs (a seeded
 share of every batch goes to the held-out reservoir, the rest to the training one; reservoir
 sampling keeps a uniform sample of everything seen in fixed memory). ``retrain()`` fits a
 candidate on the training reservoir; ``submit()`` takes a candidate trained elsewhere (the
-``predictor.retrain`` job). Either way the candidate passes the validation gate only if its MAPE
-on the held-out reservoir beats the current model's by ``min_improvement`` (relative); then it
-is published under the next version number. Otherwise the current model stays. Versions only
-ever increase; replicas poll ``version()`` (an int) and fetch ``model_bytes()`` when it changes.
-With ``store_dir`` set, every published model is also written there atomically (the directory
-the engine's ``LiveLatencyModel`` watches).
+``predictor.retrain`` job), optionally with its own held-out steps. Either way the candidate
+passes the validation gate only if, on the held-out reservoir plus those steps (at least
+``min_holdout_samples``), its MAPE is at most ``max_mape`` and beats the current model's by
+``min_improvement`` (relative); the first model passes the same gate, with no current model to
+beat. A candidate that passes is published under the next version number, and only then do the
+steps it brought join the held-out reservoir; otherwise the current model stays and they are
+dropped. Versions only ever increase; replicas poll ``version()`` (an int) and fetch
+``model_bytes()`` when it changes. With ``store_dir`` set, every published model is also written
+there atomically (the directory the engine's ``LiveLatencyModel`` watches).
 """
 
 from __future__ import annotations
@@ -25,13 +33,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from predictor.bundle import ModelBundle, ModelFormatError, save_bundle
 from predictor.model import LightGBMLatencyModel
+from predictor.provenance import (
+    bundle_provenance,
+    describe,
+    require_same,
+    trace_provenance,
+)
 from predictor.steptrace import Provenance, StepTrace
 from predictor.training import TrainConfig, ape, fit_bundle
 from slidingserve.latency.features import N_FEATURES
 
 log = logging.getLogger(__name__)
-
-SAMPLE_PROVENANCE = Provenance("live", "live", "live", "live")
 
 
 class ServiceConfig(BaseModel):
@@ -43,6 +55,8 @@ class ServiceConfig(BaseModel):
     min_train_samples: int = Field(default=200, ge=10)
     min_holdout_samples: int = Field(default=50, ge=1)
     min_improvement: float = Field(default=0.0, ge=0, lt=1)  # relative MAPE gain needed
+    # held-out MAPE no candidate may exceed; 1.0: a model further off than predicting 0 s
+    max_mape: float = Field(default=1.0, gt=0)
     seed: int = 0
     train: TrainConfig = TrainConfig()
     store_dir: Path | None = None
@@ -72,9 +86,9 @@ class Reservoir:
                 self.y[slot] = y_val
             self.seen += 1
 
-    def trace(self) -> StepTrace:
+    def trace(self, provenance: Provenance) -> StepTrace:
         n = len(self)
-        return StepTrace.from_arrays(self.X[:n].copy(), self.y[:n].copy(), SAMPLE_PROVENANCE)
+        return StepTrace.from_arrays(self.X[:n].copy(), self.y[:n].copy(), provenance)
 
 
 @dataclass(frozen=True)
@@ -92,7 +106,8 @@ class GateResult:
 class PredictorService:
     """See the module docstring. Thread-safe: one lock guards buffers and the current model."""
 
-    def __init__(self, config: ServiceConfig | None = None, initial: bytes | None = None):
+    def __init__(self, config: ServiceConfig | None = None, initial: bytes | None = None,
+                 served: Provenance | None = None):
         self.config = config or ServiceConfig()
         rng = np.random.default_rng(self.config.seed)
         self._split_rng = np.random.default_rng(self.config.seed + 1)
@@ -101,6 +116,7 @@ class PredictorService:
             self.config.holdout_capacity, np.random.default_rng(rng.integers(1 << 31))
         )
         self._lock = threading.Lock()
+        self._served = served
         self._version = 0
         self._blob: bytes | None = None
         self._model: LightGBMLatencyModel | None = None
@@ -118,10 +134,15 @@ class PredictorService:
         with self._lock:
             return None if self._blob is None else (self._version, self._blob)
 
+    def served(self) -> Provenance | None:
+        """The served model and hardware this publisher keeps models for (None: not yet bound)."""
+        return self._served
+
     def stats(self) -> dict[str, object]:
         with self._lock:
             return {
                 "version": self._version,
+                "served": None if self._served is None else describe(self._served),
                 "train_samples": len(self._train),
                 "holdout_samples": len(self._holdout),
                 "seen": self._train.seen + self._holdout.seen,
@@ -129,75 +150,85 @@ class PredictorService:
             }
 
     # ---- samples ------------------------------------------------------------------------------
-    def add_samples(self, X: np.ndarray | list[list[float]], y: np.ndarray | list[float]) -> int:
-        """Buffer step samples (features schema v1, latency seconds); returns samples seen."""
+    def add_samples(self, X: np.ndarray | list[list[float]], y: np.ndarray | list[float],
+                    provenance: Provenance) -> int:
+        """Buffer step samples (features schema v1, latency seconds) measured on
+        ``provenance``; returns samples seen. Samples of another served key are refused."""
         Xa = np.asarray(X, dtype=np.float64).reshape(-1, N_FEATURES)
         ya = np.asarray(y, dtype=np.float64).reshape(-1)
         if len(Xa) != len(ya):
             raise ValueError(f"{len(Xa)} feature rows but {len(ya)} latencies")
-        StepTrace.from_arrays(Xa, ya, SAMPLE_PROVENANCE)  # validates, names the bad row
+        StepTrace.from_arrays(Xa, ya, provenance)  # validates, names the bad row
         with self._lock:
+            self._check_served(provenance, "step samples")
+            if self._served is None:
+                self._served = provenance
             to_holdout = self._split_rng.random(len(ya)) < self.config.holdout_fraction
             self._holdout.add(Xa[to_holdout], ya[to_holdout])
             self._train.add(Xa[~to_holdout], ya[~to_holdout])
             return self._train.seen + self._holdout.seen
 
-    def add_holdout(self, X: np.ndarray | list[list[float]], y: np.ndarray | list[float]) -> int:
-        """Buffer samples straight into the held-out reservoir (e.g. a retrain job's test split)."""
-        Xa = np.asarray(X, dtype=np.float64).reshape(-1, N_FEATURES)
-        ya = np.asarray(y, dtype=np.float64).reshape(-1)
-        StepTrace.from_arrays(Xa, ya, SAMPLE_PROVENANCE)
-        with self._lock:
-            self._holdout.add(Xa, ya)
-            return len(self._holdout)
+    def _check_served(self, provenance: Provenance, what: str) -> None:
+        if self._served is not None:
+            require_same(self._served, provenance, what, "this predictor serves")
 
     # ---- training and the gate ------------------------------------------------------------------
     def retrain(self) -> GateResult:
         """Fit a candidate on the training reservoir and pass it through the gate."""
         with self._lock:
-            if len(self._train) < self.config.min_train_samples:
+            if len(self._train) < self.config.min_train_samples or self._served is None:
                 return self._keep(
                     f"only {len(self._train)} training samples (< {self.config.min_train_samples})"
                 )
-            train = self._train.trace()
+            train = self._train.trace(self._served)
         bundle = fit_bundle(train, self.config.train, version=self._version + 1)
         return self.submit(bundle.to_bytes())
 
-    def submit(self, blob: bytes, force: bool = False) -> GateResult:
-        """Gate a candidate model (bytes of a ``ModelBundle``); ``force`` skips the comparison."""
+    def submit(self, blob: bytes, force: bool = False,
+               holdout: StepTrace | None = None) -> GateResult:
+        """Gate a candidate model (bytes of a ``ModelBundle``); ``holdout``: steps held out of
+        its training, judged on with the held-out reservoir and kept only if it is published.
+        ``force`` skips the comparison. A candidate (or held-out steps) of another served model
+        or hardware raises ``ProvenanceMismatchError``."""
         try:
             candidate = LightGBMLatencyModel.from_bytes(blob)
         except ModelFormatError as e:
             with self._lock:
                 return self._keep(f"candidate refused: {e}")
+        prov = bundle_provenance(candidate.bundle.provenance, "the candidate model")
+        if holdout is not None and len(holdout):
+            require_same(prov, trace_provenance(holdout, "the held-out steps"),
+                         "the held-out steps", "the candidate was trained on")
         with self._lock:
-            holdout = self._holdout.trace() if len(self._holdout) else None
+            self._check_served(prov, "the candidate model")
+            X, y = self._holdout.X[: len(self._holdout)], self._holdout.y[: len(self._holdout)]
+            if holdout is not None and len(holdout):
+                X, y = np.vstack([X, holdout.X]), np.concatenate([y, holdout.latency_s])
             cand_mape = cur_mape = None
-            if holdout is not None:
-                cand_mape = float(
-                    ape(candidate.predict_features(holdout.X), holdout.latency_s).mean()
-                )
+            if len(y):
+                cand_mape = float(ape(candidate.predict_features(X), y).mean())
                 if self._model is not None:
-                    cur_mape = float(
-                        ape(self._model.predict_features(holdout.X), holdout.latency_s).mean()
-                    )
-            if not force and self._model is not None:
-                if holdout is None or len(holdout) < self.config.min_holdout_samples:
-                    n = 0 if holdout is None else len(holdout)
-                    return self._keep(
-                        f"only {n} held-out samples (< "
-                        f"{self.config.min_holdout_samples}); cannot validate",
-                        cand_mape,
-                        cur_mape,
-                    )
-                assert cand_mape is not None and cur_mape is not None
-                if cand_mape >= cur_mape * (1.0 - self.config.min_improvement):
-                    return self._keep(
-                        f"candidate MAPE {cand_mape:.4f} does not beat current {cur_mape:.4f}",
-                        cand_mape,
-                        cur_mape,
-                    )
+                    cur_mape = float(ape(self._model.predict_features(X), y).mean())
+            if not force:
+                reason = self._gate(len(y), cand_mape, cur_mape)
+                if reason is not None:
+                    return self._keep(reason, cand_mape, cur_mape)
+            if self._served is None:
+                self._served = prov
+            if holdout is not None and len(holdout):
+                self._holdout.add(holdout.X, holdout.latency_s)
             return self._publish(candidate.bundle, cand_mape, cur_mape)
+
+    def _gate(self, n: int, cand: float | None, cur: float | None) -> str | None:
+        """Why the candidate is kept out, or None when it passes."""
+        if n < self.config.min_holdout_samples or cand is None:
+            need = self.config.min_holdout_samples
+            return f"only {n} held-out samples (< {need}); cannot validate"
+        if not cand <= self.config.max_mape:  # also refuses NaN
+            return f"candidate MAPE {cand:.4f} exceeds max_mape {self.config.max_mape:.4f}"
+        if cur is not None and cand >= cur * (1.0 - self.config.min_improvement):
+            return f"candidate MAPE {cand:.4f} does not beat current {cur:.4f}"
+        return None
 
     def _publish(self, bundle: ModelBundle, cand: float | None, cur: float | None) -> GateResult:
         version = self._version + 1

@@ -43,6 +43,7 @@ from slidingserve.engine.config import (
     traced_additional_config,
 )
 from slidingserve.engine.knee import search_capacities, sweep_capacities
+from slidingserve.engine.progress import TrialProgress
 from slidingserve.engine.slo import slo_extra_args
 from slidingserve.metrics.records import RequestRecord
 from slidingserve.metrics.summary import summarize, worst_tier_violation_rate
@@ -338,16 +339,33 @@ def median_prompt(cfg: BenchConfig, tiers_for_lengths: TierSet) -> int:
     return int(np.median([s.prompt_len for s in specs]))
 
 
+def trials_planned(cfg: BenchConfig, schedulers: int, search: bool,
+                   rates: list[float] | None = None, max_trials: int = 7) -> tuple[int, bool]:
+    """(trials, whether that is an upper bound) of a run: one per scheduler, rate and workload
+    seed. A rate sweep may stop early; a bisection runs at most ``max_trials`` rates for each
+    of its two capacity definitions."""
+    seeds = len(cfg.trial_seeds())
+    if not search:
+        return schedulers * seeds, False
+    per_scheduler = len(rates) if rates is not None else 2 * max_trials
+    return schedulers * per_scheduler * seeds, rates is None or len(rates) > 2
+
+
 async def run_trial(bench: EngineBench, cfg: BenchConfig, rate: float, tiers: TierSet,
-                    calib: Calibration) -> dict[str, Any]:
+                    calib: Calibration, progress: TrialProgress | None = None
+                    ) -> dict[str, Any]:
     """One workload per trial seed, back to back; the summary pools their requests and lists
-    each seed's attainment (``seeds``)."""
+    each seed's attainment (``seeds``). ``progress`` gets a line per workload."""
     wall0 = time.time()
     records: list[RequestRecord] = []
     per_seed: dict[str, float] = {}
     for seed in cfg.trial_seeds():
+        if progress is not None:
+            progress.started(bench.scheduler, rate, seed)
         got = await bench.trial(scaled_workload(cfg, rate, tiers, seed), tiers)
         per_seed[str(seed)] = summarize(got, tiers)["overall"]["slo_attainment"]
+        if progress is not None:
+            progress.finished(bench.scheduler, rate, seed, per_seed[str(seed)])
         records += got
     summary = summarize(records, tiers)
     summary.update({
@@ -379,7 +397,8 @@ async def _calibrated(bench: EngineBench, cfg: BenchConfig, out: Path,
 
 
 async def compare(cfg: BenchConfig, schedulers: list[str], rate: float, out: Path,
-                  calib: Calibration | None = None) -> dict[str, dict[str, Any]]:
+                  calib: Calibration | None = None, progress: TrialProgress | None = None
+                  ) -> dict[str, dict[str, Any]]:
     """One trial per scheduler at ``rate``, one engine at a time, identical SLOs."""
     results: dict[str, dict[str, Any]] = {}
     engine_tiers = Calibration.placeholder().tiers(cfg.scales)
@@ -388,7 +407,8 @@ async def compare(cfg: BenchConfig, schedulers: list[str], rate: float, out: Pat
         await bench.start()
         try:
             calib = await _calibrated(bench, cfg, out, calib)
-            summary = await run_trial(bench, cfg, rate, calib.tiers(cfg.scales), calib)
+            summary = await run_trial(bench, cfg, rate, calib.tiers(cfg.scales), calib,
+                                      progress)
         finally:
             bench.shutdown()
         write_json(bench.out / "summary.json", summary)
@@ -403,8 +423,8 @@ async def compare(cfg: BenchConfig, schedulers: list[str], rate: float, out: Pat
 
 async def find_capacity(cfg: BenchConfig, schedulers: list[str], out: Path, start_rps: float,
                         calib: Calibration | None = None, rel_tol: float = 0.15,
-                        max_trials: int = 7, rates: list[float] | None = None
-                        ) -> dict[str, Any]:
+                        max_trials: int = 7, rates: list[float] | None = None,
+                        progress: TrialProgress | None = None) -> dict[str, Any]:
     """Per scheduler, the highest rate meeting each criterion.
 
     ``capacity_rps``: worst tier's violation rate <= 1% (QoServe's definition);
@@ -419,18 +439,20 @@ async def find_capacity(cfg: BenchConfig, schedulers: list[str], out: Path, star
     run, the simulator repeats the searches (``simulated``) with the engine's latency model
     times the correction measured while serving, and predicts each measured trial.
     """
+    from slidingserve.engine.predict import predict_capacities, serving_scale
+
     if rates is None:
         policies, calib = await _searched(cfg, schedulers, out, start_rps, calib, rel_tol,
-                                          max_trials)
+                                          max_trials, progress)
     else:
-        policies, calib = await _swept(cfg, schedulers, out, rates, calib)
-    from slidingserve.engine.predict import predict_capacities, serving_scale
+        policies, calib = await _swept(cfg, schedulers, out, rates, calib, progress)
 
     tiers = calib.tiers(cfg.scales)
     noise = await predict_capacities(cfg, out, policies, tiers, start_rps, rel_tol, max_trials)
     write_json(out / "capacity.json", {"policies": policies, "calibration": asdict(calib),
-                                   "latency_scale": serving_scale(out), "measured_noise": noise,
-                                   "config": json.loads(cfg.model_dump_json())})
+                                       "latency_scale": serving_scale(out),
+                                       "measured_noise": noise,
+                                       "config": json.loads(cfg.model_dump_json())})
     return {"policies": policies}
 
 
@@ -438,33 +460,38 @@ TrialCache = dict[float, dict[str, Any]]
 TrialFn = Callable[[float], Awaitable[dict[str, Any]]]
 
 
-def _trial_fn(bench: EngineBench, cfg: BenchConfig, calib: Calibration, cache: TrialCache
-              ) -> TrialFn:
+def _trial_fn(bench: EngineBench, cfg: BenchConfig, calib: Calibration, cache: TrialCache,
+              progress: TrialProgress | None) -> TrialFn:
     """A scheduler's trial at a rate, cached by rate."""
     tiers = calib.tiers(cfg.scales)
 
     async def evaluate(rate: float) -> dict[str, Any]:
         key = round(rate, 4)
         if key not in cache:
-            cache[key] = await run_trial(bench, cfg, key, tiers, calib)
+            cache[key] = await run_trial(bench, cfg, key, tiers, calib, progress)
         return cache[key]
 
     return evaluate
 
 
-async def interleaved_sweeps(trials: list[TrialFn], rates: list[float]) -> list[dict[str, Any]]:
+async def interleaved_sweeps(trials: list[TrialFn], rates: list[float],
+                             on_done: Callable[[int], None] | None = None
+                             ) -> list[dict[str, Any]]:
     """``sweep_capacities`` of every trial function, one trial at a time, taking turns: the
-    first rate of each in order, then the second, ... (a sweep that has stopped drops out)."""
+    first rate of each in order, then the second, ... (a sweep that has stopped drops out);
+    ``on_done(i)`` as the i-th sweep ends."""
     turn = asyncio.Lock()  # FIFO: a finished trial's sweep queues behind the others
 
-    def taking_turns(trial: TrialFn) -> TrialFn:
+    async def sweep(i: int, trial: TrialFn) -> dict[str, Any]:
         async def evaluate(rate: float) -> dict[str, Any]:
             async with turn:
                 return await trial(rate)
-        return evaluate
+        found = await sweep_capacities(evaluate, rates)
+        if on_done is not None:
+            on_done(i)
+        return found
 
-    return list(await asyncio.gather(*(sweep_capacities(taking_turns(t), rates)
-                                       for t in trials)))
+    return list(await asyncio.gather(*(sweep(i, t) for i, t in enumerate(trials))))
 
 
 def _record(result: dict[str, Any], trials: TrialCache) -> dict[str, Any]:
@@ -481,9 +508,16 @@ def _record(result: dict[str, Any], trials: TrialCache) -> dict[str, Any]:
     return result
 
 
+def _unused_trials(cfg: BenchConfig, trials: TrialCache, rates: list[float] | None,
+                   max_trials: int) -> int:
+    """Workloads a finished search or sweep planned but did not run (they leave the ETA)."""
+    planned, _ = trials_planned(cfg, 1, True, rates, max_trials)
+    return planned - len(trials) * len(cfg.trial_seeds())
+
+
 async def _searched(cfg: BenchConfig, schedulers: list[str], out: Path, start_rps: float,
-                    calib: Calibration | None, rel_tol: float, max_trials: int
-                    ) -> tuple[dict[str, Any], Calibration]:
+                    calib: Calibration | None, rel_tol: float, max_trials: int,
+                    progress: TrialProgress | None) -> tuple[dict[str, Any], Calibration]:
     """``find_capacity`` by bisection: one engine at a time."""
     engine_tiers = Calibration.placeholder().tiers(cfg.scales)
     policies: dict[str, Any] = {}
@@ -493,19 +527,22 @@ async def _searched(cfg: BenchConfig, schedulers: list[str], out: Path, start_rp
         trials: TrialCache = {}
         try:
             calib = await _calibrated(bench, cfg, out, calib)
-            found = await search_capacities(_trial_fn(bench, cfg, calib, trials), start_rps,
-                                            rel_tol, max_trials)
+            found = await search_capacities(_trial_fn(bench, cfg, calib, trials, progress),
+                                            start_rps, rel_tol, max_trials)
         finally:
             bench.shutdown()
+        if progress is not None:
+            progress.drop(_unused_trials(cfg, trials, None, max_trials))
         policies[name] = _record(found, trials)
         write_json(out / "capacity.json", {"policies": policies, "calibration": asdict(calib),
-                                       "config": json.loads(cfg.model_dump_json())})
+                                           "config": json.loads(cfg.model_dump_json())})
     assert calib is not None
     return policies, calib
 
 
 async def _swept(cfg: BenchConfig, schedulers: list[str], out: Path, rates: list[float],
-                 calib: Calibration | None) -> tuple[dict[str, Any], Calibration]:
+                 calib: Calibration | None, progress: TrialProgress | None
+                 ) -> tuple[dict[str, Any], Calibration]:
     """``find_capacity`` over ``rates``: every engine up first, trials interleaved."""
     engine_tiers = Calibration.placeholder().tiers(cfg.scales)
     benches = [EngineBench(cfg, name, engine_tiers, out / name) for name in schedulers]
@@ -515,12 +552,14 @@ async def _swept(cfg: BenchConfig, schedulers: list[str], out: Path, rates: list
             await bench.start()
         calib = await _calibrated(benches[0], cfg, out, calib)
         found = await interleaved_sweeps(
-            [_trial_fn(b, cfg, calib, c) for b, c in zip(benches, caches, strict=True)], rates)
+            [_trial_fn(b, cfg, calib, c, progress) for b, c in zip(benches, caches, strict=True)],
+            rates, None if progress is None else
+            lambda i: progress.drop(_unused_trials(cfg, caches[i], rates, 0)))
     finally:
         for bench in benches:
             bench.shutdown()
     policies = {name: _record(f, c) for name, f, c in zip(schedulers, found, caches, strict=True)}
     write_json(out / "capacity.json", {"policies": policies, "calibration": asdict(calib),
-                                   "config": json.loads(cfg.model_dump_json())})
+                                       "config": json.loads(cfg.model_dump_json())})
     return policies, calib
 

@@ -9,6 +9,9 @@ Examples::
     slidingserve bench engine --trace ... --find-capacity --start-rate 1 \\
         --scheduler slidingserve,qoserve,vllm-default --out DIR
 
+Progress goes to stderr, a line as each trial (scheduler, rate, workload seed) starts and ends,
+with the elapsed time and an ETA.
+
 vLLM spawns processes: the console script's entry point is guarded, and this module never
 imports vLLM at import time.
 """
@@ -151,9 +154,10 @@ def bench_engine(
                                    "run in --out with --sim-timing / --sim-plan-time."),
 ) -> None:
     """Open-loop workload through an in-process AsyncLLM; writes summary.json / capacity.json."""
-    from slidingserve.engine.bench import BenchConfig, Calibration, compare
+    from slidingserve.engine.bench import BenchConfig, Calibration, compare, trials_planned
     from slidingserve.engine.bench import find_capacity as search
     from slidingserve.engine.predict import repredict as recompute
+    from slidingserve.engine.progress import TrialProgress
 
     if repredict:
         if sim_timing not in ("oracle", "measured", "measured-trial"):
@@ -188,9 +192,13 @@ def bench_engine(
     calib = None
     if calibration is not None:
         calib = Calibration(**json.loads(calibration.read_text()))
+    sweep = parse_rates(rates) if find_capacity and rates is not None else None
+    total, upper = trials_planned(cfg, len(names), find_capacity, sweep)
+    progress = TrialProgress(total, lambda line: typer.echo(f"bench engine: {line}", err=True),
+                             upper_bound=upper)
     if find_capacity:
-        sweep = parse_rates(rates) if rates is not None else None
-        result = asyncio.run(search(cfg, names, out, start_rate, calib, rates=sweep))
+        result = asyncio.run(search(cfg, names, out, start_rate, calib, rates=sweep,
+                                    progress=progress))
         echo_predictions(result["policies"])
         for name, r in result["policies"].items():
             sim = r.get("simulated", {})
@@ -202,7 +210,7 @@ def bench_engine(
         typer.echo(f"wrote {out / 'capacity.json'}")
         return
     assert rate is not None
-    results = asyncio.run(compare(cfg, names, rate, out, calib))
+    results = asyncio.run(compare(cfg, names, rate, out, calib, progress))
     for name, s in results.items():
         ov = s["scheduler_overhead"]
         ovs = ("n/a (vLLM's own)" if ov is None else

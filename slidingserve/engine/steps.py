@@ -32,10 +32,18 @@ from predictor.steptrace import Provenance, StepTrace, write_steptrace
 
 
 def hardware_name() -> str:
-    """The step trace's default hardware provenance: machine and CPU count."""
+    """The step trace's default hardware provenance: the GPU's name where vLLM runs on one
+    (NVML's, e.g. ``NVIDIA H100 80GB HBM3``), else the machine and its CPU count."""
     import os
     import platform
 
+    try:
+        from vllm.platforms import current_platform
+
+        if current_platform.is_cuda_alike():
+            return str(current_platform.get_device_name(0))
+    except Exception:  # no vLLM, or NVML unreadable: name the host
+        pass
     return f"{platform.machine()}-{os.cpu_count()}cpu"
 
 

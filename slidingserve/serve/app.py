@@ -1,7 +1,8 @@
 """The application builder: ``import_path: slidingserve.serve.app:build`` in a Serve config.
 
 ``build(args)`` validates ``args`` as a ``ServeAppConfig`` and returns the bound application
-(Ingress -> Engine), with the slack router on the Engine deployment.
+(Ingress -> Engine), with the slack router on the Engine deployment (``engine_options``: fixed
+or autoscaled replicas, one placement group per tensor-parallel replica).
 """
 
 from __future__ import annotations
@@ -30,19 +31,38 @@ def router_config(cfg: ServeAppConfig) -> dict[str, Any]:
     return out
 
 
+def engine_options(cfg: ServeAppConfig) -> dict[str, Any]:
+    """The Engine deployment's options: replicas (fixed or autoscaled) and resources.
+
+    A tensor-parallel replica (``tensor_parallel_size`` = tp > 1) reserves a placement group
+    of tp one-GPU bundles; the replica actor itself runs in the first bundle (its CPUs) and
+    vLLM's Ray executor places one worker per GPU bundle."""
+    opts: dict[str, Any] = {
+        "max_ongoing_requests": cfg.max_ongoing_requests,
+        "request_router_config": router_config(cfg),
+        "health_check_period_s": 10,
+        "health_check_timeout_s": 60,
+    }
+    if cfg.autoscaling_config is not None:
+        opts["autoscaling_config"] = cfg.autoscaling_config
+    else:
+        opts["num_replicas"] = cfg.num_replicas
+    actor: dict[str, Any] = {"num_cpus": cfg.engine_num_cpus}
+    tp = cfg.engine.tensor_parallel_size
+    if tp > 1:
+        opts["placement_group_bundles"] = [
+            {"CPU": cfg.engine_num_cpus, "GPU": 1.0}, *({"GPU": 1.0} for _ in range(tp - 1))
+        ]
+        opts["placement_group_strategy"] = cfg.engine_placement_strategy
+    elif cfg.engine_num_gpus:
+        actor["num_gpus"] = cfg.engine_num_gpus
+    opts["ray_actor_options"] = actor
+    return opts
+
+
 def build_app(cfg: ServeAppConfig) -> Application:
     data = cfg.model_dump(mode="json")
-    actor: dict[str, Any] = {"num_cpus": cfg.engine_num_cpus}
-    if cfg.engine_num_gpus:
-        actor["num_gpus"] = cfg.engine_num_gpus
-    engine = Engine.options(
-        num_replicas=cfg.num_replicas,
-        max_ongoing_requests=cfg.max_ongoing_requests,
-        ray_actor_options=actor,
-        request_router_config=router_config(cfg),
-        health_check_period_s=10,
-        health_check_timeout_s=60,
-    ).bind(data)
+    engine = Engine.options(**engine_options(cfg)).bind(data)
     return Ingress.options(
         num_replicas=cfg.ingress_replicas,
         max_ongoing_requests=cfg.ingress_max_ongoing_requests,

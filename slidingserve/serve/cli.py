@@ -95,7 +95,10 @@ def serve_cmd(
     host = host or http.get("host", "127.0.0.1")
     port = port or int(http.get("port", 8000))
     typer.echo(f"slidingserve: {keys.describe()}")
-    typer.echo(f"slidingserve: starting Ray and {cfg.num_replicas} engine replica(s) of "
+    auto = cfg.autoscaling_config
+    count = (f"{cfg.num_replicas}" if auto is None else
+             f"{auto.get('min_replicas', 1)}-{auto.get('max_replicas', 1)} (autoscaled)")
+    typer.echo(f"slidingserve: starting Ray and {count} engine replica(s) of "
                f"{cfg.engine.name!r} (first start builds the model; this takes a minute or two)")
     # a fresh local cluster, never someone else's running one
     init: dict[str, Any] = {"address": "local", "include_dashboard": False,

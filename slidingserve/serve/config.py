@@ -11,8 +11,16 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from slidingserve.latency.roofline import RooflineConfig
 from slidingserve.slo.tiers import BUILTIN_TIERS, resolve_tiers_path
 
 
@@ -46,6 +54,12 @@ class EngineConfig(_Strict):
     step_trace_flush_every: int = Field(default=64, gt=0)  # engine steps between trace writes
     data_dir: str | None = None  # tiny-model cache and per-replica files (default: data dir)
     keep_replica_files: bool = False  # keep a replica's step trace + model dir after it stops
+    # the cold-start latency model: a replica plans with this roofline until the predictor
+    # publishes a model measured on it (defaults: Llama-3-8B on one H100 SXM)
+    roofline: RooflineConfig = Field(default_factory=RooflineConfig)
+    # provenance of the replica's step trace and of the predictor models it accepts
+    # (None: the accelerator's name, else machine-cpus; see slidingserve.engine.steps)
+    hardware: str | None = Field(default=None, min_length=1)
     extra_engine_args: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -115,14 +129,26 @@ class PredictorLinkConfig(_Strict):
     retrain_every_s: float | None = Field(default=60.0, gt=0)  # if this replica creates the actor
 
 
+PlacementStrategy = Literal["PACK", "STRICT_PACK", "SPREAD", "STRICT_SPREAD"]
+
+
 class ServeAppConfig(_Strict):
-    """The whole application; the ``args`` of ``slidingserve.serve.app:build``."""
+    """The whole application; the ``args`` of ``slidingserve.serve.app:build``.
+
+    Engine replicas: a fixed ``num_replicas``, or ``autoscaling_config`` (Ray Serve's
+    ``AutoscalingConfig`` fields, validated by Ray's own model), not both. With
+    ``engine.tensor_parallel_size`` > 1 each replica reserves one GPU per rank in a placement
+    group (``engine_placement_strategy``; the default keeps the ranks on one node), so
+    ``engine_num_gpus`` must equal it.
+    """
 
     tiers_path: str | None = None  # a file or a built-in name; None = "qoserve"
     engine: EngineConfig = Field(default_factory=EngineConfig)
     num_replicas: int = Field(default=1, gt=0)
+    autoscaling_config: dict[str, Any] | None = None  # ray.serve.config.AutoscalingConfig
     engine_num_cpus: float = Field(default=1.0, ge=0)
     engine_num_gpus: float = Field(default=0.0, ge=0)
+    engine_placement_strategy: PlacementStrategy = "STRICT_PACK"  # tensor-parallel replicas
     max_ongoing_requests: int = Field(default=64, gt=0)  # per engine replica
     ingress_replicas: int = Field(default=1, gt=0)
     ingress_max_ongoing_requests: int = Field(default=2048, gt=0)  # async: streams, not compute
@@ -130,6 +156,48 @@ class ServeAppConfig(_Strict):
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
     predictor: PredictorLinkConfig = Field(default_factory=PredictorLinkConfig)
+
+    @field_validator("autoscaling_config")
+    @classmethod
+    def _ray_autoscaling(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is None:
+            return None
+        from ray.serve.config import AutoscalingConfig
+
+        unknown = sorted(set(v) - set(AutoscalingConfig.model_fields))
+        if unknown:  # Ray's model ignores unknown keys: a misspelt bound would go unnoticed
+            raise ValueError(f"unknown field(s) {unknown} (Ray Serve's AutoscalingConfig has "
+                             f"{', '.join(AutoscalingConfig.model_fields)})")
+        try:
+            AutoscalingConfig(**v)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            msg = _message(err["msg"])
+            raise ValueError(f"{where + ': ' if where else ''}{msg} "
+                             "(Ray Serve's AutoscalingConfig)") from None
+        return v
+
+    @model_validator(mode="after")
+    def _replicas_and_gpus_agree(self) -> ServeAppConfig:
+        if self.autoscaling_config is not None and "num_replicas" in self.model_fields_set:
+            raise ValueError(
+                f"num_replicas={self.num_replicas} and autoscaling_config are both set: give "
+                "one (autoscaling_config's min_replicas / max_replicas bound the replicas)"
+            )
+        tp, gpus = self.engine.tensor_parallel_size, self.engine_num_gpus
+        if tp > 1 and gpus < tp:
+            raise ValueError(
+                f"engine_num_gpus={gpus:g} per replica does not cover "
+                f"engine.tensor_parallel_size={tp}: each tensor-parallel rank needs its own GPU "
+                f"(set engine_num_gpus: {tp})"
+            )
+        if tp > 1 and gpus != tp:
+            raise ValueError(
+                f"engine_num_gpus={gpus:g} per replica, but engine.tensor_parallel_size={tp} "
+                f"uses {tp}: the rest would be reserved and idle (set engine_num_gpus: {tp})"
+            )
+        return self
 
     @field_validator("tiers_path")
     @classmethod
@@ -146,8 +214,19 @@ def load_serve_config(data: dict[str, Any] | None, source: str = "<args>") -> Se
         return ServeAppConfig.model_validate(data or {})
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        loc = ".".join(str(p) for p in err["loc"])
+        if not loc:  # a check across fields: its message names them (the input is all of it)
+            raise ServeConfigError(f"{source}: {_message(err['msg'])}") from None
         shown = repr(err.get("input"))
         if loc.startswith("auth.keys"):  # never echo an API key
             loc, shown = "auth.keys", "<hidden>"
-        raise ServeConfigError(f"{source}: field {loc}: {err['msg']} (got {shown})") from None
+        raise ServeConfigError(
+            f"{source}: field {loc}: {_message(err['msg'])} (got {shown})"
+        ) from None
+
+
+def _message(msg: str) -> str:
+    """Pydantic's message without the ``Value error, `` it puts before a validator's own."""
+    while msg.startswith("Value error, "):
+        msg = msg.removeprefix("Value error, ")
+    return msg

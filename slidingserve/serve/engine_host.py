@@ -77,6 +77,30 @@ class ReplicaFiles:
         return cls(data_dir(cfg) / "serve" / replica)
 
 
+def replica_hardware(cfg: EngineConfig) -> str:
+    """The hardware a replica's steps are measured on (step-trace provenance, and the
+    predictor models it accepts): ``cfg.hardware``, else the GPU's (or host's) name, with
+    ``xN`` for N tensor-parallel GPUs."""
+    if cfg.hardware is not None:
+        return cfg.hardware
+    from slidingserve.engine.steps import hardware_name
+
+    tp = cfg.tensor_parallel_size
+    return hardware_name() + (f" x{tp}" if tp > 1 else "")
+
+
+def replica_provenance(cfg: EngineConfig) -> Any:
+    """The ``predictor.steptrace.Provenance`` of the replica's steps: the installed vLLM build,
+    the served model name and ``replica_hardware``. The predictor link sends it with every
+    sample and accepts only models trained on steps of the same model and hardware."""
+    from predictor.steptrace import Provenance
+    from slidingserve.engine.versions import installed_vllm
+
+    dist, version = installed_vllm()
+    return Provenance(engine=dist, model=cfg.name, hardware=replica_hardware(cfg),
+                      version=version)
+
+
 def scheduler_kwargs(cfg: ServeAppConfig, files: ReplicaFiles) -> dict[str, Any]:
     """``scheduler_cls`` + ``additional_config`` for ``slidingserve.engine``'s scheduler.
 
@@ -84,12 +108,11 @@ def scheduler_kwargs(cfg: ServeAppConfig, files: ReplicaFiles) -> dict[str, Any]
     ``files.step_trace`` with its measured steps; the predictor link feeds both.
     """
     from slidingserve.engine.config import SCHEDULER_CLS, additional_config
-    from slidingserve.engine.latency_source import VERSION_FILE, write_roofline_dir
-    from slidingserve.latency.roofline import RooflineConfig
+    from slidingserve.engine.latency_source import MANIFEST_FILE, write_roofline_dir
 
-    have = [files.latency_model / n for n in (VERSION_FILE, "model.json")]
-    if not any(p.is_file() for p in have):  # start on the roofline until the predictor publishes
-        write_roofline_dir(files.latency_model, RooflineConfig(), "roofline-default")
+    if not (files.latency_model / MANIFEST_FILE).is_file():
+        # start on the configured roofline until the predictor publishes a measured model
+        write_roofline_dir(files.latency_model, cfg.engine.roofline, "cold-start")
     extra = additional_config(
         policy=cfg.engine.policy,
         policy_config=cfg.engine.policy_config,
@@ -99,6 +122,8 @@ def scheduler_kwargs(cfg: ServeAppConfig, files: ReplicaFiles) -> dict[str, Any]
         step_trace=str(files.step_trace),
         step_trace_flush_every=cfg.engine.step_trace_flush_every,
         model_name=cfg.engine.name,
+        hardware=replica_hardware(cfg.engine),
+        roofline=cfg.engine.roofline.model_dump(),
     )
     return {"scheduler_cls": SCHEDULER_CLS, "additional_config": extra}
 
@@ -200,6 +225,7 @@ class EngineHost:
     def __init__(self, cfg: ServeAppConfig, tiers: TierSet, replica: str):
         self.cfg = cfg
         self.files = ReplicaFiles.for_replica(cfg.engine, replica)
+        self.provenance = replica_provenance(cfg.engine)  # of its steps and accepted models
         self.best_effort = best_effort_tier(tiers, cfg.admission.best_effort_tier)  # fail fast
         self.tiers = tiers
         self.replica = replica

@@ -6,9 +6,11 @@ Every ``poll_period_s`` (on a worker thread, so the replica's event loop never b
    every few steps; rows newer than the last one forwarded go to the actor in batches
    (``predictor.actor.SampleSender``) and feed the chunk-size and predictor-error metrics.
 2. Models in: ``predictor.actor.ModelSubscriber.poll()`` asks for the published version (an
-   int) and fetches the model only when it changed. A new model is applied live twice: to the
-   replica's own load estimate (routing stats, admission) and to the engine, by swapping the
-   latency-model directory the scheduler watches (``LiveLatencyModel``: hot swap between steps).
+   int) and fetches the model only when it changed; a model trained on another served model or
+   hardware than the replica's (``EngineHost.provenance``) is refused. A new model is applied
+   live twice: to the replica's own load estimate (routing stats, admission) and to the engine,
+   by swapping the latency-model directory the scheduler watches (``LiveLatencyModel``: hot
+   swap between steps).
 
 Failures are logged and retried next period; serving never waits on the predictor.
 """
@@ -110,13 +112,15 @@ class PredictorLink:
             get_or_create_actor,
         )
 
+        served = self.host.provenance
         self.actor = get_or_create_actor(
             name=self.cfg.actor_name or ACTOR_NAME,
             namespace=self.cfg.namespace or NAMESPACE,
             retrain_every_s=self.cfg.retrain_every_s,
+            served=served,
         )
-        self.sender = SampleSender(self.actor, batch=self.cfg.sample_batch)
-        self.subscriber = ModelSubscriber(self.actor)
+        self.sender = SampleSender(self.actor, served, batch=self.cfg.sample_batch)
+        self.subscriber = ModelSubscriber(self.actor, served=served)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop())

@@ -16,9 +16,16 @@ import pytest
 pytest.importorskip("vllm")
 pytestmark = pytest.mark.vllm
 
-from slidingserve.engine.bench import BenchConfig, Calibration, compare  # noqa: E402
+from slidingserve.engine.bench import (  # noqa: E402
+    BenchConfig,
+    Calibration,
+    compare,
+    trials_planned,
+)
+from slidingserve.engine.progress import TrialProgress  # noqa: E402
 
 RATE, DURATION = 2.0, 3.0
+PROGRESS: list[str] = []
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +35,10 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
                       max_prompt=256, max_output=16)
     # Generous SLOs from a fixed calibration: the test checks accounting, not speed.
     calib = Calibration(ttft_s=0.5, decode_step_s=0.1, prompt_len=100)
-    return asyncio.run(compare(cfg, ["slidingserve"], RATE, out, calib))["slidingserve"], out
+    total, upper = trials_planned(cfg, 1, search=False)
+    progress = TrialProgress(total, PROGRESS.append, upper_bound=upper)
+    summaries = asyncio.run(compare(cfg, ["slidingserve"], RATE, out, calib, progress))
+    return summaries["slidingserve"], out
 
 
 def test_every_request_of_every_seed_is_accounted_for(result: tuple[dict, Path]) -> None:
@@ -55,3 +65,15 @@ def test_overhead_and_simulator_prediction_are_reported(result: tuple[dict, Path
         assert sim["measured_noise"]["steps"] > 0
         assert sim["timing"].startswith("noise(sigma=") and "+plan" in sim["timing"]
         assert sim["timing_config"]["plan_s"] == pytest.approx(ov["sched_ms"]["mean"] / 1e3)
+
+
+def test_progress_reports_each_seed_as_it_starts_and_ends(result: tuple[dict, Path]) -> None:
+    summary, _ = result
+    assert len(PROGRESS) == 4, PROGRESS
+    for i, seed in enumerate(("0", "1")):
+        start, end = PROGRESS[2 * i], PROGRESS[2 * i + 1]
+        name = f"trial {i + 1}/2: slidingserve rate 2 rps seed {seed}"
+        assert start.startswith(f"{name} started (elapsed ")
+        assert end.startswith(f"{name} done in ")
+        assert f"SLO attainment {summary['seeds'][seed]:.3f}" in end
+    assert PROGRESS[0].endswith("ETA unknown)") and PROGRESS[-1].endswith("ETA 0:00)")

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from predictor.bundle import ModelBundle
-from predictor.steptrace import StepTrace, aggregate_identical, read_steptrace
+from predictor.provenance import trace_provenance
+from predictor.steptrace import Provenance, StepTrace, aggregate_identical, read_steptrace
 from predictor.training import TrainConfig, train_model
 
 PROFILE = Path(__file__).resolve().parents[2] / "predictor" / "data" / "cpu_tiny" / "steps.csv"
@@ -18,6 +19,19 @@ PROFILE = Path(__file__).resolve().parents[2] / "predictor" / "data" / "cpu_tiny
 def profile_trace() -> StepTrace:
     """The committed vLLM CPU profile, repeats merged by their minimum (as ``predictor.train``)."""
     return aggregate_identical(read_steptrace(PROFILE), "min")
+
+
+def profile_provenance() -> Provenance:
+    """Where the committed profile was measured (one CPU machine, the tiny model)."""
+    return trace_provenance(profile_trace())
+
+
+GPU = Provenance("vllm", "llama-3-8b", "NVIDIA H100 80GB HBM3", "0.32.0")
+
+
+def relabeled(trace: StepTrace, prov: Provenance) -> StepTrace:
+    """The same steps, recorded as measured on ``prov``."""
+    return StepTrace.from_arrays(trace.X, trace.latency_s, prov)
 
 
 @cache

@@ -9,7 +9,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from predictor_factories import probe_features, profile_trace, trained_bundle
+from predictor_factories import (
+    GPU,
+    probe_features,
+    profile_provenance,
+    profile_trace,
+    relabeled,
+    trained_bundle,
+)
 
 from predictor.actor import ModelSubscriber, SampleSender, get_or_create_actor
 from predictor.model import LightGBMLatencyModel
@@ -55,7 +62,7 @@ def test_subscriber_gets_each_published_version(ray_cluster: Any, actor_factory:
     ray = ray_cluster
     actor, name = actor_factory(ServiceConfig())
     assert ray.get(get_or_create_actor(name=name, namespace=NAMESPACE).version.remote()) == 0
-    sub = ModelSubscriber(actor)
+    sub = ModelSubscriber(actor, served=profile_provenance())
     assert not sub.poll() and sub.model is None
 
     assert ray.get(actor.submit.remote(trained_bundle().to_bytes(), True)).published
@@ -68,15 +75,15 @@ def test_subscriber_gets_each_published_version(ray_cluster: Any, actor_factory:
     # the gate, through the actor: a worse candidate is kept out, subscribers stay on v1
     tr, te = split_indices(len(profile_trace()), 0.2, 0)
     test = profile_trace().subset(te)
-    ray.get(actor.add_holdout.remote(test.X, test.latency_s))
     train = profile_trace().subset(tr)
     worse = fit_bundle(
         StepTrace(train.X, train.latency_s * 1.6, train.provenance),
         TrainConfig(num_boost_round=100),
     )
-    result = ray.get(actor.submit.remote(worse.to_bytes(), False))
+    result = ray.get(actor.submit.remote(worse.to_bytes(), False, test))
     assert not result.published and result.version == 1
     assert not sub.poll() and sub.version == 1
+    assert ray.get(actor.stats.remote())["holdout_samples"] == 0  # refused: steps not kept
 
     # a second subscriber of the same named actor (get_if_exists) sees the same model
     other = ModelSubscriber(get_or_create_actor(name=name, namespace=NAMESPACE), kind="p90")
@@ -88,7 +95,7 @@ def test_samples_flow_and_scheduled_retrain_publishes(ray_cluster: Any, actor_fa
     ray = ray_cluster
     config = ServiceConfig(min_train_samples=50, train=TrainConfig(num_boost_round=60))
     actor, _ = actor_factory(config, retrain_every_s=0.5)
-    sender = SampleSender(actor, batch=100)
+    sender = SampleSender(actor, profile_provenance(), batch=100)
     trace = profile_trace()
     for x, y in zip(trace.X, trace.latency_s, strict=True):
         sender.record(x, y)
@@ -97,7 +104,7 @@ def test_samples_flow_and_scheduled_retrain_publishes(ray_cluster: Any, actor_fa
     while ray.get(actor.stats.remote())["seen"] < len(trace) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert ray.get(actor.stats.remote())["seen"] == len(trace)
-    sub = ModelSubscriber(actor)
+    sub = ModelSubscriber(actor, served=profile_provenance())
     deadline = time.monotonic() + 120
     while not sub.poll() and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -125,3 +132,55 @@ def test_retrain_job_publishes_through_the_gate(
     second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert not second["gate"]["published"] and second["gate"]["version"] == 1
     assert ray_cluster.get(actor.version.remote()) == 1
+
+
+def test_replicas_refuse_a_model_of_other_hardware(ray_cluster: Any, actor_factory: Any) -> None:
+    """A GPU replica subscribed to an actor that published a CPU model keeps its own model."""
+    actor, _ = actor_factory(ServiceConfig())
+    assert ray_cluster.get(actor.submit.remote(trained_bundle().to_bytes(), True)).published
+    gpu_replica = ModelSubscriber(actor, served=GPU)
+    assert not gpu_replica.poll() and gpu_replica.model is None and gpu_replica.refused == 1
+    assert not gpu_replica.poll() and gpu_replica.refused == 1  # v1 is not fetched again
+    cpu_replica = ModelSubscriber(actor, served=profile_provenance())
+    assert cpu_replica.poll() and cpu_replica.version == 1
+    # and the actor, bound to the CPU steps, refuses the GPU replica's samples
+    sender = SampleSender(actor, GPU, batch=100)
+    trace = profile_trace()
+    for x, y in zip(trace.X[:10], trace.latency_s[:10], strict=True):
+        sender.record(x, y)
+    from predictor.provenance import ProvenanceMismatchError
+
+    with pytest.raises(ProvenanceMismatchError, match="this predictor serves"):
+        ray_cluster.get(sender.flush())
+    assert ray_cluster.get(actor.stats.remote())["seen"] == 0
+
+
+def test_retrain_job_cannot_publish_cpu_steps_to_a_gpu_deployment(
+    ray_cluster: Any, actor_factory: Any, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The documented retrain example, pointed at a GPU deployment's actor: refused."""
+    import json
+
+    from predictor.retrain import main as retrain_main
+    from predictor.steptrace import write_steptrace
+
+    actor, name = actor_factory(ServiceConfig(), served=GPU)  # as the GPU replicas create it
+    gpu_steps = tmp_path / "gpu_steps.csv"
+    write_steptrace(relabeled(profile_trace(), GPU), gpu_steps)
+    assert retrain_main(["--steps", str(gpu_steps), "--publish", "--actor-name", name,
+                         "--namespace", NAMESPACE]) == 0
+    gate = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["gate"]
+    assert gate["published"] and gate["version"] == 1  # steps of its own hardware: fine
+    held_out = ray_cluster.get(actor.stats.remote())["holdout_samples"]
+
+    from predictor_factories import PROFILE
+
+    for force in ([], ["--force"]):  # not even --force (which skips the comparison) gets through
+        args = ["--steps", str(PROFILE), "--publish", "--actor-name", name,
+                "--namespace", NAMESPACE, *force]
+        assert retrain_main(args) == 1
+        out = capsys.readouterr()
+        assert "hardware 'x86_64-2cpu-omp1'" in out.err and "NVIDIA H100" in out.err
+        assert "error" in json.loads(out.out.strip().splitlines()[-1])
+    stats = ray_cluster.get(actor.stats.remote())
+    assert stats["version"] == 1 and stats["holdout_samples"] == held_out
