@@ -1,7 +1,8 @@
 """The application builder: ``import_path: slidingserve.serve.app:build`` in a Serve config.
 
 ``build(args)`` validates ``args`` as a ``ServeAppConfig`` and returns the bound application
-(Ingress -> Engine), with the slack router on the Engine deployment.
+(Ingress -> Engine), with the slack router on the Engine deployment and the replicas placed as
+``placement`` says (custom resources, replicas per node).
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ def build_app(cfg: ServeAppConfig) -> Application:
     actor: dict[str, Any] = {"num_cpus": cfg.engine_num_cpus}
     if cfg.engine_num_gpus:
         actor["num_gpus"] = cfg.engine_num_gpus
+    if cfg.placement.engine_resources:
+        actor["resources"] = dict(cfg.placement.engine_resources)
+    ingress: dict[str, Any] = {"num_cpus": 0}
+    if cfg.placement.ingress_resources:
+        ingress["resources"] = dict(cfg.placement.ingress_resources)
     engine = Engine.options(
         num_replicas=cfg.num_replicas,
         max_ongoing_requests=cfg.max_ongoing_requests,
@@ -42,12 +48,14 @@ def build_app(cfg: ServeAppConfig) -> Application:
         request_router_config=router_config(cfg),
         health_check_period_s=10,
         health_check_timeout_s=60,
-    ).bind(data)
+    )
+    if cfg.placement.max_engine_replicas_per_node is not None:
+        engine = engine.options(max_replicas_per_node=cfg.placement.max_engine_replicas_per_node)
     return Ingress.options(
         num_replicas=cfg.ingress_replicas,
         max_ongoing_requests=cfg.ingress_max_ongoing_requests,
-        ray_actor_options={"num_cpus": 0},
-    ).bind(engine, data)
+        ray_actor_options=ingress,
+    ).bind(engine.bind(data), data)
 
 
 def build(args: dict[str, Any]) -> Application:
