@@ -43,6 +43,11 @@ class AppUnderTest:
         return {name.rsplit("#", 1)[-1]: pid
                 for name, pid in alive_actors(ENGINE_CLASS).items()}
 
+    def engine_nodes(self) -> dict[str, str]:
+        """Alive engine replicas: Serve replica id -> hex id of the Ray node it runs on."""
+        return {name.rsplit("#", 1)[-1]: node
+                for name, node in alive_actor_nodes(ENGINE_CLASS).items()}
+
     def running_replicas(self) -> int:
         """Engine replicas Serve reports as RUNNING."""
         from ray import serve
@@ -71,15 +76,20 @@ def alive_actors(class_name: str | None = None) -> dict[str, int]:
 
     (Ray's state API would need the dashboard, which these clusters do not start.)
     """
+    return {str(info["Name"]): int(info["Pid"]) for info in _alive(class_name)}
+
+
+def alive_actor_nodes(class_name: str | None = None) -> dict[str, str]:
+    """Alive named actors (of ``class_name``): name -> hex id of the node it runs on."""
+    return {str(info["Name"]): str(info["Address"]["NodeID"]) for info in _alive(class_name)}
+
+
+def _alive(class_name: str | None) -> list[dict[str, Any]]:
     import ray._private.state as gcs
 
-    out: dict[str, int] = {}
-    for info in gcs.actors().values():
-        if info.get("State") != "ALIVE" or not info.get("Name") or not info.get("Pid"):
-            continue
-        if class_name is None or info.get("ActorClassName") == class_name:
-            out[str(info["Name"])] = int(info["Pid"])
-    return out
+    return [info for info in gcs.actors().values()
+            if info.get("State") == "ALIVE" and info.get("Name") and info.get("Pid")
+            and (class_name is None or info.get("ActorClassName") == class_name)]
 
 
 def kill_process(pid: int) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,11 +47,20 @@ class ReplicaFailureConfig:
     queued: int = 8  # long-prompt streams sent just before the kill
     queued_lead_s: float = 0.3
     stream_timeout_s: float = 240.0
-    recover_timeout_s: float = 300.0
+    recover_timeout_s: float = 300.0  # 0: no wait (no node can take a replacement replica)
+
+
+def kill_replica_process(replica: str, pid: int) -> None:
+    """The default failure: SIGKILL the replica's actor process."""
+    kill_process(pid)
 
 
 async def run_replica_failure(app: AppUnderTest, auth: dict[str, str],
-                              cfg: ReplicaFailureConfig) -> dict[str, Any]:
+                              cfg: ReplicaFailureConfig,
+                              kill: Callable[[str, int], Any] = kill_replica_process
+                              ) -> dict[str, Any]:
+    """The scenario above; ``kill(replica, pid)`` is the failure (run on a worker thread), e.g.
+    the loss of the replica's whole node."""
     replicas = app.engine_replicas()
     if len(replicas) < 2:
         raise RuntimeError(f"replica failure needs >= 2 engine replicas (have {replicas})")
@@ -87,7 +97,7 @@ async def run_replica_failure(app: AppUnderTest, auth: dict[str, str],
         await asyncio.sleep(cfg.queued_lead_s)
         victim = max(started, key=lambda r: started[r])
         pid = replicas[victim]
-        kill_process(pid)
+        await asyncio.to_thread(kill, victim, pid)
         killed_at = time.time()
         tokens_at_kill = dict(seen)
         probes: list[Result] = []
@@ -96,7 +106,10 @@ async def run_replica_failure(app: AppUnderTest, auth: dict[str, str],
             await asyncio.sleep(cfg.probe_period_s)
         streamed = list(await asyncio.gather(*streams, *queued))
         stream_results = streamed + list(await asyncio.gather(*whole))
-    recovered = await asyncio.to_thread(app.wait_running, len(replicas), cfg.recover_timeout_s)
+    recovered = None
+    if cfg.recover_timeout_s > 0:
+        recovered = await asyncio.to_thread(app.wait_running, len(replicas),
+                                            cfg.recover_timeout_s)
     recovery_s = None if recovered is None else round(time.time() - killed_at, 1)
     after = app.engine_replicas()
     async with httpx.AsyncClient(base_url=app.url, timeout=60.0) as client:
@@ -114,6 +127,7 @@ async def run_replica_failure(app: AppUnderTest, auth: dict[str, str],
         **t,
         "not_started": {**tally(not_started),
                         "retried": sum(1 for r in not_started if r.retried_from == victim),
+                        "on_killed": sum(1 for r in not_started if r.replica == victim),
                         "messages": sorted({r.message for r in not_started if r.message})[:3]},
         "retried_total": sum(1 for r in everything if r.retried_from is not None),
         "killed_replica": victim, "killed_pid": pid,

@@ -1,8 +1,13 @@
 """The application builder: ``import_path: slidingserve.serve.app:build`` in a Serve config.
 
 ``build(args)`` validates ``args`` as a ``ServeAppConfig`` and returns the bound application
+<<<<<<< HEAD
 (Ingress -> Engine), with the slack router on the Engine deployment (``engine_options``: fixed
 or autoscaled replicas, one placement group per tensor-parallel replica).
+=======
+(Ingress -> Engine), with the slack router on the Engine deployment and the replicas placed as
+``placement`` says (custom resources, replicas per node).
+>>>>>>> cluster
 """
 
 from __future__ import annotations
@@ -47,27 +52,37 @@ def engine_options(cfg: ServeAppConfig) -> dict[str, Any]:
         opts["autoscaling_config"] = cfg.autoscaling_config
     else:
         opts["num_replicas"] = cfg.num_replicas
+    if cfg.placement.max_engine_replicas_per_node is not None:
+        opts["max_replicas_per_node"] = cfg.placement.max_engine_replicas_per_node
     actor: dict[str, Any] = {"num_cpus": cfg.engine_num_cpus}
+    resources = dict(cfg.placement.engine_resources)  # custom resources (placement)
     tp = cfg.engine.tensor_parallel_size
     if tp > 1:
         opts["placement_group_bundles"] = [
-            {"CPU": cfg.engine_num_cpus, "GPU": 1.0}, *({"GPU": 1.0} for _ in range(tp - 1))
+            {"CPU": cfg.engine_num_cpus, "GPU": 1.0, **resources},
+            *({"GPU": 1.0} for _ in range(tp - 1)),
         ]
         opts["placement_group_strategy"] = cfg.engine_placement_strategy
-    elif cfg.engine_num_gpus:
-        actor["num_gpus"] = cfg.engine_num_gpus
+    else:
+        if cfg.engine_num_gpus:
+            actor["num_gpus"] = cfg.engine_num_gpus
+        if resources:
+            actor["resources"] = resources
     opts["ray_actor_options"] = actor
     return opts
 
 
 def build_app(cfg: ServeAppConfig) -> Application:
     data = cfg.model_dump(mode="json")
-    engine = Engine.options(**engine_options(cfg)).bind(data)
+    ingress: dict[str, Any] = {"num_cpus": 0}
+    if cfg.placement.ingress_resources:
+        ingress["resources"] = dict(cfg.placement.ingress_resources)
+    engine = Engine.options(**engine_options(cfg))
     return Ingress.options(
         num_replicas=cfg.ingress_replicas,
         max_ongoing_requests=cfg.ingress_max_ongoing_requests,
-        ray_actor_options={"num_cpus": 0},
-    ).bind(engine, data)
+        ray_actor_options=ingress,
+    ).bind(engine.bind(data), data)
 
 
 def build(args: dict[str, Any]) -> Application:

@@ -1,4 +1,5 @@
-"""CLI of the serve package: ``slidingserve serve``, ``dashboards push|render``, ``bench http``.
+"""CLI of the serve package: ``slidingserve serve``, ``dashboards push|render``, ``bench http``,
+``bench routers``.
 
 Mounted into the main ``slidingserve`` app with one ``app.add_typer(serve_cli)`` line.
 """
@@ -234,6 +235,64 @@ def bench_http(
                       _fmt(g["goodput_rps"]))
     Console(width=120).print(table)
     typer.echo(f"wrote {out / 'summary.json'}")
+
+
+@bench_cli.command("routers")
+def bench_routers(
+    rate: float = typer.Option(..., help="Mean request rate (requests/s, Poisson arrivals)."),
+    duration: float = typer.Option(..., help="Seconds of arrivals per seed."),
+    seeds: str = typer.Option("0", help="Comma-separated workload seeds, e.g. 0,1."),
+    routers: str = typer.Option("slack,pow2", help="slack (ours), pow2 (Ray Serve's default)."),
+    replicas: int = typer.Option(2, help="Engine replicas."),
+    config: Path = typer.Option(None, help="Serve config file (default: the embedded one)."),
+    num_cpus: int = typer.Option(4, help="CPUs for the local Ray."),
+    trace: Path = typer.Option(None, help="Azure trace CSV for lengths (default: synthetic)."),
+    tier_mix: str = typer.Option(None, help="e.g. interactive=0.2,standard=0.5,batch=0.3"),
+    tiers_path: Path = typer.Option(None, "--tiers", help="Tier set for the app and the "
+                                    "client (default: the config's)."),
+    max_prompt_tokens: int = typer.Option(1024, help="Clip prompts to this many tokens."),
+    max_output_tokens: int = typer.Option(128, help="Clip outputs to this many tokens."),
+    out: Path = typer.Option(Path("results/bench_routers"), help="Output folder."),
+) -> None:
+    """The slack router vs Ray Serve's default router on the real app: the app is started
+    locally once per router (same config but ``router.enabled``) and gets the same open-loop
+    workload per seed; prints attainment and TTFT percentiles per router and tier."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from slidingserve.serve.bench_http import BenchConfig
+    from slidingserve.serve.bench_routers import COLUMNS, RouterBenchConfig, compare_routers, rows
+    from slidingserve.serve.config import ServeConfigError, load_serve_config
+    from slidingserve.slo.tiers import TierConfigError, load_tiers, shipped_file
+    from slidingserve.workload.tiermix import TierMixError, parse_tier_mix
+
+    path = config or shipped_file("local.yaml")
+    _, args = load_serve_file(path)
+    if tiers_path is not None:
+        args["tiers_path"] = str(tiers_path)
+    try:
+        tiers = load_tiers(load_serve_config(args, str(path)).tiers_path)
+        mix = parse_tier_mix(tier_mix, tiers) if tier_mix else None
+        workload = BenchConfig(url="http://127.0.0.1", rate=rate, duration_s=duration,
+                               tier_mix=mix, trace=str(trace) if trace else None,
+                               max_prompt_tokens=max_prompt_tokens,
+                               max_output_tokens=max_output_tokens)
+        cfg = RouterBenchConfig(workload, tuple(int(x) for x in seeds.split(",") if x.strip()),
+                                tuple(r.strip() for r in routers.split(",") if r.strip()),
+                                replicas, num_cpus)
+    except (ServeConfigError, TierConfigError, TierMixError, ValueError) as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    out.mkdir(parents=True, exist_ok=True)
+    results = compare_routers(cfg, args, tiers, out, lambda line: typer.echo(line, err=True))
+    table = Table(title=f"bench routers: {replicas} replicas, {rate:g} req/s x {duration:g} s, "
+                        f"seeds {seeds}")
+    for col in COLUMNS:
+        table.add_column(col)
+    for row in rows(results):
+        table.add_row(*row)
+    Console(width=140).print(table)
+    typer.echo(f"wrote {out / 'routers.json'}")
 
 
 def _fmt(x: float | None) -> str:

@@ -23,6 +23,8 @@ from pydantic import (
 from slidingserve.latency.roofline import RooflineConfig
 from slidingserve.slo.tiers import BUILTIN_TIERS, resolve_tiers_path
 
+RESERVED_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+
 
 class ServeConfigError(ValueError):
     """The serve configuration is invalid; the message names the field and the value."""
@@ -132,6 +134,32 @@ class PredictorLinkConfig(_Strict):
 PlacementStrategy = Literal["PACK", "STRICT_PACK", "SPREAD", "STRICT_SPREAD"]
 
 
+class PlacementConfig(_Strict):
+    """Where replicas run on a multi-node Ray cluster.
+
+    ``engine_resources`` / ``ingress_resources``: Ray custom resources each replica needs
+    (a node offers them with ``ray start --resources='{"engine": 1}'``), e.g. to keep engine
+    replicas on accelerator nodes and the ingress on the head node. CPUs and GPUs are set by
+    ``engine_num_cpus`` / ``engine_num_gpus``, not here. ``max_engine_replicas_per_node``:
+    Ray Serve's ``max_replicas_per_node`` for the engine (1 = one replica per node).
+    """
+
+    engine_resources: dict[str, float] = Field(default_factory=dict)
+    ingress_resources: dict[str, float] = Field(default_factory=dict)
+    max_engine_replicas_per_node: int | None = Field(default=None, gt=0)
+
+    @field_validator("engine_resources", "ingress_resources")
+    @classmethod
+    def _custom_resources(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, amount in v.items():
+            if not name.strip() or name in RESERVED_RESOURCES:
+                raise ValueError(f"resource name {name!r} is not a custom resource (CPU, GPU "
+                                 f"and memory have their own fields)")
+            if not amount > 0:
+                raise ValueError(f"resource {name!r} needs an amount > 0 (got {amount!r})")
+        return v
+
+
 class ServeAppConfig(_Strict):
     """The whole application; the ``args`` of ``slidingserve.serve.app:build``.
 
@@ -156,6 +184,7 @@ class ServeAppConfig(_Strict):
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
     predictor: PredictorLinkConfig = Field(default_factory=PredictorLinkConfig)
+    placement: PlacementConfig = Field(default_factory=PlacementConfig)
 
     @field_validator("autoscaling_config")
     @classmethod

@@ -108,3 +108,15 @@ def test_replica_hardware_names_tensor_parallel_gpus() -> None:
     assert replica_hardware(cfg.engine).endswith(" x2")
     named = load_serve_config({"engine": {"hardware": "my-gpu"}})
     assert replica_hardware(named.engine) == "my-gpu"
+
+
+def test_placement_resources_reach_the_replica_or_its_first_bundle() -> None:
+    place = {"engine_resources": {"engine": 1}, "max_engine_replicas_per_node": 1}
+    dep = engine_deployment({"num_replicas": 2, "placement": place})
+    assert dep.ray_actor_options["resources"] == {"engine": 1.0}
+    assert dep._replica_config.max_replicas_per_node == 1
+    tp = engine_deployment({"engine": {"tensor_parallel_size": 2}, "engine_num_gpus": 2,
+                            "placement": place})
+    bundles = tp._replica_config.placement_group_bundles
+    assert bundles[0]["engine"] == 1.0 and "engine" not in bundles[1]
+    assert "resources" not in tp.ray_actor_options

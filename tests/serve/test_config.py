@@ -16,6 +16,10 @@ def test_defaults_validate():
         ({"admission": {"on_reject": "drop"}}, "admission.on_reject"),
         ({"tiers_path": "/nonexistent/tiers.yaml"}, "/nonexistent/tiers.yaml"),
         ({"engine": {"modle": "x"}}, "engine.modle"),
+        ({"placement": {"engine_resources": {"CPU": 1}}}, "placement.engine_resources"),
+        ({"placement": {"ingress_resources": {"head": 0}}}, "placement.ingress_resources"),
+        ({"placement": {"max_engine_replicas_per_node": 0}},
+         "placement.max_engine_replicas_per_node"),
     ],
 )
 def test_bad_config_names_field(data, needle):
@@ -27,3 +31,19 @@ def test_keys_are_not_echoed():
     with pytest.raises(ServeConfigError) as info:
         load_serve_config({"auth": {"keys": {"sekrit": "interactive"}}})
     assert "sekrit" not in str(info.value)
+
+
+def test_placement_reaches_the_deployments():
+    from slidingserve.serve.app import build_app
+
+    cfg = load_serve_config({"num_replicas": 2, "placement": {
+        "engine_resources": {"engine": 1}, "ingress_resources": {"head": 0.01},
+        "max_engine_replicas_per_node": 1}})
+    ingress = build_app(cfg)._bound_deployment
+    engine = ingress.init_args[0]._bound_deployment
+    assert ingress.ray_actor_options == {"num_cpus": 0, "resources": {"head": 0.01}}
+    assert engine.ray_actor_options["resources"] == {"engine": 1}
+    assert engine._replica_config.max_replicas_per_node == 1
+    default = build_app(load_serve_config({}))._bound_deployment.init_args[0]._bound_deployment
+    assert "resources" not in default.ray_actor_options
+    assert default._replica_config.max_replicas_per_node is None
