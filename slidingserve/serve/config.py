@@ -215,6 +215,13 @@ class ServeAppConfig(_Strict):
                 "one (autoscaling_config's min_replicas / max_replicas bound the replicas)"
             )
         tp, gpus = self.engine.tensor_parallel_size, self.engine_num_gpus
+        if tp > 1 and self.placement.max_engine_replicas_per_node is not None:
+            raise ValueError(
+                f"placement.max_engine_replicas_per_node="
+                f"{self.placement.max_engine_replicas_per_node} cannot be used with "
+                f"engine.tensor_parallel_size={tp}: Ray Serve does not allow it with placement "
+                "groups (use engine_placement_strategy: STRICT_SPREAD to spread replicas)"
+            )
         if tp > 1 and gpus < tp:
             raise ValueError(
                 f"engine_num_gpus={gpus:g} per replica does not cover "

@@ -115,8 +115,10 @@ def test_placement_resources_reach_the_replica_or_its_first_bundle() -> None:
     dep = engine_deployment({"num_replicas": 2, "placement": place})
     assert dep.ray_actor_options["resources"] == {"engine": 1.0}
     assert dep._replica_config.max_replicas_per_node == 1
-    tp = engine_deployment({"engine": {"tensor_parallel_size": 2}, "engine_num_gpus": 2,
-                            "placement": place})
+    tp_args = {"engine": {"tensor_parallel_size": 2}, "engine_num_gpus": 2}
+    tp = engine_deployment({**tp_args, "placement": {"engine_resources": {"engine": 1}}})
     bundles = tp._replica_config.placement_group_bundles
     assert bundles[0]["engine"] == 1.0 and "engine" not in bundles[1]
     assert "resources" not in tp.ray_actor_options
+    with pytest.raises(ServeConfigError, match="max_engine_replicas_per_node"):
+        load_serve_config({**tp_args, "placement": place}, "test")
