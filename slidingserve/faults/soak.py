@@ -175,18 +175,21 @@ async def drive(url: str, auth: dict[str, str], tiers: TierSet, cfg: SoakConfig,
 
 
 async def step_every_engine(app: AppUnderTest, auth: dict[str, str], engines: set[str],
-                            tries: int = 40) -> dict[str, Any]:
-    """Short requests until each engine replica in ``engines`` (labels ``Engine#id``) answered
-    one, so each has run a step after the last abort; returns what it took."""
+                            rounds: int = 10) -> dict[str, Any]:
+    """Rounds of concurrent short requests until each engine replica in ``engines`` (labels
+    ``Engine#id``) answered one, so each has run a step after the last abort (one at a time,
+    they would all go to the replica the router ranks first on an idle app)."""
     answered: set[str] = set()
     sent: list[Result] = []
+    headers = {**auth, "x-slo-tier": "standard"}
     async with httpx.AsyncClient(base_url=app.url, timeout=60.0) as client:
-        while len(sent) < tries and not engines <= answered:
-            r = await send(client, "/v1/completions", SHORT_BODY,
-                           {**auth, "x-slo-tier": "standard"}, 60.0)
-            sent.append(r)
-            if r.replica:
-                answered.add(f"Engine#{r.replica}")
+        for _ in range(rounds):
+            if engines <= answered:
+                break
+            got = await asyncio.gather(*(send(client, "/v1/completions", SHORT_BODY, headers,
+                                              60.0) for _ in range(3 * len(engines))))
+            sent += got
+            answered |= {f"Engine#{r.replica}" for r in got if r.replica}
     return {"sent": len(sent), "served": sum(1 for r in sent if r.kind == "served"),
             "lost": sum(1 for r in sent if r.kind == "lost"),
             "engines_stepped": sorted(answered & engines),
