@@ -80,3 +80,15 @@ def test_rss_growth_compares_the_first_and_last_tenth_of_the_window():
 def test_the_plot_needs_only_the_report(tmp_path: Path):
     plot_soak(run_judge(flat(), traffic()), tmp_path / "soak.png")
     assert (tmp_path / "soak.png").stat().st_size > 10_000
+
+
+def test_the_cli_writes_the_report_the_plot_and_a_table(tmp_path: Path, capsys):
+    import json
+
+    from slidingserve.faults.cli import write_soak
+
+    write_soak(run_judge(flat(), traffic(lost=1)), tmp_path)
+    assert json.loads((tmp_path / "soak.json").read_text())["requests"]["lost"] == 1
+    assert (tmp_path / "soak.png").exists()
+    out = capsys.readouterr().out
+    assert "nothing lost" in out and "NO" in out
