@@ -2,7 +2,9 @@
 
 ``streams`` long streamed requests and ``whole`` long non-streamed ones start, their tiers in
 turn over the tier set. Once every stream has ``kill_after_tokens`` tokens, the ingress
-replica carrying the most streams (``x-ingress-replica``) is killed. Then a probe goes out
+replica carrying the fewest streams, but at least one (``x-ingress-replica``), is killed: the
+proxy balances requests in flight over the ingress replicas, so that one holds the most
+non-streamed requests (whose ingress shows only in their answer). Then a probe goes out
 every ``probe_period_s`` for ``probe_s``. Expected, with the proxy's ``IngressGuard``:
 
 * streams on the killed ingress end with an explicit error (an SSE ``error`` event);
@@ -113,7 +115,7 @@ async def run_ingress_failure(app: AppUnderTest, auth: dict[str, str], tier_name
                                           cfg.request_timeout_s)) for t in whole_tiers]
         await asyncio.wait_for(ready.wait(), cfg.request_timeout_s)
         counts = {r: sum(1 for v in on_ingress.values() if v == r) for r in before}
-        victim = max(counts, key=lambda r: counts[r])
+        victim = min((r for r in counts if counts[r]), key=lambda r: counts[r])
         kill_process(before[victim])
         killed_at = time.time()
         started_on_victim = {i for i, r in on_ingress.items() if r == victim}
