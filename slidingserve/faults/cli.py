@@ -1,5 +1,7 @@
 """``slidingserve bench faults --out DIR``: the reliability scenarios, a table, faults.json.
 
+``--soak MINUTES`` runs the soak instead: DIR/soak.json, DIR/soak.png and a table of targets.
+
 Mounted under ``slidingserve bench`` with one ``add_typer(faults_cli, name="faults")`` line.
 """
 
@@ -18,11 +20,14 @@ faults_cli = typer.Typer(help="Reliability scenarios (overload, failures, bad in
 def bench_faults(
     out: Path = typer.Option(..., help="Folder for faults.json."),
     scenarios: str = typer.Option(",".join(
-        ("security", "bad_input", "predictor_failure", "replica_failure", "overload")),
+        ("security", "bad_input", "predictor_failure", "replica_failure", "ingress_failure",
+         "overload")),
         help="Comma-separated scenarios to run, in order."),
     config: Path = typer.Option(None, help="Serve config for the base app (default: "
                                            "deploy/local.yaml, the embedded default)."),
     replicas: int = typer.Option(2, help="Engine replicas (>= 2 for replica_failure)."),
+    ingress_replicas: int = typer.Option(2, help="Ingress replicas (>= 2 for "
+                                                 "ingress_failure)."),
     tiers: str = typer.Option("qoserve", help="Tier set the app serves: a built-in name "
                                               "(qoserve, tight, cpu-tiny), a file, or 'config' "
                                               "for the serve config's own."),
@@ -34,27 +39,40 @@ def bench_faults(
                                               "shares)."),
     overload_s: float = typer.Option(30.0, help="Seconds of overload arrivals."),
     fuzz_examples: int = typer.Option(25, help="Schemathesis cases per operation and mode."),
+    soak: float = typer.Option(None, help="Run the soak for MINUTES instead of the scenarios "
+                                          "(DIR/soak.json, DIR/soak.png)."),
+    soak_load: float = typer.Option(0.8, help="Soak load as a fraction of measured capacity."),
+    soak_rate: float = typer.Option(None, help="Soak arrival rate in req/s (instead of "
+                                               "--soak-load x capacity)."),
     seed: int = typer.Option(0),
 ) -> None:
     """Run the scenarios on a local Ray Serve app; print a table; write DIR/faults.json."""
     from dataclasses import replace
 
-    from slidingserve.faults.runner import FaultsConfig, run_all
+    from slidingserve.faults.runner import FaultsConfig, run_all, soak_app
+    from slidingserve.faults.soak import SoakConfig
     from slidingserve.serve.cli import load_serve_file, repo_file
 
     try:
         base = FaultsConfig()
         cfg = FaultsConfig(
             scenarios=tuple(s.strip() for s in scenarios.split(",") if s.strip()),
-            replicas=replicas, num_cpus=num_cpus,
+            replicas=replicas, ingress_replicas=ingress_replicas, num_cpus=num_cpus,
             tiers=None if tiers == "config" else tiers,
             overload=replace(base.overload, factors=parse_factors(overload_factors),
                              tier_mix=parse_mix(overload_mix), duration_s=overload_s, seed=seed),
             bad_input=replace(base.bad_input, fuzz_examples=fuzz_examples, seed=seed))
+        soak_cfg = None if soak is None else SoakConfig(
+            minutes=soak, load=soak_load, rate_rps=soak_rate,
+            tier_mix=parse_mix(overload_mix), seed=seed)
         _, args = load_serve_file(config or repo_file("deploy", "local.yaml"))
     except ValueError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from None
+    if soak_cfg is not None:
+        write_soak(soak_app(cfg, soak_cfg, args,
+                            progress=lambda m: typer.echo(f"[soak] {m}", err=True)), out)
+        return
     report = run_all(cfg, args, repo_file("deploy").parent,
                      progress=lambda m: typer.echo(f"[faults] {m}", err=True))
     out.mkdir(parents=True, exist_ok=True)
@@ -111,6 +129,13 @@ def headline(name: str, r: dict[str, Any]) -> str:
                 f"{ns.get('error', '-')} err/{ns.get('sent', '-')} ({ns.get('retried', '-')} "
                 f"retried); recovered {r['recovered']} in {r['recovery_s']}s; orphans "
                 f"{len(r['orphan_engine_processes'])}")
+    if name == "ingress_failure":
+        on_killed, whole, probes = r["streams"]["on_killed"], r["whole"], r["probes"]
+        tiers = ", ".join(f"{t} {v['answered']}/{v['sent']}" for t, v in r["by_tier"].items())
+        return (f"answered per tier: {tiers}; killed-ingress streams {on_killed['error']} err/"
+                f"{on_killed['sent']}; not-started {whole['served']}/{whole['sent']} served "
+                f"({whole['retried']} retried); probes {probes['served']}/{probes['sent']}; "
+                f"recovered {r['recovered']} in {r['recovery_s']}s")
     if name == "predictor_failure":
         bad = r.get("bad_models", {})
         refused = sum(1 for v in bad.values() if isinstance(v, dict) and v.get("refused"))
@@ -163,3 +188,37 @@ def print_table(report: dict[str, Any]) -> None:
         table.add_row(name, str(r["sent"]), str(r["answered"]), str(r["lost"]),
                       str(r.get("scenario_s", "")), headline(name, r))
     Console(width=160).print(table)
+
+
+def write_soak(report: dict[str, Any], out: Path) -> None:
+    """DIR/soak.json, DIR/soak.png and the table of targets."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from slidingserve.faults.soak_report import plot_soak
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "soak.json").write_text(json.dumps(report, indent=2, default=str))
+    plot_soak(report, out / "soak.png")
+    req = report["requests"]
+    table = Table(title=f"soak {report['minutes']:g} min at {report['rate_rps']:.2f} req/s: "
+                        f"{req['sent']} requests ({req['streamed']} streamed), "
+                        f"{report['left_mid_stream']['left']} left mid-stream")
+    for col in ("target", "met", "figure"):
+        table.add_column(col)
+    t = report["targets"]
+    rows = {
+        "nothing lost": f"lost {req['lost']}; served {req['served']}, 429 {req['rejected']}, "
+                        f"errors {req['error']}",
+        "no replica restart": f"new {t['no_replica_restart']['new'] or 'none'}",
+        "KV blocks freed": f"in use at the end {t['kv_blocks_freed']['in_use_at_end']}",
+        "RSS flat (<= 5%)": f"max growth {100 * t['rss_flat']['max_growth']:.1f}% "
+                            f"({t['rss_flat']['process']})",
+        "p99 TTFT stable (<= 10%)": ", ".join(
+            f"{k} {'-' if v is None else f'{100 * v:+.0f}%'}"
+            for k, v in t["ttft_p99_stable"]["change"].items()),
+    }
+    for (label, figure), ok in zip(rows.items(), (v["ok"] for v in t.values()), strict=True):
+        table.add_row(label, "yes" if ok else "NO", figure)
+    Console(width=160).print(table)
+    typer.echo(f"wrote {out / 'soak.json'} and {out / 'soak.png'}")

@@ -29,6 +29,8 @@ class Result:
     latency_s: float = 0.0
     retry_after: str | None = None
     retried_from: str | None = None  # x-retried-from: the replica that failed before a token
+    ingress: str | None = None  # x-ingress-replica: the ingress replica that answered
+    ingress_retried: bool = False  # x-ingress-retried: the proxy sent it to a second ingress
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -68,14 +70,15 @@ def classify_response(status: int, body: bytes, headers: httpx.Headers) -> Resul
 
 async def send(client: httpx.AsyncClient, path: str, body: Any, headers: dict[str, str],
                timeout_s: float, *, stream: bool = False, raw: bytes | None = None,
-               on_token: Any = None) -> Result:
-    """Send one request and classify what came back; never waits longer than ``timeout_s``."""
+               on_token: Any = None, on_start: Any = None) -> Result:
+    """Send one request and classify what came back; never waits longer than ``timeout_s``.
+    ``on_start(headers)`` is called when a streamed response's headers arrive."""
     import asyncio
 
     t0 = time.perf_counter()
     try:
         res = await asyncio.wait_for(
-            _send(client, path, body, headers, stream, raw, on_token, t0), timeout_s
+            _send(client, path, body, headers, stream, raw, on_token, on_start, t0), timeout_s
         )
     except TimeoutError:
         res = Result("lost", None, f"no answer within {timeout_s:g}s (hung)")
@@ -85,8 +88,15 @@ async def send(client: httpx.AsyncClient, path: str, body: Any, headers: dict[st
     return res
 
 
+def _ingress(res: Result, headers: httpx.Headers) -> Result:
+    res.ingress = headers.get("x-ingress-replica")
+    res.ingress_retried = headers.get("x-ingress-retried") == "1"
+    return res
+
+
 async def _send(client: httpx.AsyncClient, path: str, body: Any, headers: dict[str, str],
-                stream: bool, raw: bytes | None, on_token: Any, t0: float) -> Result:
+                stream: bool, raw: bytes | None, on_token: Any, on_start: Any,
+                t0: float) -> Result:
     kwargs: dict[str, Any] = {"headers": headers}
     if raw is not None:
         kwargs["content"] = raw
@@ -94,33 +104,40 @@ async def _send(client: httpx.AsyncClient, path: str, body: Any, headers: dict[s
         kwargs["json"] = body
     if not stream:
         resp = await client.post(path, **kwargs)
-        return classify_response(resp.status_code, resp.content, resp.headers)
+        return _ingress(classify_response(resp.status_code, resp.content, resp.headers),
+                        resp.headers)
     async with client.stream("POST", path, **kwargs) as resp:
-        if resp.status_code != 200:
-            content = await resp.aread()
-            return classify_response(resp.status_code, content, resp.headers)
-        replica, retried = resp.headers.get("x-served-by"), resp.headers.get("x-retried-from")
-        tokens, ttft = 0, None
-        async for line in resp.aiter_lines():
-            if not line.startswith("data: "):
-                continue
-            data = line[6:]
-            if data == "[DONE]":
-                return Result("served", 200, "", replica, tokens, ttft, retried_from=retried)
-            event = json.loads(data)
-            if "error" in event:
-                msg = str(event["error"].get("message") or "")
-                return Result("error" if msg else "lost", 200, msg or "empty stream error",
-                              replica, tokens, ttft, retried_from=retried)
-            if any(c.get("text") or (c.get("delta") or {}).get("content")
-                   for c in event.get("choices", [])):
-                tokens += 1
-                if ttft is None:
-                    ttft = time.perf_counter() - t0
-                if on_token is not None:
-                    on_token(tokens, replica)
-        return Result("lost", 200, "stream ended without [DONE] or an error event", replica,
-                      tokens, ttft)
+        return _ingress(await _read_stream(resp, on_token, on_start, t0), resp.headers)
+
+
+async def _read_stream(resp: httpx.Response, on_token: Any, on_start: Any, t0: float) -> Result:
+    if on_start is not None:
+        on_start(resp.headers)
+    if resp.status_code != 200:
+        content = await resp.aread()
+        return classify_response(resp.status_code, content, resp.headers)
+    replica, retried = resp.headers.get("x-served-by"), resp.headers.get("x-retried-from")
+    tokens, ttft = 0, None
+    async for line in resp.aiter_lines():
+        if not line.startswith("data: "):
+            continue
+        data = line[6:]
+        if data == "[DONE]":
+            return Result("served", 200, "", replica, tokens, ttft, retried_from=retried)
+        event = json.loads(data)
+        if "error" in event:
+            msg = str(event["error"].get("message") or "")
+            return Result("error" if msg else "lost", 200, msg or "empty stream error",
+                          replica, tokens, ttft, retried_from=retried)
+        if any(c.get("text") or (c.get("delta") or {}).get("content")
+               for c in event.get("choices", [])):
+            tokens += 1
+            if ttft is None:
+                ttft = time.perf_counter() - t0
+            if on_token is not None:
+                on_token(tokens, replica)
+    return Result("lost", 200, "stream ended without [DONE] or an error event", replica,
+                  tokens, ttft)
 
 
 def tally(results: list[Result]) -> dict[str, Any]:

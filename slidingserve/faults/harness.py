@@ -176,14 +176,17 @@ def _short_name(p: psutil.Process) -> str:
 @contextmanager
 def local_app(args: dict[str, Any], before_run: Callable[[], Any] | None = None,
               num_cpus: int = 4, ready_timeout_s: float = 600.0) -> Iterator[AppUnderTest]:
-    """Start local Ray + the application (HTTP on 127.0.0.1), yield it, tear everything down."""
+    """Start local Ray + the application (HTTP on 127.0.0.1), yield it, tear everything down.
+    The proxy runs ``IngressGuard`` (``slidingserve.serve.proxy_guard``)."""
     import ray
     from ray import serve
 
     from slidingserve.serve.app import build
+    from slidingserve.serve.proxy_guard import guarded_ray_start
 
     port = free_port()
-    ray.init(num_cpus=num_cpus, include_dashboard=False, namespace="slidingserve-faults")
+    with guarded_ray_start():
+        ray.init(num_cpus=num_cpus, include_dashboard=False, namespace="slidingserve-faults")
     try:
         from ray._private.worker import global_worker
 

@@ -80,6 +80,7 @@ def serve_cmd(
     from slidingserve.serve.auth import KeyTable
     from slidingserve.serve.config import ServeConfigError, load_serve_config
     from slidingserve.serve.health import wait_until_running
+    from slidingserve.serve.proxy_guard import guarded_ray_start
     from slidingserve.slo.tiers import load_tiers, shipped_file
 
     path = config or shipped_file("local.yaml")
@@ -108,7 +109,8 @@ def serve_cmd(
         init["num_cpus"] = num_cpus
     if metrics_port is not None:
         init["_metrics_export_port"] = metrics_port
-    ray.init(**init)
+    with guarded_ray_start():  # the proxy loads IngressGuard from the raylet's environment
+        ray.init(**init)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         serve.start(http_options={"host": host, "port": port})

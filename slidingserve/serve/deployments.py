@@ -83,9 +83,10 @@ class IngressReplica:
                      defaults)
         self.service = IngressService(cfg, load_tiers(cfg.tiers_path), engine, tokenizer, ready,
                                       defaults, scrape_cluster)
+        self.replica = serve.get_replica_context().replica_id.unique_id
 
     def __serve_build_asgi_app__(self) -> Any:
-        return build_api(self.service)
+        return build_api(self.service, self.replica)
 
 
 Engine: Deployment = serve.deployment(name="Engine")(EngineReplica)

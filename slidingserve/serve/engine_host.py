@@ -24,6 +24,7 @@ from slidingserve.latency.base import LatencyModel
 from slidingserve.latency.features import BatchShape
 from slidingserve.metrics.records import RequestRecord
 from slidingserve.serve.config import EngineConfig, ServeAppConfig
+from slidingserve.serve.kv_usage import KVUsage, kv_stat_logger
 from slidingserve.serve.load import ReplicaLoad
 from slidingserve.serve.messages import (
     Admitted,
@@ -237,6 +238,7 @@ class EngineHost:
         self._live: dict[str, _Live] = {}
         self._warmed_up: set[str] = set()  # logprob paths some request has used
         self._llm: Any = None
+        self.kv = KVUsage()  # KV blocks in use, as of the engine's last step
         self.hold_limits = hold_limits(tiers, cfg.max_ongoing_requests,
                                        cfg.admission.lowest_tier_share)
 
@@ -246,7 +248,8 @@ class EngineHost:
         sched = None
         if self.cfg.engine.scheduler == "slidingserve":
             sched = scheduler_kwargs(self.cfg, self.files)
-        self._llm = AsyncLLM.from_engine_args(engine_args(self.cfg.engine, sched))
+        self._llm = AsyncLLM.from_engine_args(engine_args(self.cfg.engine, sched),
+                                              stat_loggers=[kv_stat_logger(self.kv)])
         self.ready_s = time.time()
         log.info("replica %s: engine up (model %s)", self.replica, self.cfg.engine.name)
 
@@ -284,6 +287,8 @@ class EngineHost:
             step_s=step,
             model_version=self.model_version,
             hold_limits=self.hold_limits,
+            kv_blocks_used=self.kv.used,
+            kv_blocks_total=self.kv.total,
         )
         for tier in self.tiers.values():
             self.metrics.predicted_ttft.set(

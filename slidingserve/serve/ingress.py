@@ -55,6 +55,7 @@ __all__ = ["HTTPError", "IngressService", "body_limit_bytes", "build_api"]
 log = logging.getLogger(__name__)
 SERVED_BY_HEADER = "x-served-by"
 RETRIED_FROM_HEADER = "x-retried-from"  # the replica that failed before the first token
+INGRESS_REPLICA_HEADER = "x-ingress-replica"  # the ingress replica that answered
 MAX_ATTEMPTS = 3  # sends of one request: one retry after a replica failed, plus unreached calls
 T = TypeVar("T")
 
@@ -330,11 +331,31 @@ class BodyLimit:
         await JSONResponse(oa.error_body(msg, "body", 413), 413)(scope, receive, send)
 
 
-def build_api(service: IngressService) -> FastAPI:
+class NameReplica:
+    """ASGI middleware: every HTTP response names the ingress replica that gave it."""
+
+    def __init__(self, app: Any, replica: str):
+        self.app, self.header = app, (INGRESS_REPLICA_HEADER.encode(), replica.encode())
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def named(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self.header]}
+            await send(message)
+
+        return await self.app(scope, receive, named)
+
+
+def build_api(service: IngressService, replica: str | None = None) -> FastAPI:
     """The FastAPI app: /v1/completions, /v1/chat/completions, /v1/models[/{id}], /version,
-    /metrics, /health."""
+    /metrics, /health. With ``replica``, every response names it (``x-ingress-replica``)."""
     api = FastAPI(title="SlidingServe", version="0.1.0")
     api.add_middleware(BodyLimit, limit=body_limit_bytes(service.cfg.engine.max_model_len))
+    if replica is not None:
+        api.add_middleware(NameReplica, replica=replica)
 
     @api.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -33,6 +33,8 @@ class ReplicaLoad:
     step_s: float = 0.02  # predicted duration of one decode step at the current batch
     model_version: int | None = None  # predictor model version in use
     hold_limits: dict[int, int] = field(default_factory=dict)  # priority -> most held to admit
+    kv_blocks_used: int | None = None  # engine KV blocks held by requests at its last step
+    kv_blocks_total: int | None = None
     format: int = LOAD_FORMAT
 
     def to_stats(self) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from ray.serve.schema import ServeDeploySchema
 
 from slidingserve.serve.app import build, engine_options
 from slidingserve.serve.config import load_serve_config
+from slidingserve.serve.proxy_guard import guarded_env
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVE_FILES = ["deploy/serve_config.yaml", "deploy/local.yaml"]
@@ -55,6 +57,10 @@ def test_rayservice_embeds_the_cluster_serve_config():
     limits = workers["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert limits["nvidia.com/gpu"] == "1"
     assert cluster["headGroupSpec"]["rayStartParams"]["metrics-export-port"] == "8080"
+    (name, value), = guarded_env().items()  # every node's proxy loads the ingress guard
+    for group in (cluster["headGroupSpec"], workers):
+        (container,) = group["template"]["spec"]["containers"]
+        assert {"name": name, "value": value} in container["env"]
 
 
 def test_ray_cluster_yaml_passes_ray_validation():
@@ -65,6 +71,10 @@ def test_ray_cluster_yaml_passes_ray_validation():
     gpu = raw["available_node_types"]["gpu_worker"]
     assert gpu["resources"]["GPU"] == 1
     assert any("--metrics-export-port=8080" in c for c in raw["head_start_ray_commands"])
+    guard = "=".join(next(iter(guarded_env().items())))
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        # the guard is in the environment of the `ray start` that starts the node
+        assert any(re.search(re.escape(guard) + r"\s+\S*ray start", c) for c in raw[key]), key
     broken = copy.deepcopy(raw)
     broken["available_node_types"]["gpu_worker"]["max_wrkers"] = 3
     with pytest.raises(Exception, match="max_wrkers"):

@@ -1,5 +1,6 @@
-"""Reliability end to end: one local Ray Serve app (2 CPU replicas of the tiny model, keys,
-predictor link) and the fast subset of the ``bench faults`` scenarios against it.
+"""Reliability end to end: one local Ray Serve app (2 CPU replicas of the tiny model, 2 ingress
+replicas, keys, predictor link) and the fast subset of the ``bench faults`` scenarios and a
+short soak against it.
 
 Order matters and is fixed by the test names' numbers: the scenarios that kill something run
 last. The full scenarios (overload at 2x capacity for 30 s, more fuzz cases) are the
@@ -22,6 +23,7 @@ from slidingserve.faults.bad_input import (
     run_raw_cases,
 )
 from slidingserve.faults.harness import local_app
+from slidingserve.faults.ingress_failure import IngressFailureConfig, run_ingress_failure
 from slidingserve.faults.overload import OverloadConfig, run_overload
 from slidingserve.faults.predictor_failure import (
     PredictorFailureConfig,
@@ -31,6 +33,8 @@ from slidingserve.faults.predictor_failure import (
 from slidingserve.faults.replica_failure import ReplicaFailureConfig, run_replica_failure
 from slidingserve.faults.runner import app_args
 from slidingserve.faults.security import find_key_leaks, run_access
+from slidingserve.faults.soak import SoakConfig, run_soak
+from slidingserve.faults.soak_report import plot_soak
 from slidingserve.serve.cli import load_serve_file, repo_file
 from slidingserve.slo.tiers import load_tiers
 
@@ -47,7 +51,8 @@ def app():
     _, base = load_serve_file(repo_file("deploy", "local.yaml"))
     # QoServe's tiers, as `bench faults` by default: the embedded config's CPU tiers (336 ms
     # interactive TTFT) are calibrated on a quiet engine, not on one sharing 2 cores with tests
-    with local_app(app_args(base, 2, KEYS, "qoserve"), create_predictor, num_cpus=4) as running:
+    args = app_args(base, 2, KEYS, "qoserve", ingress_replicas=2)
+    with local_app(args, create_predictor, num_cpus=4) as running:
         yield running
 
 
@@ -104,7 +109,30 @@ def test_5_short_overload_protects_the_top_tier(app):
         assert top["rejected_429"] <= low["rejected_429"], (label, top, low)
 
 
-def test_6_replica_failure_loses_nothing(app):
+def test_6_short_soak_loses_nothing_and_frees_the_kv_cache(app, tmp_path):
+    """30 s of mixed streamed/whole traffic plus a client leaving mid-stream every 3 s: every
+    request has one outcome, the KV blocks are all freed at the end, the report is complete
+    (its timing targets are the ``bench faults --soak`` command's to judge, not this test's)."""
+    cfg = SoakConfig(minutes=0.5, rate_rps=1.5, disconnect_every_s=3.0, sample_every_s=2.0,
+                     curve_windows=3, request_timeout_s=180.0)
+    r = run_soak(app, load_tiers("qoserve"), cfg, ALL_KEY, progress=lambda m: None)
+    print({k: r[k] for k in ("requests", "left_mid_stream", "kv", "replicas")})
+    assert r["requests"]["sent"] > 0 and r["requests"]["lost"] == 0, r["requests"]
+    assert r["requests"]["streamed"] > 0 and r["requests"]["streamed"] < r["requests"]["sent"]
+    assert r["left_mid_stream"]["left"] > 0, r["left_mid_stream"]
+    assert r["targets"]["kv_blocks_freed"]["ok"], r["kv"]
+    assert set(r["targets"]) == {"nothing_lost", "no_replica_restart", "kv_blocks_freed",
+                                 "rss_flat", "ttft_p99_stable"}
+    assert r["targets"]["no_replica_restart"]["ok"], r["targets"]["no_replica_restart"]
+    labels = set(r["memory"]["rss_mib"])
+    for who in ("Engine#", "Ingress#", "ProxyActor", "ServeController"):
+        assert any(label.startswith(who) for label in labels), (who, labels)
+    assert len(r["ttft"]["windows"]) == 3
+    plot_soak(r, tmp_path / "soak.png")
+    assert (tmp_path / "soak.png").stat().st_size > 0
+
+
+def test_7_replica_failure_loses_nothing(app):
     cfg = ReplicaFailureConfig(streams=4, probe_s=10.0, recover_timeout_s=240.0)
     r = asyncio.run(run_replica_failure(app, AUTH, cfg))
     print({k: v for k, v in r.items() if k not in ("lost_examples",)})
@@ -120,7 +148,24 @@ def test_6_replica_failure_loses_nothing(app):
     assert r["orphan_engine_processes"] == []
 
 
-def test_7_no_key_in_any_log(app):
+def test_8_ingress_failure_loses_nothing(app):
+    """One of the two ingress replicas killed under streams, whole requests and probes: every
+    request has one outcome, per tier; the killed ingress's streams end with an error; the
+    whole requests it held are sent again and served; probes are served."""
+    cfg = IngressFailureConfig(streams=4, whole=6, probe_s=6.0, recover_timeout_s=120.0)
+    tiers = list(load_tiers("qoserve"))
+    r = asyncio.run(run_ingress_failure(app, AUTH, tiers, cfg))
+    print({k: v for k, v in r.items() if k != "lost_examples"})
+    assert r["lost"] == 0, r["lost_examples"]
+    assert all(t["lost"] == 0 and t["sent"] > 0 for t in r["by_tier"].values()), r["by_tier"]
+    killed = r["streams"]["on_killed"]
+    assert killed["sent"] > 0 and killed["error"] == killed["sent"], r["streams"]
+    assert r["whole"]["served"] == r["whole"]["sent"], r["whole"]
+    assert r["probes"]["served"] == r["probes"]["sent"] > 0, r["probes"]
+    assert r["recovered"], r["ingress_after"]
+
+
+def test_9_no_key_in_any_log(app):
     leaks = find_key_leaks(app.logs_dir, list(KEYS))
     assert leaks["files_scanned"] > 0
     assert leaks["files_with_a_key"] == []

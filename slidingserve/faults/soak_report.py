@@ -1,0 +1,163 @@
+"""Judge a soak against its targets, and draw its curve.
+
+The targets, for a 30-minute soak (a shorter or longer one scales the windows with its length:
+the first and last thirds, the last two thirds):
+
+* nothing lost: every request sent got a full answer, a 429 or an explicit error;
+* no replica restart: the engine and ingress replicas at the end are those of the start;
+* KV blocks all freed at the end: every engine reports 0 blocks in use after the drain;
+* flat memory: no process's RSS grew more than 5 % over the last 20 minutes (two thirds),
+  comparing the median of the window's first tenth of samples with that of its last tenth;
+* stable latency: each tier's p99 TTFT (streamed requests) of the last 10 minutes (third)
+  within 10 % of the first 10 minutes'.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slidingserve.slo.tiers import TierSet
+
+RSS_GROWTH_MAX = 0.05
+TTFT_CHANGE_MAX = 0.10
+KINDS = ("served", "rejected", "error", "lost")
+
+
+def p99(xs: list[float]) -> float | None:
+    return float(np.percentile(xs, 99)) if xs else None
+
+
+def outcomes(sent: list[Any], names: list[str]) -> dict[str, Any]:
+    def count(group: list[Any]) -> dict[str, int]:
+        out = {"sent": len(group), **{k: sum(1 for s in group if s.kind == k) for k in KINDS}}
+        out["streamed"] = sum(1 for s in group if s.stream)
+        return out
+
+    total = count(sent)
+    return {**total, "answered": total["sent"] - total["lost"],
+            "by_tier": {n: count([s for s in sent if s.tier == n]) for n in names},
+            "lost_examples": sorted({s.message for s in sent if s.kind == "lost"})[:5],
+            "error_examples": sorted({s.message for s in sent if s.kind == "error"})[:5]}
+
+
+def ttft_windows(sent: list[Any], names: list[str], edges: list[float]) -> list[dict]:
+    """p99 TTFT of each tier's served streams, per window ``[edges[i], edges[i+1])``."""
+    rows = []
+    for t0, t1 in itertools.pairwise(edges):
+        tiers = {}
+        for n in names:
+            xs = [s.ttft_s for s in sent if s.tier == n and s.kind == "served" and s.stream
+                  and s.ttft_s is not None and t0 <= s.t_s < t1]
+            tiers[n] = {"n": len(xs), "p99_s": p99(xs)}
+        rows.append({"t0_s": round(t0, 1), "t1_s": round(t1, 1), "tiers": tiers})
+    return rows
+
+
+def rss_growth(samples: list[dict], t0: float, t1: float) -> dict[str, float]:
+    """Per process: median RSS of the window's last tenth of samples / first tenth, - 1."""
+    window = [s for s in samples if t0 <= s["t_s"] <= t1]
+    out: dict[str, float] = {}
+    labels = {k for s in window for k in s["rss_mib"]}
+    for label in sorted(labels):
+        xs = [s["rss_mib"][label] for s in window if label in s["rss_mib"]]
+        if len(xs) < 2:
+            continue
+        k = max(1, len(xs) // 10)
+        a, b = statistics.median(xs[:k]), statistics.median(xs[-k:])
+        out[label] = round(b / a - 1, 4) if a > 0 else 0.0
+    return out
+
+
+def judge(cfg: Any, tiers: TierSet, sent: list[Any], left: list[Any], watch: Any,
+          final: dict[str, Any], probe: dict[str, Any], rate: float,
+          capacity: dict[str, Any] | None, config: dict[str, Any]) -> dict[str, Any]:
+    names = list(tiers)
+    run_s = cfg.duration_s
+    third = run_s / 3
+    traffic = [s for s in watch.samples if s["t_s"] <= run_s]
+    edges = list(np.linspace(0.0, run_s, cfg.curve_windows + 1))
+    req = outcomes(sent, names)
+    first = ttft_windows(sent, names, [0.0, third])[0]["tiers"]
+    last = ttft_windows(sent, names, [run_s - third, run_s + 1e-9])[0]["tiers"]
+    change = {n: (None if not (first[n]["p99_s"] and last[n]["p99_s"])
+                  else round(last[n]["p99_s"] / first[n]["p99_s"] - 1, 4)) for n in names}
+    growth = rss_growth(traffic, run_s - 2 * third, run_s)
+    worst = max(growth.items(), key=lambda kv: kv[1], default=("-", 0.0))
+    kv_end = final["kv_blocks_used"]
+    restarts = watch.restarts()
+    targets = {
+        "nothing_lost": {"ok": req["lost"] == 0, "lost": req["lost"], "sent": req["sent"]},
+        "no_replica_restart": {"ok": restarts["count"] == 0, **restarts},
+        "kv_blocks_freed": {"ok": bool(kv_end) and all(v == 0 for v in kv_end.values())
+                            and not probe["engines_not_reached"],
+                            "in_use_at_end": kv_end},
+        "rss_flat": {"ok": bool(growth) and worst[1] <= RSS_GROWTH_MAX,
+                     "max_growth": worst[1], "process": worst[0], "limit": RSS_GROWTH_MAX,
+                     "window_s": [round(run_s - 2 * third, 1), round(run_s, 1)]},
+        "ttft_p99_stable": {"ok": all(c is not None and abs(c) <= TTFT_CHANGE_MAX
+                                      for c in change.values()),
+                            "change": change, "limit": TTFT_CHANGE_MAX,
+                            "first_window_s": [0.0, round(third, 1)],
+                            "last_window_s": [round(run_s - third, 1), round(run_s, 1)]},
+    }
+    return {
+        "minutes": cfg.minutes, "rate_rps": round(rate, 3), "load": cfg.load,
+        "capacity": capacity, "requests": req,
+        "left_mid_stream": {"sent": len(left), "left": sum(1 for x in left if x.left),
+                            "examples": sorted({x.message for x in left if not x.left})[:5]},
+        "ttft": {"first": first, "last": last, "change": change,
+                 "windows": ttft_windows(sent, names, edges),
+                 "targets_s": {n: tiers[n].ttft_s for n in names}},
+        "memory": {"growth": growth,
+                   "t_s": [s["t_s"] for s in watch.samples],
+                   "rss_mib": {k: [s["rss_mib"].get(k) for s in watch.samples]
+                               for k in sorted({k for s in watch.samples for k in s["rss_mib"]})}},
+        "kv": {"end": kv_end, "total": final["kv_blocks_total"], "final_step_probe": probe,
+               "in_use": [{"t_s": s["t_s"], **s["kv_blocks_used"]} for s in watch.samples]},
+        "replicas": {"first": watch.samples[0]["replicas"] if watch.samples else [],
+                     "last": final["replicas"]},
+        "targets": targets,
+        "all_targets_met": all(t["ok"] for t in targets.values()),
+        "config": config,
+    }
+
+
+def plot_soak(report: dict[str, Any], path: Path) -> None:
+    """Memory of each process and p99 TTFT of each tier over time, in one figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (mem, ttft) = plt.subplots(2, 1, figsize=(10, 8), sharex=True)
+    t_min = [t / 60 for t in report["memory"]["t_s"]]
+    for label, ys in report["memory"]["rss_mib"].items():
+        pts = [(t, y) for t, y in zip(t_min, ys, strict=True) if y is not None]
+        if pts:
+            mem.plot(*zip(*pts, strict=True), label=label, linewidth=1)
+    mem.set_ylabel("RSS (MiB)")
+    mem.set_yscale("log")
+    mem.legend(fontsize=6, ncol=3, loc="upper left")
+    mem.set_title(f"soak: {report['minutes']:g} min at {report['rate_rps']:.2f} req/s "
+                  f"(lost {report['requests']['lost']} of {report['requests']['sent']})")
+    windows = report["ttft"]["windows"]
+    mid = [(w["t0_s"] + w["t1_s"]) / 120 for w in windows]
+    for i, tier in enumerate(report["ttft"]["targets_s"]):
+        pts = [(m, w["tiers"][tier]["p99_s"]) for m, w in zip(mid, windows, strict=True)
+               if w["tiers"][tier]["p99_s"] is not None]
+        if pts:
+            line = ttft.plot(*zip(*pts, strict=True), marker=".", label=f"{tier} p99")[0]
+            ttft.axhline(report["ttft"]["targets_s"][tier], color=line.get_color(),
+                         linestyle="--", linewidth=0.8, label=f"{tier} target" if i < 9 else None)
+    ttft.set_yscale("log")
+    ttft.set_ylabel("p99 TTFT (s), streamed requests")
+    ttft.set_xlabel("minutes")
+    ttft.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,94 @@
+"""The soak's judgement, without a cluster: windows scaled to the run, each target able to
+fail, and the plot drawn from the report alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from slidingserve.faults.soak import Leaver, Sent, SoakConfig
+from slidingserve.faults.soak_report import judge, plot_soak, rss_growth
+from slidingserve.faults.soak_watch import AppWatch
+from slidingserve.slo.tiers import load_tiers
+
+TIERS = load_tiers("qoserve")
+CFG = SoakConfig(minutes=3.0, rate_rps=1.0, curve_windows=6)  # thirds of 60 s
+
+
+def sample(t: float, engine_mib: float, replicas: tuple[str, ...] = ("Engine#a", "Ingress#b"),
+           kv: int = 0) -> dict:
+    return {"t_s": t, "rss_mib": {"Engine#a": engine_mib, "ProxyActor": 100.0},
+            "replicas": list(replicas), "kv_blocks_used": {"Engine#a": kv},
+            "kv_blocks_total": {"Engine#a": 100}, "engine_queue": {"Engine#a": 0}}
+
+
+def traffic(ttft_late: float = 0.5, lost: int = 0) -> list[Sent]:
+    out = []
+    for i in range(180):
+        t = float(i)
+        for tier in TIERS:
+            ttft = ttft_late if t >= 120 else 0.5
+            out.append(Sent(t, tier, True, "served", 200, ttft, 1.0))
+    out += [Sent(5.0, "batch", False, "lost", None, None, 240.0, "hung")] * lost
+    return out
+
+
+def run_judge(samples: list[dict], sent: list[Sent], final: dict | None = None) -> dict:
+    watch = AppWatch(t0=0.0, period_s=2.0, samples=samples)
+    for s in samples:
+        for label in s["replicas"]:
+            watch.replicas_seen.setdefault(label, s["t_s"])
+    probe = {"engines_not_reached": []}
+    return judge(CFG, TIERS, sent, [Leaver(3.0, "batch", 2, True, 200)], watch,
+                 final or samples[-1], probe, 1.0, None, {})
+
+
+def flat() -> list[dict]:
+    return [sample(float(t), 500.0) for t in range(0, 181, 2)]
+
+
+def test_a_clean_soak_meets_every_target():
+    r = run_judge(flat(), traffic())
+    assert r["all_targets_met"], r["targets"]
+    assert r["targets"]["rss_flat"]["window_s"] == [60.0, 180.0]
+    assert r["targets"]["ttft_p99_stable"]["last_window_s"] == [120.0, 180.0]
+    assert len(r["ttft"]["windows"]) == 6
+
+
+def test_each_target_can_fail():
+    growing = [sample(float(t), 500.0 + (t if t >= 60 else 0)) for t in range(0, 181, 2)]
+    assert not run_judge(growing, traffic())["targets"]["rss_flat"]["ok"]
+    r = run_judge(flat(), traffic(ttft_late=0.6))
+    assert not r["targets"]["ttft_p99_stable"]["ok"]
+    assert all(c == pytest.approx(0.2) for c in r["ttft"]["change"].values())
+    assert not run_judge(flat(), traffic(lost=1))["targets"]["nothing_lost"]["ok"]
+    leaked = run_judge(flat(), traffic(), final=sample(181.0, 500.0, kv=3))
+    assert not leaked["targets"]["kv_blocks_freed"]["ok"]
+    restarted = [*flat()[:-1], sample(180.0, 500.0, ("Engine#z", "Ingress#b"))]
+    r = run_judge(restarted, traffic())
+    assert r["targets"]["no_replica_restart"] == {"ok": False, "new": ["Engine#z"],
+                                                   "gone": ["Engine#a"], "count": 1}
+
+
+def test_rss_growth_compares_the_first_and_last_tenth_of_the_window():
+    rows = [{"t_s": float(t), "rss_mib": {"p": 100.0 if t < 50 else 110.0}} for t in range(100)]
+    assert rss_growth(rows, 0.0, 99.0) == {"p": 0.1}
+    assert rss_growth(rows, 50.0, 99.0) == {"p": 0.0}
+
+
+def test_the_plot_needs_only_the_report(tmp_path: Path):
+    plot_soak(run_judge(flat(), traffic()), tmp_path / "soak.png")
+    assert (tmp_path / "soak.png").stat().st_size > 10_000
+
+
+def test_the_cli_writes_the_report_the_plot_and_a_table(tmp_path: Path, capsys):
+    import json
+
+    from slidingserve.faults.cli import write_soak
+
+    write_soak(run_judge(flat(), traffic(lost=1)), tmp_path)
+    assert json.loads((tmp_path / "soak.json").read_text())["requests"]["lost"] == 1
+    assert (tmp_path / "soak.png").exists()
+    out = capsys.readouterr().out
+    assert "nothing lost" in out and "NO" in out
