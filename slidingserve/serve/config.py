@@ -38,6 +38,7 @@ class EngineConfig(_Strict):
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
     dtype: str | None = None  # None: float32 for the tiny CPU model, "auto" otherwise
     enforce_eager: bool = True
+    prefix_caching: bool = True  # vLLM's automatic prefix caching (engine.prefix)
     executor: str | None = "uni"  # vLLM distributed_executor_backend; "uni" = no worker process
     scheduler: Literal["slidingserve", "vllm"] = "slidingserve"  # "vllm": vLLM's own (baseline)
     policy: str = "slidingserve"  # registered policy the SlidingServe scheduler runs
@@ -45,6 +46,7 @@ class EngineConfig(_Strict):
     latency_check_every: int = Field(default=16, gt=0)  # engine steps between version checks
     step_trace_flush_every: int = Field(default=64, gt=0)  # engine steps between trace writes
     data_dir: str | None = None  # tiny-model cache and per-replica files (default: data dir)
+    engine_metrics: bool = True  # export vLLM's engine stats as Ray metrics (serve.engine_stats)
     keep_replica_files: bool = False  # keep a replica's step trace + model dir after it stops
     extra_engine_args: dict[str, Any] = Field(default_factory=dict)
 
