@@ -38,8 +38,8 @@ class EngineConfig(_Strict):
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
     dtype: str | None = None  # None: float32 for the tiny CPU model, "auto" otherwise
     enforce_eager: bool = True
-    # vLLM's automatic prefix caching (engine/README.md); off until measured not worse
-    prefix_caching: bool = False
+    # vLLM's automatic prefix caching (engine/README.md; measured in docs/engine.md)
+    prefix_caching: bool = True
     executor: str | None = "uni"  # vLLM distributed_executor_backend; "uni" = no worker process
     scheduler: Literal["slidingserve", "vllm"] = "slidingserve"  # "vllm": vLLM's own (baseline)
     policy: str = "slidingserve"  # registered policy the SlidingServe scheduler runs
