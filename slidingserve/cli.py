@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import typer
 
 from slidingserve.capacity.cli import capacity, run
-from slidingserve.engine.cli import bench_engine
+from slidingserve.engine.cli import bench_engine, bench_prefix
 from slidingserve.faults.cli import faults_cli
 from slidingserve.serve.cli import bench_cli, serve_cli
 from slidingserve.sim.cli import sim
@@ -57,6 +57,7 @@ app.command("run")(friendly_errors(run))
 app.add_typer(serve_cli)  # serve, dashboards push/render, bench http
 bench_cli.add_typer(faults_cli, name="faults")  # bench faults (reliability scenarios)
 bench_cli.command("engine")(friendly_errors(bench_engine))  # bench engine (engine/cli.py)
+bench_cli.command("prefix")(friendly_errors(bench_prefix))  # bench prefix (engine/cli.py)
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m slidingserve.cli`

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from slidingserve.engine.prefix import PrefixProbe
 from slidingserve.engine.slo import SLOError, tier_of
 from slidingserve.policy.types import RequestView
 from slidingserve.slo.tiers import TierSet
@@ -64,9 +65,13 @@ class RequestBook:
         del self.by_key[tracked.view.key]
         return tracked.view.key
 
-    def views(self, requests: Any, block_size: int, holds_kv: bool, output_s: float
-              ) -> list[RequestView]:
-        """Refreshed views of ``requests`` (vLLM ``Request`` objects) that the book tracks."""
+    def views(self, requests: Any, block_size: int, holds_kv: bool, output_s: float,
+              prefix: PrefixProbe | None = None) -> list[RequestView]:
+        """Refreshed views of ``requests`` (vLLM ``Request`` objects) that the book tracks.
+
+        With ``prefix`` (prefix caching on), a waiting request's ``num_computed`` is the
+        cached prefix admission would start it from, and a running request's
+        ``num_shared_blocks`` the blocks other requests hold too (``engine.prefix``)."""
         out = []
         by_id = self.by_id
         for req in requests:
@@ -77,7 +82,13 @@ class RequestBook:
             v.num_computed = req.num_computed_tokens
             v.num_generated = req.num_output_tokens
             v.num_preemptions = req.num_preemptions
-            v.num_blocks = -(-req.num_computed_tokens // block_size) if holds_kv else 0
+            if holds_kv:
+                v.num_blocks = -(-req.num_computed_tokens // block_size)
+                v.num_shared_blocks = prefix.shared_blocks(req) if prefix is not None else 0
+            else:
+                v.num_blocks = v.num_shared_blocks = 0
+                if prefix is not None:
+                    v.num_computed = max(v.num_computed, prefix.cached_tokens(req))
             if v.first_token_s is None and v.num_generated > 0:
                 v.first_token_s = output_s
             out.append(v)

@@ -226,5 +226,39 @@ def bench_engine(
     typer.echo(f"wrote {out}")
 
 
+def bench_prefix(
+    conversations: int = typer.Option(8, help="Chats, started --start-gap seconds apart."),
+    turns: int = typer.Option(4, help="Turns per chat (each sends the whole history)."),
+    system_tokens: int = typer.Option(512, help="System prompt every chat shares."),
+    user_tokens: int = typer.Option(64, help="New user tokens per turn."),
+    output_tokens: int = typer.Option(32, help="Answer tokens per turn."),
+    start_gap: float = typer.Option(0.5, help="Seconds between chat starts."),
+    think: float = typer.Option(0.2, help="Seconds between an answer and the next turn."),
+    policy: str = typer.Option("slidingserve", help="Policy the SlidingServe scheduler runs."),
+    seed: int = typer.Option(0, help="Engine and workload seed."),
+    out: Path = typer.Option(Path("results/bench_prefix"), help="Output folder."),
+) -> None:
+    """TTFT with and without vLLM's prefix caching on multi-turn chats (``engine.prefix_bench``).
+    """
+    from slidingserve.engine.prefix_bench import PrefixBenchConfig, compare
+
+    try:
+        cfg = PrefixBenchConfig(
+            conversations=conversations, turns=turns, system_tokens=system_tokens,
+            user_tokens=user_tokens, output_tokens=output_tokens, start_gap_s=start_gap,
+            think_s=think, policy=policy, seed=seed)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ValueError(f"bench prefix: {'.'.join(map(str, err['loc']))}: {err['msg']} "
+                         f"(got {err.get('input')!r})") from None
+    result = asyncio.run(compare(cfg, out))
+    for name in ("no_prefix_caching", "prefix_caching"):
+        s = result[name]["summary"]
+        typer.echo(f"{name:18s} {s['requests']} turns: TTFT p50 {s['ttft_p50_ms']:.1f} ms, "
+                   f"p99 {s['ttft_p99_ms']:.1f} ms, mean {s['ttft_mean_ms']:.1f} ms; "
+                   f"{100 * s['cached_token_share']:.1f}% of prompt tokens from the cache")
+    typer.echo(f"wrote {out / 'prefix.json'}")
+
+
 if __name__ == "__main__":  # python -m slidingserve.engine.cli (vLLM spawns: keep this guard)
     typer.run(bench_engine)

@@ -10,13 +10,16 @@ Overrides, and why each is needed:
 
 * ``__init__``: builds the policy, the tier set, the live latency model and the step log;
   refuses engine features the plan applier does not handle (speculative decoding, KV/EC
-  connectors, LoRA, pipeline parallelism, multimodal/encoder-decoder and Mamba models).
+  connectors, LoRA, pipeline parallelism, multimodal/encoder-decoder and Mamba models, async
+  scheduling: README.md says why).
 * ``schedule``: the decision (a step whose plan the policy declares fixed,
   ``Policy.fixed_decode_steps``, is built without calling the policy, as in the
   simulator). vLLM's ``schedule`` interleaves its FCFS/priority decision with
   the bookkeeping, so the decision cannot be swapped in alone; ``_apply`` keeps the bookkeeping
   of vLLM's ``schedule`` for the features above being off, in the same order (preempt, allocate
   running, admit waiting, build ``SchedulerOutput``, ``_update_after_schedule``).
+* ``_snapshot``: with prefix caching on, a waiting request's view starts from its cached
+  prefix and a running one's counts the blocks it shares (``engine.prefix``).
 * ``add_request``: gives each request our integer key and its SLO tier (from
   ``SamplingParams.extra_args``); a request with an unknown tier is refused.
 * ``update_from_output``: records the step's measured latency, then finishes refused requests
@@ -47,6 +50,7 @@ from predictor.steptrace import Provenance  # noqa: E402
 from slidingserve.engine.book import RequestBook  # noqa: E402
 from slidingserve.engine.config import config_from_additional, path_or_none  # noqa: E402
 from slidingserve.engine.latency_source import LiveLatencyModel  # noqa: E402
+from slidingserve.engine.prefix import PrefixProbe  # noqa: E402
 from slidingserve.engine.steps import PreemptionTally, StepLog, hardware_name  # noqa: E402
 from slidingserve.latency.features import decode_features  # noqa: E402
 from slidingserve.policy.base import decodes_all_fit, make_policy  # noqa: E402
@@ -79,6 +83,9 @@ class SlidingServeScheduler(Scheduler):
             max_model_len=self.max_model_len,
         )
         self.total_blocks = self.kv_cache_manager.block_pool.num_gpu_blocks - 1  # null block
+        # prefix caching on: waiting requests start from their cached prefix (engine.prefix)
+        self.prefix = PrefixProbe(self.kv_cache_manager) if self.kv_cache_manager.enable_caching \
+            else None
         provenance = Provenance(
             engine=_VLLM_DIST,
             model=cfg.model_name,
@@ -114,6 +121,8 @@ class SlidingServeScheduler(Scheduler):
             "Mamba/hybrid models": self.has_mamba_layers,
             "async scheduling": bool(self.scheduler_config.async_scheduling),
             "multi-module MTP prefill lookahead": self.num_prefill_lookahead > 0,
+            "prefix caching with a sliding-window replay": (
+                self.kv_cache_manager.enable_caching and self.prefix_replay_tokens > 0),
         }
         on = [name for name, enabled in unsupported.items() if enabled]
         if on:
@@ -224,9 +233,10 @@ class SlidingServeScheduler(Scheduler):
     def _snapshot(self) -> SchedulerInput:
         now = time.time()
         bs = self.block_size
-        running = self.book.views(self.running, bs, True, self._last_output_s)
+        running = self.book.views(self.running, bs, True, self._last_output_s, self.prefix)
         waiting = (
-            self.book.views(self._eligible_waiting(), bs, False, self._last_output_s)
+            self.book.views(self._eligible_waiting(), bs, False, self._last_output_s,
+                            self.prefix)
             if self._pause_state.name == "UNPAUSED"
             else []
         )
@@ -350,6 +360,7 @@ class SlidingServeScheduler(Scheduler):
         if self.log_stats:
             req.record_event(EngineCoreEventType.SCHEDULED, stamp)
         req.num_computed_tokens = num_hit
+        self.book.by_id[req.request_id].view.num_computed = num_hit  # the step's features
         if num_hit + n < req.num_tokens:
             self._inflight_prefills.add(req)
         return self.kv_cache_manager.get_blocks(req.request_id), n

@@ -3,8 +3,10 @@
 vLLM's CPU defaults ask for most of the machine's RAM as KV cache and large batches; these
 defaults fit a 2-core, shared machine. float32, because on CPUs without AVX512-BF16 vLLM's
 bfloat16 path falls back to slow kernels (measured here: 256-token prefill 0.05 s in float32
-vs 0.47 s in bfloat16; a 16-request decode step 18 ms vs 257 ms). Async scheduling is off so
-that every scheduler (vLLM's own and ours) runs the same synchronous engine loop.
+vs 0.47 s in bfloat16; a 16-request decode step 18 ms vs 257 ms). Async scheduling is off
+(vLLM's CPU platform turns it off anyway; ``slidingserve/engine/README.md``). Prefix caching is
+off by default here, so that the schedulers' benchmarks (whose synthetic prompts share nothing)
+measure the same engine as before; pass ``enable_prefix_caching=True`` to turn it on.
 """
 
 from __future__ import annotations

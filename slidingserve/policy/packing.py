@@ -163,7 +163,7 @@ class BudgetPacker:
             self.seqs_left += 1
             self.free_blocks += blocks
             self.scheduled.remove((req.key, tokens))
-        self.free_blocks += req.num_blocks
+        self.free_blocks += req.freeable_blocks
         self._preempted.add(req.key)
         self.preempt.append(req.key)
 
@@ -183,7 +183,7 @@ def make_room(
     if not packer.kv_short(req, num_tokens):
         return True
     candidates = [v for v in victims if v.key != req.key and not packer.is_planned(v.key)]
-    freeable = sum(v.num_blocks for v in candidates)
+    freeable = sum(v.freeable_blocks for v in candidates)
     if packer.blocks_needed(req, num_tokens) > packer.free_blocks + freeable:
         return False
     while packer.kv_short(req, num_tokens):

@@ -196,7 +196,7 @@ class SlidingServe(Policy):
         for i, need in head:
             cands = [v for v in runners
                      if v not in gone and rank[v] > rank[i] and prio[v] > prio[i]]
-            gain_slots, gain_blocks = len(cands), sum(views[v].num_blocks for v in cands)
+            gain_slots, gain_blocks = len(cands), sum(views[v].freeable_blocks for v in cands)
             if slots + gain_slots < 1 or free + gain_blocks < need:
                 continue  # the lower tiers could not make room: preempt nothing for it
             for v in cands:
@@ -204,7 +204,7 @@ class SlidingServe(Policy):
                     break
                 packer.preempt_request(views[v])
                 gone.add(v)
-                slots, free = slots + 1, free + views[v].num_blocks
+                slots, free = slots + 1, free + views[v].freeable_blocks
             slots, free = slots - 1, free - need
         return gone
 

@@ -19,17 +19,27 @@ class RequestView:
     tier: SLOTier  # the tier's targets (possibly tightened per request by the host)
     arrival_s: float  # arrival time on the host's clock
     prompt_len: int  # prompt tokens
-    num_computed: int  # tokens whose KV is computed (prompt part + generated part)
+    # tokens whose KV is computed (prompt part + generated part); for a waiting request, the
+    # prompt prefix the host's prefix cache holds (what admission would start from)
+    num_computed: int
     num_generated: int  # output tokens emitted so far
     num_blocks: int = 0  # KV blocks the request holds now (0 when waiting / preempted)
     first_token_s: float | None = None  # when the first output token was emitted
     max_tokens: int | None = None  # the client's output cap, if any (a bound, not a forecast)
     num_preemptions: int = 0  # times the host preempted it
+    # of ``num_blocks``, those other requests hold too (a shared cached prefix): preempting
+    # this request does not free them
+    num_shared_blocks: int = 0
 
     @property
     def num_tokens(self) -> int:
         """Tokens known so far: prompt plus generated."""
         return self.prompt_len + self.num_generated
+
+    @property
+    def freeable_blocks(self) -> int:
+        """Blocks that preempting this request alone returns to the free pool."""
+        return self.num_blocks - self.num_shared_blocks
 
     @property
     def remaining_prefill(self) -> int:

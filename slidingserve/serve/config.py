@@ -48,6 +48,8 @@ class EngineConfig(_Strict):
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
     dtype: str | None = None  # None: float32 for the tiny CPU model, "auto" otherwise
     enforce_eager: bool = True
+    # vLLM's automatic prefix caching (engine/README.md; measured in docs/engine.md)
+    prefix_caching: bool = True
     executor: str | None = "uni"  # vLLM distributed_executor_backend; "uni" = no worker process
     scheduler: Literal["slidingserve", "vllm"] = "slidingserve"  # "vllm": vLLM's own (baseline)
     policy: str = "slidingserve"  # registered policy the SlidingServe scheduler runs
@@ -55,6 +57,7 @@ class EngineConfig(_Strict):
     latency_check_every: int = Field(default=16, gt=0)  # engine steps between version checks
     step_trace_flush_every: int = Field(default=64, gt=0)  # engine steps between trace writes
     data_dir: str | None = None  # tiny-model cache and per-replica files (default: data dir)
+    engine_metrics: bool = True  # export vLLM's engine stats as Ray metrics (serve.engine_stats)
     keep_replica_files: bool = False  # keep a replica's step trace + model dir after it stops
     # the cold-start latency model: a replica plans with this roofline until the predictor
     # publishes a model measured on it (defaults: Llama-3-8B on one H100 SXM)

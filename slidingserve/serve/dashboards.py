@@ -41,13 +41,28 @@ def _quantiles(metric: str, by: str) -> tuple[tuple[str, str], ...]:
     )
 
 
+REFUSED = '{status=~"429|503"}'  # refused for load (429) or with no engine to serve (503)
+
+
+def _attainment() -> str:
+    """Attained / (finished + refused) per tier. Each side falls back to zeros where a tier
+    has no series of it yet, so a tier with only refusals shows 0, not a gap."""
+    attained = f"sum by (tier) (rate({_q('slidingserve_slo_attained_total')}{RATE}))"
+    finished = f"sum by (tier) (rate({_q('slidingserve_requests_total')}{RATE}))"
+    refused = f"sum by (tier) (rate({_q('slidingserve_rejected_total')}{REFUSED}{RATE}))"
+    return (f"({attained} or ({finished} or {refused}) * 0) / "
+            f"(({finished} or {refused} * 0) + ({refused} or {finished} * 0))")
+
+
 SLO_PANELS = (
     Panel(
         "SLO attainment per tier",
-        ((f"sum by (tier) (rate({_q('slidingserve_slo_attained_total')}{RATE})) / "
-          f"sum by (tier) (rate({_q('slidingserve_requests_total')}{RATE}))", "{{tier}}"),),
+        ((_attainment(), "{{tier}}"),),
         unit="percentunit",
-        description="Fraction of finished requests that met every target of their tier.",
+        description="Requests that met every target of their tier, over requests finished "
+        "plus requests refused (429: load; 503: no engine): a refused request did not "
+        "attain its SLO. A prompt of a multi-prompt completion counts as one request when "
+        "finished; a refused call counts once.",
     ),
     Panel("TTFT per tier (quantiles)", _quantiles("slidingserve_ttft_seconds", "tier"), "s"),
     Panel(
@@ -92,6 +107,30 @@ ENGINE_PANELS = (
     Panel("Predicted TTFT of a new request",
           ((f"max by (replica, tier) ({_q('slidingserve_predicted_ttft_seconds')})",
             "{{replica}} {{tier}}"),), "s"),
+    Panel("KV-cache usage per replica",
+          ((f"max by (replica) ({_q('slidingserve_engine_kv_cache_usage')})", "{{replica}}"),),
+          "percentunit", description="vLLM's share of KV-cache blocks in use."),
+    Panel("Running and waiting requests per replica",
+          ((f"max by (replica) ({_q('slidingserve_engine_running_requests')})",
+            "running {{replica}}"),
+           (f"max by (replica) ({_q('slidingserve_engine_waiting_requests')})",
+            "waiting {{replica}}"))),
+    Panel("Preemptions per replica",
+          ((f"sum by (replica) (rate({_q('slidingserve_engine_preemptions_total')}{RATE}))",
+            "{{replica}}"),), "reqps"),
+    Panel("Prefix-cache hit rate per replica",
+          ((f"sum by (replica) (rate({_q('slidingserve_engine_prefix_cache_hits_total')}{RATE}))"
+            f" / sum by (replica) "
+            f"(rate({_q('slidingserve_engine_prefix_cache_queries_total')}{RATE}))",
+            "{{replica}}"),), "percentunit",
+          description="Prompt tokens found in the prefix cache over those looked up."),
+    Panel("Engine tokens per second",
+          ((f"sum by (replica, source) "
+            f"(rate({_q('slidingserve_engine_prompt_tokens_total')}{RATE}))",
+            "prompt {{source}} {{replica}}"),
+           (f"sum by (replica) "
+            f"(rate({_q('slidingserve_engine_generation_tokens_total')}{RATE}))",
+            "generated {{replica}}"))),
 )
 
 

@@ -144,8 +144,8 @@ def engine_args(cfg: EngineConfig, scheduler: dict[str, Any] | None = None) -> A
         "dtype": cfg.dtype or ("float32" if cfg.model == "tiny" else "auto"),
         "enforce_eager": cfg.enforce_eager,
         "disable_log_stats": True,
-        "enable_prefix_caching": False,
-        "async_scheduling": False,  # the SLO scheduler runs vLLM's synchronous engine loop
+        "enable_prefix_caching": cfg.prefix_caching,
+        "async_scheduling": False,  # engine/README.md: why the SLO scheduler runs synchronously
     }
     if cfg.executor is not None and cfg.tensor_parallel_size == 1:
         kwargs["distributed_executor_backend"] = cfg.executor
@@ -248,8 +248,13 @@ class EngineHost:
         sched = None
         if self.cfg.engine.scheduler == "slidingserve":
             sched = scheduler_kwargs(self.cfg, self.files)
+        loggers = [kv_stat_logger(self.kv)]
+        if self.cfg.engine.engine_metrics:
+            from slidingserve.serve.engine_stats import RayStatLogger
+
+            loggers.append(RayStatLogger.factory(self.metrics.engine))
         self._llm = AsyncLLM.from_engine_args(engine_args(self.cfg.engine, sched),
-                                              stat_loggers=[kv_stat_logger(self.kv)])
+                                              stat_loggers=loggers)
         self.ready_s = time.time()
         log.info("replica %s: engine up (model %s)", self.replica, self.cfg.engine.name)
 

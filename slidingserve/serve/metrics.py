@@ -30,6 +30,14 @@ METRIC_NAMES = (
     "slidingserve_predictor_ratio",
     "slidingserve_predictor_model_version",
     "slidingserve_predicted_ttft_seconds",
+    "slidingserve_engine_kv_cache_usage",
+    "slidingserve_engine_running_requests",
+    "slidingserve_engine_waiting_requests",
+    "slidingserve_engine_preemptions_total",
+    "slidingserve_engine_prefix_cache_queries_total",
+    "slidingserve_engine_prefix_cache_hits_total",
+    "slidingserve_engine_prompt_tokens_total",
+    "slidingserve_engine_generation_tokens_total",
 )
 
 
@@ -92,6 +100,7 @@ class EngineMetrics:
             tag_keys=("replica", "tier"),
         )
         self.model_version.set(-1, tags={"replica": replica})
+        self.engine = VLLMEngineMetrics(replica)
 
     def finished(
         self, tier: str, outcome: str, ttft_s: float | None, tpot_s: float | None,
@@ -116,6 +125,76 @@ class EngineMetrics:
             self.chunk.observe(prefill_tokens, tags=tags)
         if predicted_s is not None and measured_s > 0:
             self.pred_error.observe(predicted_s / measured_s, tags=tags)
+
+
+class VLLMEngineMetrics:
+    """vLLM's own engine state per replica, as ``vllm.v1.metrics`` reports it each step (fed by
+    ``serve.engine_stats.RayStatLogger``): KV-cache use, running and waiting requests,
+    preemptions, prefix-cache hits, prompt and generated tokens."""
+
+    def __init__(self, replica: str):
+        rep = ("replica",)
+        self.tags = {"replica": replica}
+        self.kv_usage = metrics.Gauge(
+            "slidingserve_engine_kv_cache_usage",
+            description="Fraction of the engine's KV-cache blocks in use (0-1).", tag_keys=rep,
+        )
+        self.running = metrics.Gauge(
+            "slidingserve_engine_running_requests",
+            description="Requests the engine holds KV for (vLLM's running set).", tag_keys=rep,
+        )
+        self.waiting = metrics.Gauge(
+            "slidingserve_engine_waiting_requests",
+            description="Requests waiting in the engine (new or preempted).", tag_keys=rep,
+        )
+        self.preemptions = metrics.Counter(
+            "slidingserve_engine_preemptions_total",
+            description="Requests preempted by the engine's scheduler.", tag_keys=rep,
+        )
+        self.prefix_queries = metrics.Counter(
+            "slidingserve_engine_prefix_cache_queries_total",
+            description="Prompt tokens looked up in the prefix cache when a request is admitted.",
+            tag_keys=rep,
+        )
+        self.prefix_hits = metrics.Counter(
+            "slidingserve_engine_prefix_cache_hits_total",
+            description="Prompt tokens found in the prefix cache when a request is admitted.",
+            tag_keys=rep,
+        )
+        self.prompt_tokens = metrics.Counter(
+            "slidingserve_engine_prompt_tokens_total",
+            description="Prompt tokens of prefilled requests, by source (computed or cached).",
+            tag_keys=("replica", "source"),
+        )
+        self.generation_tokens = metrics.Counter(
+            "slidingserve_engine_generation_tokens_total",
+            description="Tokens the engine generated.", tag_keys=rep,
+        )
+
+    def scheduler_state(self, running: int, waiting: int, kv_usage: float,
+                        prefix_queries: int, prefix_hits: int) -> None:
+        """One step's scheduler state (vLLM's ``SchedulerStats``)."""
+        tags = self.tags
+        self.running.set(running, tags=tags)
+        self.waiting.set(waiting, tags=tags)
+        self.kv_usage.set(kv_usage, tags=tags)
+        if prefix_queries:
+            self.prefix_queries.inc(prefix_queries, tags=tags)
+        if prefix_hits:
+            self.prefix_hits.inc(prefix_hits, tags=tags)
+
+    def iteration(self, preemptions: int, prompt_computed: int, prompt_cached: int,
+                  generated: int) -> None:
+        """One batch of engine outputs (vLLM's ``IterationStats``)."""
+        tags = self.tags
+        if preemptions:
+            self.preemptions.inc(preemptions, tags=tags)
+        if prompt_computed:
+            self.prompt_tokens.inc(prompt_computed, tags={**tags, "source": "computed"})
+        if prompt_cached:
+            self.prompt_tokens.inc(prompt_cached, tags={**tags, "source": "cached"})
+        if generated:
+            self.generation_tokens.inc(generated, tags=tags)
 
 
 class IngressMetrics:

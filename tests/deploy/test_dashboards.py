@@ -38,6 +38,17 @@ def test_every_query_names_an_exported_metric_and_tiers_are_split():
     assert all("tier" in t["expr"] for p in slo["panels"] for t in p["targets"][:1])
 
 
+def test_attainment_counts_refused_requests_as_missed():
+    slo = dashboards()["slidingserve-slo.json"]
+    (panel,) = [p for p in slo["panels"] if p["title"] == "SLO attainment per tier"]
+    expr = panel["targets"][0]["expr"]
+    numerator, denominator = expr.split(" / ", 1)
+    assert f"{PROM}slidingserve_slo_attained_total" in numerator
+    assert f"{PROM}slidingserve_requests_total" in denominator
+    assert re.search(rf'{PROM}slidingserve_rejected_total\{{status=~"[^"]*429', denominator)
+    assert "slo_attained" not in denominator
+
+
 class GrafanaCheckingHandler(BaseHTTPRequestHandler):
     """A local HTTP server that checks what a Grafana API client sends (``seen``: requests)."""
 

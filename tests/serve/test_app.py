@@ -473,6 +473,42 @@ def test_metrics_endpoint_has_tier_tagged_series(app):
     wait_for(series, 60, "tier-tagged slidingserve series on the metrics endpoint")
 
 
+def test_engine_replicas_export_vllm_engine_stats(app):
+    """vLLM's SchedulerStats/IterationStats reach Ray metrics from both engine replicas."""
+    client, metrics_port = app
+
+    def value(text: str, name: str, replica: str, extra: str = "") -> float:
+        pat = rf'^ray_{name}\{{([^}}]*)\}} (\S+)$'
+        for labels, v in re.findall(pat, text, re.M):
+            if f'replica="{replica}"' in labels and extra in labels:
+                return float(v)
+        return -1.0
+
+    def both_replicas():
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda _: post(client, "/v1/completions",
+                                         {"prompt": "ka ko " * 20, "max_tokens": 8,
+                                          "ignore_eos": True}), range(4)))
+        text = scrape(metrics_port)
+        replicas = set(re.findall(
+            r'^ray_slidingserve_engine_kv_cache_usage\{[^}]*replica="([^"]+)"', text, re.M))
+        if len(replicas) < 2:
+            return None
+        for r in replicas:
+            gauges = [value(text, f"slidingserve_engine_{g}", r)
+                      for g in ("kv_cache_usage", "running_requests", "waiting_requests")]
+            if min(gauges) < 0:
+                return None
+            assert 0.0 <= gauges[0] <= 1.0, gauges
+            if value(text, "slidingserve_engine_generation_tokens_total", r) <= 0:
+                return None
+            if value(text, "slidingserve_engine_prompt_tokens_total", r, 'source="computed"') <= 0:
+                return None
+        return replicas
+
+    wait_for(both_replicas, 90, "vLLM engine stats from both replicas")
+
+
 def test_bench_http_writes_the_shared_summary(app, tmp_path):
     from typer.testing import CliRunner
 
