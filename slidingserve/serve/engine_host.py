@@ -24,8 +24,7 @@ from slidingserve.latency.base import LatencyModel
 from slidingserve.latency.features import BatchShape
 from slidingserve.metrics.records import RequestRecord
 from slidingserve.serve.config import EngineConfig, ServeAppConfig
-from slidingserve.serve.kv_usage import KVUsage, kv_stat_logger
-from slidingserve.serve.load import ReplicaLoad
+from slidingserve.serve.load import KVUsage, ReplicaLoad
 from slidingserve.serve.messages import (
     Admitted,
     GenerateRequest,
@@ -248,13 +247,12 @@ class EngineHost:
         sched = None
         if self.cfg.engine.scheduler == "slidingserve":
             sched = scheduler_kwargs(self.cfg, self.files)
-        loggers = [kv_stat_logger(self.kv)]
-        if self.cfg.engine.engine_metrics:
-            from slidingserve.serve.engine_stats import RayStatLogger
+        from slidingserve.serve.engine_stats import EngineStatLogger
 
-            loggers.append(RayStatLogger.factory(self.metrics.engine))
+        stats = EngineStatLogger.factory(
+            self.kv, self.metrics.engine if self.cfg.engine.engine_metrics else None)
         self._llm = AsyncLLM.from_engine_args(engine_args(self.cfg.engine, sched),
-                                              stat_loggers=loggers)
+                                              stat_loggers=[stats])
         self.ready_s = time.time()
         log.info("replica %s: engine up (model %s)", self.replica, self.cfg.engine.name)
 

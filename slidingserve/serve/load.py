@@ -70,3 +70,16 @@ class ReplicaLoad:
         self, priority: int, ttft_target_s: float, prompt_len: int, extra_tokens: int = 0
     ) -> float:
         return ttft_target_s - self.predicted_ttft_s(priority, prompt_len, extra_tokens)
+
+
+@dataclass
+class KVUsage:
+    """The engine's KV blocks: in use at the last step, of ``total`` (None until reported)."""
+
+    used: int | None = None
+    total: int | None = None
+    as_of: float | None = None  # wall time of the step that reported ``used``
+
+    def to_stats(self) -> dict[str, Any]:
+        return {"kv_blocks_used": self.used, "kv_blocks_total": self.total,
+                "kv_as_of": self.as_of}

@@ -129,7 +129,7 @@ class EngineMetrics:
 
 class VLLMEngineMetrics:
     """vLLM's own engine state per replica, as ``vllm.v1.metrics`` reports it each step (fed by
-    ``serve.engine_stats.RayStatLogger``): KV-cache use, running and waiting requests,
+    ``serve.engine_stats.EngineStatLogger``): KV-cache use, running and waiting requests,
     preemptions, prefix-cache hits, prompt and generated tokens."""
 
     def __init__(self, replica: str):
