@@ -169,8 +169,12 @@ class IngressService:
     async def _events(self, st: _Started) -> AsyncIterator[StreamEvent]:
         """The request's events after admission. A replica that fails before the first token
         has sent nothing of this request yet: it goes once more to another replica (``st``
-        then names the failed one). A failure after tokens flowed is an explicit error."""
+        then names the failed one). A failure after tokens flowed is an explicit error. A
+        dying replica can still admit for a moment (its node's raylet gone, its process not
+        yet): a resend that the failed replica itself admitted was not served elsewhere, so
+        it does not count as the one retry (at most ``MAX_ATTEMPTS`` sends in all)."""
         produced = False
+        sends = 1
         while True:
             try:
                 async for ev in st.stream:
@@ -179,9 +183,12 @@ class IngressService:
                     yield ev
                 return
             except Exception as exc:
-                if produced or st.retried_from not in (None, "unknown"):
+                elsewhere = st.retried_from not in (None, "unknown") and \
+                    st.admitted.replica != st.retried_from
+                if produced or elsewhere or sends >= MAX_ATTEMPTS:
                     yield StreamError(f"engine failed: {type(exc).__name__}: {exc}")
                     return
+                sends += 1
                 failed = st.admitted.replica
                 log.warning("request %s: replica %s failed before its first token (%s); "
                             "retrying once elsewhere", st.req.request_id, failed,

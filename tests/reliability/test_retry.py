@@ -14,7 +14,7 @@ from typing import Any
 from vllm.entrypoints.openai.completion.protocol import CompletionRequest
 
 from slidingserve.serve.config import load_serve_config
-from slidingserve.serve.ingress import RETRIED_FROM_HEADER, IngressService
+from slidingserve.serve.ingress import MAX_ATTEMPTS, RETRIED_FROM_HEADER, IngressService
 from slidingserve.serve.messages import Admitted, GenerateRequest, TokenDelta
 from slidingserve.serve.slo_headers import RequestSLO
 from slidingserve.slo.tiers import load_tiers
@@ -142,6 +142,21 @@ def test_only_one_retry_after_a_replica_failed():
     status, _, text = complete(engine, stream=False)
     assert status == 500 and "b too" in json.loads(text)["error"]["message"]
     assert len(engine.requests) == 2
+
+
+def test_a_resend_the_dying_replica_admitted_again_is_not_the_one_retry():
+    """A replica whose node is gone can still admit for a moment: the resend it took was not
+    served elsewhere, so the request goes out once more (at most MAX_ATTEMPTS sends)."""
+    engine = Engine([admitted("a"), ReplicaDied("a died")], [admitted("a"), ReplicaDied("gone")],
+                    [admitted("b"), *tokens("b", 2)])
+    status, headers, text = complete(engine, stream=False)
+    assert status == 200, text
+    assert json.loads(text)["choices"][0]["text"] == "<b:0><b:1>"
+    assert headers[RETRIED_FROM_HEADER] == "a" and len(engine.requests) == 3
+    dying = Engine(*([admitted("a"), ReplicaDied("a died")] for _ in range(MAX_ATTEMPTS)),
+                   [admitted("b"), *tokens("b", 1)])
+    status, _, _ = complete(dying, stream=False)
+    assert status == 500 and len(dying.requests) == MAX_ATTEMPTS  # bounded
 
 
 def test_a_stream_that_sent_tokens_ends_with_an_explicit_error_and_is_not_retried():
