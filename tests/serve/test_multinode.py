@@ -98,7 +98,10 @@ def test_1_engine_replicas_run_on_different_worker_nodes(fleet):
     others = alive_actor_nodes()
     ingress = [node for name, node in others.items() if "#Ingress#" in name]
     assert ingress and set(ingress) == {fleet.head}, others
-    assert others[ACTOR_NAME] == fleet.head  # the predictor: across the network from both
+    # the predictor actor runs where Ray placed it (the replica that created it asked for no
+    # node): the replicas are on two nodes, so it publishes across the network to one at least
+    assert others[ACTOR_NAME] in {fleet.head, *workers}
+    assert any(node != others[ACTOR_NAME] for node in nodes.values())
 
 
 def test_2_router_sends_to_replicas_on_both_nodes(fleet):
