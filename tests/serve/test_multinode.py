@@ -1,9 +1,10 @@
 """The application on a multi-node Ray cluster: several raylets on this one machine
 (``ray.cluster_utils.Cluster``), as ``ray start --head`` / ``ray start --address`` make them.
 
-The head node holds the Serve controller, the HTTP proxy, the ingress and the predictor actor
-(custom resource ``head``); each worker node offers one ``engine`` resource, so the two engine
-replicas (``placement.engine_resources``) run on different nodes. One cluster for the module;
+The head node holds the Serve controller, the HTTP proxy and the ingress (custom resource
+``head``); each worker node offers one ``engine`` resource, so the two engine replicas
+(``placement.engine_resources``) run on different nodes; the predictor actor runs wherever Ray
+places it. One cluster for the module;
 the test that removes a node runs last (test names are numbered).
 """
 
