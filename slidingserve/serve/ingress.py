@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -194,6 +194,7 @@ class IngressService:
                             "retrying once elsewhere", st.req.request_id, failed,
                             type(exc).__name__)
                 st.stream.cancel()
+                st.req = replace(st.req, avoid=(*st.req.avoid, failed))
                 try:
                     again = await self._start(st.req, failed)
                 except HTTPError as err:

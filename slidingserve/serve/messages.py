@@ -20,6 +20,9 @@ class GenerateRequest:
     slo: RequestSLO
     sampling: Any  # vLLM SamplingParams, or a dict of its fields (max_tokens, temperature, ...)
     arrival_s: float  # wall time the ingress received the request
+    # replicas (``unique_id``) that failed this request before its first token: the router
+    # sends it elsewhere while another candidate exists
+    avoid: tuple[str, ...] = ()
 
     @property
     def prompt_len(self) -> int:

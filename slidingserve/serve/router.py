@@ -9,6 +9,10 @@ replica holds too many requests: ``ReplicaLoad.is_full_for``). Between stats
 reports it adds the prompts it has itself sent to a replica since that replica's snapshot,
 so a burst does not pile onto the replica that looked emptiest a moment ago.
 
+A request that a replica failed before its first token is resent with that replica in
+``GenerateRequest.avoid``: the router leaves it out while another candidate is left (Serve
+may not have noticed the death yet, and a dead replica's last stats look idle).
+
 Fallback: when any candidate's stats are missing or older than ``stale_after_s`` (or the
 call carries no ``GenerateRequest``), it behaves as power-of-two-choices: two random
 candidates, of which Serve picks the shorter queue.
@@ -81,6 +85,16 @@ def query_of(pending: PendingRequest | None) -> RouteQuery | None:
     return RouteQuery(req.slo.priority, req.slo.ttft_s, req.prefill_tokens)
 
 
+def without_avoided(replicas: list[RunningReplica],
+                    pending: PendingRequest | None) -> list[RunningReplica]:
+    """``replicas`` less those the pending request's ``avoid`` names, unless none is left."""
+    req = pending.args[0] if pending is not None and pending.args else None
+    if not isinstance(req, GenerateRequest) or not req.avoid:
+        return replicas
+    kept = [r for r in replicas if r.replica_id.unique_id not in req.avoid]
+    return kept or replicas
+
+
 class SlackRouter(FIFOMixin, RequestRouter):
     """Ray Serve request router: most predicted TTFT slack first, p2c when stats are stale."""
 
@@ -95,6 +109,7 @@ class SlackRouter(FIFOMixin, RequestRouter):
         candidate_replicas: list[RunningReplica],
         pending_request: PendingRequest | None = None,
     ) -> list[list[RunningReplica]]:
+        candidate_replicas = without_avoided(candidate_replicas, pending_request)
         if not candidate_replicas:
             return []
         query = query_of(pending_request)

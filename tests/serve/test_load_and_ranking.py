@@ -1,5 +1,6 @@
 import itertools
 import time
+from typing import Any
 
 import pytest
 
@@ -59,3 +60,48 @@ def test_ranking_matches_brute_force():
         slacks = [next(x for x in loads if x.replica == k).slack_s(prio, 6.0, plen) for k in ranked]
         assert slacks == sorted(slacks, reverse=True)
         assert sorted(ranked) == sorted(x.replica for x in loads)
+
+
+def test_a_resent_request_avoids_the_replica_that_failed_it():
+    """The router leaves out the replicas a request's ``avoid`` names, even when their (last)
+    stats look best, and falls back to them only when nothing else is left."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from ray.serve._private.common import (
+        DeploymentHandleSource,
+        DeploymentID,
+        ReplicaID,
+        RequestMetadata,
+    )
+    from ray.serve.request_router import PendingRequest
+
+    from slidingserve.serve.messages import GenerateRequest
+    from slidingserve.serve.router import SlackRouter
+    from slidingserve.serve.slo_headers import RequestSLO
+    from slidingserve.slo.tiers import load_tiers
+
+    dep = DeploymentID(name="Engine", app_name="slidingserve")
+
+    def replica(uid: str, waiting: dict[int, int]) -> Any:
+        """What the router reads of a ``RunningReplica`` (the real one needs a live actor)."""
+        stats = ReplicaLoad(ts=time.time(), replica=uid, queue_len=0, running=0,
+                            waiting_tokens=waiting, s_per_prefill_token=1e-3,
+                            step_s=0.02).to_stats()
+        return SimpleNamespace(replica_id=ReplicaID(unique_id=uid, deployment_id=dep),
+                               routing_stats=stats)
+
+    idle, busy = replica("idle", {}), replica("busy", {0: 4000})
+    slo = RequestSLO.of_tier(load_tiers()["interactive"])
+
+    async def choose(avoid: tuple[str, ...], candidates: list[Any]) -> list[str]:
+        router = SlackRouter(deployment_id=dep, handle_source=DeploymentHandleSource.UNKNOWN)
+        router.initialize_state(stale_after_s=3.0, seed=0)
+        req = GenerateRequest("r", [1] * 50, slo, {"max_tokens": 1}, time.time(), avoid)
+        meta = RequestMetadata(request_id="x", internal_request_id="x")
+        ranks = await router.choose_replicas(candidates, PendingRequest([req], {}, meta))
+        return [r.replica_id.unique_id for rank in ranks for r in rank]
+
+    assert asyncio.run(choose((), [idle, busy])) == ["idle", "busy"]
+    assert asyncio.run(choose(("idle",), [idle, busy])) == ["busy"]
+    assert asyncio.run(choose(("idle",), [idle])) == ["idle"]  # the only one left
