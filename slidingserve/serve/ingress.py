@@ -57,6 +57,7 @@ SERVED_BY_HEADER = "x-served-by"
 RETRIED_FROM_HEADER = "x-retried-from"  # the replica that failed before the first token
 INGRESS_REPLICA_HEADER = "x-ingress-replica"  # the ingress replica that answered
 MAX_ATTEMPTS = 3  # sends of one request: one retry after a replica failed, plus unreached calls
+RESEND_BACKOFF_S = 0.25  # before resending a call no replica took (times the attempt number)
 T = TypeVar("T")
 
 
@@ -155,6 +156,7 @@ class IngressService:
                     log.warning("request %s: no replica took it (%s); sending it again",
                                 req.request_id, type(exc).__name__)
                     retried_from = retried_from or "unknown"
+                    await asyncio.sleep(RESEND_BACKOFF_S * attempt)  # let Serve drop a dead one
                     continue
                 raise HTTPError(503, f"engine unavailable: {type(exc).__name__}: {exc}") from None
             if isinstance(first, Rejected):
