@@ -10,7 +10,8 @@ share of every batch goes to the held-out reservoir, the rest to the training on
 sampling keeps a uniform sample of everything seen in fixed memory). ``retrain()`` fits a
 candidate on the training reservoir; ``submit()`` takes a candidate trained elsewhere (the
 ``predictor.retrain`` job), optionally with its own held-out steps. Either way the candidate
-passes the validation gate only if, on the held-out reservoir plus those steps (at least
+passes the validation gate only if it was fitted on prefills of at least ``min_prefill_tokens``
+tokens (its recorded ``coverage``) and, on the held-out reservoir plus those steps (at least
 ``min_holdout_samples``), its MAPE is at most ``max_mape`` and beats the current model's by
 ``min_improvement`` (relative); the first model passes the same gate, with no current model to
 beat. A candidate that passes is published under the next version number, and only then do the
@@ -57,6 +58,10 @@ class ServiceConfig(BaseModel):
     min_improvement: float = Field(default=0.0, ge=0, lt=1)  # relative MAPE gain needed
     # held-out MAPE no candidate may exceed; 1.0: a model further off than predicting 0 s
     max_mape: float = Field(default=1.0, gt=0)
+    # a candidate must have been fitted on a step with at least this many prefill tokens (its
+    # ``coverage``): the held-out steps only cover the shapes traffic has produced, and a model
+    # fitted on short prompts alone extrapolates long chunks several-fold off. 0: no check
+    min_prefill_tokens: int = Field(default=0, ge=0)
     seed: int = 0
     train: TrainConfig = TrainConfig()
     store_dir: Path | None = None
@@ -210,7 +215,7 @@ class PredictorService:
                 if self._model is not None:
                     cur_mape = float(ape(self._model.predict_features(X), y).mean())
             if not force:
-                reason = self._gate(len(y), cand_mape, cur_mape)
+                reason = self._coverage_gate(candidate) or self._gate(len(y), cand_mape, cur_mape)
                 if reason is not None:
                     return self._keep(reason, cand_mape, cur_mape)
             if self._served is None:
@@ -218,6 +223,20 @@ class PredictorService:
             if holdout is not None and len(holdout):
                 self._holdout.add(holdout.X, holdout.latency_s)
             return self._publish(candidate.bundle, cand_mape, cur_mape)
+
+    def _coverage_gate(self, candidate: LightGBMLatencyModel) -> str | None:
+        """Why the candidate's training range is too narrow to publish, or None."""
+        need = self.config.min_prefill_tokens
+        if need == 0:
+            return None
+        coverage = candidate.bundle.metrics.get("coverage")
+        seen = coverage.get("max_prefill_tokens") if isinstance(coverage, dict) else None
+        if not isinstance(seen, int):
+            return f"candidate records no training coverage; min_prefill_tokens is {need}"
+        if seen < need:
+            return (f"candidate was fitted on prefills of at most {seen} tokens (< "
+                    f"min_prefill_tokens {need}): it would extrapolate longer chunks")
+        return None
 
     def _gate(self, n: int, cand: float | None, cur: float | None) -> str | None:
         """Why the candidate is kept out, or None when it passes."""

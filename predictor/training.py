@@ -101,8 +101,20 @@ def _lgb_params(config: TrainConfig, objective: str) -> dict[str, Any]:
     return params
 
 
+def coverage_of(trace: StepTrace) -> dict[str, int]:
+    """The range of work a model was fitted on: beyond it, its base extrapolates (a model
+    fitted on short prompts only can be off several-fold on long chunks; the validation gate
+    of ``predictor.service`` reads this)."""
+    X = trace.X
+    return {
+        "steps": len(trace),
+        "max_prefill_tokens": int(X[:, FEATURE_NAMES.index("prefill_tokens")].max(initial=0)),
+        "max_decode_reqs": int(X[:, FEATURE_NAMES.index("decode_reqs")].max(initial=0)),
+    }
+
+
 def fit_bundle(train: StepTrace, config: TrainConfig, version: int = 1) -> ModelBundle:
-    """Fit the base and both boosters on ``train``; metrics are left empty."""
+    """Fit the base and both boosters on ``train``; metrics hold only its ``coverage``."""
     import lightgbm as lgb
 
     base = LinearBase.fit(train.X, train.latency_s)
@@ -118,7 +130,7 @@ def fit_bundle(train: StepTrace, config: TrainConfig, version: int = 1) -> Model
         version=version,
         base=base.to_json(),
         boosters=boosters,
-        metrics={},
+        metrics={"coverage": coverage_of(train)},
         data_hash=train.data_hash(),
         quantile=config.quantile,
         provenance=_provenance(train),
@@ -176,6 +188,7 @@ def train_model(trace: StepTrace, config: TrainConfig, version: int = 1) -> Mode
     train, test = trace.subset(train_idx), trace.subset(test_idx)
     bundle = fit_bundle(train, config, version)
     metrics = {
+        **bundle.metrics,
         **evaluate(bundle, test),
         "n_train": len(train),
         "n_test": len(test),

@@ -45,7 +45,7 @@ from slidingserve.engine.config import (
 from slidingserve.engine.knee import search_capacities, sweep_capacities
 from slidingserve.engine.progress import TrialProgress
 from slidingserve.engine.slo import slo_extra_args
-from slidingserve.metrics.records import RequestRecord
+from slidingserve.metrics.records import RequestRecord, write_records_csv
 from slidingserve.metrics.summary import summarize, worst_tier_violation_rate
 from slidingserve.slo.tiers import TierSet, tiers_from_dict
 from slidingserve.workload import WorkloadConfig, build_workload, load_trace
@@ -359,6 +359,7 @@ async def run_trial(bench: EngineBench, cfg: BenchConfig, rate: float, tiers: Ti
     wall0 = time.time()
     records: list[RequestRecord] = []
     per_seed: dict[str, float] = {}
+    seeded: list[tuple[int, list[RequestRecord]]] = []
     for seed in cfg.trial_seeds():
         if progress is not None:
             progress.started(bench.scheduler, rate, seed)
@@ -367,6 +368,8 @@ async def run_trial(bench: EngineBench, cfg: BenchConfig, rate: float, tiers: Ti
         if progress is not None:
             progress.finished(bench.scheduler, rate, seed, per_seed[str(seed)])
         records += got
+        seeded.append((seed, got))
+    write_records_csv(requests_csv(bench.out, rate), seeded, tiers)
     summary = summarize(records, tiers)
     summary.update({
         "scheduler": bench.scheduler,
@@ -380,6 +383,12 @@ async def run_trial(bench: EngineBench, cfg: BenchConfig, rate: float, tiers: Ti
         "config": json.loads(cfg.model_dump_json()),
     })
     return summary
+
+
+def requests_csv(folder: Path, rate: float, simulated: bool = False) -> Path:
+    """Where a trial's per-request records go (``metrics.records.write_records_csv``): beside
+    the scheduler's step trace, the simulator's prediction of the trial beside them."""
+    return folder / "requests" / f"rate-{rate:g}{'.sim' if simulated else ''}.csv"
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

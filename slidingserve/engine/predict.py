@@ -24,6 +24,7 @@ from slidingserve.engine.bench import (
     SIM_POLICY,
     BenchConfig,
     Calibration,
+    requests_csv,
     scaled_workload,
     write_json,
 )
@@ -36,7 +37,7 @@ from slidingserve.engine.sim_timing import (
     trial_timing,
 )
 from slidingserve.latency import LatencyModel
-from slidingserve.metrics.records import RequestRecord
+from slidingserve.metrics.records import RequestRecord, write_records_csv
 from slidingserve.metrics.summary import summarize, worst_tier_violation_rate
 from slidingserve.sim.config import TimingConfig
 from slidingserve.slo.tiers import TierSet, tiers_from_dict
@@ -67,12 +68,14 @@ def sim_latency_model(cfg: BenchConfig) -> tuple[LatencyModel, str] | None:
 
 def simulate_trial(cfg: BenchConfig, scheduler: str, rate: float, tiers: TierSet,
                    scale: float = 1.0, model: tuple[LatencyModel, str] | None = None,
-                   timing: TimingConfig | None = None) -> dict[str, Any]:
+                   timing: TimingConfig | None = None,
+                   records_path: Path | None = None) -> dict[str, Any]:
     """The simulator's prediction of the same trial: the same workloads (one per trial seed,
     requests pooled), SLOs and limits, and the engine's latency model ``model`` (default:
     ``sim_latency_model(cfg)``; the predictor trained on this engine's profiled steps) times
     ``scale``, the correction the adapter measured while serving (``serving_scale``); steps
-    timed by ``timing`` (default: that model, the oracle), its seed the workload's."""
+    timed by ``timing`` (default: that model, the oracle), its seed the workload's.
+    ``records_path``: write its per-request records there (``bench.requests_csv``)."""
     from slidingserve.engine.latency_source import LiveLatencyModel
     from slidingserve.sim.config import SimConfig
     from slidingserve.sim.simulator import simulate
@@ -92,10 +95,15 @@ def simulate_trial(cfg: BenchConfig, scheduler: str, rate: float, tiers: TierSet
         cfg.policy_of(scheduler)
     timing = timing or TimingConfig()
     records: list[RequestRecord] = []
+    per_seed: list[tuple[int, list[RequestRecord]]] = []
     for seed in cfg.trial_seeds():
         specs = scaled_workload(cfg, rate, tiers, seed)
         seeded = sim_cfg.model_copy(update={"timing": timing.model_copy(update={"seed": seed})})
-        records += simulate(specs, tiers, policy, seeded, latency, policy_config=overrides).records
+        got = simulate(specs, tiers, policy, seeded, latency, policy_config=overrides).records
+        records += got
+        per_seed.append((seed, list(got)))
+    if records_path is not None:
+        write_records_csv(records_path, per_seed, tiers)
     sim = summarize(records, tiers)
     return {
         "policy": policy,
@@ -125,7 +133,8 @@ def predict_trials(cfg: BenchConfig, out: Path, results: dict[str, dict[str, Any
             fit = trial_step_fits(folder / "steps.csv", {key: summary}, model[0])[key]
         timing = trial_timing(cfg.sim_timing, fit, plan_time_s(
             summary["scheduler_overhead"], cfg.sim_plan_time, fit), scale)
-        summary["simulated"] = simulate_trial(cfg, name, rate, tiers, scale, model, timing)
+        summary["simulated"] = simulate_trial(cfg, name, rate, tiers, scale, model, timing,
+                                              requests_csv(folder, rate, simulated=True))
         summary["simulated"]["measured_noise"] = fit
 
 
@@ -157,7 +166,8 @@ async def predict_capacities(cfg: BenchConfig, out: Path, policies: dict[str, An
                                                           rel_tol, max_trials, model, timing_at)
         for rate, trial in result["trials"].items():
             sim = simulate_trial(cfg, name, float(rate), tiers, scale, model,
-                                 timing_at(float(rate)))
+                                 timing_at(float(rate)),
+                                 requests_csv(out / name, float(rate), simulated=True))
             trial["simulated"] = {k: sim.get(k) for k in
                                   ("slo_attainment", "worst_tier_violation_rate", "timing",
                                    "tiers", "preemptions")}

@@ -26,6 +26,9 @@ from slidingserve.faults.client import Result, send, tally
 from slidingserve.faults.harness import AppUnderTest, alive_actors, kill_process
 
 BODY = {"prompt": list(range(30, 94)), "max_tokens": 12, "ignore_eos": True, "temperature": 0.0}
+# one long prompt per burst: the gate publishes only models fitted on long prefills too
+LONG_BODY = {"prompt": [30 + i % 500 for i in range(400)], "max_tokens": 4, "ignore_eos": True,
+             "temperature": 0.0}
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ def small_service_config() -> Any:
     """Sample gates small enough for a short scenario (the defaults want hundreds of steps)."""
     from predictor.service import ServiceConfig
 
-    return ServiceConfig(min_train_samples=20, min_holdout_samples=5)
+    return ServiceConfig(min_train_samples=20, min_holdout_samples=5, min_prefill_tokens=128)
 
 
 def create_predictor() -> Any:
@@ -75,8 +78,9 @@ def replica_model_hashes(app: AppUnderTest) -> dict[str, str | None]:
 
 async def traffic(url: str, auth: dict[str, str], n: int, timeout_s: float) -> list[Result]:
     async with httpx.AsyncClient(base_url=url, timeout=timeout_s) as client:
-        return list(await asyncio.gather(*(send(client, "/v1/completions", BODY, auth, timeout_s)
-                                           for _ in range(n))))
+        bodies = [LONG_BODY] + [BODY] * (n - 1)
+        return list(await asyncio.gather(*(send(client, "/v1/completions", body, auth, timeout_s)
+                                           for body in bodies)))
 
 
 def wait_for(pred: Any, timeout_s: float, period_s: float = 1.0) -> float | None:
@@ -119,13 +123,17 @@ def run_predictor_failure(app: AppUnderTest, auth: dict[str, str],
         stats: Any = ray.get(actor.stats.remote(), timeout=30)
         return int(stats["seen"])
 
-    for _ in range(10):  # bounded: traffic until the actor holds enough step samples
+    gate: Any = None
+    for _ in range(10):  # bounded: traffic until the actor holds samples enough to publish
         sent += asyncio.run(traffic(app.url, auth, 6, cfg.traffic_timeout_s))
         if seen() >= cfg.min_samples:
-            break
+            gate = ray.get(actor.retrain.remote(), timeout=120)
+            if gate.published:
+                break
         time.sleep(1.0)
     out["samples_before_kill"] = seen()
-    gate: Any = ray.get(actor.retrain.remote(), timeout=120)
+    if gate is None:
+        gate = ray.get(actor.retrain.remote(), timeout=120)
     out["first_publish"] = {"published": gate.published, "version": gate.version,
                             "reason": gate.reason}
     first = replica_model_hashes(app)
@@ -136,7 +144,7 @@ def run_predictor_failure(app: AppUnderTest, auth: dict[str, str],
 
     out["applied_before_kill_s"] = wait_for(all_have_model, cfg.apply_timeout_s)
     before = replica_model_hashes(app)
-    good = ray.get(actor.model_bytes.remote(), timeout=30)
+    good: Any = ray.get(actor.model_bytes.remote(), timeout=30)
 
     pid = predictor_pid()
     if pid is None:

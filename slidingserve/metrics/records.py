@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import csv
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from slidingserve.slo import SLOTier
+from slidingserve.slo import SLOTier, TierSet
 
 _EPS = 1e-9  # float slack when comparing a measured time to its target
 
@@ -84,3 +86,29 @@ def token_due(tier: SLOTier, arrival_s: float, index: int) -> float:
     if tier.e2e_s is not None:
         due = min(due, arrival_s + tier.e2e_s)
     return due
+
+
+RECORD_COLUMNS = ("seed", "key", "tier", "arrival_s", "ttft_s", "tpot_s", "e2e_s", "n_out",
+                  "expected_tokens", "finished", "met", "preemptions")
+
+
+def write_records_csv(path: Path, seeded: Iterable[tuple[int, Sequence[RequestRecord]]],
+                      tiers: TierSet) -> Path:
+    """One row per request (``RECORD_COLUMNS``) of each workload seed's records, with the
+    request-level verdict (``met``) of its tier: measured and simulated trials write the same
+    file, so they compare request by request (``seed`` and ``key`` name a request)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(RECORD_COLUMNS)
+        for seed, records in seeded:
+            for r in records:
+                out.writerow([seed, r.key, r.tier, f"{r.arrival_s:.6f}", _opt(r.ttft_s),
+                              _opt(r.tpot_s), _opt(r.e2e_s), r.n_out, r.expected_tokens,
+                              int(r.finished), int(r.meets_slo(tiers[r.tier])),
+                              r.num_preemptions])
+    return path
+
+
+def _opt(x: float | None) -> str:
+    return "" if x is None else f"{x:.6f}"

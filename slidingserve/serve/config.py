@@ -132,6 +132,10 @@ class PredictorLinkConfig(_Strict):
     poll_period_s: float = Field(default=1.0, gt=0)
     sample_batch: int = Field(default=64, gt=0)
     retrain_every_s: float | None = Field(default=60.0, gt=0)  # if this replica creates the actor
+    # if this replica creates the actor: it publishes only models fitted on a prefill of at
+    # least this share of ``engine.max_num_batched_tokens`` (a model that has seen short
+    # prompts only would plan long chunks with an extrapolation; predictor/service.py)
+    min_prefill_coverage: float = Field(default=0.5, ge=0, le=1)
 
 
 PlacementStrategy = Literal["PACK", "STRICT_PACK", "SPREAD", "STRICT_SPREAD"]

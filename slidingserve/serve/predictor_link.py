@@ -111,9 +111,12 @@ class PredictorLink:
             SampleSender,
             get_or_create_actor,
         )
+        from predictor.service import ServiceConfig
 
         served = self.host.provenance
+        budget = self.host.cfg.engine.max_num_batched_tokens
         self.actor = get_or_create_actor(
+            ServiceConfig(min_prefill_tokens=int(self.cfg.min_prefill_coverage * budget)),
             name=self.cfg.actor_name or ACTOR_NAME,
             namespace=self.cfg.namespace or NAMESPACE,
             retrain_every_s=self.cfg.retrain_every_s,

@@ -77,3 +77,21 @@ def test_progress_reports_each_seed_as_it_starts_and_ends(result: tuple[dict, Pa
         assert end.startswith(f"{name} done in ")
         assert f"SLO attainment {summary['seeds'][seed]:.3f}" in end
     assert PROGRESS[0].endswith("ETA unknown)") and PROGRESS[-1].endswith("ETA 0:00)")
+
+
+def test_each_request_is_written_measured_and_predicted(result: tuple[dict, Path]) -> None:
+    """The trial's per-request records and the simulator's, request by request."""
+    import csv
+
+    summary, out = result
+    measured = list(csv.DictReader((out / "requests" / f"rate-{RATE:g}.csv").open()))
+    assert len(measured) == summary["overall"]["requests"]
+    assert {r["seed"] for r in measured} == {"0", "1"}
+    met = sum(int(r["met"]) for r in measured) / len(measured)
+    assert met == pytest.approx(summary["overall"]["slo_attainment"])
+    if "skipped" not in summary["simulated"]:
+        simulated = list(csv.DictReader((out / "requests" / f"rate-{RATE:g}.sim.csv").open()))
+        key = lambda r: (r["seed"], r["key"])  # noqa: E731
+        assert sorted(map(key, simulated)) == sorted(map(key, measured))
+        met = sum(int(r["met"]) for r in simulated) / len(simulated)
+        assert met == pytest.approx(summary["simulated"]["slo_attainment"])

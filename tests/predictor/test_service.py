@@ -140,3 +140,32 @@ def test_other_served_model_or_hardware_is_refused() -> None:
     mixed = StepTrace.concat([test, relabeled(test, bigger)])
     with pytest.raises(ProvenanceMismatchError, match="mixes hardwares"):
         trace_provenance(mixed)
+
+
+def test_a_model_fitted_on_short_prefills_only_is_not_published() -> None:
+    """Steps of short prompts only (held-out steps alike) make a model whose held-out error is
+    fine but whose long chunks are extrapolated: refused until long prefills are sampled."""
+    from slidingserve.latency.features import FEATURE_NAMES
+
+    trace = profile_trace()
+    prefill = trace.X[:, FEATURE_NAMES.index("prefill_tokens")]
+    short, long_ = trace.subset(np.where(prefill <= 64)[0]), trace.subset(np.where(prefill > 64)[0])
+    svc = PredictorService(ServiceConfig(min_train_samples=50, min_holdout_samples=20,
+                                         min_prefill_tokens=256,
+                                         train=TrainConfig(num_boost_round=50)))
+    svc.add_samples(short.X, short.latency_s, profile_provenance())
+    refused = svc.retrain()
+    assert not refused.published and "at most 64 tokens" in refused.reason, refused
+    assert refused.candidate_mape is not None and refused.candidate_mape < 0.2  # looks fine
+    svc.add_samples(long_.X, long_.latency_s, profile_provenance())
+    published = svc.retrain()
+    assert published.published and published.version == 1, published
+    from predictor.bundle import ModelBundle
+
+    _, blob = svc.model_bytes()  # type: ignore[misc]
+    coverage = ModelBundle.from_bytes(blob).metrics["coverage"]
+    assert coverage["max_prefill_tokens"] == int(prefill.max())
+    # a candidate that records no coverage (trained elsewhere, by an older trainer) is refused
+    bare = replace(trained_bundle(), metrics={})
+    refused = svc.submit(bare.to_bytes())
+    assert not refused.published and "no training coverage" in refused.reason

@@ -24,6 +24,7 @@ from serve_helpers import free_port
 
 from slidingserve.faults.harness import APP_NAME, AppUnderTest, alive_actor_nodes
 from slidingserve.faults.predictor_failure import (
+    LONG_BODY,
     create_predictor,
     replica_model_hashes,
     wait_for,
@@ -127,16 +128,21 @@ def test_3_predictor_publishes_to_replicas_on_both_nodes(fleet):
 
     actor = ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
 
-    def traffic_and_samples() -> bool:
-        with ThreadPoolExecutor(4) as pool:
-            list(pool.map(lambda _: httpx.post(f"{fleet.app.url}/v1/completions", json=BODY,
-                                               timeout=120), range(8)))
-        stats: Any = ray.get(actor.stats.remote(), timeout=30)
-        return bool(stats["train_samples"] >= 20 and stats["holdout_samples"] >= 5)
+    gates: list[Any] = []
 
-    assert wait_for(traffic_and_samples, 120, 0.0) is not None, "no step samples reached it"
-    gate: Any = ray.get(actor.retrain.remote(), timeout=120)
-    assert gate.published, gate
+    def traffic_and_publish() -> bool:
+        bodies = [LONG_BODY, LONG_BODY] + [BODY] * 6  # the gate wants long prefills too
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda body: httpx.post(f"{fleet.app.url}/v1/completions", json=body,
+                                                  timeout=120), bodies))
+        stats: Any = ray.get(actor.stats.remote(), timeout=30)
+        if stats["train_samples"] < 20 or stats["holdout_samples"] < 5:
+            return False
+        gates.append(ray.get(actor.retrain.remote(), timeout=120))
+        return bool(gates[-1].published)
+
+    assert wait_for(traffic_and_publish, 180, 0.0) is not None, gates[-3:]
+    gate = gates[-1]
     want = f"v{gate.version}:"
 
     def applied() -> bool:
