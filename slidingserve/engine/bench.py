@@ -66,16 +66,31 @@ class TierScale(BaseModel):
     tpot_x: float = Field(gt=0)  # x unloaded single-request decode step
     weight: float = Field(default=1.0, gt=0)
     share: float = Field(default=0.0, ge=0)
+    # 0 = most important. None: the default tier of the same name's, else the tier's place in
+    # the mapping (a mapping read back from JSON written with sorted keys has lost that order)
+    priority: int | None = Field(default=None, ge=0)
 
 
 # Interactive TTFT is 8x the median prompt's: the longest prompt (1024 tokens, ~4x the median)
 # must be able to meet it on an unloaded engine, or no scheduler could keep that tier within
 # SLO at any load (at 4x, ~5% of interactive requests were infeasible before any queueing).
 DEFAULT_SCALES = {
-    "interactive": TierScale(ttft_x=8.0, tpot_x=4.0, weight=4.0, share=0.2),
-    "standard": TierScale(ttft_x=15.0, tpot_x=8.0, weight=2.0, share=0.5),
-    "batch": TierScale(ttft_x=60.0, tpot_x=15.0, weight=1.0, share=0.3),
+    "interactive": TierScale(ttft_x=8.0, tpot_x=4.0, weight=4.0, share=0.2, priority=0),
+    "standard": TierScale(ttft_x=15.0, tpot_x=8.0, weight=2.0, share=0.5, priority=1),
+    "batch": TierScale(ttft_x=60.0, tpot_x=15.0, weight=1.0, share=0.3, priority=2),
 }
+
+
+def ranked_scales(scales: dict[str, TierScale]) -> list[tuple[str, TierScale]]:
+    """The tiers most important first (``TierScale.priority``): the order fixes priorities and
+    the workload's tier draws, so it must not depend on how the mapping was stored."""
+    def rank(item: tuple[int, tuple[str, TierScale]]) -> tuple[int, int]:
+        i, (name, s) = item
+        default = DEFAULT_SCALES.get(name)
+        p = s.priority if s.priority is not None else \
+            default.priority if default is not None and default.priority is not None else i
+        return p, i
+    return [item for _, item in sorted(enumerate(scales.items()), key=rank)]
 
 
 class BenchConfig(BaseModel):
@@ -112,6 +127,8 @@ class BenchConfig(BaseModel):
     # its planning time.
     sim_timing: Literal["oracle", "measured", "measured-trial"] = "measured-trial"
     sim_plan_time: Literal["sched", "plan", "plan-cpu", "none", "cycle"] = "sched"
+    # with noisy timing, each prediction is the mean over this many draws of the noise
+    sim_noise_draws: int = Field(default=4, ge=1, le=64)
 
     @model_validator(mode="after")
     def _check_cycle(self) -> BenchConfig:
@@ -143,13 +160,14 @@ class Calibration:
         return cls(1.0, 1.0, 0)
 
     def tiers(self, scales: dict[str, TierScale]) -> TierSet:
+        ranked = ranked_scales(scales)
         return tiers_from_dict({
-            "default_tier": next(iter(scales)),
+            "default_tier": ranked[0][0],
             "tiers": [
                 {"name": name, "ttft_s": s.ttft_x * self.ttft_s,
                  "tpot_s": s.tpot_x * self.decode_step_s, "weight": s.weight,
                  "priority": i, "share": s.share}
-                for i, (name, s) in enumerate(scales.items())
+                for i, (name, s) in enumerate(ranked)
             ],
         }, source="bench calibration")
 
@@ -292,7 +310,7 @@ class EngineBench:
     async def calibrate(self, cfg: BenchConfig, prompt_len: int, repeats: int = 3) -> Calibration:
         """Unloaded TTFT of ``prompt_len`` and decode step, one request at a time (median)."""
         spec = RequestSpec(key=10**6, arrival_s=0.0, prompt_len=prompt_len, output_len=33,
-                           tier=next(iter(cfg.scales)))
+                           tier=ranked_scales(cfg.scales)[0][0])
         ttfts, steps = [], []
         for i in range(repeats + 1):  # the first request warms the engine up
             self._trial += 1

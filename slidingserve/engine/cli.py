@@ -110,8 +110,9 @@ def echo_predictions(policies: dict[str, Any]) -> None:
             err = 100 * (t["attainment"] - sim["slo_attainment"])
             errors.append(abs(err))
             measured = (t.get("scheduler_overhead") or {}).get("preempted")
+            predicted = sim.get("preemptions")
             preempted = (f"{'-' if measured is None else int(measured)}/"
-                         f"{sim.get('preemptions', '-')}")
+                         f"{'-' if predicted is None else round(predicted)}")
             typer.echo(f"{name:15s} {float(rate):6.2f} {t['attainment']:9.3f} "
                        f"{sim['slo_attainment']:9.3f} {err:+6.1f} {preempted:>11s}  "
                        f"{sim.get('timing', '')}")

@@ -11,7 +11,7 @@ predictions of a finished run without any engine.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +74,11 @@ def simulate_trial(cfg: BenchConfig, scheduler: str, rate: float, tiers: TierSet
     requests pooled), SLOs and limits, and the engine's latency model ``model`` (default:
     ``sim_latency_model(cfg)``; the predictor trained on this engine's profiled steps) times
     ``scale``, the correction the adapter measured while serving (``serving_scale``); steps
-    timed by ``timing`` (default: that model, the oracle), its seed the workload's.
-    ``records_path``: write its per-request records there (``bench.requests_csv``)."""
+    timed by ``timing`` (default: that model, the oracle), its seed the workload's. With
+    noise timing the figures are the mean over ``cfg.sim_noise_draws`` draws of the noise
+    (near a knee one draw's attainment moved by 10 points): the expected outcome, not one
+    sample of it. ``records_path``: write the per-request records of the first draw there
+    (``bench.requests_csv``)."""
     from slidingserve.engine.latency_source import LiveLatencyModel
     from slidingserve.sim.config import SimConfig
     from slidingserve.sim.simulator import simulate
@@ -94,28 +97,45 @@ def simulate_trial(cfg: BenchConfig, scheduler: str, rate: float, tiers: TierSet
     policy, overrides = (SIM_POLICY[scheduler], {}) if scheduler in SIM_POLICY else \
         cfg.policy_of(scheduler)
     timing = timing or TimingConfig()
-    records: list[RequestRecord] = []
-    per_seed: list[tuple[int, list[RequestRecord]]] = []
-    for seed in cfg.trial_seeds():
-        specs = scaled_workload(cfg, rate, tiers, seed)
-        seeded = sim_cfg.model_copy(update={"timing": timing.model_copy(update={"seed": seed})})
-        got = simulate(specs, tiers, policy, seeded, latency, policy_config=overrides).records
-        records += got
-        per_seed.append((seed, list(got)))
-    if records_path is not None:
-        write_records_csv(records_path, per_seed, tiers)
-    sim = summarize(records, tiers)
+    draws = cfg.sim_noise_draws if timing.kind == "noise" else 1
+    summaries = []
+    for draw in range(draws):
+        records: list[RequestRecord] = []
+        per_seed: list[tuple[int, list[RequestRecord]]] = []
+        for seed in cfg.trial_seeds():
+            specs = scaled_workload(cfg, rate, tiers, seed)
+            noise_seed = seed + NOISE_SEED_STRIDE * draw  # draw 0: the workload's seed
+            seeded = sim_cfg.model_copy(
+                update={"timing": timing.model_copy(update={"seed": noise_seed})})
+            got = simulate(specs, tiers, policy, seeded, latency, policy_config=overrides).records
+            records += got
+            per_seed.append((seed, list(got)))
+        if records_path is not None and draw == 0:
+            write_records_csv(records_path, per_seed, tiers)
+        summaries.append(summarize(records, tiers))
+    tier_names = summaries[0]["tiers"]
     return {
         "policy": policy,
         "latency_model": version,
         "latency_scale": scale,
         "timing": timing.label(),
         "timing_config": timing.model_dump(mode="json"),
-        "slo_attainment": sim["overall"]["slo_attainment"],
-        "tiers": {t: g["slo_attainment"] for t, g in sim["tiers"].items()},
-        "worst_tier_violation_rate": worst_tier_violation_rate(sim),
-        "preemptions": sim["overall"]["preemptions"],
+        "noise_draws": draws,
+        "slo_attainment": _mean(s["overall"]["slo_attainment"] for s in summaries),
+        "tiers": {t: _mean(s["tiers"][t]["slo_attainment"] for s in summaries)
+                  for t in tier_names},
+        "worst_tier_violation_rate": _mean(worst_tier_violation_rate(s) for s in summaries),
+        "preemptions": _mean(s["overall"]["preemptions"] for s in summaries),
     }
+
+
+NOISE_SEED_STRIDE = 1_000_003  # noise seeds of a trial's later draws (apart from any workload's)
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    """Mean over the draws; None where no draw has a figure (a tier without requests)."""
+    got = [v for v in values if v is not None]
+    return float(sum(got) / len(got)) if got else None
 
 
 def predict_trials(cfg: BenchConfig, out: Path, results: dict[str, dict[str, Any]],

@@ -74,9 +74,11 @@ def step_fit(latency_s: np.ndarray, predicted_s: np.ndarray,
              has_prefill: np.ndarray | None = None) -> dict[str, Any] | None:
     """A trial's measured step timing against the uncorrected model's predictions, in step
     order: ``ratio`` = median measured / predicted of decode-only steps and ``prefill_ratio``
-    of steps with prefill tokens (``has_prefill``; None: one class, both the same), ``sigma`` =
-    std of the log ratio's deviations from its class median, ``rho`` = their lag-1
-    autocorrelation (0-``MAX_RHO``)."""
+    of steps with prefill tokens (``has_prefill``; None: one class, both the same), each raised
+    so that, under the simulated lognormal noise, the class's mean step time is the measured
+    one (``median_ratio`` / ``median_prefill_ratio``: before that), ``sigma`` = std of the log
+    ratio's deviations from its class median, ``rho`` = their lag-1 autocorrelation
+    (0-``MAX_RHO``)."""
     r = np.log(np.asarray(latency_s, dtype=float) / np.asarray(predicted_s, dtype=float))
     if r.size < 3:
         return None
@@ -87,9 +89,17 @@ def step_fit(latency_s: np.ndarray, predicted_s: np.ndarray,
     a, b = dev[:-1] - dev.mean(), dev[1:] - dev.mean()
     denom = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
     rho = float((a * b).sum()) / denom if denom > 0 else 0.0
-    return {"steps": int(r.size), "ratio": math.exp(med[False]),
-            "prefill_ratio": math.exp(med[True]), "sigma": float(np.std(dev, ddof=1)),
-            "rho": min(max(rho, 0.0), MAX_RHO)}
+    sigma = float(np.std(dev, ddof=1))
+    # the simulated noise exp(sigma z) has mean exp(sigma^2 / 2); the measured deviations'
+    # tail is heavier (slow spells), so each class's scale is raised by the excess of its
+    # measured mean: the simulated engine then does as much work per second as the real one
+    lognormal_mean = math.exp(sigma * sigma / 2)
+    excess = {c: float(np.exp(dev[pre == c]).mean()) / lognormal_mean if (pre == c).any()
+              else 1.0 for c in (False, True)}
+    return {"steps": int(r.size), "ratio": math.exp(med[False]) * excess[False],
+            "prefill_ratio": math.exp(med[True]) * excess[True], "sigma": sigma,
+            "rho": min(max(rho, 0.0), MAX_RHO), "median_ratio": math.exp(med[False]),
+            "median_prefill_ratio": math.exp(med[True])}
 
 
 def trial_windows(trials: dict[str, dict[str, Any]], timestamps: np.ndarray

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from slidingserve.engine.bench import BenchConfig, Calibration, scaled_workload
+from slidingserve.engine.bench import BenchConfig, Calibration, TierScale, scaled_workload
 from slidingserve.engine.cli import parse_schedulers
 from slidingserve.engine.knee import bisect_knee, sweep_capacities, sweep_knee
 
@@ -194,3 +194,24 @@ def test_interleaved_sweeps_take_turns_one_trial_at_a_time() -> None:
     # b fails at 2 and 3 (two in a row) and stops; a goes on alone
     assert order == [("a", 1), ("b", 1), ("a", 2), ("b", 2), ("a", 3), ("b", 3), ("a", 4)]
     assert found[0]["capacity_rps"] == 4 and 1 <= found[1]["capacity_rps"] < 2
+
+
+def test_tier_priorities_survive_a_config_stored_with_sorted_keys() -> None:
+    """A run's config is stored as JSON with sorted keys (batch, interactive, standard): read
+    back, it must give the same priorities and the same workload as the run had."""
+    import json
+
+    cfg = BenchConfig()
+    stored = BenchConfig(**json.loads(json.dumps(json.loads(cfg.model_dump_json()),
+                                                 sort_keys=True)))
+    assert list(stored.scales) == ["batch", "interactive", "standard"]
+    calib = Calibration(ttft_s=0.04, decode_step_s=0.008, prompt_len=250)
+    tiers, again = calib.tiers(cfg.scales), calib.tiers(stored.scales)
+    assert {n: t.priority for n, t in again.items()} == {"interactive": 0, "standard": 1,
+                                                         "batch": 2}
+    assert again.to_dict() == tiers.to_dict()
+    assert scaled_workload(stored, 4.0, again, 0) == scaled_workload(cfg, 4.0, tiers, 0)
+    # scales without priorities of tiers not named like the defaults keep the mapping's order
+    own = {"gold": TierScale(ttft_x=5, tpot_x=3), "bronze": TierScale(ttft_x=50, tpot_x=9)}
+    assert [t.priority for t in calib.tiers(own).values()] == [0, 1]
+    assert list(calib.tiers(own)) == ["gold", "bronze"]

@@ -105,10 +105,24 @@ def test_measured_trial_timing_from_a_trace(tmp_path: Path) -> None:
     trials = {"3.0": {"window_s": [0, 3.5]}, "9.0": {"window_s": [4, 8]}}
     fits = trial_step_fits(path, trials, Flat())  # type: ignore[arg-type]
     assert fits["3.0"] is not None and fits["3.0"]["ratio"] == pytest.approx(1.2)
-    assert fits["9.0"] is not None and fits["9.0"]["ratio"] == pytest.approx(2.0)
-    timing = trial_timing("measured-trial", fits["9.0"], 0.001, planner_scale=1.25)
-    assert timing.scale == pytest.approx(1.6) and timing.plan_s == 0.001
-    assert timing.label().startswith("noise(sigma=") and "x1.6" in timing.label()
+    fit = fits["9.0"]
+    assert fit is not None and fit["median_ratio"] == pytest.approx(2.0)
+    # the scale is set so that the simulated lognormal noise keeps the measured mean ratio
+    # (2.0: the deviations 1.1 and 0.9 cancel)
+    assert fit["ratio"] * math.exp(fit["sigma"] ** 2 / 2) == pytest.approx(2.0)
+    timing = trial_timing("measured-trial", fit, 0.001, planner_scale=1.25)
+    assert timing.scale == pytest.approx(fit["ratio"] / 1.25, abs=1e-4)
+    assert timing.plan_s == 0.001
+    assert timing.label().startswith("noise(sigma=") and "x1.59" in timing.label()
+
+
+def test_a_heavy_tail_raises_the_scale_above_the_median() -> None:
+    """A slow spell (a few steps 4x slower) leaves the median alone but not the work done per
+    second: the fitted scale keeps the measured mean step time."""
+    ratios = np.array([1.0] * 95 + [4.0] * 5)
+    fit = step_fit(ratios * 0.01, np.full(100, 0.01))
+    assert fit is not None and fit["median_ratio"] == pytest.approx(1.0)
+    assert fit["ratio"] * math.exp(fit["sigma"] ** 2 / 2) == pytest.approx(ratios.mean())
 
 
 def test_repredict_recomputes_a_finished_run_without_an_engine(tmp_path: Path) -> None:
