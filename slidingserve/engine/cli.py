@@ -8,6 +8,8 @@ Examples::
         --scheduler slidingserve,vllm-default --out DIR
     slidingserve bench engine --trace ... --find-capacity --start-rate 1 \\
         --scheduler slidingserve,qoserve,vllm-default --out DIR
+    slidingserve bench engine --repredict --out DIR \
+        --variant 'greedy=slidingserve:{"use_sliding_chunker": false}'
 
 Progress goes to stderr, a line as each trial (scheduler, rate, workload seed) starts and ends,
 with the elapsed time and an ETA.
@@ -28,6 +30,17 @@ import typer
 from pydantic import ValidationError
 
 VLLM_OWN_NAMES = ("vllm-default", "vllm-priority")
+
+
+def echo_variants(rows: list[dict[str, Any]]) -> None:
+    """``--repredict --variant``'s table: per rate, the measured scheduler's prediction first,
+    then each variant's, with per-tier attainment."""
+    typer.echo(f"{'label':<16s} {'rate':>6s} {'measured':>8s} {'predicted':>9s}  per tier")
+    for r in rows:
+        measured = "" if r["measured"] is None else f"{r['measured']:.3f}"
+        tiers = " / ".join(f"{k} {v:.2f}" for k, v in r["tiers"].items() if v is not None)
+        typer.echo(f"{r['label']:<16s} {r['rate_rps']:6.2f} {measured:>8s} "
+                   f"{r['slo_attainment']:9.3f}  {tiers}")
 
 
 def parse_variant(text: str) -> tuple[str, tuple[str, dict[str, Any]]]:
@@ -154,11 +167,14 @@ def bench_engine(
                                       "only: everything per step outside the model)."),
     repredict: bool = typer.Option(False, "--repredict", help="Run no engine: recompute the "
                                    "simulator's predictions of the finished --find-capacity "
-                                   "run in --out with --sim-timing / --sim-plan-time."),
+                                   "run in --out with --sim-timing / --sim-plan-time; "
+                                   "with --variant, simulate those policies on the measured "
+                                   "timing of the first --scheduler's trials instead."),
 ) -> None:
     """Open-loop workload through an in-process AsyncLLM; writes summary.json / capacity.json."""
     from slidingserve.engine.bench import BenchConfig, Calibration, compare, trials_planned
     from slidingserve.engine.bench import find_capacity as search
+    from slidingserve.engine.predict import predict_variants
     from slidingserve.engine.predict import repredict as recompute
     from slidingserve.engine.progress import TrialProgress
 
@@ -169,6 +185,12 @@ def bench_engine(
         if sim_plan_time not in ("sched", "plan", "plan-cpu", "none", "cycle"):
             raise ValueError(f"--sim-plan-time: {sim_plan_time!r} is not sched, plan, "
                              "plan-cpu, none or cycle")
+        if variant:
+            table = predict_variants(out, dict(parse_variant(v) for v in variant),
+                                     scheduler.split(",")[0].strip())
+            echo_variants(table["rows"])
+            typer.echo(f"wrote {out / 'variants.json'}")
+            return
         data = asyncio.run(recompute(out, sim_timing, sim_plan_time, start_rate))
         echo_predictions(data["policies"])
         typer.echo(f"wrote {out / 'capacity.json'}")

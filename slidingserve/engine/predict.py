@@ -222,6 +222,49 @@ async def repredict(out: Path, sim_timing: str, sim_plan_time: str, start_rps: f
     return data
 
 
+def predict_variants(out: Path, variants: dict[str, tuple[str, dict[str, Any]]],
+                     timing_of: str = "slidingserve") -> dict[str, Any]:
+    """What other policies would have done in a finished ``find_capacity`` run in ``out``:
+    every trial of its scheduler ``timing_of`` simulated again with ``timing_of`` itself and
+    with each variant (label -> (registered policy, config overrides)) in its place, on that
+    trial's measured step timing (the run's ``sim_timing``; the planning time per step is
+    ``timing_of``'s, not the variant's). Writes ``variants.json``; no engine runs."""
+    path = out / "capacity.json"
+    if not path.is_file():
+        raise ValueError(f"--repredict: {str(path)!r} does not exist (run --find-capacity first)")
+    data = json.loads(path.read_text())
+    if timing_of not in data["policies"]:
+        raise ValueError(f"--scheduler: {timing_of!r} did not run in {str(out)!r} (it ran "
+                         f"{sorted(data['policies'])})")
+    stored = data["config"]
+    cfg = BenchConfig(**{**stored, "variants": {**stored.get("variants", {}), **variants}})
+    tiers = Calibration(**data["calibration"]).tiers(cfg.scales)
+    scale, model = serving_scale(out), sim_latency_model(cfg)
+    if model is None:
+        raise ValueError("no latency model for the simulator (see --latency-model)")
+    trials = data["policies"][timing_of]["trials"]
+    fits: dict[str, Any] = {}
+    if cfg.sim_timing == "measured-trial":
+        fits = trial_step_fits(out / timing_of / "steps.csv", trials, model[0])
+    noise = measured_noise(out, model[0])
+    rows = []
+    for rate, trial in sorted(trials.items(), key=lambda kv: float(kv[0])):
+        fit = fits.get(rate) if cfg.sim_timing == "measured-trial" else noise
+        timing = trial_timing(cfg.sim_timing, fit, plan_time_s(
+            trial["scheduler_overhead"], cfg.sim_plan_time, fit), scale)
+        for label in (timing_of, *variants):
+            sim = simulate_trial(cfg, label, float(rate), tiers, scale, model, timing)
+            rows.append({"label": label, "policy": cfg.policy_of(label)[0]
+                         if label not in SIM_POLICY else SIM_POLICY[label],
+                         "overrides": variants.get(label, ("", {}))[1], "rate_rps": float(rate),
+                         "measured": trial["attainment"] if label == timing_of else None,
+                         **{k: sim[k] for k in ("slo_attainment", "tiers", "timing",
+                                                "worst_tier_violation_rate", "preemptions")}})
+    result = {"timing_of": timing_of, "rows": rows}
+    write_json(out / "variants.json", result)
+    return result
+
+
 async def _simulated_capacities(cfg: BenchConfig, name: str, tiers: TierSet, scale: float,
                                 start_rps: float, rel_tol: float, max_trials: int,
                                 model: tuple[LatencyModel, str] | None,

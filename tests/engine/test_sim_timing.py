@@ -163,6 +163,18 @@ def test_repredict_recomputes_a_finished_run_without_an_engine(tmp_path: Path) -
         "policies"]["slidingserve"]["trials"]["2.0"]
     with pytest.raises(ValueError, match=r"capacity\.json"):
         asyncio.run(repredict(tmp_path / "nowhere", "oracle", "sched"))
+    # other policies on the same measured timing: the run's scheduler first, then each variant
+    from slidingserve.engine.predict import predict_variants
+
+    table = predict_variants(tmp_path, {"fcfs-order": ("slidingserve", {"use_sorter": False})})
+    labels = [(r["label"], r["rate_rps"]) for r in table["rows"]]
+    assert labels == [("slidingserve", 2.0), ("fcfs-order", 2.0)]
+    assert table["rows"][0]["measured"] == 0.9 and table["rows"][1]["measured"] is None
+    assert table["rows"][1]["overrides"] == {"use_sorter": False}
+    assert all(0.0 <= r["slo_attainment"] <= 1.0 for r in table["rows"])
+    assert json.loads((tmp_path / "variants.json").read_text())["rows"][1]["label"] == "fcfs-order"
+    with pytest.raises(ValueError, match="did not run"):
+        predict_variants(tmp_path, {}, timing_of="qoserve")
 
 
 def test_cycle_overhead_is_the_busy_engine_time_outside_the_model() -> None:
