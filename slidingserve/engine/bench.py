@@ -113,10 +113,6 @@ class BenchConfig(BaseModel):
     max_num_batched_tokens: int = Field(default=512, gt=0)
     kv_cache_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     latency_model: Path | None = None  # in-engine latency model dir (None: the CPU predictor)
-    # vLLM's executor: "uni" runs the model inside the engine-core process, as the serving
-    # config does; "mp" (vLLM's default) in a worker process, while the engine core polls for
-    # its result (on 2 cores that poll took ~0.9 of a core, starving the benchmark's client)
-    executor: Literal["uni", "mp"] = "uni"
     scales: dict[str, TierScale] = Field(default_factory=lambda: dict(DEFAULT_SCALES))
     # Named variants of our policies: label -> (registered policy, its config overrides); a
     # scheduler named by such a label runs that policy through the adapter (and the simulator).
@@ -197,7 +193,7 @@ def engine_kwargs(cfg: BenchConfig, scheduler: str, model: Path, tiers: TierSet 
     kw = cpu_engine_kwargs(
         model, kv_cache_memory_bytes=cfg.kv_cache_bytes, max_model_len=cfg.max_model_len,
         max_num_seqs=cfg.max_num_seqs, max_num_batched_tokens=cfg.max_num_batched_tokens,
-        seed=cfg.seed, distributed_executor_backend=cfg.executor,
+        seed=cfg.seed,
     )
     if scheduler in VLLM_OWN:  # vLLM's own decisions; TracedScheduler only measures them
         kw["scheduling_policy"] = VLLM_OWN[scheduler]

@@ -152,8 +152,6 @@ def bench_engine(
     seeds: str | None = typer.Option(None, help="Workload seeds, comma-separated: every "
                                      "trial runs one workload per seed and pools them."),
     max_num_batched_tokens: int = typer.Option(512, help="Engine token budget per step."),
-    executor: str = typer.Option("uni", help="vLLM executor: uni (the model in the engine "
-                                 "process, as served) or mp (a worker process)."),
     variant: list[str] | None = typer.Option(None, help="LABEL=POLICY:{json overrides}, a "
                                              "named policy variant usable in --scheduler."),
     sim_timing: str = typer.Option("measured-trial", help="The simulator's step timing in its "
@@ -208,7 +206,6 @@ def bench_engine(
                           latency_model=latency_model,
                           max_num_batched_tokens=max_num_batched_tokens, variants=variants,
                           # pydantic rejects other values, naming the field and value
-                          executor=executor,  # type: ignore[arg-type]
                           sim_timing=sim_timing,  # type: ignore[arg-type]
                           sim_plan_time=sim_plan_time)  # type: ignore[arg-type]
     except ValidationError as exc:

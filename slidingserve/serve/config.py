@@ -50,7 +50,9 @@ class EngineConfig(_Strict):
     enforce_eager: bool = True
     # vLLM's automatic prefix caching (engine/README.md; measured in docs/engine.md)
     prefix_caching: bool = True
-    executor: str | None = "uni"  # vLLM distributed_executor_backend; "uni" = no worker process
+    # vLLM distributed_executor_backend; "uni" = no worker process on a GPU (vLLM's CPU
+    # platform always runs the model in a worker process: it turns "uni" into "mp")
+    executor: str | None = "uni"
     scheduler: Literal["slidingserve", "vllm"] = "slidingserve"  # "vllm": vLLM's own (baseline)
     policy: str = "slidingserve"  # registered policy the SlidingServe scheduler runs
     policy_config: dict[str, Any] = Field(default_factory=dict)
