@@ -6,7 +6,8 @@ Meanwhile a probe sends a short request every ``probe_period_s`` for ``probe_s``
 Just before the kill, ``queued`` streaming requests with long prompts arrive, so that the
 victim holds requests that have not produced a token yet (``queued_lead_s`` before the kill).
 Expected: streams on the killed replica that sent tokens end with an explicit error (an SSE
-error event, or a JSON 500 with the partial text); every streaming request that had no token
+error event); non-streamed requests on it are sent once more to the healthy replica, tokens
+produced or not (the client has seen none of them); every streaming request that had no token
 at the kill is served, the ingress sending it once more to the healthy replica (a stream's
 headers, sent on admission, still name the killed replica; a non-streamed response names it in
 ``x-retried-from``), with exactly one ``[DONE]``; requests on the

@@ -69,6 +69,7 @@ class _Started:
     admitted: Admitted
     stream: Any
     retried_from: str | None
+    first_token_s: float | None = None  # wall time its first token reached the ingress
 
 
 class IngressService:
@@ -168,33 +169,47 @@ class IngressService:
             return _Started(req, first, stream, retried_from)
         raise AssertionError("unreachable")
 
-    async def _events(self, st: _Started) -> AsyncIterator[StreamEvent]:
+    async def _events(self, st: _Started, buffered: bool = False) -> AsyncIterator[StreamEvent]:
         """The request's events after admission. A replica that fails before the first token
         has sent nothing of this request yet: it goes once more to another replica (``st``
-        then names the failed one). A failure after tokens flowed is an explicit error. A
-        dying replica can still admit for a moment (its node's raylet gone, its process not
-        yet): a resend that the failed replica itself admitted was not served elsewhere, so
-        it does not count as the one retry (at most ``MAX_ATTEMPTS`` sends in all)."""
+        then names the failed one). A failure after tokens flowed is an explicit error, unless
+        ``buffered`` (a whole answer, not a stream): its events are held until the request
+        ends, the client has seen none of them, and it is retried the same way. A dying
+        replica can still admit for a moment (its node's raylet gone, its process not yet): a
+        resend that the failed replica itself admitted was not served elsewhere, so it does
+        not count as the one retry (at most ``MAX_ATTEMPTS`` sends in all)."""
         produced = False
         sends = 1
         while True:
+            held: list[StreamEvent] = []
             try:
                 async for ev in st.stream:
                     if isinstance(ev, TokenDelta) and (ev.token_ids or ev.finish_reason):
                         produced = True
+                        if st.first_token_s is None and ev.token_ids:
+                            st.first_token_s = time.time()
+                    if buffered:
+                        held.append(ev)
+                    else:
+                        yield ev
+                for ev in held:
                     yield ev
                 return
             except Exception as exc:
                 elsewhere = st.retried_from not in (None, "unknown") and \
                     st.admitted.replica != st.retried_from
-                if produced or elsewhere or sends >= MAX_ATTEMPTS:
+                if (produced and not buffered) or elsewhere or sends >= MAX_ATTEMPTS:
+                    for ev in held:  # a whole answer's partial output goes with the error
+                        yield ev
                     yield StreamError(f"engine failed: {type(exc).__name__}: {exc}")
                     return
                 sends += 1
                 failed = st.admitted.replica
-                log.warning("request %s: replica %s failed before its first token (%s); "
-                            "retrying once elsewhere", st.req.request_id, failed,
+                log.warning("request %s: replica %s failed before %s (%s); retrying once "
+                            "elsewhere", st.req.request_id, failed,
+                            "the answer was complete" if produced else "its first token",
                             type(exc).__name__)
+                produced, st.first_token_s = False, None
                 st.stream.cancel()
                 st.req = replace(st.req, avoid=(*st.req.avoid, failed))
                 try:
@@ -207,19 +222,18 @@ class IngressService:
     async def _collect(self, responder: Responder, started: list[_Started],
                        arrival: float) -> Response:
         prompt_logprobs: dict[int, Any] = {}
-        first_token_s: float | None = None
-        async for i, ev in _merge([self._events(st) for st in started]):
+        async for i, ev in _merge([self._events(st, buffered=True) for st in started]):
             if isinstance(ev, StreamError):
                 partial = {"text": "".join(responder.choices[0].text), **ev.partial}
                 return _partial_error(ev.message, _headers(started), partial)
             assert isinstance(ev, TokenDelta), ev
-            if first_token_s is None and ev.token_ids:
-                first_token_s = time.time()
             if ev.prompt_logprobs is not None:
                 prompt_logprobs[i] = ev.prompt_logprobs
             responder.add(i, ev)
         headers = _headers(started)
-        headers[TTFT_MEASURED_HEADER] = f"{((first_token_s or time.time()) - arrival) * 1e3:.1f}"
+        firsts = [st.first_token_s for st in started if st.first_token_s is not None]
+        first_token_s = min(firsts) if firsts else time.time()
+        headers[TTFT_MEASURED_HEADER] = f"{(first_token_s - arrival) * 1e3:.1f}"
         return JSONResponse(responder.response(prompt_logprobs), headers=headers)
 
     async def _sse(self, responder: Responder, started: list[_Started]) -> AsyncIterator[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from typing import Any
 
 from vllm.entrypoints.openai.completion.protocol import CompletionRequest
@@ -114,7 +115,9 @@ def test_replica_dying_before_the_first_token_is_retried_once_elsewhere():
     assert choice["text"] == "<b:0><b:1><b:2>"  # one answer, from the healthy replica only
     assert headers[RETRIED_FROM_HEADER] == "a" and headers["x-served-by"] == "b"
     assert len(engine.requests) == 2 and engine.streams[0].cancelled
-    assert engine.requests[0] == engine.requests[1]  # same request (id, arrival, SLO)
+    # the same request (id, arrival, SLO), now naming the replica that failed it
+    assert engine.requests[1].avoid == ("a",)
+    assert engine.requests[0] == replace(engine.requests[1], avoid=())
 
 
 def test_retried_stream_has_one_answer_and_one_done():
@@ -166,10 +169,25 @@ def test_a_stream_that_sent_tokens_ends_with_an_explicit_error_and_is_not_retrie
     assert status == 200 and "<a:0>" in text and "a died" in text
     assert '"error"' in text and "[DONE]" not in text
     assert len(engine.requests) == 1
-    status, _, text = complete(Engine([admitted("a"), *tokens("a", 3)[:2], ReplicaDied("x")]),
-                               stream=False)
+
+
+def test_a_whole_answer_cut_after_tokens_is_retried_once():
+    """Not streamed, the client has seen none of the tokens: retried like a request with no
+    token yet, and the answer holds the healthy replica's tokens only."""
+    engine = Engine([admitted("a"), *tokens("a", 3)[:2], ReplicaDied("a died")],
+                    [admitted("b"), *tokens("b", 3)])
+    status, headers, text = complete(engine, stream=False)
+    assert status == 200, text
+    assert json.loads(text)["choices"][0]["text"] == "<b:0><b:1><b:2>"
+    assert headers[RETRIED_FROM_HEADER] == "a" and headers["x-served-by"] == "b"
+    assert len(engine.requests) == 2 and engine.requests[1].avoid == ("a",)
+    # the retry fails as well: an explicit error with the partial output of the retry
+    engine = Engine([admitted("a"), *tokens("a", 3)[:2], ReplicaDied("x")],
+                    [admitted("b"), *tokens("b", 3)[:2], ReplicaDied("y")])
+    status, _, text = complete(engine, stream=False)
     body = json.loads(text)
-    assert status == 500 and body["error"]["partial"]["text"] == "<a:0>"
+    assert status == 500 and body["error"]["partial"]["text"] == "<b:0>", body
+    assert "y" in body["error"]["message"] and len(engine.requests) == 2
 
 
 def test_no_replica_at_all_is_an_explicit_503():
