@@ -11,6 +11,7 @@ measure the same engine as before; pass ``enable_prefix_caching=True`` to turn i
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +63,21 @@ def cpu_engine_args(model: str | Path, **kwargs: Any) -> Any:
     from vllm.engine.arg_utils import AsyncEngineArgs
 
     return AsyncEngineArgs(**cpu_engine_kwargs(model, **kwargs))
+
+
+def in_process_engine(kwargs: dict[str, Any]) -> Any:
+    """A ``vllm.v1.engine.llm_engine.LLMEngine`` whose engine core (and so its scheduler) runs
+    in this process, for code that reaches into the scheduler: ``VLLM_ENABLE_V1_MULTIPROCESSING``
+    is 0 while it is built, then as it was."""
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.v1.engine.llm_engine import LLMEngine
+
+    old = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    try:
+        return LLMEngine.from_engine_args(EngineArgs(**kwargs))
+    finally:
+        if old is None:
+            os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
+        else:
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = old

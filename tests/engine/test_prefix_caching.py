@@ -21,7 +21,7 @@ pytestmark = pytest.mark.vllm
 from slidingserve.engine import SCHEDULER_CLS, additional_config, slo_extra_args  # noqa: E402
 from slidingserve.engine.latency_source import write_roofline_dir  # noqa: E402
 from slidingserve.latency import RooflineConfig  # noqa: E402
-from slidingserve.models import cpu_engine_kwargs, ensure_tiny_model  # noqa: E402
+from slidingserve.models import cpu_engine_kwargs, ensure_tiny_model, in_process_engine  # noqa: E402
 
 KV_BYTES = 12 * 1024 * 1024  # 11 blocks of 128 tokens (+ the null block)
 PREFIX = [10 + (i * 7) % 4000 for i in range(300)]  # two full blocks and part of a third
@@ -66,9 +66,6 @@ class Engine:
 
 @pytest.fixture(scope="module")
 def eng(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    from vllm.engine.arg_utils import EngineArgs
-    from vllm.v1.engine.llm_engine import LLMEngine
-
     root = tmp_path_factory.mktemp("engine")
     model = ensure_tiny_model(Path(os.environ.get("SLIDINGSERVE_DATA_DIR", root)))
     kwargs = cpu_engine_kwargs(
@@ -80,15 +77,7 @@ def eng(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
             model_name="tiny-llama",
         ),
     )
-    old = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
-    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the tests reach into the scheduler
-    try:
-        engine = LLMEngine.from_engine_args(EngineArgs(**kwargs))
-    finally:
-        if old is None:
-            os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
-        else:
-            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = old
+    engine = in_process_engine(kwargs)  # the tests reach into the scheduler
     yield Engine(engine)
     engine.engine_core.shutdown()
 

@@ -23,7 +23,7 @@ from predictor.steptrace import read_steptrace  # noqa: E402
 from slidingserve.engine import SCHEDULER_CLS, additional_config, slo_extra_args  # noqa: E402
 from slidingserve.engine.latency_source import write_roofline_dir  # noqa: E402
 from slidingserve.latency import RooflineConfig  # noqa: E402
-from slidingserve.models import cpu_engine_kwargs, ensure_tiny_model  # noqa: E402
+from slidingserve.models import cpu_engine_kwargs, ensure_tiny_model, in_process_engine  # noqa: E402
 from slidingserve.policy.base import make_policy  # noqa: E402
 
 KV_BYTES = 12 * 1024 * 1024  # 1536 tokens of the tiny model in float32: 11 blocks of 128 + null
@@ -80,9 +80,6 @@ class Harness:
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
-    from vllm.engine.arg_utils import EngineArgs
-    from vllm.v1.engine.llm_engine import LLMEngine
-
     root = tmp_path_factory.mktemp("engine")
     model = ensure_tiny_model(Path(os.environ.get("SLIDINGSERVE_DATA_DIR", root)))
     latency_dir = write_roofline_dir(root / "latency", RooflineConfig(), "v1")
@@ -103,15 +100,7 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
             model_name="tiny-llama",
         ),
     )
-    old = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
-    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the tests reach into the scheduler
-    try:
-        engine = LLMEngine.from_engine_args(EngineArgs(**kwargs))
-    finally:
-        if old is None:
-            os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
-        else:
-            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = old
+    engine = in_process_engine(kwargs)  # the tests reach into the scheduler
     yield Harness(engine, trace, latency_dir)
     engine.engine_core.shutdown()
 
