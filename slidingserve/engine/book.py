@@ -3,7 +3,10 @@
 vLLM rewrites request ids (the frontend appends a suffix), so the adapter never hands them to
 a policy: each request gets the next integer key of this book when it arrives. The book keeps
 one ``RequestView`` per request and refreshes its mutable fields from vLLM's ``Request`` before
-every step (cheap attribute copies, no allocation).
+every step (cheap attribute copies, no allocation). A request does not change while it waits, so
+a waiting request's view, once refreshed as waiting, is reused as is until the request is seen
+running again (a preempted request comes back to the queue from running, so it is read afresh);
+with prefix caching on, every waiting view is refreshed (its cached prefix can grow).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from slidingserve.slo.tiers import TierSet
 class Tracked:
     request: Any  # vllm.v1.request.Request
     view: RequestView
+    settled: bool = False  # the view is current: refreshed as waiting, not run since
 
 
 class RequestBook:
@@ -79,6 +83,10 @@ class RequestBook:
             if tracked is None:
                 continue
             v = tracked.view
+            if tracked.settled and not holds_kv and prefix is None:
+                out.append(v)
+                continue
+            tracked.settled = not holds_kv
             v.num_computed = req.num_computed_tokens
             v.num_generated = req.num_output_tokens
             v.num_preemptions = req.num_preemptions

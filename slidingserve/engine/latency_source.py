@@ -23,6 +23,15 @@ latency (``observe``); the model keeps an exponential moving average of ``log(me
 uncorrected prediction)`` and multiplies every prediction by ``scale = exp(average)``, clipped to
 ``[1 / max_scale, max_scale]``. A new model version starts again from ``scale = 1`` (it was
 trained on recent steps). ``correction_decay = 0`` turns the correction off.
+
+Host time. A request's token comes a little after the forward pass that computed it: the
+scheduler plans the step before the pass and the engine processes its output after it (on the
+CPU engine 0.5-2 ms a step, against steps of 3-20 ms). With the correction on, the model also
+keeps an exponential moving average (same decay) of that host time, measured per step as the
+time from one ``schedule()`` to the next minus the step's forward pass while the engine stays
+busy (``observe_host``), and adds it to every prediction (``latency.StepOverhead``'s rule), so
+that a step sized to a decode's slack ends within it. ``observe`` compares the forward pass
+alone with the prediction less that host time.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ log = logging.getLogger(__name__)
 VERSION_FILE = "VERSION"
 MANIFEST_FILE = "model.json"  # predictor.bundle.MANIFEST
 ROOFLINE_FILE = "roofline.json"
+MAX_HOST_S = 0.1  # host time per step above this is an idle gap, not overhead (clipped)
 
 
 
@@ -78,7 +88,7 @@ class LiveLatencyModel:
 
     def __init__(self, model: LatencyModel, version: str, model_dir: Path | None = None,
                  check_every: int = 16, correction_decay: float = 0.0, max_scale: float = 4.0,
-                 initial_scale: float = 1.0):
+                 initial_scale: float = 1.0, host_s: float = 0.0):
         if check_every <= 0:
             raise ValueError(f"check_every must be > 0 (got {check_every})")
         if not 0.0 <= correction_decay < 1.0:
@@ -95,6 +105,9 @@ class LiveLatencyModel:
             raise ValueError(f"initial_scale must be > 0 (got {initial_scale})")
         self.scale = initial_scale  # online correction factor (measured / predicted, smoothed)
         self._log_scale = math.log(initial_scale)
+        if not 0.0 <= host_s <= MAX_HOST_S:
+            raise ValueError(f"host_s must be in [0, {MAX_HOST_S}] (got {host_s})")
+        self.host_s = host_s  # host time per step added to every prediction (smoothed)
         self.swaps = 0
         self._stamp = self._version_stamp()
 
@@ -109,6 +122,7 @@ class LiveLatencyModel:
 
     def observe(self, predicted_s: float, measured_s: float) -> None:
         """A step predicted (with the current ``scale``) at ``predicted_s`` took ``measured_s``."""
+        predicted_s -= self.host_s  # the forward pass the prediction stands for
         if self.correction_decay <= 0.0 or predicted_s <= 0.0 or measured_s <= 0.0:
             return
         bound = math.log(self.max_scale)
@@ -116,6 +130,13 @@ class LiveLatencyModel:
         d = self.correction_decay
         self._log_scale = d * self._log_scale + (1.0 - d) * min(max(ratio, -bound), bound)
         self.scale = math.exp(self._log_scale)
+
+    def observe_host(self, host_s: float) -> None:
+        """A busy engine spent ``host_s`` of one step's cycle outside the forward pass."""
+        if self.correction_decay <= 0.0 or not host_s >= 0.0:
+            return
+        d = self.correction_decay
+        self.host_s = d * self.host_s + (1.0 - d) * min(host_s, MAX_HOST_S)
 
     def _version_stamp(self) -> tuple[int, int, int] | None:
         if self.model_dir is None:
@@ -152,10 +173,10 @@ class LiveLatencyModel:
 
     # -- LatencyModel ----------------------------------------------------------------------
     def predict(self, shape: BatchShape) -> float:
-        return self.current.predict(shape) * self.scale
+        return self.current.predict(shape) * self.scale + self.host_s
 
     def predict_many(self, shapes: Sequence[BatchShape]) -> np.ndarray:
-        return self.current.predict_many(shapes) * self.scale
+        return self.current.predict_many(shapes) * self.scale + self.host_s
 
     def predict_features(self, X: np.ndarray) -> np.ndarray:
-        return self.current.predict_features(X) * self.scale
+        return self.current.predict_features(X) * self.scale + self.host_s

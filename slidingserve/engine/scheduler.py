@@ -97,6 +97,8 @@ class SlidingServeScheduler(Scheduler):
             cfg.step_trace_keep,
         )
         self._last_output_s = time.time()
+        self._cycle_start_s = self._last_output_s  # when the last schedule() began
+        self._busy_pass_s: float | None = None  # its forward pass, if the engine stayed busy
         # steps run, preemptions the plans asked for, steps cut short by a failed allocation,
         # admissions skipped because the running set was full (max_num_seqs),
         # preemptions the host made because a plan left the engine stuck (see _liveness_plan),
@@ -152,6 +154,7 @@ class SlidingServeScheduler(Scheduler):
     # -- the step --------------------------------------------------------------------------
     def schedule(self, throttle_prefills: bool = False) -> SchedulerOutput:
         started = time.perf_counter()
+        self._observe_cycle()
         self.latency.poll(self.current_step + 1)
         state = self._snapshot()
         t_plan, cpu_plan = time.perf_counter(), time.thread_time()
@@ -178,6 +181,7 @@ class SlidingServeScheduler(Scheduler):
                 "sched_s": time.perf_counter() - started,
                 "predicted_s": plan.predicted_s,
                 "latency_scale": self.latency.scale,
+                "host_s": self.latency.host_s,
                 "num_reqs": len(applied),
                 "num_planned": len(plan.scheduled),
                 "num_running": len(state.running),
@@ -187,6 +191,15 @@ class SlidingServeScheduler(Scheduler):
                 **self.preemptions.take(),
             }, recorded=not first_use)
         return out
+
+    def _observe_cycle(self) -> None:
+        """The host time of the last step: from its ``schedule()`` to this one, less its
+        forward pass, when the engine went straight on to this step (it still held requests)."""
+        wall = time.time()
+        if self._busy_pass_s is not None:
+            self.latency.observe_host(wall - self._cycle_start_s - self._busy_pass_s)
+            self._busy_pass_s = None
+        self._cycle_start_s = wall
 
     def _first_uses(self, scheduled: Any) -> set[str]:
         """The ``WARM_UP_PATHS`` this step runs for the first time in this engine, from its
@@ -423,6 +436,7 @@ class SlidingServeScheduler(Scheduler):
             self.latency.observe(step.predicted_s, step.latency_s)
         outputs = super().update_from_output(scheduler_output, model_runner_output)
         self._last_output_s = time.time()
+        self._busy_pass_s = step.latency_s if step is not None and self.running else None
         if self.book.refused:
             self._finish_refused(outputs)
         if not self.requests:  # idle: make the step trace complete on disk

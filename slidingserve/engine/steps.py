@@ -12,7 +12,8 @@ request counts (``num_reqs`` run, ``num_planned``, ``num_running``/``num_waiting
 ``free_blocks``, ``cut`` (1 when the plan was cut short), ``preempted`` /
 ``preempted_tokens`` (requests preempted since the previous recorded step and the computed
 tokens they discarded, which vLLM recomputes: ``PreemptionTally``), ``latency_scale`` (the
-online correction in use), ``policy`` and ``latency_version``. The file is rewritten atomically
+online correction in use), ``host_s`` (the host time per step added to predictions),
+``policy`` and ``latency_version``. The file is rewritten atomically
 every ``flush_every`` steps, when the engine idles and at shutdown, so serving continuously
 produces training data.
 It holds the most recent ``keep`` steps (a sliding window): a long-running replica's memory and

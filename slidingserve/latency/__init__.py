@@ -18,6 +18,7 @@ from slidingserve.latency.named import (
     latency_model_names,
     load_latency_model,
 )
+from slidingserve.latency.overhead import StepOverhead
 from slidingserve.latency.roofline import RooflineConfig, RooflineModel
 from slidingserve.latency.scaled import ScaledLatency
 
@@ -33,6 +34,7 @@ __all__ = [
     "RooflineConfig",
     "RooflineModel",
     "ScaledLatency",
+    "StepOverhead",
     "describe_latency_model",
     "features_of",
     "features_of_many",

@@ -30,10 +30,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from slidingserve.latency import LatencyModel, RooflineModel
+from slidingserve.latency import LatencyModel, RooflineModel, StepOverhead
 from slidingserve.metrics import RequestRecord
 from slidingserve.policy import Policy, RequestView, make_policy
-from slidingserve.sim.config import SimConfig
+from slidingserve.sim.config import SimConfig, TimingConfig
 from slidingserve.sim.fastforward import fast_forward, fixed_decode_items, is_decode_only_plan
 from slidingserve.sim.fleet import fleet_latencies
 from slidingserve.sim.monitor import ViolationMonitor
@@ -80,7 +80,7 @@ def simulate(
     factory = _policy_factory(policy, policy_config)
     timing = resolve_timing(config.timing)
     latencies = fleet_latencies(config, latency)
-    policies = [factory(lat) for lat in latencies]
+    policies = [_planning_policy(factory, lat, timing) for lat in latencies]
     replicas = [
         Replica(
             i,
@@ -236,6 +236,16 @@ def simulate(
         "timing": timing.label(policies[0].name),
     }
     return SimResult([r.record() for r in reqs], now, stats)
+
+
+def _planning_policy(factory: Callable[[LatencyModel], Policy], latency: LatencyModel,
+                     timing: TimingConfig) -> Policy:
+    """The policy of one replica. Where the timing adds planning time to every step, the
+    policy plans with it (``StepOverhead``), as the engine adapter's policy plans with the
+    host time it measures: a step's tokens come that much after its forward pass."""
+    policy = factory(latency)
+    plan_s = timing.plan_time_s(policy.name)
+    return factory(StepOverhead(latency, plan_s)) if plan_s > 0 else policy
 
 
 def _policy_factory(

@@ -114,3 +114,20 @@ def test_a_new_version_resets_the_correction(tmp_path: Path) -> None:
     write_roofline_dir(d, RooflineConfig(overhead_s=0.5), "b")
     assert live.poll(1)
     assert live.scale == 1.0
+
+
+def test_host_time_is_learned_added_to_predictions_and_kept_out_of_the_scale() -> None:
+    live = LiveLatencyModel(_Constant(0.010), "const", correction_decay=0.9)
+    for _ in range(200):
+        live.observe_host(0.002)
+    assert live.host_s == pytest.approx(0.002, rel=1e-6)
+    assert live.predict(BatchShape(decode_ctx=(10,))) == pytest.approx(0.012)
+    _run_steps(live, 0.010, 50)  # the forward passes run as modelled: the scale stays 1
+    assert live.scale == pytest.approx(1.0)
+    live.observe_host(5.0)  # an idle gap is clipped, not taken as overhead
+    assert live.host_s <= 0.9 * 0.002 + 0.1 * 0.1 + 1e-12
+    off = LiveLatencyModel(_Constant(0.010), "const")
+    off.observe_host(0.002)
+    assert off.host_s == 0.0
+    with pytest.raises(ValueError, match="host_s"):
+        LiveLatencyModel(_Constant(0.010), "const", host_s=-1.0)

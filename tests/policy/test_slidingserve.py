@@ -142,3 +142,22 @@ def test_paced_decodes_far_ahead_sit_out_while_prefill_waits() -> None:
     plan = make_policy("slidingserve", roofline()).schedule(st)
     assert {1, 2} <= {k for k, _ in plan.scheduled}
 
+
+
+def test_a_known_host_time_per_step_shrinks_the_chunk_to_keep_the_slack() -> None:
+    """Planning with the host time each step costs (``StepOverhead``), the step still ends
+    within the tightest decode slack once that time is counted, so its prefill is smaller."""
+    from slidingserve.latency import StepOverhead
+
+    decs = [decoding(i, "interactive", arrival=0.0, prompt=1000, generated=10,
+                     first_token_s=0.55 + 0.01 * i) for i in range(20)]
+    queue = [waiting(200 + i, "standard", arrival=1.0, prompt=3000) for i in range(5)]
+    st = state(running=decs, waiting_=queue, now=1.0)
+    tightest = min(next_due(r) for r in decs) - st.now_s
+    plain = make_policy("slidingserve", roofline()).schedule(st)
+    host = 0.3 * tightest
+    aware = make_policy("slidingserve", StepOverhead(roofline(), host)).schedule(st)
+    assert 0 < aware.stats["prefill_tokens"] < plain.stats["prefill_tokens"]
+    assert aware.predicted_s <= tightest + 1e-12  # the host time included
+    assert aware.predicted_s - host < plain.predicted_s
+    check_plan(st, aware, None)

@@ -280,3 +280,21 @@ def test_plan_time_option_parsing():
     with pytest.raises(ValueError, match="does not exist"):
         timing_from_options("replay", replay=Path("/nonexistent/steps.csv"))
 
+
+
+def test_policies_plan_with_the_planning_time_the_timing_adds():
+    from slidingserve.latency import StepOverhead
+    from slidingserve.sim.simulator import _planning_policy, _policy_factory
+
+    lat = TokenLinear()
+    x = features_of(BatchShape(decode_ctx=(100,)))[None, :]
+    factory = _policy_factory("slidingserve", None)
+    same = _planning_policy(factory, lat, TimingConfig())
+    assert same.latency is lat
+    aware = _planning_policy(factory, lat, TimingConfig(plan_s=0.5, plan_s_by_policy={
+        "slidingserve": 0.002}))
+    assert isinstance(aware.latency, StepOverhead)
+    assert aware.latency.predict_features(x)[0] == pytest.approx(
+        lat.predict_features(x)[0] + 0.002)
+    with pytest.raises(ValueError, match="overhead"):
+        StepOverhead(lat, -0.001)
