@@ -30,6 +30,7 @@ from slidingserve.engine.bench import (
 )
 from slidingserve.engine.knee import search_capacities
 from slidingserve.engine.sim_timing import (
+    held_table,
     measured_noise,
     nearest_key,
     plan_time_s,
@@ -152,7 +153,8 @@ def predict_trials(cfg: BenchConfig, out: Path, results: dict[str, dict[str, Any
             key = str(rate)  # keys are rates (trial_windows orders them)
             fit = trial_step_fits(folder / "steps.csv", {key: summary}, model[0])[key]
         timing = trial_timing(cfg.sim_timing, fit, plan_time_s(
-            summary["scheduler_overhead"], cfg.sim_plan_time, fit), scale)
+            summary["scheduler_overhead"], cfg.sim_plan_time, fit), scale,
+            held_table(fit, cfg.sim_plan_time))
         summary["simulated"] = simulate_trial(cfg, name, rate, tiers, scale, model, timing,
                                               requests_csv(folder, rate, simulated=True))
         summary["simulated"]["measured_noise"] = fit
@@ -180,7 +182,8 @@ async def predict_capacities(cfg: BenchConfig, out: Path, policies: dict[str, An
             fit = noise if cfg.sim_timing != "measured-trial" else \
                 None if key is None else _fits.get(key)
             return trial_timing(cfg.sim_timing, fit,
-                                plan_time_s(overhead, cfg.sim_plan_time, fit), scale)
+                                plan_time_s(overhead, cfg.sim_plan_time, fit), scale,
+                                held_table(fit, cfg.sim_plan_time))
 
         result["simulated"] = await _simulated_capacities(cfg, name, tiers, scale, start_rps,
                                                           rel_tol, max_trials, model, timing_at)
@@ -251,7 +254,8 @@ def predict_variants(out: Path, variants: dict[str, tuple[str, dict[str, Any]]],
     for rate, trial in sorted(trials.items(), key=lambda kv: float(kv[0])):
         fit = fits.get(rate) if cfg.sim_timing == "measured-trial" else noise
         timing = trial_timing(cfg.sim_timing, fit, plan_time_s(
-            trial["scheduler_overhead"], cfg.sim_plan_time, fit), scale)
+            trial["scheduler_overhead"], cfg.sim_plan_time, fit), scale,
+            held_table(fit, cfg.sim_plan_time))
         for label in (timing_of, *variants):
             sim = simulate_trial(cfg, label, float(rate), tiers, scale, model, timing)
             rows.append({"label": label, "policy": cfg.policy_of(label)[0]

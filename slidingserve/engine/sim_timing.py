@@ -139,6 +139,12 @@ def trial_step_fits(path: Path, trials: dict[str, dict[str, Any]], model: Latenc
     ts = np.asarray(trace.extra["timestamp_s"], dtype=float)
     predicted = model.predict_features(trace.X)
     prefill = trace.X[:, F_PREFILL_TOKENS] > 0
+    columns = ("sched_s", "num_running", "num_waiting")
+    sched = held = None
+    if all(c in trace.extra for c in columns):
+        sched = np.asarray(trace.extra["sched_s"], dtype=float)
+        held = np.asarray(trace.extra["num_running"], dtype=float) + \
+            np.asarray(trace.extra["num_waiting"], dtype=float)
     fits: dict[str, dict[str, Any] | None] = {}
     for k, m in trial_windows(trials, ts).items():
         fit = step_fit(trace.latency_s[m], predicted[m], prefill[m]) if m.any() else None
@@ -146,8 +152,37 @@ def trial_step_fits(path: Path, trials: dict[str, dict[str, Any]], model: Latenc
             cycle = cycle_overhead_s(ts[m], trace.latency_s[m])
             if cycle is not None:
                 fit["cycle_s"] = cycle
+            if sched is not None and held is not None:
+                fit["plan_by_held"] = plan_by_held(sched[m], held[m])
         fits[k] = fit
     return fits
+
+
+HELD_BINS = (0, 2, 4, 8, 16, 32, 64, 128)  # requests held by the scheduler when it planned
+MIN_BIN_STEPS = 20  # steps a bin needs for its own mean (else the bin below's)
+
+
+def plan_by_held(sched_s: np.ndarray, held: np.ndarray) -> list[list[float]]:
+    """A trial's mean planning time per step (``sched_s``: all of ``schedule()``) by the
+    requests the scheduler held (running + waiting), as ``[requests, seconds]`` steps over
+    ``HELD_BINS``: a policy's cost grows with its queue, so a burst plans slower than the
+    trial's mean says. A bin with fewer than ``MIN_BIN_STEPS`` steps takes the bin below's
+    figure (the first one: the trial's mean)."""
+    table, value = [], float(np.mean(sched_s)) if len(sched_s) else 0.0
+    for lo, hi in zip(HELD_BINS, (*HELD_BINS[1:], math.inf), strict=True):
+        m = (held >= lo) & (held < hi)
+        if np.count_nonzero(m) >= MIN_BIN_STEPS:
+            value = float(np.mean(sched_s[m]))
+        table.append([lo, value])
+    return table
+
+
+def held_table(fit: dict[str, Any] | None, source: str) -> tuple[tuple[int, float], ...]:
+    """The planning-time table of a trial's fit for ``TimingConfig.plan_s_by_held`` when the
+    planning time is ``sched`` (empty otherwise, or when the trace had no such columns)."""
+    if source != "sched" or fit is None or "plan_by_held" not in fit:
+        return ()
+    return tuple((int(n), round(float(sec), 7)) for n, sec in fit["plan_by_held"])
 
 
 def cycle_overhead_s(timestamps: np.ndarray, latency_s: np.ndarray,
@@ -176,7 +211,8 @@ def plan_time_s(overhead: dict[str, Any] | None, source: str,
 
 
 def trial_timing(kind: str, noise: dict[str, Any] | None, plan_s: float,
-                 planner_scale: float = 1.0) -> TimingConfig:
+                 planner_scale: float = 1.0,
+                 plan_s_by_held: tuple[tuple[int, float], ...] = ()) -> TimingConfig:
     """The simulator's timing for one trial: ``oracle``, or ``measured`` (noise + plan_s), or
     ``measured-trial`` (``noise`` is then the trial's ``step_fit``: its sigma, rho, and its
     ratio over ``planner_scale``, the correction the simulated planner uses)."""
@@ -189,7 +225,7 @@ def trial_timing(kind: str, noise: dict[str, Any] | None, plan_s: float,
                             noise_rho=round(noise["rho"], 3),
                             scale=round(noise["ratio"] / planner_scale, 4),
                             prefill_scale=round(noise["prefill_ratio"] / planner_scale, 4),
-                            plan_s=plan_s)
+                            plan_s=plan_s, plan_s_by_held=plan_s_by_held)
     return TimingConfig(kind="noise", noise_sigma=round(noise["sigma"], 4), plan_s=plan_s)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from slidingserve.latency import LatencyModel
+from slidingserve.latency import LatencyModel, StepOverhead
 from slidingserve.policy import HostLimits, KVState, Policy, SchedulerInput, StepPlan
 from slidingserve.policy.batch import step_features
 from slidingserve.sim.request import SimRequest
@@ -59,11 +59,14 @@ class Replica:
         limits: HostLimits,
         record_token_times: bool = False,
         timing: TimingModel | None = None,
+        overhead: StepOverhead | None = None,
     ):
         self.index = index
         self.policy = policy
         self.latency = latency
         self.timing = timing or OracleTiming(latency)  # the clock: how long a step takes
+        # the policy's model, planning time included (set per step from ``timing.plan_time``)
+        self.overhead = overhead
         self.total_blocks = num_blocks
         self.free_blocks = num_blocks
         self.block_size = block_size
@@ -129,6 +132,8 @@ class Replica:
             self.limits,
         )
         self.policy_calls += 1
+        if self.overhead is not None:  # the planner counts the planning time it will take
+            self.overhead.overhead_s = self.timing.plan_time(len(self.running) + len(self.waiting))
         t0 = time.perf_counter()
         if self.measure_cpu:
             c0 = time.thread_time()
@@ -232,7 +237,7 @@ class Replica:
         # The policies' own feature builder: the oracle times steps exactly as planners predict.
         if duration is None:
             x = step_features([(r.view, n) for r, n in items])
-            duration = self.timing.step_time(x, self.steps)
+            duration = self.timing.step_time(x, self.steps, len(self.running) + len(self.waiting))
         if not duration > 0:
             raise self._error(now, f"timing model gave a non-positive step time {duration}")
         self.busy = True

@@ -80,7 +80,8 @@ def simulate(
     factory = _policy_factory(policy, policy_config)
     timing = resolve_timing(config.timing)
     latencies = fleet_latencies(config, latency)
-    policies = [_planning_policy(factory, lat, timing) for lat in latencies]
+    planners = [_planning_policy(factory, lat, timing) for lat in latencies]
+    policies = [pol for pol, _ in planners]
     replicas = [
         Replica(
             i,
@@ -91,8 +92,9 @@ def simulate(
             config.limits(),
             config.record_token_times,
             make_timing(timing, lat, i, pol.name),
+            overhead,
         )
-        for i, (pol, lat) in enumerate(zip(policies, latencies, strict=True))
+        for i, ((pol, overhead), lat) in enumerate(zip(planners, latencies, strict=True))
     ]
     for rep in replicas:
         rep.measure_cpu = config.measure_policy_cpu
@@ -239,13 +241,17 @@ def simulate(
 
 
 def _planning_policy(factory: Callable[[LatencyModel], Policy], latency: LatencyModel,
-                     timing: TimingConfig) -> Policy:
-    """The policy of one replica. Where the timing adds planning time to every step, the
-    policy plans with it (``StepOverhead``), as the engine adapter's policy plans with the
-    host time it measures: a step's tokens come that much after its forward pass."""
+                     timing: TimingConfig) -> tuple[Policy, StepOverhead | None]:
+    """The policy of one replica, and the ``StepOverhead`` it plans with, if any. Where the
+    timing adds planning time to steps, the policy plans with it, as the engine adapter's
+    policy plans with the host time it measures: a step's tokens come that much after its
+    forward pass (the replica sets the time of each step, ``TimingModel.plan_time``)."""
     policy = factory(latency)
     plan_s = timing.plan_time_s(policy.name)
-    return factory(StepOverhead(latency, plan_s)) if plan_s > 0 else policy
+    if plan_s <= 0:
+        return policy, None
+    overhead = StepOverhead(latency, plan_s)
+    return factory(overhead), overhead
 
 
 def _policy_factory(

@@ -48,6 +48,7 @@ from __future__ import annotations
 import functools
 import math
 from abc import ABC, abstractmethod
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,7 @@ from typing import ClassVar
 import numpy as np
 
 from slidingserve.latency import LatencyModel
-from slidingserve.latency.features import F_PREFILL_TOKENS
+from slidingserve.latency.features import F_DECODE_REQS, F_PREFILL_REQS, F_PREFILL_TOKENS
 from slidingserve.sim.config import TimingConfig
 
 DEFAULT_NOISE_PROFILE = Path(__file__).resolve().parents[2] / "predictor/data/cpu_tiny/steps.csv"
@@ -252,13 +253,24 @@ class TimingModel(ABC):
         self.latency = latency  # the policy's planning model
         self.plan_s = plan_s
         self.scale = self.prefill_scale = 1.0  # execution time x these (``configure``)
+        self._held: list[int] = []  # planning time by requests held (``plan_s_by_held``)
+        self._plan: list[float] = []
 
     def configure(self, config: TimingConfig) -> TimingModel:
-        """Takes ``config``'s scales (every kind's ``from_config`` ends with it)."""
+        """Takes ``config``'s scales and planning-time table (every kind's ``from_config``
+        ends with it)."""
         self.scale = config.scale
         self.prefill_scale = config.scale if config.prefill_scale is None else \
             config.prefill_scale
+        self._held = [n for n, _ in config.plan_s_by_held]
+        self._plan = [sec for _, sec in config.plan_s_by_held]
         return self
+
+    def plan_time(self, held: float) -> float:
+        """Planning time of a step planned with ``held`` requests on the replica."""
+        if not self._held:
+            return self.plan_s
+        return self._plan[bisect_right(self._held, held) - 1]
 
     @classmethod
     def from_config(cls, config: TimingConfig, latency: LatencyModel, replica: int,
@@ -268,16 +280,29 @@ class TimingModel(ABC):
     def _scale_of(self, x: np.ndarray) -> float:
         return self.prefill_scale if x[F_PREFILL_TOKENS] > 0 else self.scale
 
-    def step_time(self, x: np.ndarray, step: int) -> float:
-        return self.run_time(x, step) * self._scale_of(x) + self.plan_s
+    def step_time(self, x: np.ndarray, step: int, held: int | None = None) -> float:
+        """``held``: the requests the replica held when it planned the step (default: those
+        the step runs, as in a decode-only run with nothing waiting)."""
+        if self._held:
+            plan = self.plan_time(x[F_DECODE_REQS] + x[F_PREFILL_REQS] if held is None else held)
+        else:
+            plan = self.plan_s
+        return self.run_time(x, step) * self._scale_of(x) + plan
 
     def step_times(self, X: np.ndarray, first_step: int) -> list[float]:
+        """Consecutive decode-only steps with nothing waiting (fast-forward): each step's
+        planner held the requests it runs."""
         times = self.run_times(X, first_step)
-        p = self.plan_s
+        if self._held:
+            plans = [self.plan_time(n) for n in (X[:, F_DECODE_REQS] + X[:, F_PREFILL_REQS])]
+        else:
+            plans = [self.plan_s] * len(times)
         if self.scale != 1.0 or self.prefill_scale != 1.0:
             k = np.where(X[:, F_PREFILL_TOKENS] > 0, self.prefill_scale, self.scale).tolist()
-            return [t * s + p for t, s in zip(times, k, strict=True)]
-        return [t + p for t in times] if p else times
+            return [t * s + p for t, s, p in zip(times, k, plans, strict=True)]
+        if not self._held and not self.plan_s:
+            return times
+        return [t + p for t, p in zip(times, plans, strict=True)]
 
     @abstractmethod
     def run_time(self, x: np.ndarray, step: int) -> float:

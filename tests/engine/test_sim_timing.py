@@ -10,8 +10,11 @@ import pytest
 
 from predictor.steptrace import Provenance, StepTrace, write_steptrace
 from slidingserve.engine.sim_timing import (
+    MIN_BIN_STEPS,
+    held_table,
     measured_noise,
     nearest_key,
+    plan_by_held,
     plan_time_s,
     step_fit,
     trial_step_fits,
@@ -189,3 +192,25 @@ def test_cycle_overhead_is_the_busy_engine_time_outside_the_model() -> None:
     from slidingserve.engine.bench import BenchConfig
     with pytest.raises(ValueError, match="cycle"):
         BenchConfig(sim_timing="measured", sim_plan_time="cycle")
+
+
+def test_planning_time_by_requests_held_from_a_trace(tmp_path: Path) -> None:
+    """Planning time grows with the queue: each bin of requests held gets its own mean; a bin
+    with too few steps takes the one below's; the table reaches the simulator's timing."""
+    n = 3 * MIN_BIN_STEPS
+    held = np.array([1] * n + [20] * n + [100] * 3, dtype=float)
+    sched = np.array([0.0002] * n + [0.0015] * n + [0.009] * 3)
+    table = plan_by_held(sched, held)
+    assert table[0] == [0, pytest.approx(0.0002)]
+    assert dict((lo, v) for lo, v in table)[16] == pytest.approx(0.0015)
+    assert table[-1] == [128, pytest.approx(0.0015)]  # 3 steps at 100 held: too few
+    X = np.array([features_of(BatchShape((), (10,)))] * len(held))
+    trace = StepTrace.from_arrays(X, np.full(len(held), 0.01), Provenance("e", "m", "h", "v"), {
+        "timestamp_s": np.arange(len(held), dtype=float), "sched_s": sched,
+        "num_running": held, "num_waiting": np.zeros(len(held))})
+    path = write_steptrace(trace, tmp_path / "steps.csv")
+    fit = trial_step_fits(path, {"5.0": {"window_s": [0, len(held)]}}, Flat())["5.0"]
+    assert fit is not None and fit["plan_by_held"] == table
+    timing = trial_timing("measured-trial", fit, 0.001, 1.0, held_table(fit, "sched"))
+    assert timing.plan_s_by_held[0] == (0, pytest.approx(0.0002))
+    assert held_table(fit, "plan") == () and held_table(None, "sched") == ()

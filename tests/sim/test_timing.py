@@ -289,12 +289,32 @@ def test_policies_plan_with_the_planning_time_the_timing_adds():
     lat = TokenLinear()
     x = features_of(BatchShape(decode_ctx=(100,)))[None, :]
     factory = _policy_factory("slidingserve", None)
-    same = _planning_policy(factory, lat, TimingConfig())
-    assert same.latency is lat
-    aware = _planning_policy(factory, lat, TimingConfig(plan_s=0.5, plan_s_by_policy={
+    same, none = _planning_policy(factory, lat, TimingConfig())
+    assert same.latency is lat and none is None
+    aware, overhead = _planning_policy(factory, lat, TimingConfig(plan_s=0.5, plan_s_by_policy={
         "slidingserve": 0.002}))
+    assert aware.latency is overhead
     assert isinstance(aware.latency, StepOverhead)
     assert aware.latency.predict_features(x)[0] == pytest.approx(
         lat.predict_features(x)[0] + 0.002)
     with pytest.raises(ValueError, match="overhead"):
         StepOverhead(lat, -0.001)
+
+
+def test_planning_time_by_requests_held():
+    """With ``plan_s_by_held`` a step's planning time follows the requests the replica held
+    when it planned it; fast-forwarded decode runs time their steps exactly as stepping."""
+    cfg = TimingConfig(plan_s_by_held=((0, 0.001), (4, 0.003)))
+    t = make_timing(cfg, TokenLinear(), 0, "vllm-fcfs")
+    x = features_of(BatchShape(decode_ctx=(100, 100)))
+    assert t.plan_time(0) == 0.001 and t.plan_time(3) == 0.001 and t.plan_time(50) == 0.003
+    run = TokenLinear().predict_features(x[None, :])[0]
+    assert t.step_time(x, 0) == pytest.approx(run + 0.001)  # default: the 2 requests it runs
+    assert t.step_time(x, 0, held=9) == pytest.approx(run + 0.003)
+    X = np.stack([features_of(BatchShape(decode_ctx=(100,) * k)) for k in (5, 4, 3)])
+    assert t.step_times(X, 0) == [t.step_time(row, 0) for row in X]
+    assert cfg.label() == "oracle +plan 1-3ms by queue"
+    assert _records(_run(cfg, fast_forward=True)) == _records(_run(cfg, fast_forward=False))
+    for bad in (((1, 0.001),), ((0, 0.001), (0, 0.002)), ((0, -1.0),)):
+        with pytest.raises(ValidationError, match="plan"):
+            TimingConfig(plan_s_by_held=bad)
