@@ -9,6 +9,11 @@ at the step's end advance ``num_computed``; a request whose computed tokens reac
 tokens emits one output token, and finishes after its last one (``policy.forget``). Per-step
 work is O(requests in the step), plus O(waiting) on steps that admit or preempt.
 
+A replica may run a pending decode run (``DecodeRun``, ``slidingserve/sim/fastforward.py``)
+instead of a step: its steps advance in O(1) each and are applied to the requests only when
+the run is settled; ``load`` and ``outstanding`` read the run meanwhile, and ``enqueue`` and
+``fail`` settle it first.
+
 A step lasts what the replica's ``TimingModel`` says (``slidingserve/sim/timing.py``): by
 default the policy's own prediction (the oracle); with measured noise, replayed step times
 and the policy's planning time the simulator's clock parts from the policy's planning model.
@@ -18,12 +23,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from slidingserve.latency import LatencyModel, StepOverhead
 from slidingserve.policy import HostLimits, KVState, Policy, SchedulerInput, StepPlan
 from slidingserve.policy.batch import step_features
 from slidingserve.sim.request import SimRequest
 from slidingserve.sim.timing import OracleTiming, TimingModel
+
+if TYPE_CHECKING:
+    from slidingserve.sim.fastforward import DecodeRun
 
 _EPS = 1e-9
 Items = list[tuple[SimRequest, int]]
@@ -81,6 +90,8 @@ class Replica:
         self._load: tuple[int, ReplicaLoad] | None = None
         self.step_items: Items = []
         self.step_end_s = 0.0
+        self.run: DecodeRun | None = None  # a pending decode run, in place of a step
+        self.fast_forwarded = 0  # steps applied by settling decode runs
         self.policy_calls = 0
         self.policy_s = 0.0  # wall time spent inside policy.schedule
         # CPU time (thread_time) spent inside policy.schedule, when ``measure_cpu``: reading a
@@ -94,6 +105,8 @@ class Replica:
     # -- queries ---------------------------------------------------------------------------------
     @property
     def outstanding(self) -> int:
+        if self.run is not None:
+            return self.run.outstanding()
         return len(self.running) + len(self.waiting)
 
     def queued_prefill_tokens(self) -> int:
@@ -105,19 +118,23 @@ class Replica:
         """The router's snapshot of this replica (cached until the replica changes)."""
         if self._load is not None and self._load[0] == self.version:
             return self._load[1]
-        ctx = [v.num_computed + 1 for v in self.running]
-        load = ReplicaLoad(
-            len(self.running),
-            len(self.waiting),
-            sum(ctx),
-            max(ctx, default=0),
-            self.queued_prefill_tokens(),
-        )
+        if self.run is not None:
+            load = self.run.load()
+        else:
+            ctx = [v.num_computed + 1 for v in self.running]
+            load = ReplicaLoad(
+                len(self.running),
+                len(self.waiting),
+                sum(ctx),
+                max(ctx, default=0),
+                self.queued_prefill_tokens(),
+            )
         self._load = (self.version, load)
         return load
 
     # -- commands --------------------------------------------------------------------------------
     def enqueue(self, req: SimRequest) -> None:
+        self.settle_run()  # nothing joins a decode run
         req.replica = self.index
         self.requests[req.view.key] = req
         self.waiting.append(req.view)
@@ -277,6 +294,39 @@ class Replica:
         self.step_items = []
         return finished
 
+    def begin_run(self, run: DecodeRun) -> float:
+        """Run ``run`` (pending) in place of a step; returns the end of its first step."""
+        self.run = run
+        self.busy = True
+        self.version += 1
+        self.step_end_s = run.end(0)
+        return self.step_end_s
+
+    def next_run_step(self) -> float | None:
+        """The pending run's step in flight ended: start its next step and return that step's
+        end; after its last step, apply the whole run, leave the replica idle, return None."""
+        run = self.run
+        assert run is not None
+        self.version += 1
+        if run.step + 1 < run.steps:
+            run.step += 1
+            self.step_end_s = run.end(run.step)
+            return self.step_end_s
+        self.run = None
+        run.apply(self, run.steps)
+        self.busy = False
+        return None
+
+    def settle_run(self) -> None:
+        """Apply a pending run's finished steps; its step in flight becomes a normal step (it
+        ends when the run's would). Nothing to do without a pending run."""
+        run = self.run
+        if run is None:
+            return
+        self.run = None
+        j = run.step
+        self.launch(run.apply(self, j), run.starts[j], run.durations[j])
+
     def retire(self, r: SimRequest) -> None:
         """``r`` emitted its last token: free its blocks, drop it, tell the policy."""
         v = r.view
@@ -293,6 +343,7 @@ class Replica:
         the host routes them again, as new) and the others (marked ``lost``: they count as
         violations; the tokens they ran stay counted, here and on the request).
         """
+        self.settle_run()  # the tokens of its finished steps stay counted
         unstarted: list[SimRequest] = []
         lost: list[SimRequest] = []
         for r in self.requests.values():

@@ -34,7 +34,7 @@ from slidingserve.latency import LatencyModel, RooflineModel, StepOverhead
 from slidingserve.metrics import RequestRecord
 from slidingserve.policy import Policy, RequestView, make_policy
 from slidingserve.sim.config import SimConfig, TimingConfig
-from slidingserve.sim.fastforward import fast_forward, fixed_decode_items, is_decode_only_plan
+from slidingserve.sim.fastforward import fixed_decode_items, is_decode_only_plan, start_decode_run
 from slidingserve.sim.fleet import fleet_latencies
 from slidingserve.sim.monitor import ViolationMonitor
 from slidingserve.sim.replica import Replica
@@ -117,7 +117,6 @@ def simulate(
     heap: list[tuple[float, int, int]] = []
     seq = 0
     n_arrived = 0
-    fast_forwarded = 0
     skipped_plans = 0
     now = 0.0
     n = len(reqs)
@@ -126,8 +125,13 @@ def simulate(
         config.skip_fixed_plans, config.fast_forward, config.fast_forward_max_steps
     )
 
+    def push(rep: Replica, end: float) -> None:
+        nonlocal seq
+        heapq.heappush(heap, (end, seq, rep.index))
+        seq += 1
+
     def start(rep: Replica, t: float) -> None:
-        nonlocal seq, fast_forwarded, skipped_plans
+        nonlocal skipped_plans
         if not rep.running and not rep.waiting:
             return
         skip = skip_fixed and rep.policy.fixed_decode_steps
@@ -147,15 +151,8 @@ def simulate(
                     return  # idle until something arrives for it
                 # A preempt-only plan: ask again (terminates: each round shrinks the running set).
             decode_only = ff_on and is_decode_only_plan(rep, plan, items)
-        duration = None
-        if ff_on and decode_only:
-            nxt = arrivals[n_arrived] if n_arrived < n else horizon
-            nxt = nxt if nxt < t_fail else t_fail  # no collapsed step may outlive a failure
-            t, items, skipped, duration = fast_forward(rep, items, t, nxt, ff_max)
-            fast_forwarded += skipped
-        end = rep.launch(items, t, duration)
-        heapq.heappush(heap, (end, seq, rep.index))
-        seq += 1
+        run = start_decode_run(rep, items, t, ff_max) if ff_on and decode_only else None
+        push(rep, rep.begin_run(run) if run is not None else rep.launch(items, t))
 
     while True:
         t_arr = arrivals[n_arrived] if n_arrived < n else math.inf
@@ -166,6 +163,8 @@ def simulate(
         now = t_next
         if monitor is not None and now >= next_check:
             next_check = now + monitor_every_s
+            for rep in replicas:
+                rep.settle_run()  # the monitor reads the requests
             if monitor.should_stop(now):
                 stopped_by_monitor = True
                 break
@@ -201,9 +200,15 @@ def simulate(
             rep = replicas[idx]
             if not rep.alive:
                 continue  # the step of a replica that failed meanwhile never ends
-            rep.complete(now)
+            if rep.run is None:
+                rep.complete(now)
+            elif (end := rep.next_run_step()) is not None:
+                push(rep, end)  # a decode run goes on: nothing to plan
+                continue
             start(rep, now)
 
+    for rep in replicas:
+        rep.settle_run()  # a run cut by the horizon or the monitor: its finished steps
     stopped_early = any(not r.finished and not r.lost for r in reqs)
     if stopped_early and horizon == math.inf and not stopped_by_monitor:
         stuck = [rep for rep in replicas if rep.outstanding]
@@ -227,7 +232,7 @@ def simulate(
         "policy_cpu_s": (
             sum(rep.policy_cpu_s for rep in replicas) if config.measure_policy_cpu else None
         ),
-        "fast_forwarded_steps": fast_forwarded,
+        "fast_forwarded_steps": sum(rep.fast_forwarded for rep in replicas),
         "skipped_plans": skipped_plans,
         "tokens_run": sum(rep.tokens_run for rep in replicas),
         "preemptions": sum(rep.preemptions for rep in replicas),
