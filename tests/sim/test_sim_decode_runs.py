@@ -8,7 +8,7 @@ import copy
 from collections.abc import Sequence
 
 import pytest
-from sim_factories import small_workload, tiers
+from sim_factories import small_workload, specs_of, tiers
 
 from slidingserve.sim import SimConfig, ViolationMonitor, simulate
 from slidingserve.sim import simulator as simulator_module
@@ -68,23 +68,31 @@ def test_noisy_timing_on_a_fleet_matches_stepping():
     _assert_identical(*_both(specs, "slidingserve", cfg))
 
 
-def test_kv_short_runs_stop_where_blocks_run_out_and_match_stepping():
+@pytest.mark.parametrize("policy", ["slidingserve", "vllm-fcfs"])
+def test_kv_short_runs_stop_where_blocks_run_out_and_match_stepping(policy):
     # Few blocks: a run is cut to the steps whose blocks fit, then the replica plans again.
     specs = small_workload(80, rate=20.0, seed=14)
     cfg = SimConfig(replicas=2, router="least-work", record_token_times=True, num_blocks=150)
-    _assert_identical(*_both(specs, "slidingserve", cfg))
+    _assert_identical(*_both(specs, policy, cfg))
+    # 24 blocks of 16 tokens for 12 requests decoding at once: decodes outgrow the KV cache
+    # with nothing arriving, and stepping preempts where the run must stop.
+    specs = specs_of([(0.001 * i, 120 + 7 * i, 40 + i, "standard") for i in range(12)])
+    fast, slow = _both(specs, policy, SimConfig(record_token_times=True, num_blocks=24))
+    _assert_identical(fast, slow)
+    assert fast.stats["preemptions"] == slow.stats["preemptions"] > 0
 
 
 def test_monitor_and_drain_horizon_settle_runs_as_stepping_would():
     specs = small_workload(120, rate=25.0, seed=15)
     cfg = SimConfig(replicas=3, router="slack", record_token_times=True, drain_s=0.4)
 
-    def monitored():
-        return ViolationMonitor(range(60, 90), tiers(), max_violations=1000)
+    def monitored():  # stops once the first 40 requests finished, others still decoding
+        return ViolationMonitor(range(40), tiers(), max_violations=1000)
 
-    fast = simulate(specs, tiers(), "slidingserve", cfg, monitor=monitored(), monitor_every_s=0.7)
+    fast = simulate(specs, tiers(), "slidingserve", cfg, monitor=monitored(), monitor_every_s=0.3)
     slow = simulate(specs, tiers(), "slidingserve", cfg.model_copy(update=STEPWISE),
-                    monitor=monitored(), monitor_every_s=0.7)
+                    monitor=monitored(), monitor_every_s=0.3)
+    assert fast.stats["stopped_early"]
     _assert_identical(fast, slow)
     horizon = simulate(specs, tiers(), "slidingserve", cfg)
     horizon_slow = simulate(specs, tiers(), "slidingserve", cfg.model_copy(update=STEPWISE))
