@@ -313,13 +313,18 @@ class EngineHost:
     # ---- requests -----------------------------------------------------------------------
     def admit(self, req: GenerateRequest) -> Admitted | Rejected:
         """Admit, downgrade or refuse ``req`` by its predicted TTFT on this replica, and refuse
-        it when its tier's share of the replica is full (the lowest tier first)."""
+        it when its tier's share of the replica is full (the lowest tier first). A resend
+        (admitted elsewhere, whose replica failed before its first token) is admitted at its
+        own tier: the service accepted it once, and refusing it now would turn a replica's
+        failure into an error the client never caused."""
         adm = self.cfg.admission
         load = self.load()
         # a request that arrived while the engine started waited for start-up, not for load
         waited = 0.0 if req.arrival_s < self.ready_s else max(time.time() - req.arrival_s, 0.0)
         predicted = waited + load.predicted_ttft_s(req.slo.priority, req.prefill_tokens)
         target = req.slo.ttft_s * adm.margin
+        if req.is_resend:
+            return Admitted(self.replica, req.slo, None, predicted)
         if adm.enabled and load.is_full_for(req.slo.priority):
             retry = max(adm.min_retry_after_s, int(predicted + 0.999))
             limit = self.hold_limits[req.slo.priority]

@@ -25,6 +25,12 @@ class GenerateRequest:
     avoid: tuple[str, ...] = ()
 
     @property
+    def is_resend(self) -> bool:
+        """A resend of a request that a replica admitted and then failed before its first
+        token: the service has accepted it, so no replica refuses it for load."""
+        return bool(self.avoid)
+
+    @property
     def prompt_len(self) -> int:
         return len(self.prompt_token_ids)
 

@@ -131,6 +131,26 @@ def test_a_full_replica_refuses_the_lowest_tier_first(tiers):
     assert load.is_full_for(2) and load.is_full_for(1) and not load.is_full_for(0)
 
 
+def test_a_resend_after_a_replica_failure_is_never_refused(tiers):
+    """The service accepted it once; its replica died before the first token. The survivor
+    takes it even when full for its tier or too slow for its TTFT."""
+    from dataclasses import replace
+
+    h = host(tiers)
+    hold(h, 32)
+    fresh = request(tiers, "batch", prompt_len=10)
+    assert isinstance(h.admit(fresh), Rejected)
+    resend = replace(fresh, avoid=("dead-replica",))
+    decision = h.admit(resend)
+    assert isinstance(decision, Admitted) and decision.slo.tier == "batch"
+    assert decision.downgraded_from is None
+    slow = host(tiers)
+    slow.costs.s_per_prefill_token = 0.01  # 10 s predicted against interactive's 6 s
+    late = request(tiers)
+    assert isinstance(slow.admit(late), Rejected)
+    assert isinstance(slow.admit(replace(late, avoid=("dead-replica",))), Admitted)
+
+
 def test_share_one_turns_tier_shedding_off(tiers):
     h = host(tiers, lowest_tier_share=1.0)
     hold(h, 40)
