@@ -44,6 +44,7 @@ from slidingserve.engine.config import (
 )
 from slidingserve.engine.knee import search_capacities, sweep_capacities
 from slidingserve.engine.progress import TrialProgress
+from slidingserve.engine.sim_timing import PER_TRIAL
 from slidingserve.engine.slo import slo_extra_args
 from slidingserve.metrics.records import RequestRecord, write_records_csv
 from slidingserve.metrics.summary import summarize, worst_tier_violation_rate
@@ -120,17 +121,19 @@ class BenchConfig(BaseModel):
     # The simulator's step timing in its predictions (sim_timing.py): "measured" = this run's
     # step-time noise plus each trial's planning time per step (``sim_plan_time`` column);
     # "measured-trial" = each trial's own step-time ratio, noise and its correlation, plus
-    # its planning time.
-    sim_timing: Literal["oracle", "measured", "measured-trial"] = "measured-trial"
+    # its planning time; "measured-workload" = the same for each workload of a trial apart.
+    sim_timing: Literal["oracle", "measured", "measured-trial", "measured-workload"] = \
+        "measured-workload"
     sim_plan_time: Literal["sched", "plan", "plan-cpu", "none", "cycle"] = "sched"
     # with noisy timing, each prediction is the mean over this many draws of the noise
     sim_noise_draws: int = Field(default=4, ge=1, le=64)
 
     @model_validator(mode="after")
     def _check_cycle(self) -> BenchConfig:
-        if self.sim_plan_time == "cycle" and self.sim_timing != "measured-trial":
+        if self.sim_plan_time == "cycle" and self.sim_timing not in PER_TRIAL:
             raise ValueError("sim_plan_time 'cycle' is measured per trial: it needs "
-                             f"sim_timing 'measured-trial' (got {self.sim_timing!r})")
+                             "sim_timing 'measured-trial' or 'measured-workload' (got "
+                             f"{self.sim_timing!r})")
         return self
 
     def trial_seeds(self) -> tuple[int, ...]:
@@ -377,11 +380,14 @@ async def run_trial(bench: EngineBench, cfg: BenchConfig, rate: float, tiers: Ti
     wall0 = time.time()
     records: list[RequestRecord] = []
     per_seed: dict[str, float] = {}
+    windows: dict[str, list[float]] = {}
     seeded: list[tuple[int, list[RequestRecord]]] = []
     for seed in cfg.trial_seeds():
         if progress is not None:
             progress.started(bench.scheduler, rate, seed)
+        t0 = time.time()
         got = await bench.trial(scaled_workload(cfg, rate, tiers, seed), tiers)
+        windows[str(seed)] = [t0, time.time()]
         per_seed[str(seed)] = summarize(got, tiers)["overall"]["slo_attainment"]
         if progress is not None:
             progress.finished(bench.scheduler, rate, seed, per_seed[str(seed)])
@@ -398,6 +404,7 @@ async def run_trial(bench: EngineBench, cfg: BenchConfig, rate: float, tiers: Ti
         "tiers_used": tiers.to_dict(),
         "scheduler_overhead": bench.overhead(wall0),
         "window_s": [wall0, time.time()],  # wall clock: the trial's rows of the step trace
+        "seed_windows_s": windows,  # and each workload's
         "config": json.loads(cfg.model_dump_json()),
     })
     return summary

@@ -154,15 +154,17 @@ def bench_engine(
     max_num_batched_tokens: int = typer.Option(512, help="Engine token budget per step."),
     variant: list[str] | None = typer.Option(None, help="LABEL=POLICY:{json overrides}, a "
                                              "named policy variant usable in --scheduler."),
-    sim_timing: str = typer.Option("measured-trial", help="The simulator's step timing in its "
-                                   "predictions: measured (this run's step-time noise and "
-                                   "planning time), measured-trial (each trial's own step-time "
-                                   "ratio, noise, noise correlation and planning time) or "
-                                   "oracle (the latency model's)."),
-    sim_plan_time: str = typer.Option("sched", help="With --sim-timing measured(-trial), the "
+    sim_timing: str = typer.Option("measured-workload", help="The simulator's step timing "
+                                   "in its predictions: measured (this run's step-time noise "
+                                   "and planning time), measured-trial (each trial's own "
+                                   "step-time ratio, noise, noise correlation and planning "
+                                   "time), measured-workload (the same for each workload of a "
+                                   "trial) or oracle (the latency model's)."),
+    sim_plan_time: str = typer.Option("sched", help="With --sim-timing measured*, the "
                                       "planning time per step: sched (all of schedule(), "
                                       "wall), plan, plan-cpu, none, or cycle (measured-trial "
-                                      "only: everything per step outside the model)."),
+                                      "or -workload only: everything per step outside the "
+                                      "model)."),
     repredict: bool = typer.Option(False, "--repredict", help="Run no engine: recompute the "
                                    "simulator's predictions of the finished --find-capacity "
                                    "run in --out with --sim-timing / --sim-plan-time; "
@@ -177,9 +179,9 @@ def bench_engine(
     from slidingserve.engine.progress import TrialProgress
 
     if repredict:
-        if sim_timing not in ("oracle", "measured", "measured-trial"):
-            raise ValueError(f"--sim-timing: {sim_timing!r} is not oracle, measured or "
-                             "measured-trial")
+        if sim_timing not in ("oracle", "measured", "measured-trial", "measured-workload"):
+            raise ValueError(f"--sim-timing: {sim_timing!r} is not oracle, measured, "
+                             "measured-trial or measured-workload")
         if sim_plan_time not in ("sched", "plan", "plan-cpu", "none", "cycle"):
             raise ValueError(f"--sim-plan-time: {sim_plan_time!r} is not sched, plan, "
                              "plan-cpu, none or cycle")

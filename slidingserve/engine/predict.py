@@ -11,7 +11,7 @@ predictions of a finished run without any engine.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +30,12 @@ from slidingserve.engine.bench import (
 )
 from slidingserve.engine.knee import search_capacities
 from slidingserve.engine.sim_timing import (
-    held_table,
+    PER_TRIAL,
+    Timing,
+    fitted_timing,
     measured_noise,
     nearest_key,
-    plan_time_s,
     trial_step_fits,
-    trial_timing,
 )
 from slidingserve.latency import LatencyModel
 from slidingserve.metrics.records import RequestRecord, write_records_csv
@@ -69,13 +69,14 @@ def sim_latency_model(cfg: BenchConfig) -> tuple[LatencyModel, str] | None:
 
 def simulate_trial(cfg: BenchConfig, scheduler: str, rate: float, tiers: TierSet,
                    scale: float = 1.0, model: tuple[LatencyModel, str] | None = None,
-                   timing: TimingConfig | None = None,
+                   timing: Timing | None = None,
                    records_path: Path | None = None) -> dict[str, Any]:
     """The simulator's prediction of the same trial: the same workloads (one per trial seed,
     requests pooled), SLOs and limits, and the engine's latency model ``model`` (default:
     ``sim_latency_model(cfg)``; the predictor trained on this engine's profiled steps) times
     ``scale``, the correction the adapter measured while serving (``serving_scale``); steps
-    timed by ``timing`` (default: that model, the oracle), its seed the workload's. With
+    timed by ``timing`` (default: that model, the oracle; a mapping: each workload seed's
+    own timing, ``sim_timing.fitted_timing``), its seed the workload's. With
     noise timing the figures are the mean over ``cfg.sim_noise_draws`` draws of the noise
     (near a knee one draw's attainment moved by 10 points): the expected outcome, not one
     sample of it. ``records_path``: write the per-request records of the first draw there
@@ -97,8 +98,9 @@ def simulate_trial(cfg: BenchConfig, scheduler: str, rate: float, tiers: TierSet
     )
     policy, overrides = (SIM_POLICY[scheduler], {}) if scheduler in SIM_POLICY else \
         cfg.policy_of(scheduler)
-    timing = timing or TimingConfig()
-    draws = cfg.sim_noise_draws if timing.kind == "noise" else 1
+    by_seed = dict(timing) if isinstance(timing, Mapping) else \
+        {seed: timing or TimingConfig() for seed in cfg.trial_seeds()}
+    draws = cfg.sim_noise_draws if any(t.kind == "noise" for t in by_seed.values()) else 1
     summaries = []
     for draw in range(draws):
         records: list[RequestRecord] = []
@@ -106,8 +108,9 @@ def simulate_trial(cfg: BenchConfig, scheduler: str, rate: float, tiers: TierSet
         for seed in cfg.trial_seeds():
             specs = scaled_workload(cfg, rate, tiers, seed)
             noise_seed = seed + NOISE_SEED_STRIDE * draw  # draw 0: the workload's seed
+            own = by_seed.get(seed, TimingConfig())
             seeded = sim_cfg.model_copy(
-                update={"timing": timing.model_copy(update={"seed": noise_seed})})
+                update={"timing": own.model_copy(update={"seed": noise_seed})})
             got = simulate(specs, tiers, policy, seeded, latency, policy_config=overrides).records
             records += got
             per_seed.append((seed, list(got)))
@@ -119,8 +122,9 @@ def simulate_trial(cfg: BenchConfig, scheduler: str, rate: float, tiers: TierSet
         "policy": policy,
         "latency_model": version,
         "latency_scale": scale,
-        "timing": timing.label(),
-        "timing_config": timing.model_dump(mode="json"),
+        "timing": " | ".join(sorted({t.label() for t in by_seed.values()})),
+        "timing_config": by_seed[next(iter(by_seed))].model_dump(mode="json")
+        if len(by_seed) == 1 else {str(s): t.model_dump(mode="json") for s, t in by_seed.items()},
         "noise_draws": draws,
         "slo_attainment": _mean(s["overall"]["slo_attainment"] for s in summaries),
         "tiers": {t: _mean(s["tiers"][t]["slo_attainment"] for s in summaries)
@@ -149,12 +153,12 @@ def predict_trials(cfg: BenchConfig, out: Path, results: dict[str, dict[str, Any
         folder = out / name if len(results) > 1 else out
         tiers = tiers_from_dict(summary["tiers_used"], source="bench summary")
         fit = noise
-        if cfg.sim_timing == "measured-trial" and model is not None:
+        if cfg.sim_timing in PER_TRIAL and model is not None:
             key = str(rate)  # keys are rates (trial_windows orders them)
-            fit = trial_step_fits(folder / "steps.csv", {key: summary}, model[0])[key]
-        timing = trial_timing(cfg.sim_timing, fit, plan_time_s(
-            summary["scheduler_overhead"], cfg.sim_plan_time, fit), scale,
-            held_table(fit, cfg.sim_plan_time))
+            fit = trial_step_fits(folder / "steps.csv", {key: summary}, model[0],
+                                  by_workload=cfg.sim_timing == "measured-workload")[key]
+        timing = fitted_timing(cfg.sim_timing, fit, summary["scheduler_overhead"],
+                               cfg.sim_plan_time, scale)
         summary["simulated"] = simulate_trial(cfg, name, rate, tiers, scale, model, timing,
                                               requests_csv(folder, rate, simulated=True))
         summary["simulated"]["measured_noise"] = fit
@@ -171,19 +175,18 @@ async def predict_capacities(cfg: BenchConfig, out: Path, policies: dict[str, An
     noise = measured_noise(out, model[0]) if model is not None else None
     for name, result in policies.items():
         fits: dict[str, Any] = {}
-        if cfg.sim_timing == "measured-trial" and model is not None:
-            fits = trial_step_fits(out / name / "steps.csv", result["trials"], model[0])
+        if cfg.sim_timing in PER_TRIAL and model is not None:
+            fits = trial_step_fits(out / name / "steps.csv", result["trials"], model[0],
+                                   by_workload=cfg.sim_timing == "measured-workload")
 
         def timing_at(rate: float, _trials: dict[str, Any] = result["trials"],
-                      _fits: dict[str, Any] = fits) -> TimingConfig:
+                      _fits: dict[str, Any] = fits) -> Timing:
             # the measured trial nearest in rate stands for rates the engine did not run
             key = nearest_key(_trials, rate)
             overhead = None if key is None else _trials[key]["scheduler_overhead"]
-            fit = noise if cfg.sim_timing != "measured-trial" else \
+            fit = noise if cfg.sim_timing not in PER_TRIAL else \
                 None if key is None else _fits.get(key)
-            return trial_timing(cfg.sim_timing, fit,
-                                plan_time_s(overhead, cfg.sim_plan_time, fit), scale,
-                                held_table(fit, cfg.sim_plan_time))
+            return fitted_timing(cfg.sim_timing, fit, overhead, cfg.sim_plan_time, scale)
 
         result["simulated"] = await _simulated_capacities(cfg, name, tiers, scale, start_rps,
                                                           rel_tol, max_trials, model, timing_at)
@@ -247,15 +250,15 @@ def predict_variants(out: Path, variants: dict[str, tuple[str, dict[str, Any]]],
         raise ValueError("no latency model for the simulator (see --latency-model)")
     trials = data["policies"][timing_of]["trials"]
     fits: dict[str, Any] = {}
-    if cfg.sim_timing == "measured-trial":
-        fits = trial_step_fits(out / timing_of / "steps.csv", trials, model[0])
+    if cfg.sim_timing in PER_TRIAL:
+        fits = trial_step_fits(out / timing_of / "steps.csv", trials, model[0],
+                               by_workload=cfg.sim_timing == "measured-workload")
     noise = measured_noise(out, model[0])
     rows = []
     for rate, trial in sorted(trials.items(), key=lambda kv: float(kv[0])):
-        fit = fits.get(rate) if cfg.sim_timing == "measured-trial" else noise
-        timing = trial_timing(cfg.sim_timing, fit, plan_time_s(
-            trial["scheduler_overhead"], cfg.sim_plan_time, fit), scale,
-            held_table(fit, cfg.sim_plan_time))
+        fit = fits.get(rate) if cfg.sim_timing in PER_TRIAL else noise
+        timing = fitted_timing(cfg.sim_timing, fit, trial["scheduler_overhead"],
+                               cfg.sim_plan_time, scale)
         for label in (timing_of, *variants):
             sim = simulate_trial(cfg, label, float(rate), tiers, scale, model, timing)
             rows.append({"label": label, "policy": cfg.policy_of(label)[0]
@@ -272,7 +275,7 @@ def predict_variants(out: Path, variants: dict[str, tuple[str, dict[str, Any]]],
 async def _simulated_capacities(cfg: BenchConfig, name: str, tiers: TierSet, scale: float,
                                 start_rps: float, rel_tol: float, max_trials: int,
                                 model: tuple[LatencyModel, str] | None,
-                                timing_at: Callable[[float], TimingConfig]) -> dict[str, Any]:
+                                timing_at: Callable[[float], Timing]) -> dict[str, Any]:
     if model is None:
         return {"skipped": "no latency model"}
     cache: dict[float, dict[str, Any]] = {}

@@ -19,7 +19,7 @@ model but what this run's engines measured (``slidingserve/sim/timing.py``):
   trace's timestamps: ``cycle_overhead_s``). vLLM's own schedulers run through
   ``TracedScheduler``, whose ``schedule()`` time is all of sched, plan and plan-cpu.
 
-``measured-trial`` (the default) fits the same figures to each trial's own steps
+``measured-trial`` fits the same figures to each trial's own steps
 (``trial_step_fits``: the steps run between the trial's start and its end),
 and two more: the trial's median ratio measured / predicted, apart for decode-only steps and
 for steps with prefill tokens (a machine whose other load grows with the rate runs slower at
@@ -31,6 +31,12 @@ series, the lag-1 autocorrelation of the log ratio's deviations from those media
 steps come in runs: ``TimingConfig.noise_rho``). These are the trial's
 measured step times, not its outcome: the prediction of attainment is still the simulator's.
 
+``measured-workload`` fits all of these to each workload of a trial apart (a trial runs one
+workload per seed, back to back, ~30 s each): the machine's speed is not steady over a trial.
+In a held-out run on a 2-core VM, the engine's decode steps ran at 1.3-1.6x the latency
+model in most 30 s windows and at 2.0-2.6x for a spell of about three minutes, whichever
+scheduler was running; a trial-wide fit spread that spell over the trial's three workloads.
+
 ``oracle`` is the earlier prediction: every step as the (corrected) latency model predicts,
 no planning time.
 """
@@ -38,6 +44,7 @@ no planning time.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -128,9 +135,36 @@ def trial_windows(trials: dict[str, dict[str, Any]], timestamps: np.ndarray
     return masks
 
 
-def trial_step_fits(path: Path, trials: dict[str, dict[str, Any]], model: LatencyModel
-                    ) -> dict[str, dict[str, Any] | None]:
-    """``step_fit`` of each trial (keyed like ``trials``) from the step trace at ``path``."""
+def workload_windows(trial: dict[str, Any], timestamps: np.ndarray, mask: np.ndarray
+                     ) -> dict[int, np.ndarray]:
+    """Each workload's rows of a trial's rows ``mask`` (a boolean mask per workload seed).
+
+    A trial records ``seed_windows_s`` (seed -> [start, end] wall clock); without it (older
+    runs), its workloads ran back to back in the order of ``seeds``, so the trial's rows are
+    cut at their longest gaps between consecutive steps, one cut fewer than workloads (the
+    engine idles while the next workload starts).
+    """
+    seeds = [int(s) for s in trial.get("seeds", {})]
+    if "seed_windows_s" in trial:
+        return {int(s): mask & (timestamps >= a) & (timestamps <= b)
+                for s, (a, b) in trial["seed_windows_s"].items()}
+    rows = np.flatnonzero(mask)
+    if len(seeds) <= 1 or len(rows) < 2 * len(seeds):
+        return {s: mask for s in seeds}
+    cuts = np.sort(np.argsort(np.diff(timestamps[rows]))[-(len(seeds) - 1):]) + 1
+    windows: dict[int, np.ndarray] = {}
+    for seed, lo, hi in zip(seeds, (0, *cuts), (*cuts, len(rows)), strict=True):
+        m = np.zeros(len(timestamps), dtype=bool)
+        m[rows[lo:hi]] = True
+        windows[seed] = m
+    return windows
+
+
+def trial_step_fits(path: Path, trials: dict[str, dict[str, Any]], model: LatencyModel,
+                    by_workload: bool = False) -> dict[str, dict[str, Any] | None]:
+    """``step_fit`` of each trial (keyed like ``trials``) from the step trace at ``path``;
+    ``by_workload``: each fit also holds one per workload of the trial (``workloads``: seed ->
+    fit, from ``workload_windows``; None for a workload with too few steps)."""
     from predictor.steptrace import read_steptrace
 
     if not path.exists():
@@ -145,8 +179,8 @@ def trial_step_fits(path: Path, trials: dict[str, dict[str, Any]], model: Latenc
         sched = np.asarray(trace.extra["sched_s"], dtype=float)
         held = np.asarray(trace.extra["num_running"], dtype=float) + \
             np.asarray(trace.extra["num_waiting"], dtype=float)
-    fits: dict[str, dict[str, Any] | None] = {}
-    for k, m in trial_windows(trials, ts).items():
+
+    def fit_of(m: np.ndarray) -> dict[str, Any] | None:
         fit = step_fit(trace.latency_s[m], predicted[m], prefill[m]) if m.any() else None
         if fit is not None:
             cycle = cycle_overhead_s(ts[m], trace.latency_s[m])
@@ -154,7 +188,14 @@ def trial_step_fits(path: Path, trials: dict[str, dict[str, Any]], model: Latenc
                 fit["cycle_s"] = cycle
             if sched is not None and held is not None:
                 fit["plan_by_held"] = plan_by_held(sched[m], held[m])
-        fits[k] = fit
+        return fit
+
+    fits: dict[str, dict[str, Any] | None] = {}
+    for k, m in trial_windows(trials, ts).items():
+        fits[k] = fit = fit_of(m)
+        if by_workload and fit is not None:
+            fit["workloads"] = {str(seed): fit_of(w)
+                                for seed, w in workload_windows(trials[k], ts, m).items()}
     return fits
 
 
@@ -210,17 +251,38 @@ def plan_time_s(overhead: dict[str, Any] | None, source: str,
     return float(overhead[PLAN_COLUMNS[source]]["mean"]) / 1e3
 
 
+PER_TRIAL = ("measured-trial", "measured-workload")  # timings fitted to a trial's own steps
+Timing = TimingConfig | Mapping[int, TimingConfig]  # one for a trial, or one per workload seed
+
+
+def fitted_timing(kind: str, fit: dict[str, Any] | None, overhead: dict[str, Any] | None,
+                  plan_source: str, planner_scale: float = 1.0
+                  ) -> Timing:
+    """The simulator's timing of one trial from its fit (``trial_step_fits``): one
+    ``trial_timing`` for the trial, or with ``measured-workload`` one per workload seed (a
+    workload whose steps were too few for a fit takes the trial's)."""
+    def one(f: dict[str, Any] | None) -> TimingConfig:
+        return trial_timing(kind, f, plan_time_s(overhead, plan_source, f), planner_scale,
+                            held_table(f, plan_source))
+
+    if kind == "measured-workload" and fit is not None and fit.get("workloads"):
+        return {int(seed): one(f if f is not None else fit)
+                for seed, f in fit["workloads"].items()}
+    return one(fit)
+
+
 def trial_timing(kind: str, noise: dict[str, Any] | None, plan_s: float,
                  planner_scale: float = 1.0,
                  plan_s_by_held: tuple[tuple[int, float], ...] = ()) -> TimingConfig:
     """The simulator's timing for one trial: ``oracle``, or ``measured`` (noise + plan_s), or
-    ``measured-trial`` (``noise`` is then the trial's ``step_fit``: its sigma, rho, and its
-    ratio over ``planner_scale``, the correction the simulated planner uses)."""
+    ``measured-trial`` / ``measured-workload`` (``noise`` is then the trial's, or one
+    workload's, ``step_fit``: its sigma, rho, and its ratio over ``planner_scale``, the
+    correction the simulated planner uses)."""
     if kind == "oracle":
         return TimingConfig()
     if noise is None:  # nothing measured: the latency model's own timing plus planning time
         return TimingConfig(plan_s=plan_s)
-    if kind == "measured-trial":
+    if kind in PER_TRIAL:
         return TimingConfig(kind="noise", noise_sigma=round(noise["sigma"], 4),
                             noise_rho=round(noise["rho"], 3),
                             scale=round(noise["ratio"] / planner_scale, 4),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -214,3 +215,61 @@ def test_planning_time_by_requests_held_from_a_trace(tmp_path: Path) -> None:
     timing = trial_timing("measured-trial", fit, 0.001, 1.0, held_table(fit, "sched"))
     assert timing.plan_s_by_held[0] == (0, pytest.approx(0.0002))
     assert held_table(fit, "plan") == () and held_table(None, "sched") == ()
+
+
+def _three_workloads(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    """A trace of one trial running three workloads back to back, the second on a machine
+    twice as slow: 40 steps each, 10 ms apart, a 2 s idle gap between workloads."""
+    X = np.array([features_of(BatchShape((), (10,)))] * 120)
+    ratio = np.repeat([1.0, 2.0, 1.0], 40) * np.exp(np.tile([0.01, -0.01], 60))
+    ts = np.concatenate([t0 + 0.01 * np.arange(40) for t0 in (100.0, 102.4, 104.8)])
+    trace = StepTrace.from_arrays(X, 0.010 * ratio, Provenance("e", "m", "h", "v"),
+                                  {"timestamp_s": ts})
+    path = write_steptrace(trace, tmp_path / "steps.csv")
+    trial = {"window_s": [99.0, 106.0], "seeds": {"3": 0.9, "4": 0.5, "5": 0.9}}
+    return path, trial
+
+
+def test_each_workload_gets_its_own_step_timing(tmp_path: Path) -> None:
+    """A slow spell during one workload times that workload alone; the trial-wide fit spreads
+    it over all three."""
+    from slidingserve.engine.sim_timing import fitted_timing, workload_windows
+
+    path, trial = _three_workloads(tmp_path)
+    fit = trial_step_fits(path, {"6.0": trial}, Flat(), by_workload=True)["6.0"]
+    assert fit is not None and set(fit["workloads"]) == {"3", "4", "5"}
+    assert [fit["workloads"][s]["steps"] for s in ("3", "4", "5")] == [40, 40, 40]
+    assert fit["workloads"]["4"]["ratio"] == pytest.approx(2.0, rel=0.01)
+    assert fit["workloads"]["3"]["ratio"] == pytest.approx(1.0, rel=0.01)
+    timing = fitted_timing("measured-workload", fit, None, "sched")
+    assert isinstance(timing, dict) and timing[4].scale == pytest.approx(2.0, rel=0.01)
+    assert timing[5].scale == pytest.approx(1.0, rel=0.01)
+    whole = fitted_timing("measured-trial", fit, None, "sched")
+    assert not isinstance(whole, dict) and whole.scale == pytest.approx(fit["ratio"], abs=1e-4)
+    # windows recorded by the run win over the cut at idle gaps
+    ts = np.concatenate([t0 + 0.01 * np.arange(40) for t0 in (100.0, 102.4, 104.8)])
+    recorded = {**trial, "seed_windows_s": {"3": [99.0, 101.0], "4": [101.0, 106.0]}}
+    masks = workload_windows(recorded, ts, np.ones(len(ts), dtype=bool))
+    assert [int(m.sum()) for m in masks.values()] == [40, 80]
+    one = workload_windows({"seeds": {"7": 1.0}}, ts, np.ones(len(ts), dtype=bool))
+    assert int(one[7].sum()) == len(ts)
+
+
+def test_a_trial_simulates_each_workload_on_its_own_timing() -> None:
+    """``simulate_trial`` takes a timing per workload seed: slower steps for one workload
+    lower the pooled attainment against the same trial on the fast timing."""
+    from slidingserve.engine.bench import BenchConfig, Calibration
+    from slidingserve.engine.predict import simulate_trial
+    from slidingserve.latency.roofline import RooflineConfig, RooflineModel
+    from slidingserve.sim.config import TimingConfig
+
+    cfg = BenchConfig(duration_s=4.0, drain_s=10.0, max_prompt=256, max_output=16,
+                      workload_seeds=(0, 1), sim_noise_draws=1)
+    tiers = Calibration(ttft_s=0.05, decode_step_s=0.01, prompt_len=100).tiers(cfg.scales)
+    model = (RooflineModel(RooflineConfig()), "roofline")
+    fast = TimingConfig(kind="noise", noise_sigma=0.0, scale=1.0, prefill_scale=1.0)
+    slow = fast.model_copy(update={"scale": 40.0, "prefill_scale": 40.0})
+    same = simulate_trial(cfg, "slidingserve", 20.0, tiers, 1.0, model, {0: fast, 1: fast})
+    mixed = simulate_trial(cfg, "slidingserve", 20.0, tiers, 1.0, model, {0: fast, 1: slow})
+    assert mixed["slo_attainment"] < same["slo_attainment"]
+    assert set(mixed["timing_config"]) == {"0", "1"}

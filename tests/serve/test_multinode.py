@@ -11,6 +11,7 @@ the test that removes a node runs last (test names are numbered).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -170,7 +171,7 @@ def test_4_losing_a_worker_node_loses_nothing(fleet):
     killed = r["streams"]["on_killed"]  # streams that had sent tokens: an explicit error each
     assert killed["sent"] > 0 and killed["error"] == killed["sent"], killed
     not_started = r["not_started"]  # no token when the node died: served once, elsewhere
-    assert not_started["sent"] > 0 and not_started["error"] == 0, not_started
+    assert not_started["sent"] > 0 and not_started["error"] == 0, json.dumps(not_started)
     assert not_started["served"] == not_started["sent"] and not_started["on_killed"] > 0
     assert r["probes"]["served"] == r["probes"]["sent"] > 0, r["probes"]
     assert r["after_recovery"]["served"] == r["after_recovery"]["sent"]  # on the survivor
