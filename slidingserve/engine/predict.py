@@ -123,8 +123,10 @@ def simulate_trial(cfg: BenchConfig, scheduler: str, rate: float, tiers: TierSet
         "latency_model": version,
         "latency_scale": scale,
         "timing": " | ".join(sorted({t.label() for t in by_seed.values()})),
-        "timing_config": by_seed[next(iter(by_seed))].model_dump(mode="json")
-        if len(by_seed) == 1 else {str(s): t.model_dump(mode="json") for s, t in by_seed.items()},
+        # the first workload's timing; with one per workload, all of them by seed as well
+        "timing_config": by_seed[next(iter(by_seed))].model_dump(mode="json"),
+        "timing_config_by_seed": {str(s): t.model_dump(mode="json")
+                                  for s, t in by_seed.items()},
         "noise_draws": draws,
         "slo_attainment": _mean(s["overall"]["slo_attainment"] for s in summaries),
         "tiers": {t: _mean(s["tiers"][t]["slo_attainment"] for s in summaries)

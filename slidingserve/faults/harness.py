@@ -186,7 +186,10 @@ def local_app(args: dict[str, Any], before_run: Callable[[], Any] | None = None,
 
     port = free_port()
     with guarded_ray_start():
-        ray.init(num_cpus=num_cpus, include_dashboard=False, namespace="slidingserve-faults")
+        # always a cluster of its own: never one found running on the machine (a left-over
+        # GCS would be joined, and ``num_cpus`` refused)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                 namespace="slidingserve-faults")
     try:
         from ray._private.worker import global_worker
 

@@ -43,6 +43,8 @@ Ablation flags switch each collaborator off: ``use_sorter`` (FCFS order), ``use_
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 from pydantic import Field
 
@@ -58,7 +60,7 @@ from slidingserve.latency.features import (
 from slidingserve.policy.base import Policy, PolicyConfig, register_policy
 from slidingserve.policy.batch_constructor import BatchConstructor, ConstructorConfig
 from slidingserve.policy.chunker import ChunkerConfig, SlidingChunker
-from slidingserve.policy.packing import BudgetPacker, make_room
+from slidingserve.policy.packing import BudgetPacker, make_room, pending_tokens
 from slidingserve.policy.sorter import MultiLevelPrioritySorter, SorterConfig
 from slidingserve.policy.table import COMPUTED, RequestTable, TableBuilder
 from slidingserve.policy.types import RequestView, SchedulerInput, StepPlan
@@ -79,6 +81,10 @@ class SlidingServeConfig(PolicyConfig):
     overtake: bool = True  # new higher-tier requests take slots/KV of lower-tier running work
     pace_decodes: bool = False  # decodes far ahead of pace skip steps while prefill waits
     kv_watermark: float = Field(default=0.01, ge=0.0, lt=1.0)  # free fraction kept when admitting
+    # a new request starts its prefill only when the free KV (less the watermark) holds its
+    # whole prompt ("stop": nothing after it in the queue starts this step either, as vLLM;
+    # "skip": later ones that fit may), else on whatever its first chunk needs ("off")
+    admit_whole_prompt: Literal["off", "skip", "stop"] = "off"
     rate_decay: float = Field(default=0.9, ge=0.0, lt=1.0)  # EMA of the time per prefill token
 
 
@@ -326,6 +332,7 @@ class SlidingServe(Policy):
         """Fill ``chunk`` prefill tokens in queue order; returns the step's feature vector."""
         x = base.copy()
         reserve = int(self.config.kv_watermark * total_blocks)
+        whole = self.config.admit_whole_prompt
         left, views, bs = chunk, table.views, packer.block_size
         tokens = reqs = 0
         attn = 0.0
@@ -336,6 +343,11 @@ class SlidingServe(Policy):
             n = 0 if packer.is_planned(r.key) else packer.token_cap(r, left)
             if n > 0 and r.num_blocks > 0:
                 victims.make_room(packer, r, n)
+            elif n > 0 and whole != "off" and \
+                    packer.blocks_needed(r, pending_tokens(r)) > packer.free_blocks - reserve:
+                if whole == "stop":
+                    break
+                continue
             elif n > 0 and packer.blocks_needed(r, n) > packer.free_blocks - reserve:
                 n = min(n, (packer.free_blocks - reserve) * bs - r.num_computed)
             added = packer.add_fitting(r, n) if n > 0 else 0

@@ -272,4 +272,5 @@ def test_a_trial_simulates_each_workload_on_its_own_timing() -> None:
     same = simulate_trial(cfg, "slidingserve", 20.0, tiers, 1.0, model, {0: fast, 1: fast})
     mixed = simulate_trial(cfg, "slidingserve", 20.0, tiers, 1.0, model, {0: fast, 1: slow})
     assert mixed["slo_attainment"] < same["slo_attainment"]
-    assert set(mixed["timing_config"]) == {"0", "1"}
+    assert set(mixed["timing_config_by_seed"]) == {"0", "1"}
+    assert mixed["timing_config_by_seed"]["1"]["scale"] == 40.0

@@ -50,6 +50,23 @@ def test_new_requests_leave_a_kv_watermark() -> None:
     assert plan.scheduled == [(1, 1600)]
 
 
+@pytest.mark.parametrize("mode, expected", [
+    ("off", [(1, 1600)]),  # the first chunk of the long prompt starts on what is free
+    ("skip", [(2, 800)]),  # the long prompt waits; the short one behind it fits whole
+    ("stop", []),  # nothing behind the long prompt starts either (vLLM's rule)
+])
+def test_admitting_only_whole_prompts(mode: str, expected: list) -> None:
+    """100 blocks of 16 tokens free: the interactive request's 4,000-token prompt (first in the
+    order) does not fit whole, the standard one's 800 tokens do."""
+    st = state(waiting_=[waiting(1, "interactive", prompt=4000),
+                         waiting(2, "standard", arrival=0.1, prompt=800)],
+               free_blocks=100, now=0.2)
+    plan = make_policy("slidingserve", roofline(), kv_watermark=0.0,
+                       admit_whole_prompt=mode, chunker={"max_chunk": 1600}).schedule(st)
+    assert plan.scheduled == expected
+    check_plan(st, plan, None)
+
+
 ABLATIONS = [
     {},
     {"use_sorter": False},
