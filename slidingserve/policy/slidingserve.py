@@ -15,7 +15,9 @@ One step (``schedule``), top to bottom:
    at-risk requests go first.
 5. Size the step's prefill with the ``SlidingChunker`` (this step and the next, jointly).
 6. Pack prefill chunks in queue order under the chunk, ``max_num_seqs`` and KV (keeping a small
-   watermark of free blocks when admitting new requests), and predict the step time.
+   watermark of free blocks when admitting new requests; with ``admit_whole_prompt``, a new
+   request starts only when the free KV holds its whole prompt, as vLLM admits), and predict
+   the step time.
 
 Nothing is ever dropped: infeasible and given-up requests stay queued behind the others.
 
