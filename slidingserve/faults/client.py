@@ -110,14 +110,25 @@ async def _send(client: httpx.AsyncClient, path: str, body: Any, headers: dict[s
         return _ingress(await _read_stream(resp, on_token, on_start, t0), resp.headers)
 
 
+def _is_output(choice: dict[str, Any]) -> bool:
+    """A stream chunk's choice that carries the request's output: every completion chunk (its
+    text can be empty while the detokenizer holds partial characters back), a chat chunk past
+    the role chunk."""
+    delta = choice.get("delta")
+    return delta is None or "role" not in delta
+
+
 async def _read_stream(resp: httpx.Response, on_token: Any, on_start: Any, t0: float) -> Result:
+    """Read an SSE stream to its end. ``on_token(n, replica)`` is called for every chunk with
+    output, ``n`` counting them (a chunk whose text is still empty counts: the client has
+    received output of the request)."""
     if on_start is not None:
         on_start(resp.headers)
     if resp.status_code != 200:
         content = await resp.aread()
         return classify_response(resp.status_code, content, resp.headers)
     replica, retried = resp.headers.get("x-served-by"), resp.headers.get("x-retried-from")
-    tokens, ttft = 0, None
+    tokens, chunks, ttft = 0, 0, None
     async for line in resp.aiter_lines():
         if not line.startswith("data: "):
             continue
@@ -129,13 +140,15 @@ async def _read_stream(resp: httpx.Response, on_token: Any, on_start: Any, t0: f
             msg = str(event["error"].get("message") or "")
             return Result("error" if msg else "lost", 200, msg or "empty stream error",
                           replica, tokens, ttft, retried_from=retried)
-        if any(c.get("text") or (c.get("delta") or {}).get("content")
-               for c in event.get("choices", [])):
+        choices = event.get("choices", [])
+        if any(c.get("text") or (c.get("delta") or {}).get("content") for c in choices):
             tokens += 1
             if ttft is None:
                 ttft = time.perf_counter() - t0
+        if any(_is_output(c) for c in choices):
+            chunks += 1
             if on_token is not None:
-                on_token(tokens, replica)
+                on_token(chunks, replica)
     return Result("lost", 200, "stream ended without [DONE] or an error event", replica,
                   tokens, ttft)
 

@@ -144,3 +144,39 @@ def test_fuzz_cap_bounds_every_valid_body_including_those_without_max_tokens():
     assert _cap({"prompt": "a", "max_tokens": 3})["max_tokens"] == 3
     kept = _cap({"messages": [], "max_completion_tokens": 2})
     assert kept == {"messages": [], "max_completion_tokens": 2}
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_a_stream_counts_output_chunks_whose_text_is_still_empty(chat):
+    """A chunk whose text is empty (the detokenizer holds partial characters back) is output
+    the client received: ``on_token`` counts it, so a fault scenario does not take the stream
+    for one that had not started; ``tokens`` counts the chunks with text."""
+    import asyncio
+
+    from slidingserve.faults.client import send
+
+    def choice(text):
+        return {"index": 0, "delta": {"content": text}} if chat else {"index": 0, "text": text}
+
+    events = [": open"]
+    if chat:
+        events.append("data: " + json.dumps({"choices": [
+            {"index": 0, "delta": {"role": "assistant", "content": ""}}]}))
+    events += ["data: " + json.dumps({"choices": [choice("")]}),
+               "data: " + json.dumps({"choices": [choice("hi")]}), "data: [DONE]"]
+    body = ("\n\n".join(events) + "\n\n").encode()
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body, headers={"x-served-by": "r1"})
+
+    seen = []
+
+    async def go():
+        async with httpx.AsyncClient(transport=httpx.MockTransport(reply),
+                                     base_url="http://test") as client:
+            return await send(client, "/v1/completions", {}, {}, 5.0, stream=True,
+                              on_token=lambda n, replica: seen.append((n, replica)))
+
+    res = asyncio.run(go())
+    assert res.kind == "served" and res.tokens == 1
+    assert seen == [(1, "r1"), (2, "r1")]
