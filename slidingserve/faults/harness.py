@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,6 +95,20 @@ def _alive(class_name: str | None) -> list[dict[str, Any]]:
 def kill_process(pid: int) -> None:
     """SIGKILL: the process dies without running any cleanup (a crash, not a shutdown)."""
     os.kill(pid, signal.SIGKILL)
+
+
+def kill_process_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants at once, children first: the processes of a
+    machine that is lost (none of them lives on to finish its work)."""
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    for child in children:
+        with suppress(psutil.NoSuchProcess):
+            child.kill()
+    with suppress(ProcessLookupError):
+        kill_process(pid)
 
 
 def orphan_engine_processes() -> list[int]:

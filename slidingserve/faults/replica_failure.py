@@ -1,7 +1,9 @@
 """Replica failure: SIGKILL one engine replica's process while it streams.
 
 ``streams`` long streaming requests (and ``whole`` non-streamed ones) start; once one has
-received ``kill_after_tokens`` tokens, the replica serving it (``x-served-by``) is killed.
+received ``kill_after_tokens`` tokens, a replica is killed: the one that has admitted the most
+of the queued requests below without sending them a token, then the one serving the busiest
+stream (``x-served-by``).
 Meanwhile a probe sends a short request every ``probe_period_s`` for ``probe_s`` seconds.
 Just before the kill, ``queued`` streaming requests with long prompts arrive, so that the
 victim holds requests that have not produced a token yet (``queued_lead_s`` before the kill).
@@ -75,6 +77,13 @@ async def run_replica_failure(app: AppUnderTest, auth: dict[str, str],
             if n >= cfg.kill_after_tokens:
                 ready.set()
 
+    admitted_by: dict[int, str | None] = {}  # queued stream -> replica that admitted it
+
+    def admitted(i: int) -> Any:
+        def on_start(resp_headers: httpx.Headers) -> None:
+            admitted_by[i] = resp_headers.get("x-served-by")
+        return on_start
+
     def counter(i: int) -> Any:
         def count(n: int, replica: str | None) -> None:
             seen[i] = n
@@ -93,10 +102,15 @@ async def run_replica_failure(app: AppUnderTest, auth: dict[str, str],
         queued_headers = {**headers, "x-slo-tier": QUEUED_TIER}
         queued = [asyncio.create_task(send(client, "/v1/completions", QUEUED_BODY, queued_headers,
                                            cfg.stream_timeout_s, stream=True,
-                                           on_token=counter(cfg.streams + i)))
+                                           on_token=counter(cfg.streams + i),
+                                           on_start=admitted(cfg.streams + i)))
                   for i in range(cfg.queued)]
         await asyncio.sleep(cfg.queued_lead_s)
-        victim = max(started, key=lambda r: started[r])
+
+        def waiting_on(replica: str) -> int:  # admitted there, no output yet
+            return sum(1 for i, r in admitted_by.items() if r == replica and not seen.get(i))
+        # the replica holding the most requests without a token, then the busiest stream
+        victim = max(started, key=lambda r: (waiting_on(r), started[r]))
         pid = replicas[victim]
         await asyncio.to_thread(kill, victim, pid)
         killed_at = time.time()

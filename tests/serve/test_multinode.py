@@ -23,7 +23,7 @@ import httpx
 import pytest
 from serve_helpers import free_port
 
-from slidingserve.faults.harness import APP_NAME, AppUnderTest, alive_actor_nodes
+from slidingserve.faults.harness import APP_NAME, AppUnderTest, alive_actor_nodes, kill_process_tree
 from slidingserve.faults.predictor_failure import (
     LONG_BODY,
     create_predictor,
@@ -161,7 +161,11 @@ def test_4_losing_a_worker_node_loses_nothing(fleet):
     lost: list[str] = []
 
     def lose_node(replica: str, pid: int) -> None:
+        # A lost node takes every process on it at once. ``remove_node`` kills the node's
+        # raylet, and its worker processes only exit once they notice: meanwhile the replica
+        # would go on streaming, so it and its engine are killed first, as the loss would.
         lost.append(nodes[replica])
+        kill_process_tree(pid)
         fleet.cluster.remove_node(fleet.worker(nodes[replica]), allow_graceful=False)
 
     cfg = ReplicaFailureConfig(streams=4, whole=2, queued=6, probe_s=8.0, recover_timeout_s=0)
@@ -172,7 +176,10 @@ def test_4_losing_a_worker_node_loses_nothing(fleet):
     assert killed["sent"] > 0 and killed["error"] == killed["sent"], killed
     not_started = r["not_started"]  # no token when the node died: served once, elsewhere
     assert not_started["sent"] > 0 and not_started["error"] == 0, json.dumps(not_started)
-    assert not_started["served"] == not_started["sent"] and not_started["on_killed"] > 0
+    assert not_started["served"] == not_started["sent"]
+    # something the lost node held went elsewhere: a queued stream, or a whole answer resent
+    # (where the queued ones were routed at the kill is up to the router's timing)
+    assert not_started["on_killed"] > 0 or r["retried_total"] > 0, r
     assert r["probes"]["served"] == r["probes"]["sent"] > 0, r["probes"]
     assert r["after_recovery"]["served"] == r["after_recovery"]["sent"]  # on the survivor
     # the GCS marks the lost node's actors dead once the node misses its health checks
