@@ -136,6 +136,17 @@ def simulate_trial(cfg: BenchConfig, scheduler: str, rate: float, tiers: TierSet
     }
 
 
+def _step_fits(cfg: BenchConfig, path: Path, trials: dict[str, Any],
+               model: tuple[LatencyModel, str] | None) -> dict[str, Any]:
+    """Each trial's measured step timing (``trial_step_fits``, per workload with
+    ``measured-workload``) from the step trace at ``path``; empty unless ``cfg.sim_timing``
+    fits timing per trial and a latency model is there to compare with."""
+    if cfg.sim_timing not in PER_TRIAL or model is None:
+        return {}
+    return trial_step_fits(path, trials, model[0],
+                           by_workload=cfg.sim_timing == "measured-workload")
+
+
 NOISE_SEED_STRIDE = 1_000_003  # noise seeds of a trial's later draws (apart from any workload's)
 
 
@@ -157,8 +168,7 @@ def predict_trials(cfg: BenchConfig, out: Path, results: dict[str, dict[str, Any
         fit = noise
         if cfg.sim_timing in PER_TRIAL and model is not None:
             key = str(rate)  # keys are rates (trial_windows orders them)
-            fit = trial_step_fits(folder / "steps.csv", {key: summary}, model[0],
-                                  by_workload=cfg.sim_timing == "measured-workload")[key]
+            fit = _step_fits(cfg, folder / "steps.csv", {key: summary}, model)[key]
         timing = fitted_timing(cfg.sim_timing, fit, summary["scheduler_overhead"],
                                cfg.sim_plan_time, scale)
         summary["simulated"] = simulate_trial(cfg, name, rate, tiers, scale, model, timing,
@@ -176,10 +186,7 @@ async def predict_capacities(cfg: BenchConfig, out: Path, policies: dict[str, An
     scale, model = serving_scale(out), sim_latency_model(cfg)
     noise = measured_noise(out, model[0]) if model is not None else None
     for name, result in policies.items():
-        fits: dict[str, Any] = {}
-        if cfg.sim_timing in PER_TRIAL and model is not None:
-            fits = trial_step_fits(out / name / "steps.csv", result["trials"], model[0],
-                                   by_workload=cfg.sim_timing == "measured-workload")
+        fits = _step_fits(cfg, out / name / "steps.csv", result["trials"], model)
 
         def timing_at(rate: float, _trials: dict[str, Any] = result["trials"],
                       _fits: dict[str, Any] = fits) -> Timing:
@@ -251,10 +258,7 @@ def predict_variants(out: Path, variants: dict[str, tuple[str, dict[str, Any]]],
     if model is None:
         raise ValueError("no latency model for the simulator (see --latency-model)")
     trials = data["policies"][timing_of]["trials"]
-    fits: dict[str, Any] = {}
-    if cfg.sim_timing in PER_TRIAL:
-        fits = trial_step_fits(out / timing_of / "steps.csv", trials, model[0],
-                               by_workload=cfg.sim_timing == "measured-workload")
+    fits = _step_fits(cfg, out / timing_of / "steps.csv", trials, model)
     noise = measured_noise(out, model[0])
     rows = []
     for rate, trial in sorted(trials.items(), key=lambda kv: float(kv[0])):
