@@ -1,13 +1,9 @@
 """The application builder: ``import_path: slidingserve.serve.app:build`` in a Serve config.
 
 ``build(args)`` validates ``args`` as a ``ServeAppConfig`` and returns the bound application
-<<<<<<< HEAD
 (Ingress -> Engine), with the slack router on the Engine deployment (``engine_options``: fixed
-or autoscaled replicas, one placement group per tensor-parallel replica).
-=======
-(Ingress -> Engine), with the slack router on the Engine deployment and the replicas placed as
-``placement`` says (custom resources, replicas per node).
->>>>>>> cluster
+or autoscaled replicas, one placement group per tensor-parallel replica) and the replicas
+placed as ``placement`` says (custom resources, replicas per node).
 """
 
 from __future__ import annotations
