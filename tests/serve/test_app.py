@@ -168,15 +168,25 @@ def test_openai_client_chat_parts_logprobs_and_stream(app):
     assert len(r.choices) == 2 and r.choices[0].message.role == "assistant"
     content = r.choices[0].logprobs.content
     assert len(content) == 3 and len(content[0].top_logprobs) == 2
-    stream = oc.chat.completions.create(model="tiny", messages=messages, max_tokens=3,
-                                        stream=True, stream_options={"include_usage": True},
+    stream = oc.chat.completions.create(model="tiny", messages=messages, max_tokens=3, n=2,
+                                        logprobs=True, top_logprobs=2, stream=True,
+                                        stream_options={"include_usage": True},
                                         logit_bias={EOS: -100})
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[0].choices[0].delta.content == ""
+    by_choice: dict[int, list] = {0: [], 1: []}
+    for c in chunks[:-1]:
+        for choice in c.choices:
+            by_choice[choice.index].append(choice)
+    for index, parts in by_choice.items():
+        assert parts[0].delta.role == "assistant", index  # each choice opens with its role
+        tokens = [t for p in parts if p.logprobs for t in p.logprobs.content]
+        assert len(tokens) == 3 and all(len(t.top_logprobs) == 2 for t in tokens), index
+        assert "".join(p.delta.content or "" for p in parts), index
     usage = chunks[-1]
     assert usage.object == "chat.completion.chunk" and usage.model == "tiny" and usage.created
-    assert usage.usage.completion_tokens == 3
+    assert usage.usage.completion_tokens == 6
 
 
 def test_openai_client_chat_without_max_tokens_runs_to_the_end_of_the_context(app):
