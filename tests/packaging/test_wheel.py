@@ -1,15 +1,24 @@
 """A non-editable install works from another folder: the wheel carries the tier sets and the
-embedded serve config as package data, and an installed copy (not this checkout) loads them.
+embedded serve config as package data, and an installed copy (not this checkout) loads them
+and serves.
 
-Builds the wheel without build isolation (the venv's setuptools: offline, ~10 s) and installs it
-with ``--no-deps`` into a target folder put first on ``PYTHONPATH``, so the dependencies come
-from this venv while ``slidingserve`` itself comes from the wheel."""
+Builds the wheel without build isolation (the venv's setuptools: offline, ~10 s). The first
+check installs it with ``--no-deps`` into a target folder put first on ``PYTHONPATH``. The
+second makes a fresh virtual environment, runs ``pip install --no-deps`` of the checkout into
+it, and starts its own ``slidingserve serve`` console script from an empty folder. The fresh
+environment reaches the dependencies (vLLM, Ray, torch: gigabytes, and no network here) through
+a ``.pth`` line naming this venv's site-packages, which adds that folder to ``sys.path`` after
+its own without running the ``.pth`` files in it, so this checkout's editable install stays
+out of the fresh environment and ``slidingserve`` comes from the install."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import sysconfig
+import time
 import zipfile
 from pathlib import Path
 
@@ -69,3 +78,56 @@ def test_installed_copy_finds_its_configs_from_another_folder(wheel, tmp_path):
                          env={**env, "COLUMNS": "200"}, capture_output=True, text=True,
                          timeout=300)
     assert cli.returncode == 0 and "configs/local.yaml" in cli.stdout, cli.stdout + cli.stderr
+
+
+def _fresh_venv(where: Path) -> Path:
+    """A new venv whose imports fall back to this venv's site-packages; its python."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(where)], check=True,
+                   timeout=120)
+    python = where / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path("
+                           "'purelib'))"], check=True, capture_output=True, text=True).stdout
+    (Path(site.strip()) / "zz_deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    return python
+
+
+def test_pip_install_into_a_fresh_venv_then_serve_from_another_folder(tmp_path):
+    import httpx
+
+    pytest.importorskip("vllm")
+    python = _fresh_venv(tmp_path / "venv")
+    subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation",
+                    "-q", str(ROOT)], check=True, timeout=600, cwd=tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    where = subprocess.run([str(python), "-c", "import slidingserve; print(slidingserve.__file__)"],
+                           cwd=elsewhere, check=True, capture_output=True, text=True).stdout
+    assert Path(where.strip()).is_relative_to(tmp_path / "venv"), where  # not this checkout
+    port, log = 8791, elsewhere / "serve.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(tmp_path / "venv" / "bin" / "slidingserve"), "serve",
+                                 "--port", str(port), "--num-cpus", "2"], cwd=elsewhere,
+                                stdout=out, stderr=subprocess.STDOUT,
+                                env={**env, "PYTHONUNBUFFERED": "1"})
+    try:
+        url, deadline, code = f"http://127.0.0.1:{port}", time.time() + 400, 0
+        while time.time() < deadline and proc.poll() is None and code != 200:
+            try:
+                code = httpx.get(f"{url}/health", timeout=5).status_code
+            except httpx.HTTPError:
+                code = 0
+            time.sleep(1)
+        assert code == 200, log.read_text()[-3000:]
+        r = httpx.post(f"{url}/v1/completions", timeout=120,
+                       json={"prompt": "ka ko ri su", "max_tokens": 4},
+                       headers={"x-slo-tier": "standard"})
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["completion_tokens"] >= 1
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, log.read_text()[-2000:]
