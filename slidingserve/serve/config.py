@@ -115,6 +115,8 @@ class AdmissionConfig(_Strict):
     best_effort_tier: str | None = None  # None = the lowest-priority tier
     min_retry_after_s: int = Field(default=1, ge=1)
     lowest_tier_share: float = Field(default=0.5, gt=0, le=1)  # 1: no tier-aware shedding
+    # scale each tier's predicted TTFT by the replica's measured / predicted ratio (load.py)
+    learn_ttft_error: bool = True
 
 
 class RouterConfig(_Strict):

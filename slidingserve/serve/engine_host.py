@@ -24,7 +24,7 @@ from slidingserve.latency.base import LatencyModel
 from slidingserve.latency.features import BatchShape
 from slidingserve.metrics.records import RequestRecord
 from slidingserve.serve.config import EngineConfig, ServeAppConfig
-from slidingserve.serve.load import KVUsage, ReplicaLoad
+from slidingserve.serve.load import KVUsage, ReplicaLoad, TTFTCorrection
 from slidingserve.serve.messages import (
     Admitted,
     GenerateRequest,
@@ -192,6 +192,8 @@ class _Live:
     n: int = 1
     n_first: int = 0  # tokens of choice 0
     observed: bool = True  # its TTFT may feed the cost estimate
+    modelled_ttft_s: float = 0.0  # the queue formula's TTFT when admitted (before correction)
+    ttft_target_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -231,6 +233,7 @@ class EngineHost:
         self.replica = replica
         self.metrics = EngineMetrics(replica)
         self.costs = CostEstimate()
+        self.ttft_error = TTFTCorrection()  # measured / predicted TTFT per tier
         self.ready_s = 0.0  # when the engine came up: waiting before it is not this replica's load
         self.latency: LatencyModel | None = None
         self.model_version: int | None = None
@@ -292,6 +295,8 @@ class EngineHost:
             hold_limits=self.hold_limits,
             kv_blocks_used=self.kv.used,
             kv_blocks_total=self.kv.total,
+            ttft_scale=dict(self.ttft_error.scale) if self.cfg.admission.learn_ttft_error
+            else {},
         )
         for tier in self.tiers.values():
             self.metrics.predicted_ttft.set(
@@ -349,8 +354,10 @@ class EngineHost:
         first_use = bool(req.logprob_paths - self._warmed_up)
         self._warmed_up |= req.logprob_paths
         live = _Live(slo.priority, req.prefill_tokens, time.time(), 0, ctx=req.prompt_len,
-                     n=req.n, observed=not first_use)
-        live.tokens_ahead = self.load().tokens_ahead(slo.priority)
+                     n=req.n, observed=not first_use, ttft_target_s=slo.ttft_s)
+        load = self.load()
+        live.tokens_ahead = load.tokens_ahead(slo.priority)
+        live.modelled_ttft_s = load.modelled_ttft_s(slo.priority, req.prefill_tokens)
         self._live[req.request_id] = live
         outcome = "error"
         try:
@@ -399,6 +406,9 @@ class EngineHost:
             live.first_token_s = now
             if live.tokens_ahead == 0 and live.observed:  # head of the line: its own prefill
                 self.costs.observe_ttft(now - live.admitted_s, live.prompt_len)
+            if live.observed:
+                self.ttft_error.observe(live.priority, live.modelled_ttft_s,
+                                        now - live.admitted_s, live.ttft_target_s)
         elif live.last_token_s is not None:
             self.costs.observe_step((now - live.last_token_s) / n_new)
         live.last_token_s = now

@@ -7,7 +7,10 @@ scheduler serves higher-priority tiers first), so its predicted TTFT at a replic
     step_s + (tokens waiting at priorities <= p + its own prompt) * s_per_prefill_token
 
 and its slack is its TTFT target minus that. Both the router (to pick a replica) and the
-replica (to admit or refuse) use this one formula.
+replica (to admit or refuse) use this one formula, times the replica's ``ttft_scale`` for the
+tier: the ratio of the TTFTs it measured to those it predicted at admission (``TTFTCorrection``),
+which carries what the formula leaves out (a host slower than the latency model, decode steps
+between prefill chunks, higher tiers arriving later and going first).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class ReplicaLoad:
     hold_limits: dict[int, int] = field(default_factory=dict)  # priority -> most held to admit
     kv_blocks_used: int | None = None  # engine KV blocks held by requests at its last step
     kv_blocks_total: int | None = None
+    ttft_scale: dict[int, float] = field(default_factory=dict)  # priority -> measured/predicted
     format: int = LOAD_FORMAT
 
     def to_stats(self) -> dict[str, Any]:
@@ -61,10 +65,15 @@ class ReplicaLoad:
     def tokens_ahead(self, priority: int) -> int:
         return sum(n for p, n in self.waiting_tokens.items() if p <= priority)
 
-    def predicted_ttft_s(self, priority: int, prompt_len: int, extra_tokens: int = 0) -> float:
-        """TTFT a new request of ``priority`` would see; ``extra_tokens``: routed, not yet seen."""
+    def modelled_ttft_s(self, priority: int, prompt_len: int, extra_tokens: int = 0) -> float:
+        """The queue formula's TTFT, before the measured correction."""
         ahead = self.tokens_ahead(priority) + extra_tokens + prompt_len
         return self.step_s + ahead * self.s_per_prefill_token
+
+    def predicted_ttft_s(self, priority: int, prompt_len: int, extra_tokens: int = 0) -> float:
+        """TTFT a new request of ``priority`` would see; ``extra_tokens``: routed, not yet seen."""
+        scale = self.ttft_scale.get(priority, 1.0)
+        return scale * self.modelled_ttft_s(priority, prompt_len, extra_tokens)
 
     def slack_s(
         self, priority: int, ttft_target_s: float, prompt_len: int, extra_tokens: int = 0
@@ -83,3 +92,29 @@ class KVUsage:
     def to_stats(self) -> dict[str, Any]:
         return {"kv_blocks_used": self.used, "kv_blocks_total": self.total,
                 "kv_as_of": self.as_of}
+
+
+@dataclass
+class TTFTCorrection:
+    """Per tier, the running ratio of measured to predicted TTFT on this replica.
+
+    A request's prediction (``ReplicaLoad.modelled_ttft_s`` when admitted) is compared with the
+    time from its admission to its first token. Only requests predicted to wait at least
+    ``min_fraction`` of their tier's TTFT target count: below that the ratio is dominated by a
+    step's jitter, not by the queue the formula models. One ratio moves the scale at most
+    ``EMA`` of the way, and ratios are clamped to [``lo``, ``hi``] (one stalled request does not
+    shut admission)."""
+
+    ema: float = 0.2
+    lo: float = 0.5
+    hi: float = 8.0
+    min_fraction: float = 0.1
+    scale: dict[int, float] = field(default_factory=dict)
+
+    def observe(self, priority: int, predicted_s: float, measured_s: float,
+                target_s: float) -> None:
+        if predicted_s <= 0 or predicted_s < self.min_fraction * target_s or measured_s <= 0:
+            return
+        ratio = min(max(measured_s / predicted_s, self.lo), self.hi)
+        old = self.scale.get(priority, 1.0)
+        self.scale[priority] = old + self.ema * (ratio - old)

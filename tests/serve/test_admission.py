@@ -170,3 +170,53 @@ def test_router_puts_replicas_full_for_the_tier_last(tiers):
     assert rank_by_slack(loads, interactive)[0] == "full"  # interactive waits for no batch
     both_full = rank_by_slack(loads, batch, routed_requests={"other": 12})
     assert set(both_full) == {"full", "other"}  # both full: slack decides
+
+
+def admit_and_answer(h: EngineHost, tiers, tier: str, measured_over_predicted: float) -> None:
+    """Admit one ``tier`` request behind the replica's queue and give it its first token
+    ``measured_over_predicted`` times the queue formula's TTFT after its admission."""
+    from slidingserve.serve.engine_host import _Live
+
+    slo = RequestSLO.of_tier(tiers[tier])
+    load = h.load()
+    live = _Live(slo.priority, 1000, 0.0, load.tokens_ahead(slo.priority),
+                 ttft_target_s=slo.ttft_s, modelled_ttft_s=load.modelled_ttft_s(slo.priority, 1000))
+    h._observe(live, 0, 1, live.modelled_ttft_s * measured_over_predicted)
+
+
+def test_admission_learns_a_tiers_measured_ttft_error(tiers):
+    """Requests that meet their first token three times later than predicted raise that
+    tier's predictions three-fold (routing and admission read the same scaled figure), and a
+    request the formula alone would admit is refused; other tiers keep their own scale."""
+    h = host(tiers)
+    h.costs.s_per_prefill_token = 0.004  # 1000 tokens -> ~4 s: admitted against 6 s
+    assert isinstance(h.admit(request(tiers)), Admitted)
+    hold(h, 1, priority=0)
+    for _ in range(30):
+        admit_and_answer(h, tiers, "interactive", 3.0)
+    load = h.load()
+    assert load.ttft_scale[0] == pytest.approx(3.0, rel=0.01)
+    assert 2 not in load.ttft_scale
+    assert load.predicted_ttft_s(0, 1000) == pytest.approx(
+        load.ttft_scale[0] * load.modelled_ttft_s(0, 1000))
+    refused = h.admit(request(tiers))
+    assert isinstance(refused, Rejected) and refused.predicted_ttft_s > 6.0
+    for _ in range(30):  # the engine catches up: predictions come back down
+        admit_and_answer(h, tiers, "interactive", 1.0)
+    assert isinstance(h.admit(request(tiers)), Admitted)
+    off = host(tiers, learn_ttft_error=False)
+    off.costs.s_per_prefill_token = 0.004
+    hold(off, 1, priority=0)
+    for _ in range(30):
+        admit_and_answer(off, tiers, "interactive", 3.0)
+    assert off.load().ttft_scale == {} and isinstance(off.admit(request(tiers)), Admitted)
+
+
+def test_ttft_correction_ignores_short_predictions_and_clamps_outliers():
+    from slidingserve.serve.load import TTFTCorrection
+
+    c = TTFTCorrection()
+    c.observe(0, predicted_s=0.1, measured_s=5.0, target_s=6.0)  # 0.1 < 10% of 6 s: jitter
+    assert c.scale == {}
+    c.observe(0, predicted_s=1.0, measured_s=100.0, target_s=6.0)  # one stall: clamped at 8x
+    assert c.scale[0] == pytest.approx(1 + 0.2 * (8 - 1))
