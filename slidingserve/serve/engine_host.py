@@ -24,7 +24,7 @@ from slidingserve.latency.base import LatencyModel
 from slidingserve.latency.features import BatchShape
 from slidingserve.metrics.records import RequestRecord
 from slidingserve.serve.config import EngineConfig, ServeAppConfig
-from slidingserve.serve.load import KVUsage, ReplicaLoad, TTFTCorrection
+from slidingserve.serve.load import KVUsage, ReplicaLoad, StartPace, TTFTCorrection
 from slidingserve.serve.messages import (
     Admitted,
     GenerateRequest,
@@ -234,6 +234,7 @@ class EngineHost:
         self.metrics = EngineMetrics(replica)
         self.costs = CostEstimate()
         self.ttft_error = TTFTCorrection()  # measured / predicted TTFT per tier
+        self.start_pace = StartPace()  # time between starts while requests wait
         self.ready_s = 0.0  # when the engine came up: waiting before it is not this replica's load
         self.latency: LatencyModel | None = None
         self.model_version: int | None = None
@@ -279,9 +280,11 @@ class EngineHost:
 
     def load(self) -> ReplicaLoad:
         waiting: dict[int, int] = {}
+        queued: dict[int, int] = {}
         for r in self._live.values():
             if r.first_token_s is None:
                 waiting[r.priority] = waiting.get(r.priority, 0) + r.prompt_len
+                queued[r.priority] = queued.get(r.priority, 0) + 1
         per_tok, step = self._costs()
         load = ReplicaLoad(
             ts=time.time(),
@@ -295,8 +298,9 @@ class EngineHost:
             hold_limits=self.hold_limits,
             kv_blocks_used=self.kv.used,
             kv_blocks_total=self.kv.total,
-            ttft_scale=dict(self.ttft_error.scale) if self.cfg.admission.learn_ttft_error
-            else {},
+            ttft_scale=self._ttft_scale() if self.cfg.admission.learn_ttft_error else {},
+            waiting_requests=queued,
+            s_per_start=self.start_pace.value,
         )
         for tier in self.tiers.values():
             self.metrics.predicted_ttft.set(
@@ -304,6 +308,22 @@ class EngineHost:
                 tags={"replica": self.replica, "tier": tier.name},
             )
         return load
+
+    def _ttft_scale(self) -> dict[int, float]:
+        """Per tier, the learned measured/predicted TTFT ratio, raised to what the oldest
+        request still waiting for its first token already shows (its age over its
+        prediction): a queue the engine drains slower than predicted shows at once, not only
+        when its requests' first tokens arrive, by which time many more were admitted."""
+        now = time.time()
+        heads: dict[int, _Live] = {}
+        for r in self._live.values():
+            if r.first_token_s is None and r.observed:
+                head = heads.get(r.priority)
+                if head is None or r.admitted_s < head.admitted_s:
+                    heads[r.priority] = r
+        return self.ttft_error.scales(
+            {p: (h.modelled_ttft_s, now - h.admitted_s, h.ttft_target_s)
+             for p, h in heads.items()})
 
     def _costs(self) -> tuple[float, float]:
         if self.latency is None:
@@ -404,6 +424,8 @@ class EngineHost:
             return
         if live.first_token_s is None:
             live.first_token_s = now
+            self.start_pace.started(
+                now, sum(1 for r in self._live.values() if r.first_token_s is None))
             if live.tokens_ahead == 0 and live.observed:  # head of the line: its own prefill
                 self.costs.observe_ttft(now - live.admitted_s, live.prompt_len)
             if live.observed:

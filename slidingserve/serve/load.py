@@ -6,6 +6,11 @@ scheduler serves higher-priority tiers first), so its predicted TTFT at a replic
 
     step_s + (tokens waiting at priorities <= p + its own prompt) * s_per_prefill_token
 
+or, when the engine starts requests slower than their prefill work explains (its running set
+or KV cache is full, so a waiting request starts only when another finishes), the wait for a
+start: (requests waiting at priorities <= p) * s_per_start, the measured time between starts
+while requests wait (Little's law), plus the request's own prefill,
+
 and its slack is its TTFT target minus that. Both the router (to pick a replica) and the
 replica (to admit or refuse) use this one formula, times the replica's ``ttft_scale`` for the
 tier: the ratio of the TTFTs it measured to those it predicted at admission (``TTFTCorrection``),
@@ -39,6 +44,8 @@ class ReplicaLoad:
     kv_blocks_used: int | None = None  # engine KV blocks held by requests at its last step
     kv_blocks_total: int | None = None
     ttft_scale: dict[int, float] = field(default_factory=dict)  # priority -> measured/predicted
+    waiting_requests: dict[int, int] = field(default_factory=dict)  # priority -> not started
+    s_per_start: float = 0.0  # measured seconds between starts while requests wait (0: none)
     format: int = LOAD_FORMAT
 
     def to_stats(self) -> dict[str, Any]:
@@ -65,20 +72,27 @@ class ReplicaLoad:
     def tokens_ahead(self, priority: int) -> int:
         return sum(n for p, n in self.waiting_tokens.items() if p <= priority)
 
-    def modelled_ttft_s(self, priority: int, prompt_len: int, extra_tokens: int = 0) -> float:
-        """The queue formula's TTFT, before the measured correction."""
-        ahead = self.tokens_ahead(priority) + extra_tokens + prompt_len
-        return self.step_s + ahead * self.s_per_prefill_token
+    def requests_ahead(self, priority: int) -> int:
+        return sum(n for p, n in self.waiting_requests.items() if p <= priority)
 
-    def predicted_ttft_s(self, priority: int, prompt_len: int, extra_tokens: int = 0) -> float:
-        """TTFT a new request of ``priority`` would see; ``extra_tokens``: routed, not yet seen."""
+    def modelled_ttft_s(self, priority: int, prompt_len: int, extra_tokens: int = 0,
+                        extra_requests: int = 0) -> float:
+        """The queue formula's TTFT, before the measured correction. ``extra_*``: routed here
+        and not in this snapshot yet."""
+        prefill_wait = (self.tokens_ahead(priority) + extra_tokens) * self.s_per_prefill_token
+        start_wait = (self.requests_ahead(priority) + extra_requests) * self.s_per_start
+        return self.step_s + max(prefill_wait, start_wait) + prompt_len * self.s_per_prefill_token
+
+    def predicted_ttft_s(self, priority: int, prompt_len: int, extra_tokens: int = 0,
+                         extra_requests: int = 0) -> float:
+        """TTFT a new request of ``priority`` would see; ``extra_*``: routed, not yet seen."""
         scale = self.ttft_scale.get(priority, 1.0)
-        return scale * self.modelled_ttft_s(priority, prompt_len, extra_tokens)
+        return scale * self.modelled_ttft_s(priority, prompt_len, extra_tokens, extra_requests)
 
-    def slack_s(
-        self, priority: int, ttft_target_s: float, prompt_len: int, extra_tokens: int = 0
-    ) -> float:
-        return ttft_target_s - self.predicted_ttft_s(priority, prompt_len, extra_tokens)
+    def slack_s(self, priority: int, ttft_target_s: float, prompt_len: int,
+                extra_tokens: int = 0, extra_requests: int = 0) -> float:
+        return ttft_target_s - self.predicted_ttft_s(priority, prompt_len, extra_tokens,
+                                                     extra_requests)
 
 
 @dataclass
@@ -103,7 +117,9 @@ class TTFTCorrection:
     ``min_fraction`` of their tier's TTFT target count: below that the ratio is dominated by a
     step's jitter, not by the queue the formula models. One ratio moves the scale at most
     ``EMA`` of the way, and ratios are clamped to [``lo``, ``hi``] (one stalled request does not
-    shut admission)."""
+    shut admission). ``scales`` also takes, per tier, the request waiting longest for its first
+    token: its age over its prediction is a lower bound of its own ratio, known before the
+    token arrives."""
 
     ema: float = 0.2
     lo: float = 0.5
@@ -115,6 +131,48 @@ class TTFTCorrection:
                 target_s: float) -> None:
         if predicted_s <= 0 or predicted_s < self.min_fraction * target_s or measured_s <= 0:
             return
-        ratio = min(max(measured_s / predicted_s, self.lo), self.hi)
+        ratio = self._clamp(measured_s / predicted_s)
         old = self.scale.get(priority, 1.0)
         self.scale[priority] = old + self.ema * (ratio - old)
+
+    def scales(self, waiting: Mapping[int, tuple[float, float, float]]) -> dict[int, float]:
+        """The scale per tier given ``waiting``: priority -> (predicted, age, target) of the
+        request of that tier waiting longest for its first token."""
+        out = dict(self.scale)
+        for priority, (predicted_s, age_s, target_s) in waiting.items():
+            if predicted_s > 0 and predicted_s >= self.min_fraction * target_s:
+                bound = self._clamp(age_s / predicted_s)
+                if bound > out.get(priority, 1.0):
+                    out[priority] = bound
+        return out
+
+    def _clamp(self, ratio: float) -> float:
+        return min(max(ratio, self.lo), self.hi)
+
+
+@dataclass
+class StartPace:
+    """Seconds between the replica's request starts (first tokens) while requests wait.
+
+    A gap counts only when, at the start that opened it, requests were still waiting: the
+    engine was then busy with a queue, so the gap is its service pace, not a lull in arrivals.
+    Running average with weight ``ema``; 0 until ``min_gaps`` gaps were seen."""
+
+    ema: float = 0.2
+    min_gaps: int = 3
+    s_per_start: float = 0.0
+    gaps: int = 0
+    _last: float | None = None
+    _queued_at_last: bool = False
+
+    def started(self, now: float, still_waiting: int) -> None:
+        if self._last is not None and self._queued_at_last and now >= self._last:
+            gap = now - self._last
+            self.gaps += 1
+            self.s_per_start = gap if self.gaps == 1 else \
+                self.s_per_start + self.ema * (gap - self.s_per_start)
+        self._last, self._queued_at_last = now, still_waiting > 0
+
+    @property
+    def value(self) -> float:
+        return self.s_per_start if self.gaps >= self.min_gaps else 0.0

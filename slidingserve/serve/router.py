@@ -67,9 +67,8 @@ def rank_by_slack(
 
     def order(item: tuple[K, ReplicaLoad]) -> tuple[bool, float, int]:
         key, load = item
-        slack = load.slack_s(
-            query.priority, query.ttft_target_s, query.prompt_len, extra.get(key, 0)
-        )
+        slack = load.slack_s(query.priority, query.ttft_target_s, query.prompt_len,
+                             extra.get(key, 0), sent.get(key, 0))
         return (load.is_full_for(query.priority, sent.get(key, 0)), -slack, load.queue_len)
 
     return [key for key, _ in sorted(loads, key=order)]

@@ -220,3 +220,59 @@ def test_ttft_correction_ignores_short_predictions_and_clamps_outliers():
     assert c.scale == {}
     c.observe(0, predicted_s=1.0, measured_s=100.0, target_s=6.0)  # one stall: clamped at 8x
     assert c.scale[0] == pytest.approx(1 + 0.2 * (8 - 1))
+
+
+def test_a_late_head_of_queue_raises_the_scale_before_its_first_token(tiers):
+    """The oldest interactive request has waited 4x its prediction and has no token yet:
+    predictions for its tier are at least 4x at once; other tiers are not touched."""
+    from slidingserve.serve.engine_host import _Live
+
+    h = host(tiers)
+    h.costs.s_per_prefill_token = 0.004
+    slo = RequestSLO.of_tier(tiers["interactive"])
+    late = _Live(0, 1000, time.time() - 16.0, 0, ttft_target_s=slo.ttft_s, modelled_ttft_s=4.0)
+    fresh = _Live(0, 1000, time.time(), 0, ttft_target_s=slo.ttft_s, modelled_ttft_s=4.0)
+    h._live.update({"late": late, "fresh": fresh})
+    scale = h.load().ttft_scale
+    assert scale[0] == pytest.approx(4.0, rel=0.01) and 2 not in scale
+    assert isinstance(h.admit(request(tiers, prompt_len=10)), Rejected)
+    late.first_token_s = time.time()  # it started: the bound goes with it
+    assert h.load().ttft_scale == {}
+
+
+def test_start_pace_counts_only_gaps_opened_with_a_queue():
+    from slidingserve.serve.load import StartPace
+
+    pace = StartPace()
+    pace.started(0.0, still_waiting=0)
+    pace.started(10.0, still_waiting=2)  # a lull before it: not the engine's pace
+    assert pace.value == 0.0 and pace.gaps == 0
+    for t in (11.0, 12.0, 13.0):
+        pace.started(t, still_waiting=2)
+    assert pace.gaps == 3 and pace.value == pytest.approx(1.0)
+
+
+def test_a_replica_that_starts_requests_slowly_predicts_the_wait_for_a_start(tiers):
+    """Little prefill work waits, but the engine starts one request a second (its running set
+    is full): the fifth interactive request waiting predicts ~5 s; admission refuses the
+    interactive request that would be seventh in line, and the router ranks an idle replica
+    first."""
+    from slidingserve.serve.router import RouteQuery, rank_by_slack
+
+    h = host(tiers)
+    for t in range(4):
+        h.start_pace.started(float(t), still_waiting=3)
+    assert h.start_pace.value == pytest.approx(1.0)
+    hold(h, 5, priority=0)
+    load = h.load()
+    assert load.requests_ahead(0) == 5 and load.requests_ahead(2) == 5
+    assert load.modelled_ttft_s(0, 10) == pytest.approx(
+        load.step_s + 5.0 + 10 * load.s_per_prefill_token)
+    assert isinstance(h.admit(request(tiers, prompt_len=10)), Admitted)
+    hold(h, 2, priority=1)  # lower tiers do not delay the top tier's start
+    assert h.load().requests_ahead(0) == 5
+    hold(h, 7, priority=0)  # 7 interactive requests waiting
+    assert isinstance(h.admit(request(tiers, prompt_len=10)), Rejected)
+    idle = host(tiers)
+    ranked = rank_by_slack([("slow", h.load()), ("idle", idle.load())], RouteQuery(0, 6.0, 10))
+    assert ranked[0] == "idle"
