@@ -4,10 +4,14 @@ The retraining job (also ``ray job submit -- python -m predictor.retrain --steps
 trains the latency model on a step trace (same split and settings as ``predictor.train``), then
 
   --out MODEL_DIR   writes it as a model directory (atomically; version = previous + 1), and/or
-  --publish         submits it to the cluster's predictor actor (created if missing) with the
-                    job's held-out steps: the actor's validation gate judges it on its held-out
-                    set plus those steps, publishes it only if it passes, and keeps the job's
-                    held-out steps only then.
+  --publish         submits it to the cluster's predictor actor with the job's held-out steps:
+                    the actor's validation gate judges it on its held-out set plus those
+                    steps, publishes it only if it passes, and keeps the job's held-out steps
+                    only then. The actor must exist (the application's replicas create it,
+                    bound to the model and hardware they serve); ``--create-actor`` creates
+                    it when missing, bound to the steps' own (a predictor without a
+                    deployment). A job run before the deployment therefore cannot bind the
+                    actor to the wrong hardware and lock its replicas' samples out.
 
 The steps must all come from one served model and hardware (provenance engine, model,
 hardware), the ones the actor serves: steps or a model measured elsewhere (a CPU profile
@@ -42,6 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="also write a model directory here")
     p.add_argument("--publish", action="store_true", help="submit to the predictor actor")
     p.add_argument("--force", action="store_true", help="publish without the validation gate")
+    p.add_argument("--create-actor", action="store_true",
+                   help="create the predictor actor if missing (bound to the steps' provenance)")
     p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or auto)")
     p.add_argument("--actor-name", default=ACTOR_NAME)
     p.add_argument("--namespace", default=NAMESPACE)
@@ -50,6 +56,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.out is None and not args.publish:
         p.error("nothing to do: give --out MODEL_DIR and/or --publish")
     return args
+
+
+class NoActorError(RuntimeError):
+    """``--publish`` found no predictor actor and was not asked to create one."""
 
 
 def publish(args: argparse.Namespace, blob: bytes, holdout: StepTrace) -> dict[str, Any]:
@@ -62,8 +72,17 @@ def publish(args: argparse.Namespace, blob: bytes, holdout: StepTrace) -> dict[s
             include_dashboard=False,
             log_to_driver=False,
         )
-    actor = get_or_create_actor(name=args.actor_name, namespace=args.namespace,
-                                served=trace_provenance(holdout))
+    if args.create_actor:
+        actor = get_or_create_actor(name=args.actor_name, namespace=args.namespace,
+                                    served=trace_provenance(holdout))
+    else:
+        try:
+            actor = ray.get_actor(args.actor_name, namespace=args.namespace)
+        except ValueError:
+            raise NoActorError(
+                f"no predictor actor {args.actor_name!r} in namespace {args.namespace!r} on "
+                f"this cluster: deploy the application first (its replicas create it, bound "
+                f"to the model and hardware they serve), or pass --create-actor") from None
     result = ray.get(actor.submit.remote(blob, args.force, holdout))
     return result.to_dict()  # type: ignore[no-any-return]
 
@@ -89,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         _, test_idx = split_indices(len(trace), config.test_fraction, config.seed)
         try:
             out["gate"] = publish(args, bundle.to_bytes(), trace.subset(test_idx))
+        except NoActorError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         except ProvenanceMismatchError as e:  # raised in the actor; Ray re-raises it as such
             out["error"] = str(getattr(e, "cause", None) or e)
             print(json.dumps(out))

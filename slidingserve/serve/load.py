@@ -116,7 +116,7 @@ class TTFTCorrection:
     time from its admission to its first token. Only requests predicted to wait at least
     ``min_fraction`` of their tier's TTFT target count: below that the ratio is dominated by a
     step's jitter, not by the queue the formula models. One ratio moves the scale at most
-    ``EMA`` of the way, and ratios are clamped to [``lo``, ``hi``] (one stalled request does not
+    ``ema`` of the way, and ratios are clamped to [``lo``, ``hi``] (one stalled request does not
     shut admission). ``scales`` also takes, per tier, the request waiting longest for its first
     token: its age over its prediction is a lower bound of its own ratio, known before the
     token arrives."""

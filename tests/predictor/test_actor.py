@@ -184,3 +184,32 @@ def test_retrain_job_cannot_publish_cpu_steps_to_a_gpu_deployment(
         assert "error" in json.loads(out.out.strip().splitlines()[-1])
     stats = ray_cluster.get(actor.stats.remote())
     assert stats["version"] == 1 and stats["holdout_samples"] == held_out
+
+
+def test_retrain_job_before_the_deployment_binds_no_actor(
+    ray_cluster: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With no predictor actor on the cluster, ``--publish`` exits 2 naming what to do and
+    creates none (a CPU job run first would otherwise bind the actor to CPU hardware and lock
+    a GPU deployment's samples out); ``--create-actor`` creates it, bound to the steps'."""
+    import json
+
+    from predictor_factories import PROFILE
+
+    from predictor.retrain import main as retrain_main
+
+    name = f"predictor-{uuid.uuid4().hex[:8]}"
+    args = ["--steps", str(PROFILE), "--publish", "--actor-name", name, "--namespace", NAMESPACE]
+    assert retrain_main(args) == 2
+    err = capsys.readouterr().err
+    assert f"no predictor actor {name!r}" in err and "--create-actor" in err
+    with pytest.raises(ValueError):
+        ray_cluster.get_actor(name, namespace=NAMESPACE)
+    assert retrain_main([*args, "--create-actor"]) == 0
+    gate = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["gate"]
+    actor = ray_cluster.get_actor(name, namespace=NAMESPACE)
+    try:
+        assert gate["published"] and gate["version"] == 1
+        assert ray_cluster.get(actor.version.remote()) == 1
+    finally:
+        ray_cluster.kill(actor)
