@@ -68,6 +68,11 @@ class EngineConfig(_Strict):
     # (None: the accelerator's name, else machine-cpus; see slidingserve.engine.steps)
     hardware: str | None = Field(default=None, min_length=1)
     extra_engine_args: dict[str, Any] = Field(default_factory=dict)
+    # oneDNN's primitive cache in the engine's processes (ONEDNN_PRIMITIVE_CACHE_CAPACITY; an
+    # environment variable already set wins; None: oneDNN's default, 1,024). CPU engines build
+    # one primitive per step shape, and SlidingServe's chunks vary the shapes: at the default
+    # the vLLM worker grew ~15% in a 12-minute soak, flat at 8 (docs/reliability.md).
+    onednn_primitive_cache: int | None = Field(default=8, gt=0)
 
     @property
     def name(self) -> str:

@@ -13,9 +13,10 @@ the replica observes (TTFT per token processed, gaps between decode deltas).
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -248,6 +249,9 @@ class EngineHost:
     async def start(self) -> None:
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        for key, value in engine_env(self.cfg.engine, os.environ).items():
+            os.environ[key] = value  # the engine core and worker processes inherit it
+
         sched = None
         if self.cfg.engine.scheduler == "slidingserve":
             sched = scheduler_kwargs(self.cfg, self.files)
@@ -452,6 +456,15 @@ class EngineHost:
         self.metrics.finished(
             slo.tier, outcome, record.ttft_s, record.tpot_s, live.n_out, record.meets_slo(bound)
         )
+
+
+def engine_env(engine: EngineConfig, current: Mapping[str, str]) -> dict[str, str]:
+    """Environment variables to set for the engine's processes, given the ``current`` ones
+    (a variable the deployment already sets is left as it is)."""
+    env: dict[str, str] = {}
+    if engine.onednn_primitive_cache is not None:
+        env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = str(engine.onednn_primitive_cache)
+    return {k: v for k, v in env.items() if k not in current}
 
 
 def engine_params(sampling: Any, slo_args: dict[str, object]) -> Any:

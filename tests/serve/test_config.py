@@ -47,3 +47,20 @@ def test_placement_reaches_the_deployments():
     default = build_app(load_serve_config({}))._bound_deployment.init_args[0]._bound_deployment
     assert "resources" not in default.ray_actor_options
     assert default._replica_config.max_replicas_per_node is None
+
+
+def test_engine_processes_get_a_bounded_onednn_primitive_cache():
+    from slidingserve.serve.config import load_serve_config
+    from slidingserve.serve.engine_host import engine_env
+
+    engine = load_serve_config({}).engine
+    assert engine_env(engine, {}) == {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "8"}
+    assert engine_env(engine, {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "64"}) == {}  # set: kept
+    off = load_serve_config({"engine": {"onednn_primitive_cache": None}}).engine
+    assert engine_env(off, {}) == {}
+    import pytest
+
+    from slidingserve.serve.config import ServeConfigError
+
+    with pytest.raises(ServeConfigError, match=r"engine\.onednn_primitive_cache"):
+        load_serve_config({"engine": {"onednn_primitive_cache": 0}})
