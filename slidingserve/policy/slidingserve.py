@@ -62,6 +62,7 @@ from slidingserve.latency.features import (
 from slidingserve.policy.base import Policy, PolicyConfig, register_policy
 from slidingserve.policy.batch_constructor import BatchConstructor, ConstructorConfig
 from slidingserve.policy.chunker import ChunkerConfig, SlidingChunker
+from slidingserve.policy.kv_pacer import KVPacer, KVPacerConfig
 from slidingserve.policy.packing import BudgetPacker, make_room, pending_tokens
 from slidingserve.policy.sorter import MultiLevelPrioritySorter, SorterConfig
 from slidingserve.policy.table import COMPUTED, RequestTable, TableBuilder
@@ -75,6 +76,7 @@ class SlidingServeConfig(PolicyConfig):
     sorter: SorterConfig = SorterConfig()
     chunker: ChunkerConfig = ChunkerConfig()
     constructor: ConstructorConfig = ConstructorConfig()
+    kv_pacer: KVPacerConfig = KVPacerConfig()  # shorter steps while KV limits the running set
     use_sorter: bool = True  # False: serve in arrival order (FCFS)
     use_aging: bool = True
     use_deferral: bool = True  # False: no deferrable level (sorter.defer_frac off)
@@ -108,6 +110,7 @@ class SlidingServe(Policy):
         window = c.chunker.window if c.use_sliding_chunker else 1
         self.chunker = SlidingChunker(c.chunker.model_copy(update={"window": window}))
         self.constructor = BatchConstructor(c.constructor)
+        self.kv_pacer = KVPacer(c.kv_pacer, c.chunker.max_chunk)
         self.tables = TableBuilder()  # caches waiting requests' rows between steps
         probe = float(min(2048, c.chunker.max_chunk))
         t = latency.predict_features(with_prefill_chunks(decode_features([]), np.array([probe]), 0))
@@ -146,6 +149,7 @@ class SlidingServe(Policy):
         base = decode_features(ctx)
         queued = pending[queue]
         limit = min(packer.tokens_left, int(queued.sum()), self._kv_room(table, queue, packer))
+        limit = self.kv_pacer.limit(limit, lambda top: self._free_chunk(base, top))
         slack = due[decodes] - now
         chunk = self.chunker.forced(limit, slack)  # None: search the grid with predictions
         if chunk is None:
@@ -159,6 +163,8 @@ class SlidingServe(Policy):
             x = decode_features(ctx)
         predicted = float(self.latency.predict_features(x[None, :])[0]) if packer.scheduled else 0.0
         self._observe(predicted, float(x[F_PREFILL_TOKENS]))
+        self.kv_pacer.observe(int(x[F_PREFILL_TOKENS]), packer.free_blocks, state.kv.total_blocks,
+                              waiting=bool(state.waiting), preempted=bool(packer.preempt))
         stats = {"chunk": float(chunk), "prefill_tokens": float(x[F_PREFILL_TOKENS]),
                  "decodes": float(decodes.size), "infeasible": float(np.count_nonzero(infeasible))}
         return packer.plan(predicted, stats)
@@ -245,6 +251,13 @@ class SlidingServe(Policy):
         if room == 0 and bool((table.blocks[queue] > 0).any()):
             return packer.tokens_left
         return room
+
+    def _free_chunk(self, base: np.ndarray, top: int) -> int:
+        """The largest prefill chunk (up to ``top``) that keeps the step within 5% of its time
+        without prefill (``kv_pacer``: never paced below it)."""
+        grid = self.chunker.grid(top)
+        t = self.latency.predict_features(with_prefill_chunks(base, grid, 0.0))
+        return int(grid[np.flatnonzero(t <= 1.05 * t[0])[-1]])
 
     def _pace(
         self, now: float, table: RequestTable, decodes: np.ndarray, due: np.ndarray,
