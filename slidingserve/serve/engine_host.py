@@ -285,10 +285,14 @@ class EngineHost:
     def load(self) -> ReplicaLoad:
         waiting: dict[int, int] = {}
         queued: dict[int, int] = {}
+        heads: dict[int, _Live] = {}  # per tier, the request waiting longest for its first token
         for r in self._live.values():
             if r.first_token_s is None:
                 waiting[r.priority] = waiting.get(r.priority, 0) + r.prompt_len
                 queued[r.priority] = queued.get(r.priority, 0) + 1
+                head = heads.get(r.priority)
+                if r.observed and (head is None or r.admitted_s < head.admitted_s):
+                    heads[r.priority] = r
         per_tok, step = self._costs()
         load = ReplicaLoad(
             ts=time.time(),
@@ -302,7 +306,7 @@ class EngineHost:
             hold_limits=self.hold_limits,
             kv_blocks_used=self.kv.used,
             kv_blocks_total=self.kv.total,
-            ttft_scale=self._ttft_scale() if self.cfg.admission.learn_ttft_error else {},
+            ttft_scale=self._ttft_scale(heads) if self.cfg.admission.learn_ttft_error else {},
             waiting_requests=queued,
             s_per_start=self.start_pace.value,
         )
@@ -313,18 +317,12 @@ class EngineHost:
             )
         return load
 
-    def _ttft_scale(self) -> dict[int, float]:
+    def _ttft_scale(self, heads: dict[int, _Live]) -> dict[int, float]:
         """Per tier, the learned measured/predicted TTFT ratio, raised to what the oldest
-        request still waiting for its first token already shows (its age over its
+        request still waiting for its first token (``heads``) already shows (its age over its
         prediction): a queue the engine drains slower than predicted shows at once, not only
         when its requests' first tokens arrive, by which time many more were admitted."""
         now = time.time()
-        heads: dict[int, _Live] = {}
-        for r in self._live.values():
-            if r.first_token_s is None and r.observed:
-                head = heads.get(r.priority)
-                if head is None or r.admitted_s < head.admitted_s:
-                    heads[r.priority] = r
         return self.ttft_error.scales(
             {p: (h.modelled_ttft_s, now - h.admitted_s, h.ttft_target_s)
              for p, h in heads.items()})
@@ -346,8 +344,10 @@ class EngineHost:
         (admitted elsewhere, whose replica failed before its first token) is admitted at its
         own tier: the service accepted it once, and refusing it now would turn a replica's
         failure into an error the client never caused."""
+        return self._decide(req, self.load())
+
+    def _decide(self, req: GenerateRequest, load: ReplicaLoad) -> Admitted | Rejected:
         adm = self.cfg.admission
-        load = self.load()
         # a request that arrived while the engine started waited for start-up, not for load
         waited = 0.0 if req.arrival_s < self.ready_s else max(time.time() - req.arrival_s, 0.0)
         predicted = waited + load.predicted_ttft_s(req.slo.priority, req.prefill_tokens)
@@ -369,7 +369,8 @@ class EngineHost:
         return Admitted(self.replica, fallback, req.slo.tier, predicted)
 
     async def generate(self, req: GenerateRequest) -> AsyncIterator[StreamEvent]:
-        decision = self.admit(req)
+        load = self.load()
+        decision = self._decide(req, load)
         yield decision
         if isinstance(decision, Rejected):
             return
@@ -379,7 +380,6 @@ class EngineHost:
         self._warmed_up |= req.logprob_paths
         live = _Live(slo.priority, req.prefill_tokens, time.time(), 0, ctx=req.prompt_len,
                      n=req.n, observed=not first_use, ttft_target_s=slo.ttft_s)
-        load = self.load()
         live.tokens_ahead = load.tokens_ahead(slo.priority)
         live.modelled_ttft_s = load.modelled_ttft_s(slo.priority, req.prefill_tokens)
         self._live[req.request_id] = live

@@ -129,7 +129,7 @@ class TTFTCorrection:
 
     def observe(self, priority: int, predicted_s: float, measured_s: float,
                 target_s: float) -> None:
-        if predicted_s <= 0 or predicted_s < self.min_fraction * target_s or measured_s <= 0:
+        if not self._counts(predicted_s, target_s) or measured_s <= 0:
             return
         ratio = self._clamp(measured_s / predicted_s)
         old = self.scale.get(priority, 1.0)
@@ -140,11 +140,15 @@ class TTFTCorrection:
         request of that tier waiting longest for its first token."""
         out = dict(self.scale)
         for priority, (predicted_s, age_s, target_s) in waiting.items():
-            if predicted_s > 0 and predicted_s >= self.min_fraction * target_s:
+            if self._counts(predicted_s, target_s):
                 bound = self._clamp(age_s / predicted_s)
                 if bound > out.get(priority, 1.0):
                     out[priority] = bound
         return out
+
+    def _counts(self, predicted_s: float, target_s: float) -> bool:
+        """A prediction long enough to be judged (class docstring)."""
+        return predicted_s > 0 and predicted_s >= self.min_fraction * target_s
 
     def _clamp(self, ratio: float) -> float:
         return min(max(ratio, self.lo), self.hi)
