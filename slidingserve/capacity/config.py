@@ -143,4 +143,5 @@ def ablation_contenders(base: str = "slidingserve") -> list[Contender]:
             overrides={flag: False},
         )
         for flag in ABLATION_FLAGS
-    ]
+    ] + [Contender(label=f"{base}-no-kv-pacer", policy=base,
+                   overrides={"kv_pacer": {"enabled": False}})]

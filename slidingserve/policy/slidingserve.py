@@ -13,7 +13,8 @@ One step (``schedule``), top to bottom:
 4. Order the prefill queue (sorted, feasible first); when that order is predicted to make
    requests miss their deadlines, the ``BatchConstructor`` (knapsack with deadlines) picks which
    at-risk requests go first.
-5. Size the step's prefill with the ``SlidingChunker`` (this step and the next, jointly).
+5. Size the step's prefill with the ``SlidingChunker`` (this step and the next, jointly), under
+   the ``KVPacer``'s cap while the KV cache limits the running set (``policy/kv_pacer.py``).
 6. Pack prefill chunks in queue order under the chunk, ``max_num_seqs`` and KV (keeping a small
    watermark of free blocks when admitting new requests; with ``admit_whole_prompt``, a new
    request starts only when the free KV holds its whole prompt, as vLLM admits), and predict
@@ -40,7 +41,7 @@ that would otherwise be empty runs the skipped decodes after all.
 Ablation flags switch each collaborator off: ``use_sorter`` (FCFS order), ``use_aging``,
 ``use_deferral`` (the sorter's deferrable level),
 ``use_sliding_chunker`` (greedy chunking, QoServe's rule without its grid and margin),
-``use_batch_constructor``.
+``use_batch_constructor``, ``kv_pacer.enabled``.
 """
 
 from __future__ import annotations

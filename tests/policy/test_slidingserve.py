@@ -74,6 +74,7 @@ ABLATIONS = [
     {"use_deferral": False},
     {"use_sliding_chunker": False},
     {"use_batch_constructor": False},
+    {"kv_pacer": {"enabled": False}},
     {"chunker": {"safety": 1.2, "granularity": 128}},
 ]
 
