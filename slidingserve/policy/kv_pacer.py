@@ -39,6 +39,8 @@ class KVPacerConfig(BaseModel):
     decrease: float = Field(default=0.9, gt=0.0, lt=1.0)  # cap x this step's chunk on pressure
     increase: float = Field(default=1.02, gt=1.0, le=2.0)  # cap growth per prefill step
     min_chunk: int = Field(default=256, ge=1)  # the cap never goes below this
+    # "free" prefill: what keeps the step within this fraction of its time without prefill
+    free_tolerance: float = Field(default=0.05, ge=0.0, le=1.0)
 
 
 class KVPacer:

@@ -254,11 +254,12 @@ class SlidingServe(Policy):
         return room
 
     def _free_chunk(self, base: np.ndarray, top: int) -> int:
-        """The largest prefill chunk (up to ``top``) that keeps the step within 5% of its time
-        without prefill (``kv_pacer``: never paced below it)."""
+        """The largest prefill chunk (up to ``top``) that keeps the step within
+        ``kv_pacer.free_tolerance`` of its time without prefill (the pacer's floor)."""
         grid = self.chunker.grid(top)
         t = self.latency.predict_features(with_prefill_chunks(base, grid, 0.0))
-        return int(grid[np.flatnonzero(t <= 1.05 * t[0])[-1]])
+        bound = (1.0 + self.config.kv_pacer.free_tolerance) * t[0]
+        return int(grid[np.flatnonzero(t <= bound)[-1]])
 
     def _pace(
         self, now: float, table: RequestTable, decodes: np.ndarray, due: np.ndarray,

@@ -78,3 +78,27 @@ def test_long_requests_run_with_fewer_preemptions_and_less_work() -> None:
     assert on["preemptions"] <= off["preemptions"] // 4
     assert on["tokens_run"] < off["tokens_run"]  # less recomputed
     assert on["end_s"] < off["end_s"]
+
+
+def test_the_policy_never_paces_below_the_prefill_a_memory_bound_step_runs_for_free() -> None:
+    """160 decodes over 2,600-token contexts make the roofline step memory-bound: prefill up to
+    where compute catches up costs it no time, so a cap far below that does not bind."""
+    from policy_factories import decoding, roofline, state, waiting
+
+    from slidingserve.policy import make_policy
+
+    decs = [decoding(i, "batch", prompt=2600, generated=1) for i in range(160)]
+    st = state(running=decs, waiting_=[waiting(500, "batch", prompt=4000)], now=0.0)
+    free = make_policy("slidingserve", roofline())  # nothing caps it
+    tight = make_policy("slidingserve", roofline(), kv_pacer={"free_tolerance": 0.0})
+    loose = make_policy("slidingserve", roofline())
+    for p in (tight, loose):
+        for _ in range(40):  # pressure step after step: the cap falls to min_chunk (256)
+            p.kv_pacer.observe(300, free_blocks=0, total_blocks=1000, waiting=True,
+                               preempted=False)
+        assert p.kv_pacer.cap == 256
+    unpaced = free.schedule(st).stats["prefill_tokens"]
+    at_floor = loose.schedule(st).stats["prefill_tokens"]
+    strict = tight.schedule(st).stats["prefill_tokens"]
+    assert strict == 256  # no tolerance: every prefill token lengthens the step a little
+    assert 256 < at_floor < unpaced
