@@ -244,6 +244,11 @@ def capacity(
     horizon_seconds: Annotated[
         float, typer.Option(help="From this long after the window, overloaded trials are cut.")
     ] = 120.0,
+    early_pass: Annotated[
+        bool,
+        typer.Option(help="Stop a trial once it passes for sure (after the horizon); "
+                     "--no-early-pass follows every deferred request to its deadline."),
+    ] = True,
     min_requests: Annotated[int, typer.Option(help="Least measured requests per trial.")] = 1000,
     rel_tol: Annotated[float, typer.Option(help="Bisection tolerance (relative).")] = 0.04,
     sweep_rel_tol: Annotated[float, typer.Option(help="Tolerance in the budget sweep.")] = 0.08,
@@ -410,6 +415,7 @@ def capacity(
         trial_seconds=trial_seconds,
         warmup_seconds=warmup_seconds,
         horizon_seconds=horizon_seconds,
+        early_pass=early_pass,
         min_requests=min_requests,
         rel_tol=rel_tol,
         sweep_rel_tol=sweep_rel_tol,

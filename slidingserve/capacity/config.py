@@ -67,6 +67,9 @@ class CapacityConfig(BaseModel):
     # token counted as violations (bounds the cost of overloaded trials); otherwise measured
     # requests are followed to their deadlines (trial.py; None: never cut).
     horizon_seconds: float | None = Field(default=120.0, gt=0)
+    # From the horizon on, stop a trial once it passes its criterion even with every unsettled
+    # measured request counted as a violation (trial.py's early pass; the verdict is exact).
+    early_pass: bool = True
     rel_tol: float = Field(default=0.04, gt=0, lt=1)  # bisection stops when (hi - lo) <= tol x hi
     sweep_rel_tol: float = Field(default=0.08, gt=0, lt=1)  # coarser, for the budget sweep
     start_rate: float | None = Field(default=None, gt=0)  # None: estimated from the workload

@@ -115,6 +115,7 @@ def _cell(results: list[JobResult], n: int, cap1: float, speed: float) -> dict[s
         "trial_points": [
             {"seed": r.job.seed, "rate": t.rate, "worst_violation": t.worst_violation,
              "attainment": t.attainment, "growth": t.growth, "stopped_early": t.stopped_early,
+             "passed_early": t.passed_early, "unsettled": t.unsettled,
              "wall_s": t.wall_s, "sim_end_s": t.stats.get("end_s")}
             for r in results
             for t in r.trials

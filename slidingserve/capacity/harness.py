@@ -24,7 +24,13 @@ from slidingserve.capacity.config import CapacityConfig, Contender
 from slidingserve.capacity.limit import throughput_limit
 from slidingserve.capacity.protocol import qoserve_tiers, run_completion_trial
 from slidingserve.capacity.search import TrialCache, find_knee, sweep_knee
-from slidingserve.capacity.trial import TrialResult, TrialSpec, load_latency_model, run_trial
+from slidingserve.capacity.trial import (
+    EarlyPass,
+    TrialResult,
+    TrialSpec,
+    load_latency_model,
+    run_trial,
+)
 from slidingserve.latency import LatencyModel, RooflineModel
 from slidingserve.latency.features import decode_features, with_prefill_chunks
 from slidingserve.policy import make_policy
@@ -66,7 +72,7 @@ def run_job(job: Job) -> JobResult:
     if job.budget is not None:
         overrides["budget"] = job.budget
 
-    def spec(rate: float, abort: float, cut: float) -> TrialSpec:
+    def spec(rate: float, abort: float, cut: float, early: EarlyPass | None) -> TrialSpec:
         warmup, measured = cfg.trial_requests(rate)
         return TrialSpec(
             policy=job.contender.policy,
@@ -85,17 +91,21 @@ def run_job(job: Job) -> JobResult:
             latency_model=cfg.latency_model,
             arrival=cfg.arrival,
             cv=cfg.cv,
+            early_pass=early if cfg.early_pass else None,
         )
 
     cut90 = 1.0 - cfg.attainment_target
+    pass1 = EarlyPass(cfg.violation_target, per_tier=True)  # the 1% criterion
+    pass90 = EarlyPass(cut90, per_tier=False)  # the 90% criterion
 
-    def trial(rate: float, abort: float, cut: float = cut90) -> TrialResult:
+    def trial(rate: float, abort: float, cut: float = cut90,
+              early: EarlyPass | None = None) -> TrialResult:
         if cfg.protocol == "qoserve":
             return run_completion_trial(
                 job.contender.policy, overrides, rate, job.seed, cfg.protocol_requests,
                 job.tiers, cfg.sim, job.trace, cfg.latency_model, abort,
             )
-        return run_trial(spec(rate, abort, cut))
+        return run_trial(spec(rate, abort, cut, early))
 
     if job.phase == "curve":
         # Stop only hopeless runs (most requests surely violated): rates stay comparable.
@@ -121,7 +131,8 @@ def run_job(job: Job) -> JobResult:
     # arrivals (after the horizon): its worst tier's violation rate is at least that growth, so
     # it fails for sure, and following its deferred requests to their 600-1800 s deadlines
     # (what a trial below the 90% cut does) would cost up to 30x the window in simulated time.
-    cache = TrialCache(lambda r: trial(r, abort, min(cfg.violation_target, cut90)))
+    # A trial that surely passes stops early (``EarlyPass``); one that passes 1% passes 90%.
+    cache = TrialCache(lambda r: trial(r, abort, min(cfg.violation_target, cut90), pass1))
     knee = find_knee(
         cache,
         lambda t: t.worst_violation - cfg.violation_target,
@@ -137,7 +148,7 @@ def run_job(job: Job) -> JobResult:
         # The 90% search cuts at its own threshold. It reuses the 1% search's trials that were
         # not cut (the same run under either threshold) or that grew past its threshold
         # (attainment at most 1 - growth: failing for sure).
-        cache90 = TrialCache(lambda r: trial(r, abort, cut90))
+        cache90 = TrialCache(lambda r: trial(r, abort, cut90, pass90))
         cache90.results.update(
             {r: t for r, t in cache.results.items() if not t.cut or t.growth > cut90}
         )
@@ -306,6 +317,8 @@ def _summarise_knees(
                     "attainment": t.attainment,
                     "growth": t.growth,
                     "stopped_early": t.stopped_early,
+                    "passed_early": t.passed_early,
+                    "unsettled": t.unsettled,
                 }
                 for r in mine
                 for t in r.trials

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import typer
 
 from slidingserve.capacity.cli import parse_contender
 from slidingserve.capacity.trial import (
+    EarlyPass,
     SteadyStateMonitor,
     TrialSpec,
     backlog_growth,
@@ -98,3 +100,60 @@ def test_contender_option_parses_label_policy_and_overrides():
     for bad in ["slidingserve", "x=nosuch", 'x=qoserve:{"a": ', "x=qoserve:[1]"]:
         with pytest.raises(typer.BadParameter):
             parse_contender(bad)
+
+
+def _burst_with_one_long_batch_request() -> list[RequestSpec]:
+    specs = [RequestSpec(i, 0.0, 64, 100, "standard") for i in range(15)]
+    specs.append(RequestSpec(15, 0.0, 64, 4000, "batch"))
+    return specs
+
+
+def test_a_trial_that_passes_for_sure_stops_before_its_long_work_ends():
+    # As above (the batch request runs after every standard one, here with a long output),
+    # judged overall at 10%: once the standard requests are done, the batch one alone (1 of
+    # 16) cannot make the trial fail, so the monitor stops before it finishes.
+    tiers = load_tiers(None)
+    monitor = SteadyStateMonitor(
+        range(16), tiers, 16, 1.0, (0.0, 0.0), 1.0, 0.1, EarlyPass(0.1, per_tier=False)
+    )
+    result = simulate(
+        _burst_with_one_long_batch_request(), tiers, "vllm-priority", SimConfig(max_num_seqs=1),
+        monitor=monitor,
+    )
+    assert monitor.passed and monitor.unsettled == {"batch": 1}
+    assert not result.records[15].finished
+    assert all(r.finished for r in result.records[:15])
+
+
+def test_no_early_pass_while_the_unsettled_requests_could_still_fail_it():
+    # Judged per tier at 1%, the one unstarted batch request is 100% of its tier: the run
+    # follows it to its first token and its end, as without the rule.
+    tiers = load_tiers(None)
+    monitor = SteadyStateMonitor(
+        range(16), tiers, 16, 1.0, (0.0, 0.0), 1.0, 0.01, EarlyPass(0.01, per_tier=True)
+    )
+    result = simulate(
+        _burst_with_one_long_batch_request(), tiers, "vllm-priority", SimConfig(max_num_seqs=1),
+        monitor=monitor,
+    )
+    assert not monitor.passed and not monitor.unsettled
+    assert all(r.finished for r in result.records)
+
+
+def test_an_early_pass_reports_the_verdict_and_counts_what_was_open_as_on_time():
+    tiers = load_tiers(None)
+    base = TrialSpec(
+        "vllm-priority", {}, 4.0, 0, 200, tiers, SimConfig(max_num_seqs=8), warmup=10,
+        horizon_s=5.0,
+    )
+    full = run_trial(base)
+    early = run_trial(replace(base, early_pass=EarlyPass(0.1, per_tier=False)))
+    assert not full.passed_early and full.unsettled == 0
+    assert early.passed_early and not early.stopped_early
+    assert early.stats["end_s"] < full.stats["end_s"]
+    # the same verdict under the criterion the rule was given (90% attainment)
+    assert (full.attainment >= 0.9) == (early.attainment >= 0.9) is True
+    # the open requests count as on time: the attainment is at most what it would be if
+    # every settled one had met its SLO, and at least the attainment with them all violated
+    lowest = early.attainment - early.unsettled / early.measured
+    assert lowest <= full.attainment <= 1.0 and lowest >= 0.9 - 1e-12
