@@ -51,10 +51,16 @@ class ReplicaLoad:
     decode_ctx_sum: int  # sum over running requests of their context after one more token
     decode_ctx_max: int
     queued_prefill_tokens: int  # tokens still to prefill, running and waiting
+    # The same tokens by the tier priority of their request: entry p for priority p.
+    queued_by_priority: tuple[int, ...] = ()
 
     @property
     def outstanding(self) -> int:
         return self.running + self.waiting
+
+    def tokens_ahead(self, priority: int) -> int:
+        """Tokens to prefill of requests at priorities <= ``priority`` (served first)."""
+        return sum(self.queued_by_priority[: priority + 1])
 
 
 class Replica:
@@ -114,6 +120,19 @@ class Replica:
             v.prompt_len + v.num_generated - v.num_computed - 1 for v in self.running
         )
 
+    def queued_by_priority(self) -> tuple[int, ...]:
+        """``queued_prefill_tokens`` split by the tier priority of each request."""
+        out: list[int] = []
+        for views, ahead in ((self.waiting, 0), (self.running, 1)):
+            for v in views:
+                n = v.prompt_len + v.num_generated - v.num_computed - ahead
+                if n:
+                    p = v.tier.priority
+                    if p >= len(out):
+                        out.extend([0] * (p + 1 - len(out)))
+                    out[p] += n
+        return tuple(out)
+
     def load(self) -> ReplicaLoad:
         """The router's snapshot of this replica (cached until the replica changes)."""
         if self._load is not None and self._load[0] == self.version:
@@ -122,12 +141,14 @@ class Replica:
             load = self.run.load()
         else:
             ctx = [v.num_computed + 1 for v in self.running]
+            by_priority = self.queued_by_priority()
             load = ReplicaLoad(
                 len(self.running),
                 len(self.waiting),
                 sum(ctx),
                 max(ctx, default=0),
-                self.queued_prefill_tokens(),
+                sum(by_priority),
+                by_priority,
             )
         self._load = (self.version, load)
         return load

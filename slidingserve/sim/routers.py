@@ -16,7 +16,8 @@ Registered (``router_names()``):
   * ``least-work``: least outstanding work in tokens (queued prefill tokens + one decode token
     per running request), hardware-agnostic;
   * ``slack`` (alias ``slo-aware``): most predicted TTFT slack, from each replica's own
-    latency model.
+    latency model, counting the queued work of the request's tier and higher ones (the
+    engine serves those first), as the Ray Serve router does.
 """
 
 from __future__ import annotations
@@ -155,9 +156,12 @@ class Slack(Router):
     """Most predicted TTFT slack.
 
     Predicted first-token time on a replica = the rest of its step in flight + one step that
-    runs its decodes plus all queued prefill tokens and this prompt, timed by that replica's
-    own latency model (its view of the work ahead of the request). Slack = TTFT deadline -
-    now - that. Highest slack wins; ties go to fewer outstanding requests, then lower index.
+    runs its decodes plus the queued prefill tokens of requests at the request's priority or
+    higher (``ReplicaLoad.tokens_ahead``: the policies serve higher tiers first, so deferred
+    batch work does not stand in front of an interactive request) and this prompt, timed by
+    that replica's own latency model (its view of the work ahead of the request). Slack =
+    TTFT deadline - now - that. Highest slack wins; ties go to fewer outstanding requests,
+    then lower index.
     Per arrival: one vectorised prediction per distinct latency model (two in a heterogeneous
     fleet); the prompt-independent columns are kept per replica and refreshed only for the
     replicas that changed since the last arrival (``Replica.version``).
@@ -174,7 +178,7 @@ class Slack(Router):
             self._fleet = fleet
             self._versions = [-1] * n
             self._base = np.zeros((n, N_FEATURES), dtype=np.float64)  # decodes + queued
-            self._queued = np.zeros(n, dtype=np.float64)
+            self._queued = np.zeros((n, 1), dtype=np.float64)  # per priority (columns)
             self._outstanding = np.zeros(n, dtype=np.float64)
             self._step_end = np.zeros(n, dtype=np.float64)  # end of the step in flight, or 0
             groups: dict[int, tuple[LatencyModel, list[int]]] = {}
@@ -193,14 +197,19 @@ class Slack(Router):
             row[F_DECODE_CTX_MAX] = load.decode_ctx_max
             row[F_PREFILL_REQS] = 1 + load.waiting
             row[F_TOTAL_TOKENS] = load.running
-            self._queued[i] = load.queued_prefill_tokens
+            by_priority = load.queued_by_priority
+            if len(by_priority) > self._queued.shape[1]:
+                self._queued = _widen(self._queued, len(by_priority))
+            self._queued[i] = 0.0
+            self._queued[i, : len(by_priority)] = by_priority
             self._outstanding[i] = load.outstanding
             self._step_end[i] = rep.step_end_s if rep.busy else 0.0
 
     def route(self, req: SimRequest, replicas: Sequence[Replica], now: float) -> int:
         self._refresh(replicas)
         n = len(replicas)
-        queued = self._queued + req.view.prompt_len
+        ahead = self._queued[:, : req.view.tier.priority + 1].sum(axis=1)
+        queued = ahead + req.view.prompt_len
         X = self._base.copy()
         X[:, F_PREFILL_TOKENS] = queued
         X[:, F_PREFILL_ATTN] = queued * queued / 2.0
@@ -212,3 +221,9 @@ class Slack(Router):
         slack = req.view.ttft_deadline() - now - (busy + predicted)
         # Highest slack, then fewest outstanding, then lowest position (lexsort: last key first).
         return int(np.lexsort((np.arange(n), self._outstanding, -slack))[0])
+
+
+def _widen(a: np.ndarray, columns: int) -> np.ndarray:
+    out = np.zeros((a.shape[0], columns), dtype=a.dtype)
+    out[:, : a.shape[1]] = a
+    return out

@@ -97,6 +97,21 @@ def test_slack_prefers_the_fast_replica_when_loads_are_equal():
     assert make_router("slack").route(_request(0, 4000), reps, 0.0) == 0
 
 
+def test_slack_counts_only_the_work_served_before_the_request():
+    # Replica 0 holds 12,000 batch tokens, replica 1 3,000 interactive ones: the engine serves
+    # higher tiers first, so an interactive request starts sooner on replica 0 and a batch
+    # request sooner on replica 1.
+    reps = _fleet([[], []])
+    for key, (rep, tier, prompt) in enumerate(
+        [(0, "batch", 6000), (0, "batch", 6000), (1, "interactive", 3000)]
+    ):
+        reps[rep].enqueue(_request(2000 + key, prompt, tier))
+    assert reps[0].load().queued_by_priority == (0, 0, 12000)
+    assert reps[0].load().tokens_ahead(0) == 0 and reps[0].load().tokens_ahead(2) == 12000
+    assert make_router("slack").route(_request(0, 500, "interactive"), reps, 0.0) == 0
+    assert make_router("slack").route(_request(1, 500, "batch"), reps, 0.0) == 1
+
+
 def test_load_snapshot_follows_the_replica():
     rep = _fleet([[100]])[0]
     assert rep.load().queued_prefill_tokens == 100
