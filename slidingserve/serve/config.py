@@ -122,6 +122,11 @@ class AdmissionConfig(_Strict):
     lowest_tier_share: float = Field(default=0.5, gt=0, le=1)  # 1: no tier-aware shedding
     # scale each tier's predicted TTFT by the replica's measured / predicted ratio (load.py)
     learn_ttft_error: bool = True
+    # Refuse a request while a request of a higher tier on this replica has waited for its
+    # first token longer than this share of its tier's TTFT target: the replica is falling
+    # behind on a more important tier, and more lower-tier work (it decodes in every step and
+    # holds KV) would slow it further. None: no such rule.
+    yield_to_late_tier: float | None = Field(default=0.25, gt=0, le=1)
 
 
 class RouterConfig(_Strict):

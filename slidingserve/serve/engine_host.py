@@ -286,6 +286,8 @@ class EngineHost:
         waiting: dict[int, int] = {}
         queued: dict[int, int] = {}
         heads: dict[int, _Live] = {}  # per tier, the request waiting longest for its first token
+        oldest: dict[int, float] = {}  # per tier, that wait over the TTFT target (any request)
+        now = time.time()
         for r in self._live.values():
             if r.first_token_s is None:
                 waiting[r.priority] = waiting.get(r.priority, 0) + r.prompt_len
@@ -293,6 +295,9 @@ class EngineHost:
                 head = heads.get(r.priority)
                 if r.observed and (head is None or r.admitted_s < head.admitted_s):
                     heads[r.priority] = r
+                if r.ttft_target_s > 0:
+                    share = (now - r.admitted_s) / r.ttft_target_s
+                    oldest[r.priority] = max(oldest.get(r.priority, 0.0), share)
         per_tok, step = self._costs()
         load = ReplicaLoad(
             ts=time.time(),
@@ -309,6 +314,9 @@ class EngineHost:
             ttft_scale=self._ttft_scale(heads) if self.cfg.admission.learn_ttft_error else {},
             waiting_requests=queued,
             s_per_start=self.start_pace.value,
+            oldest_wait=oldest,
+            yield_share=(self.cfg.admission.yield_to_late_tier
+                         if self.cfg.admission.enabled else None),
         )
         for tier in self.tiers.values():
             self.metrics.predicted_ttft.set(
@@ -359,6 +367,16 @@ class EngineHost:
             limit = self.hold_limits[req.slo.priority]
             why = (f"replica holds {load.queue_len} requests, the most it takes while admitting "
                    f"tier {req.slo.tier!r} is {limit} (higher tiers keep the rest)")
+            return Rejected(self.replica, predicted, req.slo.ttft_s, retry, why)
+        late = load.late_tier_above(req.slo.priority) if adm.enabled else None
+        if late is not None:
+            priority, share = late
+            name = next((t.name for t in self.tiers.values() if t.priority == priority),
+                        str(priority))
+            why = (f"replica is behind on tier {name!r}: a request has waited {share:.0%} of "
+                   f"its TTFT target for a first token (more than {load.yield_share:.0%}); "
+                   "lower tiers wait until it catches up")
+            retry = max(adm.min_retry_after_s, int(predicted + 0.999))
             return Rejected(self.replica, predicted, req.slo.ttft_s, retry, why)
         if not adm.enabled or predicted <= target:
             return Admitted(self.replica, req.slo, None, predicted)

@@ -46,6 +46,12 @@ class ReplicaLoad:
     ttft_scale: dict[int, float] = field(default_factory=dict)  # priority -> measured/predicted
     waiting_requests: dict[int, int] = field(default_factory=dict)  # priority -> not started
     s_per_start: float = 0.0  # measured seconds between starts while requests wait (0: none)
+    # priority -> the longest wait for a first token of a request still waiting, over its
+    # tier's TTFT target (absent: none waiting)
+    oldest_wait: dict[int, float] = field(default_factory=dict)
+    # admission refuses lower tiers while a higher tier's oldest wait exceeds this share
+    # (``AdmissionConfig.yield_to_late_tier``; None: never)
+    yield_share: float | None = None
     format: int = LOAD_FORMAT
 
     def to_stats(self) -> dict[str, Any]:
@@ -68,6 +74,21 @@ class ReplicaLoad:
         """True when the replica would refuse a request of ``priority`` for want of room."""
         limit = self.hold_limits.get(priority)
         return limit is not None and self.queue_len + extra_requests >= limit
+
+    def late_tier_above(self, priority: int) -> tuple[int, float] | None:
+        """A higher tier (priority, wait share) whose oldest waiting request has waited more
+        than ``yield_share`` of its TTFT target, the most behind one; None if none is."""
+        if self.yield_share is None:
+            return None
+        late = [(p, w) for p, w in self.oldest_wait.items()
+                if p < priority and w > self.yield_share]
+        return max(late, key=lambda pw: pw[1]) if late else None
+
+    def refuses(self, priority: int, extra_requests: int = 0) -> bool:
+        """True when the replica would refuse a request of ``priority`` whatever its
+        predicted TTFT: full for the tier, or behind on a higher one."""
+        return (self.is_full_for(priority, extra_requests)
+                or self.late_tier_above(priority) is not None)
 
     def tokens_ahead(self, priority: int) -> int:
         return sum(n for p, n in self.waiting_tokens.items() if p <= priority)

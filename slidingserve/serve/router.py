@@ -4,8 +4,9 @@ Idea: every engine replica reports a ``ReplicaLoad`` (queue, waiting prefill tok
 priority, predicted cost per token) as its Ray Serve routing stats. For a request of tier T
 with prompt length L the router predicts the TTFT it would see on each replica and ranks
 replicas by slack (T's TTFT target minus that prediction), most slack first, after every
-replica that still has room for T's share (admission refuses the lowest tiers first when a
-replica holds too many requests: ``ReplicaLoad.is_full_for``). Between stats
+replica that still takes T (admission refuses the lowest tiers first when a replica holds
+too many requests, and lower tiers while a higher one is falling behind:
+``ReplicaLoad.refuses``). Between stats
 reports it adds the prompts it has itself sent to a replica since that replica's snapshot,
 so a burst does not pile onto the replica that looked emptiest a moment ago.
 
@@ -57,8 +58,8 @@ def rank_by_slack(
     routed_tokens: dict[K, int] | None = None,
     routed_requests: dict[K, int] | None = None,
 ) -> list[K]:
-    """Replica keys ordered by predicted slack for ``query``, most slack first; replicas full
-    for the query's tier go last.
+    """Replica keys ordered by predicted slack for ``query``, most slack first; replicas that
+    would refuse the query's tier (full for it, or behind on a higher tier) go last.
 
     Ties go to the shorter queue. ``routed_tokens``/``routed_requests``: prompt tokens and
     requests sent to each replica that its last snapshot does not include yet.
@@ -69,7 +70,7 @@ def rank_by_slack(
         key, load = item
         slack = load.slack_s(query.priority, query.ttft_target_s, query.prompt_len,
                              extra.get(key, 0), sent.get(key, 0))
-        return (load.is_full_for(query.priority, sent.get(key, 0)), -slack, load.queue_len)
+        return (load.refuses(query.priority, sent.get(key, 0)), -slack, load.queue_len)
 
     return [key for key, _ in sorted(loads, key=order)]
 

@@ -172,6 +172,49 @@ def test_router_puts_replicas_full_for_the_tier_last(tiers):
     assert set(both_full) == {"full", "other"}  # both full: slack decides
 
 
+def waiting_since(h: EngineHost, tiers, tier: str, waited_s: float, key: str = "w"):
+    """Make ``h`` hold a request of ``tier`` waiting ``waited_s`` for its first token."""
+    from slidingserve.serve.engine_host import _Live
+
+    t = tiers[tier]
+    live = _Live(t.priority, 100, time.time() - waited_s, 0, ttft_target_s=t.ttft_s)
+    h._live[key] = live
+    return live
+
+
+def test_lower_tiers_wait_while_a_higher_tier_falls_behind(tiers):
+    h = host(tiers)  # yield_to_late_tier 0.25 by default
+    late = waiting_since(h, tiers, "interactive", 2.0)  # a third of its 6 s target
+    for tier in ("batch", "standard"):
+        refused = h.admit(request(tiers, tier, prompt_len=10))
+        assert isinstance(refused, Rejected) and refused.retry_after_s >= 1
+        assert "behind on tier 'interactive'" in refused.reason and "33%" in refused.reason
+    assert isinstance(h.admit(request(tiers, "interactive", prompt_len=10)), Admitted)
+    late.first_token_s = time.time()  # it started: the replica caught up
+    assert isinstance(h.admit(request(tiers, "batch", prompt_len=10)), Admitted)
+    # a short wait (10% of the target) is not falling behind
+    waiting_since(h, tiers, "interactive", 0.6, key="recent")
+    assert isinstance(h.admit(request(tiers, "batch", prompt_len=10)), Admitted)
+    # a standard request 5 minutes into its 600 s holds batch back, not interactive
+    waiting_since(h, tiers, "standard", 300.0, key="old-standard")
+    assert isinstance(h.admit(request(tiers, "batch", prompt_len=10)), Rejected)
+    assert isinstance(h.admit(request(tiers, "interactive", prompt_len=10)), Admitted)
+    off = host(tiers, yield_to_late_tier=None)
+    waiting_since(off, tiers, "interactive", 5.0)
+    assert isinstance(off.admit(request(tiers, "batch", prompt_len=10)), Admitted)
+
+
+def test_router_puts_replicas_behind_on_a_higher_tier_last_for_lower_tiers(tiers):
+    from slidingserve.serve.router import RouteQuery, rank_by_slack
+
+    behind, busy = host(tiers), host(tiers)
+    waiting_since(behind, tiers, "interactive", 3.0)
+    hold(busy, 20, priority=1)  # less slack for standard, but takes it
+    loads = [("behind", behind.load()), ("busy", busy.load())]
+    assert rank_by_slack(loads, RouteQuery(1, 600.0, 10)) == ["busy", "behind"]
+    assert not behind.load().refuses(0) and behind.load().refuses(1)
+
+
 def admit_and_answer(h: EngineHost, tiers, tier: str, measured_over_predicted: float) -> None:
     """Admit one ``tier`` request behind the replica's queue and give it its first token
     ``measured_over_predicted`` times the queue formula's TTFT after its admission."""
