@@ -123,10 +123,13 @@ class AdmissionConfig(_Strict):
     # scale each tier's predicted TTFT by the replica's measured / predicted ratio (load.py)
     learn_ttft_error: bool = True
     # Refuse a request while a request of a higher tier on this replica has waited for its
-    # first token longer than this share of its tier's TTFT target: the replica is falling
-    # behind on a more important tier, and more lower-tier work (it decodes in every step and
-    # holds KV) would slow it further. None: no such rule.
+    # first token longer than this share of its tier's TTFT target, and longer than
+    # ``yield_min_wait_s``: the replica is falling behind on a more important tier, and more
+    # lower-tier work (it decodes in every step and holds KV) would slow it further. The floor
+    # keeps tight targets (the CPU tiers' 336 ms) from refusing lower tiers over the wait of
+    # one busy step. None: no such rule.
     yield_to_late_tier: float | None = Field(default=0.25, gt=0, le=1)
+    yield_min_wait_s: float = Field(default=1.0, ge=0)
 
 
 class RouterConfig(_Strict):

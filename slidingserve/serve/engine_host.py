@@ -286,7 +286,7 @@ class EngineHost:
         waiting: dict[int, int] = {}
         queued: dict[int, int] = {}
         heads: dict[int, _Live] = {}  # per tier, the request waiting longest for its first token
-        oldest: dict[int, float] = {}  # per tier, that wait over the TTFT target (any request)
+        oldest: dict[int, tuple[float, float]] = {}  # per tier, longest wait (s, share)
         now = time.time()
         for r in self._live.values():
             if r.first_token_s is None:
@@ -296,8 +296,9 @@ class EngineHost:
                 if r.observed and (head is None or r.admitted_s < head.admitted_s):
                     heads[r.priority] = r
                 if r.ttft_target_s > 0:
-                    share = (now - r.admitted_s) / r.ttft_target_s
-                    oldest[r.priority] = max(oldest.get(r.priority, 0.0), share)
+                    wait = now - r.admitted_s
+                    if wait > oldest.get(r.priority, (0.0, 0.0))[0]:
+                        oldest[r.priority] = (wait, wait / r.ttft_target_s)
         per_tok, step = self._costs()
         load = ReplicaLoad(
             ts=time.time(),
@@ -314,9 +315,7 @@ class EngineHost:
             ttft_scale=self._ttft_scale(heads) if self.cfg.admission.learn_ttft_error else {},
             waiting_requests=queued,
             s_per_start=self.start_pace.value,
-            oldest_wait=oldest,
-            yield_share=(self.cfg.admission.yield_to_late_tier
-                         if self.cfg.admission.enabled else None),
+            late_tiers=self._late_tiers(oldest),
         )
         for tier in self.tiers.values():
             self.metrics.predicted_ttft.set(
@@ -324,6 +323,15 @@ class EngineHost:
                 tags={"replica": self.replica, "tier": tier.name},
             )
         return load
+
+    def _late_tiers(self, oldest: dict[int, tuple[float, float]]) -> dict[int, float]:
+        """Tiers whose longest wait for a first token (``oldest``: seconds, share of the TTFT
+        target) exceeds the admission's yield thresholds: lower tiers yield to them."""
+        adm = self.cfg.admission
+        if not adm.enabled or adm.yield_to_late_tier is None:
+            return {}
+        return {p: share for p, (wait, share) in oldest.items()
+                if share > adm.yield_to_late_tier and wait > adm.yield_min_wait_s}
 
     def _ttft_scale(self, heads: dict[int, _Live]) -> dict[int, float]:
         """Per tier, the learned measured/predicted TTFT ratio, raised to what the oldest
@@ -374,8 +382,8 @@ class EngineHost:
             name = next((t.name for t in self.tiers.values() if t.priority == priority),
                         str(priority))
             why = (f"replica is behind on tier {name!r}: a request has waited {share:.0%} of "
-                   f"its TTFT target for a first token (more than {load.yield_share:.0%}); "
-                   "lower tiers wait until it catches up")
+                   f"its TTFT target for a first token (more than "
+                   f"{adm.yield_to_late_tier:.0%}); lower tiers wait until it catches up")
             retry = max(adm.min_retry_after_s, int(predicted + 0.999))
             return Rejected(self.replica, predicted, req.slo.ttft_s, retry, why)
         if not adm.enabled or predicted <= target:

@@ -46,12 +46,10 @@ class ReplicaLoad:
     ttft_scale: dict[int, float] = field(default_factory=dict)  # priority -> measured/predicted
     waiting_requests: dict[int, int] = field(default_factory=dict)  # priority -> not started
     s_per_start: float = 0.0  # measured seconds between starts while requests wait (0: none)
-    # priority -> the longest wait for a first token of a request still waiting, over its
-    # tier's TTFT target (absent: none waiting)
-    oldest_wait: dict[int, float] = field(default_factory=dict)
-    # admission refuses lower tiers while a higher tier's oldest wait exceeds this share
-    # (``AdmissionConfig.yield_to_late_tier``; None: never)
-    yield_share: float | None = None
+    # priority -> wait share of the tiers this replica is behind on: a request still waiting
+    # for its first token has waited that share of its TTFT target, more than admission
+    # allows before lower tiers yield (``AdmissionConfig.yield_to_late_tier``)
+    late_tiers: dict[int, float] = field(default_factory=dict)
     format: int = LOAD_FORMAT
 
     def to_stats(self) -> dict[str, Any]:
@@ -76,12 +74,8 @@ class ReplicaLoad:
         return limit is not None and self.queue_len + extra_requests >= limit
 
     def late_tier_above(self, priority: int) -> tuple[int, float] | None:
-        """A higher tier (priority, wait share) whose oldest waiting request has waited more
-        than ``yield_share`` of its TTFT target, the most behind one; None if none is."""
-        if self.yield_share is None:
-            return None
-        late = [(p, w) for p, w in self.oldest_wait.items()
-                if p < priority and w > self.yield_share]
+        """The higher tier (priority, wait share) this replica is most behind on, if any."""
+        late = [(p, w) for p, w in self.late_tiers.items() if p < priority]
         return max(late, key=lambda pw: pw[1]) if late else None
 
     def refuses(self, priority: int, extra_requests: int = 0) -> bool:

@@ -204,6 +204,19 @@ def test_lower_tiers_wait_while_a_higher_tier_falls_behind(tiers):
     assert isinstance(off.admit(request(tiers, "batch", prompt_len=10)), Admitted)
 
 
+def test_a_tight_target_yields_only_past_the_minimum_wait(tiers):
+    """A 0.4 s TTFT target: 0.3 s waited is 75% of it, but one busy step on a CPU engine,
+    not a replica falling behind; past ``yield_min_wait_s`` (1 s) lower tiers yield."""
+    from slidingserve.serve.engine_host import _Live
+
+    h = host(tiers)
+    h._live["tight"] = _Live(0, 100, time.time() - 0.3, 0, ttft_target_s=0.4)
+    assert isinstance(h.admit(request(tiers, "batch", prompt_len=10)), Admitted)
+    h._live["tight-late"] = _Live(0, 100, time.time() - 1.2, 0, ttft_target_s=0.4)
+    refused = h.admit(request(tiers, "batch", prompt_len=10))
+    assert isinstance(refused, Rejected) and "300%" in refused.reason
+
+
 def test_router_puts_replicas_behind_on_a_higher_tier_last_for_lower_tiers(tiers):
     from slidingserve.serve.router import RouteQuery, rank_by_slack
 
