@@ -102,40 +102,32 @@ def test_contender_option_parses_label_policy_and_overrides():
             parse_contender(bad)
 
 
-def _burst_with_one_long_batch_request() -> list[RequestSpec]:
+def _burst_with_one_long_batch_request(rule: EarlyPass):
+    """15 `standard` requests and one long `batch` one at t=0 on one decode slot (the batch
+    one runs last), monitored with ``rule`` from a 1 s horizon on."""
+    tiers = load_tiers(None)
     specs = [RequestSpec(i, 0.0, 64, 100, "standard") for i in range(15)]
     specs.append(RequestSpec(15, 0.0, 64, 4000, "batch"))
-    return specs
+    monitor = SteadyStateMonitor(
+        range(16), tiers, 16, 1.0, (0.0, 0.0), 1.0, rule.share, rule
+    )
+    result = simulate(specs, tiers, "vllm-priority", SimConfig(max_num_seqs=1), monitor=monitor)
+    return monitor, result
 
 
 def test_a_trial_that_passes_for_sure_stops_before_its_long_work_ends():
-    # As above (the batch request runs after every standard one, here with a long output),
-    # judged overall at 10%: once the standard requests are done, the batch one alone (1 of
+    # Judged overall at 10%: once the standard requests are done, the batch one alone (1 of
     # 16) cannot make the trial fail, so the monitor stops before it finishes.
-    tiers = load_tiers(None)
-    monitor = SteadyStateMonitor(
-        range(16), tiers, 16, 1.0, (0.0, 0.0), 1.0, 0.1, EarlyPass(0.1, per_tier=False)
-    )
-    result = simulate(
-        _burst_with_one_long_batch_request(), tiers, "vllm-priority", SimConfig(max_num_seqs=1),
-        monitor=monitor,
-    )
+    monitor, result = _burst_with_one_long_batch_request(EarlyPass(0.1, per_tier=False))
     assert monitor.passed and monitor.unsettled == {"batch": 1}
     assert not result.records[15].finished
     assert all(r.finished for r in result.records[:15])
 
 
 def test_no_early_pass_while_the_unsettled_requests_could_still_fail_it():
-    # Judged per tier at 1%, the one unstarted batch request is 100% of its tier: the run
-    # follows it to its first token and its end, as without the rule.
-    tiers = load_tiers(None)
-    monitor = SteadyStateMonitor(
-        range(16), tiers, 16, 1.0, (0.0, 0.0), 1.0, 0.01, EarlyPass(0.01, per_tier=True)
-    )
-    result = simulate(
-        _burst_with_one_long_batch_request(), tiers, "vllm-priority", SimConfig(max_num_seqs=1),
-        monitor=monitor,
-    )
+    # Judged per tier at 1%, the one batch request is 100% of its tier: the run follows it
+    # to its end, as without the rule.
+    monitor, result = _burst_with_one_long_batch_request(EarlyPass(0.01, per_tier=True))
     assert not monitor.passed and not monitor.unsettled
     assert all(r.finished for r in result.records)
 
