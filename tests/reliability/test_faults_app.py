@@ -102,6 +102,8 @@ def test_5_short_overload_protects_the_top_tier(app):
     cfg = replace(OverloadConfig(), duration_s=10.0, burst=16, request_timeout_s=180.0)
     r = run_overload(app.url, load_tiers(None), cfg, ALL_KEY)
     print({k: r[k] for k in ("sent", "served", "rejected_429", "errors", "lost", "capacity")})
+    caps = sorted(b["capacity_rps"] for b in r["capacity"]["bursts"])
+    assert len(caps) == 3 and r["capacity"]["capacity_rps"] == caps[1]  # the median burst
     for label, run in r["runs"].items():
         print(label, run["rate_rps"], run["tiers"])
         assert run["lost"] == 0, run["lost_examples"]
