@@ -132,9 +132,15 @@ async def run_replica_failure(app: AppUnderTest, auth: dict[str, str],
                 for _ in range(8)]
     # A stream's headers (x-served-by) come at admission, so a stream retried after the kill
     # still names the killed replica: the streams that died with it are those it had started.
-    not_started = [r for i, r in enumerate(streamed) if tokens_at_kill.get(i, 0) == 0]
+    # Started: output had reached the client by the kill, or was on its way then (the stream
+    # received output after the kill and then ended with the error: the ingress had sent that
+    # output on before the replica died, so it could not send the request again).
+    def started_on_victim(i: int, r: Result) -> bool:
+        return tokens_at_kill.get(i, 0) > 0 or (r.kind == "error" and seen.get(i, 0) > 0)
+
+    not_started = [r for i, r in enumerate(streamed) if not started_on_victim(i, r)]
     on_victim = [r for i, r in enumerate(streamed)
-                 if r.replica == victim and tokens_at_kill.get(i, 0) > 0]
+                 if r.replica == victim and started_on_victim(i, r)]
     on_victim += [r for r in stream_results[len(streamed):] if r.replica == victim]
     everything = stream_results + probes + post
     t = tally(everything)
