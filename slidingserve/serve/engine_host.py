@@ -301,7 +301,7 @@ class EngineHost:
                         oldest[r.priority] = (wait, wait / r.ttft_target_s)
         per_tok, step = self._costs()
         load = ReplicaLoad(
-            ts=time.time(),
+            ts=now,
             replica=self.replica,
             queue_len=len(self._live),
             running=sum(1 for r in self._live.values() if r.first_token_s is not None),

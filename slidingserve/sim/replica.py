@@ -115,13 +115,9 @@ class Replica:
             return self.run.outstanding()
         return len(self.running) + len(self.waiting)
 
-    def queued_prefill_tokens(self) -> int:
-        return sum(v.prompt_len + v.num_generated - v.num_computed for v in self.waiting) + sum(
-            v.prompt_len + v.num_generated - v.num_computed - 1 for v in self.running
-        )
-
     def queued_by_priority(self) -> tuple[int, ...]:
-        """``queued_prefill_tokens`` split by the tier priority of each request."""
+        """Tokens still to prefill (waiting requests, and running ones past their next token)
+        per tier priority of their request: entry p for priority p."""
         out: list[int] = []
         for views, ahead in ((self.waiting, 0), (self.running, 1)):
             for v in views:
