@@ -3,12 +3,15 @@
 Idea: every engine replica reports a ``ReplicaLoad`` (queue, waiting prefill tokens per
 priority, predicted cost per token) as its Ray Serve routing stats. For a request of tier T
 with prompt length L the router predicts the TTFT it would see on each replica and ranks
-replicas by slack (T's TTFT target minus that prediction), most slack first, after every
-replica that still takes T (admission refuses the lowest tiers first when a replica holds
-too many requests, and lower tiers while a higher one is falling behind:
-``ReplicaLoad.refuses``). Between stats
-reports it adds the prompts it has itself sent to a replica since that replica's snapshot,
-so a burst does not pile onto the replica that looked emptiest a moment ago.
+replicas by slack (T's TTFT target minus that prediction), most slack first; a tier with an
+end-to-end deadline (served within that window, behind the first-token tiers) ranks the
+replicas predicted to meet its TTFT target by queue length instead, shortest first, as the
+simulator's ``slack`` router does (``slidingserve/sim/routers.py`` says why). Every
+replica that still takes T comes first (admission refuses the lowest tiers first when a
+replica holds too many requests, and lower tiers while a higher one is falling behind:
+``ReplicaLoad.refuses``). Between stats reports it adds the prompts it has itself sent to a
+replica since that replica's snapshot, so a burst does not pile onto the replica that looked
+emptiest a moment ago.
 
 A request that a replica failed before its first token is resent with that replica in
 ``GenerateRequest.avoid``: the router leaves it out while another candidate is left (Serve
@@ -50,6 +53,7 @@ class RouteQuery:
     priority: int
     ttft_target_s: float
     prompt_len: int  # prefill tokens (the prompt once per choice)
+    end_to_end: bool = False  # the tier has an end-to-end deadline: balance queues
 
 
 def rank_by_slack(
@@ -59,18 +63,24 @@ def rank_by_slack(
     routed_requests: dict[K, int] | None = None,
 ) -> list[K]:
     """Replica keys ordered by predicted slack for ``query``, most slack first; replicas that
-    would refuse the query's tier (full for it, or behind on a higher tier) go last.
+    would refuse the query's tier (full for it, or behind on a higher tier) go last. For an
+    end-to-end tier, the replicas predicted to meet its TTFT target come first, shortest
+    queue first (then most slack), then the others by slack.
 
     Ties go to the shorter queue. ``routed_tokens``/``routed_requests``: prompt tokens and
     requests sent to each replica that its last snapshot does not include yet.
     """
     extra, sent = routed_tokens or {}, routed_requests or {}
 
-    def order(item: tuple[K, ReplicaLoad]) -> tuple[bool, float, int]:
+    def order(item: tuple[K, ReplicaLoad]) -> tuple[bool, bool, int, float, int]:
         key, load = item
         slack = load.slack_s(query.priority, query.ttft_target_s, query.prompt_len,
                              extra.get(key, 0), sent.get(key, 0))
-        return (load.refuses(query.priority, sent.get(key, 0)), -slack, load.queue_len)
+        refuses = load.refuses(query.priority, sent.get(key, 0))
+        queue = load.queue_len + sent.get(key, 0)
+        if query.end_to_end and slack >= 0.0:
+            return (refuses, False, queue, -slack, load.queue_len)
+        return (refuses, query.end_to_end, 0, -slack, load.queue_len)
 
     return [key for key, _ in sorted(loads, key=order)]
 
@@ -82,7 +92,8 @@ def query_of(pending: PendingRequest | None) -> RouteQuery | None:
     req = pending.args[0]
     if not isinstance(req, GenerateRequest):
         return None
-    return RouteQuery(req.slo.priority, req.slo.ttft_s, req.prefill_tokens)
+    return RouteQuery(req.slo.priority, req.slo.ttft_s, req.prefill_tokens,
+                      end_to_end=req.slo.e2e_s is not None)
 
 
 def without_avoided(replicas: list[RunningReplica],

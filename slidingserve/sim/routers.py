@@ -17,7 +17,9 @@ Registered (``router_names()``):
     per running request), hardware-agnostic;
   * ``slack`` (alias ``slo-aware``): most predicted TTFT slack, from each replica's own
     latency model, counting the queued work of the request's tier and higher ones (the
-    engine serves those first), as the Ray Serve router does.
+    engine serves those first), as the Ray Serve router does; a request of a tier with an
+    end-to-end deadline goes to the fewest outstanding requests among the replicas predicted
+    to meet its TTFT target.
 """
 
 from __future__ import annotations
@@ -162,6 +164,16 @@ class Slack(Router):
     that replica's own latency model (its view of the work ahead of the request). Slack =
     TTFT deadline - now - that. Highest slack wins; ties go to fewer outstanding requests,
     then lower index.
+
+    Tiers with an end-to-end deadline (QoServe's standard and batch: 600 s / 1800 s) are
+    served by the policies within that window, behind the first-token tiers, so their
+    predicted first-token time says little about whether they finish in time: such a request
+    goes to the replica with the fewest outstanding requests among those predicted to meet
+    its TTFT target (ties: lower index), and to the most slack when none is. Routing them by
+    slack as well sent them to the replicas with the least queued work ahead, the slow
+    replicas of a mixed fleet, which then held half the requests and their decodes with a
+    third of the fleet's speed (16 heterogeneous replicas: 0.94x Ray Serve's ``pow2`` at
+    the 90% criterion; docs in deploy/README.md).
     Per arrival: one vectorised prediction per distinct latency model (two in a heterogeneous
     fleet); the prompt-independent columns are kept per replica and refreshed only for the
     replicas that changed since the last arrival (``Replica.version``).
@@ -219,6 +231,10 @@ class Slack(Router):
             predicted[idx] = model.predict_features(X if len(self._groups) == 1 else X[idx])
         busy = np.maximum(self._step_end - now, 0.0)
         slack = req.view.ttft_deadline() - now - (busy + predicted)
+        if req.view.tier.e2e_s is not None:
+            feasible = np.flatnonzero(slack >= 0.0)
+            if len(feasible):  # fewest outstanding, then lowest position
+                return int(feasible[np.lexsort((feasible, self._outstanding[feasible]))[0]])
         # Highest slack, then fewest outstanding, then lowest position (lexsort: last key first).
         return int(np.lexsort((np.arange(n), self._outstanding, -slack))[0])
 

@@ -172,6 +172,27 @@ def test_router_puts_replicas_full_for_the_tier_last(tiers):
     assert set(both_full) == {"full", "other"}  # both full: slack decides
 
 
+def test_router_balances_end_to_end_tiers_among_replicas_that_meet_their_ttft(tiers):
+    from slidingserve.serve.engine_host import _Live
+    from slidingserve.serve.router import RouteQuery, rank_by_slack
+
+    many, few = host(tiers), host(tiers)
+    hold(many, 3, priority=0)  # three short prompts: more slack, longer queue
+    few._live["long"] = _Live(0, 20_000, time.time(), 0)  # one long prompt
+    loads = [("many", many.load()), ("few", few.load())]
+    assert rank_by_slack(loads, RouteQuery(0, 6.0, 10)) == ["many", "few"]
+    assert rank_by_slack(loads, RouteQuery(1, 600.0, 10)) == ["many", "few"]
+    assert rank_by_slack(loads, RouteQuery(1, 600.0, 10, end_to_end=True)) == ["few", "many"]
+    # routed since the snapshot: the queue counts it
+    assert rank_by_slack(loads, RouteQuery(1, 600.0, 10, end_to_end=True),
+                         routed_requests={"few": 3}) == ["many", "few"]
+    # a TTFT target the long prompt's replica misses: the one that meets it first
+    on_many, on_few = (load.predicted_ttft_s(1, 10) for _, load in loads)
+    assert on_many < on_few
+    tight = RouteQuery(1, (on_many + on_few) / 2, 10, end_to_end=True)
+    assert rank_by_slack(loads, tight) == ["many", "few"]
+
+
 def waiting_since(h: EngineHost, tiers, tier: str, waited_s: float, key: str = "w"):
     """Make ``h`` hold a request of ``tier`` waiting ``waited_s`` for its first token."""
     from slidingserve.serve.engine_host import _Live

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -110,6 +111,22 @@ def test_slack_counts_only_the_work_served_before_the_request():
     assert reps[0].load().tokens_ahead(0) == 0 and reps[0].load().tokens_ahead(2) == 12000
     assert make_router("slack").route(_request(0, 500, "interactive"), reps, 0.0) == 0
     assert make_router("slack").route(_request(1, 500, "batch"), reps, 0.0) == 1
+
+
+def test_slack_balances_end_to_end_tiers_among_replicas_that_meet_their_ttft():
+    # replica 0: two short prompts queued (more slack, 2 requests); replica 1: one long prompt
+    reps = _fleet([[50, 50], [6000]])
+    router = make_router("slack")
+    assert router.route(_request(0, 100, "interactive"), reps, 0.0) == 0  # most slack
+    assert router.route(_request(1, 100, "standard"), reps, 0.0) == 1  # fewest requests
+    # an end-to-end tier whose TTFT target replica 1's queue would miss: the one that meets it
+    req = _request(2, 100, "standard")
+    tight = dataclasses.replace(tiers()["standard"], ttft_s=0.05)
+    req.view = RequestView(2, tight, 0.0, 100, 0, 0)
+    assert router.route(req, reps, 0.0) == 0
+    # ... and when neither meets it, the most slack
+    req.view = RequestView(2, dataclasses.replace(tight, ttft_s=1e-4), 0.0, 100, 0, 0)
+    assert router.route(req, reps, 0.0) == 0
 
 
 def test_load_snapshot_follows_the_replica():
