@@ -38,6 +38,9 @@ def bench_faults(
                                               "standard=0.3,batch=0.4' (default: the tiers' "
                                               "shares)."),
     overload_s: float = typer.Option(30.0, help="Seconds of overload arrivals."),
+    overload_capacity: float = typer.Option(None, help="Capacity in req/s the overload "
+                                                       "factors multiply, instead of the "
+                                                       "measured one (bursts still run)."),
     fuzz_examples: int = typer.Option(25, help="Schemathesis cases per operation and mode."),
     soak: float = typer.Option(None, help="Run the soak for MINUTES instead of the scenarios "
                                           "(DIR/soak.json, DIR/soak.png)."),
@@ -60,7 +63,8 @@ def bench_faults(
             replicas=replicas, ingress_replicas=ingress_replicas, num_cpus=num_cpus,
             tiers=None if tiers == "config" else tiers,
             overload=replace(base.overload, factors=parse_factors(overload_factors),
-                             tier_mix=parse_mix(overload_mix), duration_s=overload_s, seed=seed),
+                             tier_mix=parse_mix(overload_mix), duration_s=overload_s, seed=seed,
+                             capacity_rps=parse_capacity(overload_capacity)),
             bad_input=replace(base.bad_input, fuzz_examples=fuzz_examples, seed=seed))
         soak_cfg = None if soak is None else SoakConfig(
             minutes=soak, load=soak_load, rate_rps=soak_rate,
@@ -81,6 +85,12 @@ def bench_faults(
     if "runs" in report["scenarios"].get("overload", {}):
         print_overload_table(report["scenarios"]["overload"])
     typer.echo(f"wrote {out / 'faults.json'}")
+
+
+def parse_capacity(value: float | None) -> float | None:
+    if value is not None and not value > 0:
+        raise ValueError(f"--overload-capacity: want a positive rate in req/s (got {value})")
+    return value
 
 
 def parse_factors(text: str) -> tuple[float, ...]:

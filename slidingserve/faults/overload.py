@@ -3,14 +3,15 @@
 1. Capacity: a burst of ``burst`` batch-tier requests (the tier admission never refuses) sent
    at once; capacity = requests finished / (last token - first arrival), the median over
    ``bursts`` bursts one after another (one short burst varied 6.8-9.5 req/s between runs of
-   the same seed on the same machine, and it sets the load of every later step).
+   the same seed on the same machine, and it sets the load of every later step). Given
+   ``capacity_rps``, the factors multiply it instead (the bursts still run, as warm-up).
 2. Overload: for each of ``factors`` in turn, Poisson arrivals at that multiple of the capacity
    for ``duration_s`` with a tier mix (default: the tiers' own shares, 20/50/30 % for the default
    tiers; with 30 % interactive, 4x would put 1.2x capacity in the top tier alone), each request
    bounded by ``request_timeout_s`` in total. Every request must be answered (served, 429 or an
-   explicit error); per tier we report admitted, refused, TTFT attainment (share of the tier's
-   requests admitted *and* first token within target) and TTFT p50/p99, to show the top tier
-   kept on time while the lowest gives first. The resident memory of every process of the
+   explicit error); per tier we report admitted, refused (and why), TTFT attainment (share of
+   the tier's requests admitted *and* first token within target) and TTFT p50/p99, to show the
+   top tier kept on time while the lowest gives first. The resident memory of every process of the
    cluster is sampled throughout (peak reported).
 """
 
@@ -20,6 +21,7 @@ import asyncio
 import random
 import statistics
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +44,10 @@ class OverloadConfig:
     max_output_tokens: int = 64
     request_timeout_s: float = 240.0
     seed: int = 0
+    # load the factors multiply instead of the measured capacity (the bursts still run, as
+    # warm-up, and are reported): runs on different days, or of two configs, then offer the
+    # same load
+    capacity_rps: float | None = None
 
 
 def _classify(outcome: Any) -> str:
@@ -109,6 +115,8 @@ def _burst_capacity(url: str, tiers: TierSet, cfg: OverloadConfig, auth: str | N
 def run_overload(url: str, tiers: TierSet, cfg: OverloadConfig, auth: str | None) -> dict:
     """Capacity once, then one open-loop run per factor; totals over the runs."""
     cap = measure_capacity(url, tiers, cfg, auth)
+    if cfg.capacity_rps is not None:
+        cap = {**cap, "measured_rps": cap["capacity_rps"], "capacity_rps": cfg.capacity_rps}
     runs = {f"{f:g}x": _run_factor(url, tiers, cfg, auth, f, cap) for f in cfg.factors}
     total = {k: sum(r[k] for r in runs.values())
              for k in ("sent", "answered", "lost", "served", "rejected_429", "errors")}
@@ -146,6 +154,9 @@ def _run_factor(url: str, tiers: TierSet, cfg: OverloadConfig, auth: str | None,
             "ttft_attainment": _ttft_attainment(outs, name, tiers),
             "ttft_p50_s": group["ttft_s"]["p50"], "ttft_p99_s": group["ttft_s"]["p99"],
             "shed_fraction": (mine.count("rejected") + mine.count("error")) / len(mine),
+            "refused_why": dict(Counter(
+                _refusal_kind(o) for o, k in zip(outs, kinds, strict=True)
+                if k == "rejected" and o.spec.tier == name)),
         }
     lost = kinds.count("lost")
     return {
@@ -158,6 +169,22 @@ def _run_factor(url: str, tiers: TierSet, cfg: OverloadConfig, auth: str | None,
                                  if k == "lost"})[:5],
         "status_counts": summary["http"]["status_counts"],
     }
+
+
+REFUSAL_KINDS = (  # message fragment -> kind (serve/engine_host.py, serve/ingress.py)
+    ("behind on tier", "behind on a higher tier"),
+    ("the most it takes while admitting", "tier's share of the replica full"),
+    ("predicted TTFT", "predicted TTFT over target"),
+)
+
+
+def _refusal_kind(outcome: Any) -> str:
+    """Why a 429 was refused, from its message: one of ``REFUSAL_KINDS`` or the message."""
+    message = error_message((outcome.error or "").encode()) or outcome.error or ""
+    for fragment, kind in REFUSAL_KINDS:
+        if fragment in message:
+            return kind
+    return message[:80]
 
 
 def _ttft_attainment(outs: list[Any], tier: str, tiers: TierSet) -> float | None:

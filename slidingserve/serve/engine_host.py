@@ -375,7 +375,7 @@ class EngineHost:
             limit = self.hold_limits[req.slo.priority]
             why = (f"replica holds {load.queue_len} requests, the most it takes while admitting "
                    f"tier {req.slo.tier!r} is {limit} (higher tiers keep the rest)")
-            return Rejected(self.replica, predicted, req.slo.ttft_s, retry, why)
+            return Rejected(self.replica, predicted, req.slo.ttft_s, retry, why, tier_wide=True)
         late = load.late_tier_above(req.slo.priority) if adm.enabled else None
         if late is not None:
             priority, share = late
@@ -385,7 +385,7 @@ class EngineHost:
                    f"its TTFT target for a first token (more than "
                    f"{adm.yield_to_late_tier:.0%}); lower tiers wait until it catches up")
             retry = max(adm.min_retry_after_s, int(predicted + 0.999))
-            return Rejected(self.replica, predicted, req.slo.ttft_s, retry, why)
+            return Rejected(self.replica, predicted, req.slo.ttft_s, retry, why, tier_wide=True)
         if not adm.enabled or predicted <= target:
             return Admitted(self.replica, req.slo, None, predicted)
         if adm.on_reject == "reject":

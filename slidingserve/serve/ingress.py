@@ -48,6 +48,7 @@ from slidingserve.serve.slo_headers import (
     SLOHeaderError,
     parse_slo_headers,
 )
+from slidingserve.serve.tier_gate import TierGate
 from slidingserve.slo.tiers import TierSet
 
 __all__ = ["HTTPError", "IngressService", "body_limit_bytes", "build_api"]
@@ -85,6 +86,7 @@ class IngressService:
         self.scrape = scrape  # the cluster's Prometheus text, for /metrics (None: not served)
         self.keys = KeyTable(cfg.auth.resolved_keys(), tiers)
         self.metrics = IngressMetrics()
+        self.gate = TierGate(cfg.admission.ingress_hold_s if cfg.admission.enabled else None)
         self.model_name = cfg.engine.name
         vocab = len(tokenizer) if tokenizer is not None else 0
         self.limits = oa.ModelLimits(cfg.engine.max_model_len, vocab)
@@ -126,6 +128,10 @@ class IngressService:
             params = oa.sampling_params(body, n_max, self.defaults, self.limits)
             sub_id = rid if len(prompts) == 1 else f"{rid}-{i}"
             reqs.append(GenerateRequest(sub_id, prompt.token_ids, slo, params, arrival))
+        closed = self.gate.refusal(slo.priority, time.time())
+        if closed is not None:  # the replicas refuse this whole tier right now
+            raise HTTPError(429, f"SLO tier {slo.tier!r}: {closed.reason}; retry later",
+                            TIER_HEADER, **{"Retry-After": str(closed.retry_after_s)})
         started = await self._start_all(reqs)
         responder = Responder(body, rid, self.model_name, prompts, self.tokenizer)
         if body.stream:
@@ -163,6 +169,8 @@ class IngressService:
             if isinstance(first, Rejected):
                 why = first.reason or (f"predicted TTFT {first.predicted_ttft_s:.3f}s exceeds "
                                        f"the target {first.target_s:.3f}s on every replica")
+                if first.tier_wide:
+                    self.gate.close(req.slo.priority, why, first.retry_after_s, time.time())
                 raise HTTPError(429, f"SLO tier {req.slo.tier!r}: {why}; retry later",
                                 TIER_HEADER, **{"Retry-After": str(first.retry_after_s)})
             assert isinstance(first, Admitted), first

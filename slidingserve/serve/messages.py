@@ -73,6 +73,9 @@ class Rejected:
     target_s: float
     retry_after_s: int
     reason: str = ""  # why, when not the TTFT prediction (a tier's share of the replica full)
+    # the refusal holds for every request of the tier whatever its prompt (full for the tier,
+    # or behind on a higher tier), not for this prompt's predicted TTFT
+    tier_wide: bool = False
 
 
 StepLogprobs = dict[int, tuple[float, str | None]]

@@ -180,3 +180,24 @@ def test_a_stream_counts_output_chunks_whose_text_is_still_empty(chat):
     res = asyncio.run(go())
     assert res.kind == "served" and res.tokens == 1
     assert seen == [(1, "r1"), (2, "r1")]
+
+
+@pytest.mark.parametrize(
+    ("message", "kind"),
+    [
+        ("SLO tier 'batch': replica is behind on tier 'interactive': a request has waited 40% "
+         "of its TTFT target; retry later", "behind on a higher tier"),
+        ("SLO tier 'batch': replica holds 32 requests, the most it takes while admitting tier "
+         "'batch' is 32 (higher tiers keep the rest); retry later",
+         "tier's share of the replica full"),
+        ("SLO tier 'interactive': predicted TTFT 7.100s exceeds the target 6.000s on every "
+         "replica; retry later", "predicted TTFT over target"),
+        ("something else", "something else"),
+    ],
+)
+def test_overload_names_why_a_request_was_refused(message, kind):
+    from types import SimpleNamespace
+
+    from slidingserve.faults.overload import _refusal_kind
+
+    assert _refusal_kind(SimpleNamespace(error=err(message).decode())) == kind
