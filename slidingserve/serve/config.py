@@ -131,9 +131,8 @@ class AdmissionConfig(_Strict):
     yield_to_late_tier: float | None = Field(default=0.25, gt=0, le=1)
     yield_min_wait_s: float = Field(default=1.0, ge=0)
     # After the replica the router ranked first refuses a whole tier (full for it, or behind
-    # on a higher tier), the ingress refuses that tier itself for this long, before
-    # tokenizing, without a call to a replica (serve/tier_gate.py). None: every request goes
-    # to a replica.
+    # on a higher tier), the ingress refuses that tier itself for this long, without a call
+    # to a replica (serve/tier_gate.py). None: every request goes to a replica.
     ingress_hold_s: float | None = Field(default=0.5, gt=0)
 
 

@@ -4,12 +4,13 @@ A replica refuses some requests whatever their prompt: every request of a tier, 
 holds its share of requests for that tier or while a higher tier's request waits too long
 for its first token (``AdmissionConfig``; ``Rejected.tier_wide``). The router ranks replicas
 that refuse a tier last, so when the replica it chose refuses the whole tier, every replica
-it knew of did. Under overload most arrivals are such refusals, and each one costs an
-ingress tokenization, a routing decision and a call to an engine replica on the machine the
+it knew of did. Under overload most arrivals are such refusals, and each one costs a
+routing decision and a call into an engine replica, whose process shares the machine the
 engine computes on. ``TierGate`` remembers a tier-wide refusal for ``hold_s`` (about one
 routing-stats period) and answers that tier's next requests itself: 429 with the replica's
-reason and Retry-After, before the prompt is tokenized. Higher tiers are never held by a
-lower tier's refusal. Per ingress replica, no shared state.
+reason and Retry-After, once the request has been validated (bad input still gets its 400)
+and before it is routed. Higher tiers are never held by a lower tier's refusal. Per ingress
+replica, no shared state.
 """
 
 from __future__ import annotations
