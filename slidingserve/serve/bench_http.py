@@ -17,6 +17,7 @@ import math
 import random
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,20 @@ class Outcome:
     error: str | None = None
 
 
+async def sse_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
+    """The lines of an SSE body, split at newlines only: generated text may hold characters
+    that ``str.splitlines`` (and so ``httpx``'s ``aiter_lines``) also breaks at, such as
+    U+2028, inside one JSON event."""
+    buf = b""
+    async for chunk in chunks:
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            yield line.rstrip(b"\r").decode(errors="replace")
+    if buf:
+        yield buf.rstrip(b"\r").decode(errors="replace")
+
+
 def plan(cfg: BenchConfig, tiers: TierSet) -> list[RequestSpec]:
     """The workload: ``rate * duration`` Poisson arrivals, lengths clipped to the limits."""
     n = max(1, round(cfg.rate * cfg.duration_s))
@@ -104,7 +119,7 @@ async def one_request(client: httpx.AsyncClient, cfg: BenchConfig, spec: Request
             if status != 200:
                 error = (await resp.aread()).decode(errors="replace")[:300]
             else:
-                async for line in resp.aiter_lines():
+                async for line in sse_lines(resp.aiter_bytes()):
                     if not line.startswith("data: "):
                         continue
                     data = line[6:]

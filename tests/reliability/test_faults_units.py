@@ -201,3 +201,23 @@ def test_overload_names_why_a_request_was_refused(message, kind):
     from slidingserve.faults.overload import _refusal_kind
 
     assert _refusal_kind(SimpleNamespace(error=err(message).decode())) == kind
+
+
+def test_sse_lines_split_at_newlines_only():
+    import asyncio
+
+    from slidingserve.serve.bench_http import sse_lines
+
+    event = json.dumps({"choices": [{"text": "a\u2028b\x1cc"}]}, ensure_ascii=False)
+
+    async def chunks():
+        body = f"data: {event}\r\n\r\ndata: [DONE]\n".encode()
+        for i in range(0, len(body), 7):  # split mid-line and mid-character
+            yield body[i:i + 7]
+
+    async def collect():
+        return [line async for line in sse_lines(chunks())]
+
+    lines = asyncio.run(collect())
+    assert lines == [f"data: {event}", "", "data: [DONE]"]
+    assert json.loads(lines[0][6:])["choices"][0]["text"] == "a\u2028b\x1cc"
