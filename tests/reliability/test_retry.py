@@ -12,11 +12,12 @@ import json
 from dataclasses import replace
 from typing import Any
 
+from fake_engine import Engine, Tokenizer
 from vllm.entrypoints.openai.completion.protocol import CompletionRequest
 
 from slidingserve.serve.config import load_serve_config
 from slidingserve.serve.ingress import MAX_ATTEMPTS, RETRIED_FROM_HEADER, IngressService
-from slidingserve.serve.messages import Admitted, GenerateRequest, TokenDelta
+from slidingserve.serve.messages import Admitted, TokenDelta
 from slidingserve.serve.slo_headers import RequestSLO
 from slidingserve.slo.tiers import load_tiers
 
@@ -28,60 +29,11 @@ class ReplicaDied(RuntimeError):
     """What Ray raises on a stream whose replica process was killed."""
 
 
-class Tokenizer:
-    chat_template = None
-
-    def encode(self, text: str, **_: Any) -> list[int]:
-        return [3 + len(w) for w in text.split()]
-
-    def decode(self, ids: list[int]) -> str:
-        return " ".join(f"<{i}>" for i in ids)
-
-    def __len__(self) -> int:
-        return 100
-
-
 def tokens(replica: str, n: int) -> list[Any]:
     out: list[Any] = [TokenDelta("", [], None, 2, 0)]  # vLLM's first output may carry no token
     out += [TokenDelta(f"<{replica}:{i}>", [10 + i], "length" if i == n - 1 else None, 2, i + 1)
             for i in range(n)]
     return out
-
-
-class Stream:
-    def __init__(self, events: list[Any]):
-        self.events, self.cancelled = list(events), False
-
-    def __aiter__(self) -> Stream:
-        return self
-
-    async def __anext__(self) -> Any:
-        if not self.events:
-            raise StopAsyncIteration
-        ev = self.events.pop(0)
-        if isinstance(ev, Exception):
-            raise ev
-        return ev
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-class Engine:
-    """``engine.options(stream=True).generate.remote(req)``: the next scripted stream."""
-
-    def __init__(self, *scripts: list[Any]):
-        self.scripts, self.streams = list(scripts), []
-        self.requests: list[GenerateRequest] = []
-        self.generate = self
-
-    def options(self, **_: Any) -> Engine:
-        return self
-
-    def remote(self, req: GenerateRequest) -> Stream:
-        self.requests.append(req)
-        self.streams.append(Stream(self.scripts.pop(0)))
-        return self.streams[-1]
 
 
 def admitted(replica: str) -> Admitted:

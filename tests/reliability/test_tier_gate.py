@@ -1,8 +1,7 @@
 """A tier-wide refusal closes that tier at the ingress for a moment: its next requests get
 429 without a call to a replica; other tiers, and refusals of one prompt, do not close it.
 
-A fake engine handle stands in for Ray Serve (no cluster): each ``generate.remote`` call plays
-the next scripted stream.
+A fake engine handle stands in for Ray Serve (no cluster): ``fake_engine``.
 """
 
 from __future__ import annotations
@@ -11,61 +10,17 @@ import asyncio
 import time
 from typing import Any
 
+from fake_engine import Engine, Tokenizer
 from vllm.entrypoints.openai.completion.protocol import CompletionRequest
 
 from slidingserve.serve.config import load_serve_config
 from slidingserve.serve.ingress import IngressService
-from slidingserve.serve.messages import Admitted, GenerateRequest, Rejected, TokenDelta
+from slidingserve.serve.messages import Admitted, Rejected, TokenDelta
 from slidingserve.serve.slo_headers import RequestSLO
 from slidingserve.serve.tier_gate import TierGate
 from slidingserve.slo.tiers import load_tiers
 
 TIERS = load_tiers()
-
-
-class Tokenizer:
-    chat_template = None
-
-    def encode(self, text: str, **_: Any) -> list[int]:
-        return [3 + len(w) for w in text.split()]
-
-    def decode(self, ids: list[int]) -> str:
-        return " ".join(f"<{i}>" for i in ids)
-
-    def __len__(self) -> int:
-        return 100
-
-
-class Stream:
-    def __init__(self, events: list[Any]):
-        self.events = list(events)
-
-    def __aiter__(self) -> Stream:
-        return self
-
-    async def __anext__(self) -> Any:
-        if not self.events:
-            raise StopAsyncIteration
-        return self.events.pop(0)
-
-    def cancel(self) -> None:
-        self.events.clear()
-
-
-class Engine:
-    """Plays one scripted stream per call and records the requests it was sent."""
-
-    def __init__(self, *scripts: list[Any]):
-        self.scripts = list(scripts)
-        self.requests: list[GenerateRequest] = []
-        self.generate = self
-
-    def options(self, **_: Any) -> Engine:
-        return self
-
-    def remote(self, req: GenerateRequest) -> Stream:
-        self.requests.append(req)
-        return Stream(self.scripts.pop(0))
 
 
 def served(tier: str) -> list[Any]:
