@@ -62,6 +62,12 @@ RESEND_BACKOFF_S = 0.25  # before resending a call no replica took (times the at
 T = TypeVar("T")
 
 
+def _refused(tier: str, why: str, retry_after_s: int) -> HTTPError:
+    """The 429 of a request refused for load, with the reason and ``Retry-After``."""
+    return HTTPError(429, f"SLO tier {tier!r}: {why}; retry later", TIER_HEADER,
+                     **{"Retry-After": str(retry_after_s)})
+
+
 @dataclass(slots=True)
 class _Started:
     """One engine request admitted by a replica (updated in place when it is retried)."""
@@ -130,8 +136,7 @@ class IngressService:
             reqs.append(GenerateRequest(sub_id, prompt.token_ids, slo, params, arrival))
         closed = self.gate.refusal(slo.priority, time.time())
         if closed is not None:  # the replicas refuse this whole tier right now
-            raise HTTPError(429, f"SLO tier {slo.tier!r}: {closed.reason}; retry later",
-                            TIER_HEADER, **{"Retry-After": str(closed.retry_after_s)})
+            raise _refused(slo.tier, closed.reason, closed.retry_after_s)
         started = await self._start_all(reqs)
         responder = Responder(body, rid, self.model_name, prompts, self.tokenizer)
         if body.stream:
@@ -171,8 +176,7 @@ class IngressService:
                                        f"the target {first.target_s:.3f}s on every replica")
                 if first.tier_wide:
                     self.gate.close(req.slo.priority, why, first.retry_after_s, time.time())
-                raise HTTPError(429, f"SLO tier {req.slo.tier!r}: {why}; retry later",
-                                TIER_HEADER, **{"Retry-After": str(first.retry_after_s)})
+                raise _refused(req.slo.tier, why, first.retry_after_s)
             assert isinstance(first, Admitted), first
             return _Started(req, first, stream, retried_from)
         raise AssertionError("unreachable")
