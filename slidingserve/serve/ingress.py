@@ -39,6 +39,7 @@ from slidingserve.serve.messages import (
 )
 from slidingserve.serve.metrics import IngressMetrics
 from slidingserve.serve.openai_api import HTTPError
+from slidingserve.serve.proxy_tier_gate import HOLD_HEADER as HOLD_HEADER_BYTES
 from slidingserve.serve.responses import Responder
 from slidingserve.serve.slo_headers import (
     DOWNGRADED_HEADER,
@@ -59,13 +60,19 @@ RETRIED_FROM_HEADER = "x-retried-from"  # the replica that failed before the fir
 INGRESS_REPLICA_HEADER = "x-ingress-replica"  # the ingress replica that answered
 MAX_ATTEMPTS = 3  # sends of one request: one retry after a replica failed, plus unreached calls
 RESEND_BACKOFF_S = 0.25  # before resending a call no replica took (times the attempt number)
+HOLD_HEADER = HOLD_HEADER_BYTES.decode()  # on a held tier's 429: milliseconds it stays held
 T = TypeVar("T")
 
 
-def _refused(tier: str, why: str, retry_after_s: int) -> HTTPError:
-    """The 429 of a request refused for load, with the reason and ``Retry-After``."""
-    return HTTPError(429, f"SLO tier {tier!r}: {why}; retry later", TIER_HEADER,
-                     **{"Retry-After": str(retry_after_s)})
+def _refused(tier: str, why: str, retry_after_s: int, hold_s: float | None = None
+             ) -> HTTPError:
+    """The 429 of a request refused for load, with the reason and ``Retry-After``; for a
+    tier held at the ingress, also the tier and how long it stays held (``HOLD_HEADER``), which
+    the HTTP proxy's ``ProxyTierGate`` acts on."""
+    headers = {"Retry-After": str(retry_after_s)}
+    if hold_s is not None and hold_s > 0:
+        headers |= {TIER_ECHO_HEADER: tier, HOLD_HEADER: f"{hold_s * 1e3:.0f}"}
+    return HTTPError(429, f"SLO tier {tier!r}: {why}; retry later", TIER_HEADER, **headers)
 
 
 @dataclass(slots=True)
@@ -134,15 +141,21 @@ class IngressService:
             params = oa.sampling_params(body, n_max, self.defaults, self.limits)
             sub_id = rid if len(prompts) == 1 else f"{rid}-{i}"
             reqs.append(GenerateRequest(sub_id, prompt.token_ids, slo, params, arrival))
-        closed = self.gate.refusal(slo.priority, time.time())
+        now = time.time()
+        closed = self.gate.refusal(slo.priority, now)
         if closed is not None:  # the replicas refuse this whole tier right now
-            raise _refused(slo.tier, closed.reason, closed.retry_after_s)
+            raise _refused(slo.tier, closed.reason, closed.retry_after_s,
+                           self._proxy_hold(closed.until_s - now))
         started = await self._start_all(reqs)
         responder = Responder(body, rid, self.model_name, prompts, self.tokenizer)
         if body.stream:
             return StreamingResponse(self._sse(responder, started), media_type="text/event-stream",
                                      headers=_headers(started))
         return await self._collect(responder, started, arrival)
+
+    def _proxy_hold(self, hold_s: float) -> float | None:
+        """How long the proxy may answer a held tier itself (None: it may not)."""
+        return hold_s if self.cfg.admission.hold_at_proxy else None
 
     async def _start_all(self, reqs: list[GenerateRequest]) -> list[_Started]:
         """Admit every prompt's request; if one is refused, the others are cancelled."""
@@ -174,9 +187,11 @@ class IngressService:
             if isinstance(first, Rejected):
                 why = first.reason or (f"predicted TTFT {first.predicted_ttft_s:.3f}s exceeds "
                                        f"the target {first.target_s:.3f}s on every replica")
+                hold_s = None
                 if first.tier_wide:
                     self.gate.close(req.slo.priority, why, first.retry_after_s, time.time())
-                raise _refused(req.slo.tier, why, first.retry_after_s)
+                    hold_s = self._proxy_hold(self.gate.hold_s)
+                raise _refused(req.slo.tier, why, first.retry_after_s, hold_s)
             assert isinstance(first, Admitted), first
             return _Started(req, first, stream, retried_from)
         raise AssertionError("unreachable")

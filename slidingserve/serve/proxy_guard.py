@@ -63,10 +63,14 @@ def guarded_ray_start() -> Iterator[None]:
 
 
 def proxy_middlewares() -> list[Any]:
-    """Ray Serve's HTTP proxy callback: the middlewares to wrap the proxy's ASGI app in."""
+    """Ray Serve's HTTP proxy callback: the middlewares to wrap the proxy's ASGI app in. Serve
+    applies them in order, so the last is outermost: ``ProxyTierGate`` answers a held tier
+    before ``IngressGuard`` reads the body (``slidingserve.serve.proxy_tier_gate``)."""
     from starlette.middleware import Middleware
 
-    return [Middleware(IngressGuard)]
+    from slidingserve.serve.proxy_tier_gate import ProxyTierGate, refusal_counter
+
+    return [Middleware(IngressGuard), Middleware(ProxyTierGate, on_refuse=refusal_counter())]
 
 
 def error_json(message: str, status: int) -> bytes:

@@ -10,12 +10,14 @@ import asyncio
 import time
 from typing import Any
 
+import httpx
 from fake_engine import Engine, Tokenizer
 from vllm.entrypoints.openai.completion.protocol import CompletionRequest
 
 from slidingserve.serve.config import load_serve_config
-from slidingserve.serve.ingress import IngressService
+from slidingserve.serve.ingress import IngressService, build_api
 from slidingserve.serve.messages import Admitted, Rejected, TokenDelta
+from slidingserve.serve.proxy_tier_gate import ProxyTierGate
 from slidingserve.serve.slo_headers import RequestSLO
 from slidingserve.serve.tier_gate import TierGate
 from slidingserve.slo.tiers import load_tiers
@@ -82,3 +84,38 @@ def test_a_refusal_of_one_prompt_or_a_gate_turned_off_closes_nothing():
     svc = service(engine, hold_s=None)
     assert send(svc, "batch")[0] == 429
     assert send(svc, "batch")[0] == 200 and len(engine.requests) == 2
+
+
+def post_all(app: Any, *tiers: str, auth: str | None = None) -> list[Any]:
+    async def go() -> list[Any]:
+        transport = httpx.ASGITransport(app=app)
+        headers = {"authorization": f"Bearer {auth}"} if auth else {}
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return [await client.post("/v1/completions", json={"prompt": "ka ko", "max_tokens": 1},
+                                      headers={**headers, "x-slo-tier": t}) for t in tiers]
+    return asyncio.run(go())
+
+
+def test_the_proxy_answers_a_tier_the_ingress_holds_and_leaves_auth_to_the_ingress():
+    engine = Engine([BEHIND], served("batch"))
+    cfg = load_serve_config({"auth": {"keys_env": None, "keys": {"k1": ["*"]}},
+                             "admission": {"ingress_hold_s": 30.0}})
+    svc = IngressService(cfg, TIERS, engine, Tokenizer())
+    proxy = ProxyTierGate(build_api(svc))
+    first, second = post_all(proxy, "batch", "batch", auth="k1")
+    assert first.status_code == 429 and float(first.headers["x-slo-tier-hold-ms"]) == 30_000
+    assert second.status_code == 429 and second.headers["x-refused-at"] == "proxy"
+    assert second.json() == first.json() and len(engine.requests) == 1
+    # a client the ingress never authenticated is not answered by the proxy: 401 as always
+    assert post_all(proxy, "batch", auth="wrong")[0].status_code == 401
+
+
+def test_the_ingress_does_not_ask_the_proxy_to_hold_when_told_not_to():
+    engine = Engine([BEHIND], served("batch"))
+    cfg = load_serve_config({"auth": {"keys_env": None},
+                             "admission": {"ingress_hold_s": 30.0, "hold_at_proxy": False}})
+    proxy = ProxyTierGate(build_api(IngressService(cfg, TIERS, engine, Tokenizer())))
+    first, second = post_all(proxy, "batch", "batch")
+    assert first.status_code == 429 and "x-slo-tier-hold-ms" not in first.headers
+    assert second.status_code == 429 and "x-refused-at" not in second.headers  # the ingress's
+    assert len(engine.requests) == 1

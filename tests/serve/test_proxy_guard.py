@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from slidingserve.serve.proxy_guard import IngressGuard, guarded_env
+from slidingserve.serve.proxy_tier_gate import ProxyTierGate
 
 
 class ScriptedProxy:
@@ -76,9 +77,15 @@ def test_a_cut_stream_ends_with_an_error_event_and_is_not_retried():
 
 
 def test_the_proxy_callback_is_importable_from_its_env_value():
-    from ray.serve._private.http_util import validate_http_proxy_callback_return
+    from ray.serve._private.http_util import (
+        _apply_middlewares,
+        validate_http_proxy_callback_return,
+    )
     from ray.serve._private.utils import call_function_from_import_path
 
     path = guarded_env()["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"]
     middlewares = validate_http_proxy_callback_return(call_function_from_import_path(path))
-    assert [m.cls for m in middlewares] == [IngressGuard]
+    assert [m.cls for m in middlewares] == [IngressGuard, ProxyTierGate]
+    # Serve wraps them in order: the tier gate is outermost, before the guard reads a body
+    app = _apply_middlewares(ScriptedProxy("ok"), middlewares)
+    assert isinstance(app, ProxyTierGate) and isinstance(app.app, IngressGuard)
