@@ -134,10 +134,12 @@ class AdmissionConfig(_Strict):
     # on a higher tier), the ingress refuses that tier itself for this long, without a call
     # to a replica (serve/tier_gate.py). None: every request goes to a replica.
     ingress_hold_s: float | None = Field(default=0.5, gt=0)
-    # The ingress's 429 for a held tier says how long it is held (``x-slo-tier-hold-ms``), so
-    # the HTTP proxy answers that tier's next requests itself, bodies unread, when it runs
-    # ``ProxyTierGate`` (serve/proxy_tier_gate.py). False: every request reaches the ingress.
-    hold_at_proxy: bool = True
+    # True: the ingress's 429 for a held tier says how long it is held (``x-slo-tier-hold-ms``),
+    # and the HTTP proxy answers that tier's next requests itself, bodies unread
+    # (``ProxyTierGate``, serve/proxy_tier_gate.py): ~1.4 ms of CPU per refusal against ~11.5
+    # at the ingress, but at 4x overload no better for the top tier, and with a longer tail
+    # (docs/reliability.md), so off by default.
+    hold_at_proxy: bool = False
 
 
 class RouterConfig(_Strict):

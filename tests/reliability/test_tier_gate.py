@@ -99,7 +99,7 @@ def post_all(app: Any, *tiers: str, auth: str | None = None) -> list[Any]:
 def test_the_proxy_answers_a_tier_the_ingress_holds_and_leaves_auth_to_the_ingress():
     engine = Engine([BEHIND], served("batch"))
     cfg = load_serve_config({"auth": {"keys_env": None, "keys": {"k1": ["*"]}},
-                             "admission": {"ingress_hold_s": 30.0}})
+                             "admission": {"ingress_hold_s": 30.0, "hold_at_proxy": True}})
     svc = IngressService(cfg, TIERS, engine, Tokenizer())
     proxy = ProxyTierGate(build_api(svc))
     first, second = post_all(proxy, "batch", "batch", auth="k1")
@@ -110,10 +110,9 @@ def test_the_proxy_answers_a_tier_the_ingress_holds_and_leaves_auth_to_the_ingre
     assert post_all(proxy, "batch", auth="wrong")[0].status_code == 401
 
 
-def test_the_ingress_does_not_ask_the_proxy_to_hold_when_told_not_to():
+def test_the_ingress_does_not_ask_the_proxy_to_hold_unless_told_to():
     engine = Engine([BEHIND], served("batch"))
-    cfg = load_serve_config({"auth": {"keys_env": None},
-                             "admission": {"ingress_hold_s": 30.0, "hold_at_proxy": False}})
+    cfg = load_serve_config({"auth": {"keys_env": None}, "admission": {"ingress_hold_s": 30.0}})
     proxy = ProxyTierGate(build_api(IngressService(cfg, TIERS, engine, Tokenizer())))
     first, second = post_all(proxy, "batch", "batch")
     assert first.status_code == 429 and "x-slo-tier-hold-ms" not in first.headers
