@@ -27,8 +27,16 @@ slack is recoverable in the steps after it, while a prefill stalled behind alway
 of them never fit a chunk) delays first tokens without bound. With the floor, the invariant
 above holds for every chunk above ``min_chunk``.
 
-Both steps are evaluated from one vector of predictions (t is non-decreasing in c; ``c2`` is a
-``searchsorted`` on it), so the search costs one ``predict_features`` call of ``len(grid)`` rows.
+Predicted step time need not grow with the chunk: a learned model of a real engine has cheap
+points (kernel tiles, launch-bound floors), where a larger chunk is predicted faster than a
+smaller one. ``fits`` reads "some chunk of at least c runs within the slack" from the suffix
+minimum of the predictions, so the largest chunk that fits is found even past a slower one,
+and a chunk predicted slower than a larger one (dominated) is never chosen. On a model that is
+non-decreasing in the chunk (roofline, affine) this is the plain rule above.
+
+Both steps are evaluated from one vector of predictions (its suffix minimum is non-decreasing;
+``c2`` is a ``searchsorted`` on it), so the search costs one ``predict_features`` call of
+``len(grid)`` rows.
 """
 
 from __future__ import annotations
@@ -110,8 +118,10 @@ class SlidingChunker:
             t = fast(base, grid, done)
         else:
             t = latency.predict_features(with_prefill_chunks(base, grid, done))
-        t = np.maximum.accumulate(t)
-        i = self._choose(grid, t, slack, tpot, queue_tokens, queue_tpot)
+        # u[j]: the fastest predicted step with at least grid[j] tokens (non-decreasing). A
+        # chunk whose own time is above it is dominated by a larger one at least as fast.
+        u = np.minimum.accumulate(t[::-1])[::-1]
+        i = self._choose(grid, u, t > u, slack, tpot, queue_tokens, queue_tpot)
         floor = min(self.config.min_chunk, int(grid[-1]))
         if grid[i] < floor:
             i = min(int(grid.searchsorted(floor)), len(grid) - 1)
@@ -121,13 +131,15 @@ class SlidingChunker:
         self,
         grid: np.ndarray,
         t: np.ndarray,
+        dominated: np.ndarray,
         slack: np.ndarray,
         tpot: np.ndarray,
         queue_tokens: np.ndarray,
         queue_tpot: np.ndarray,
     ) -> int:
         """The rule of the module docstring: the chosen chunk's index in ``grid`` (``t``: the
-        predicted step time of each grid chunk, non-decreasing).
+        fastest predicted step time of a chunk at least each grid chunk, non-decreasing;
+        ``dominated``: the chunks predicted slower than a larger one, never chosen).
 
         Plain Python on lists (``bisect`` for ``searchsorted``): the grid has tens of points, and
         a few dozen numpy calls on such arrays cost more than the loop (the same float operations
@@ -152,7 +164,7 @@ class SlidingChunker:
             # (when the whole grid fits, the largest chunk reaches the most any pair can,
             # c1 + c2 <= grid[-1], and ties go to the larger c1)
             return fits - 1
-        g, times = grid.tolist(), t.tolist()
+        g, times, worse = grid.tolist(), t.tolist(), dominated.tolist()
         top = g[-1]
         # Walk the queue along the grid: requests finishing their prefill within c1 start
         # decoding, the tightest of their TPOTs bounding step 2 (inf while none finished).
@@ -165,6 +177,8 @@ class SlidingChunker:
                 if queue_tpot.item(k) < new_tpot:
                     new_tpot = queue_tpot.item(k)
                 k += 1
+            if worse[j]:
+                continue
             s2 = s2_base - times[j]
             if new_tpot < s2:
                 s2 = new_tpot

@@ -10,7 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slidingserve.latency import RooflineModel
-from slidingserve.latency.features import decode_features, with_prefill_chunks
+from slidingserve.latency.features import (
+    F_PREFILL_TOKENS,
+    decode_features,
+    with_prefill_chunks,
+)
 from slidingserve.policy.chunker import ChunkerConfig, SlidingChunker
 
 LAT = RooflineModel()
@@ -118,7 +122,8 @@ def rule_by_enumeration(ch: SlidingChunker, grid, t, slack, tpot, queue_tokens, 
     if not bound:
         return len(grid) - 1
     s1 = min(s for s, _ in bound)
-    fitting = [i for i in range(len(grid)) if t[i] * cfg.safety <= s1]
+    fitting = [i for i in range(len(grid)) if t[i] * cfg.safety <= s1
+               and not any(t[j] < t[i] for j in range(i + 1, len(grid)))]  # not dominated
     if not fitting:
         return 0
     if cfg.window == 1:
@@ -138,7 +143,7 @@ def rule_by_enumeration(ch: SlidingChunker, grid, t, slack, tpot, queue_tokens, 
 
 @settings(max_examples=200, deadline=None)
 @given(
-    steps=st.lists(st.floats(0.0, 0.02), min_size=1, max_size=40),
+    steps=st.lists(st.floats(-0.01, 0.02), min_size=1, max_size=40),
     slack_ms=st.lists(st.floats(-150.0, 400.0), max_size=5),
     queue=st.lists(st.tuples(st.integers(1, 300), st.sampled_from([0.05, 0.1, 0.2])),
                    max_size=4),
@@ -147,15 +152,17 @@ def rule_by_enumeration(ch: SlidingChunker, grid, t, slack, tpot, queue_tokens, 
 )
 def test_choice_matches_the_rule_enumerated(steps, slack_ms, queue, window, safety) -> None:
     """Shortcuts included (no bounding decode; the whole grid fitting), ``_choose`` picks what
-    enumerating every pair of the rule picks."""
+    enumerating every pair of the rule picks, on step times that need not grow with the chunk
+    (``plan`` passes their suffix minimum and which chunks a larger one beats)."""
     ch = SlidingChunker(ChunkerConfig(window=window, safety=safety))
     grid = ch.grid(16 * len(steps) - 16 + 7)
-    t = 0.01 + np.cumsum(np.array([*steps, 0.0])[: len(grid)])  # non-decreasing
+    t = np.maximum(0.01 + np.cumsum(np.array([*steps, 0.0])[: len(grid)]), 0.001)
     slack = np.array(slack_ms) / 1e3
     tpot = np.full(len(slack), 0.05)
     q_tokens = np.array([float(n) for n, _ in queue])
     q_tpot = np.array([p for _, p in queue])
-    got = ch._choose(grid, t, slack, tpot, q_tokens, q_tpot)
+    u = np.minimum.accumulate(t[::-1])[::-1]
+    got = ch._choose(grid, u, t > u, slack, tpot, q_tokens, q_tpot)
     assert got == rule_by_enumeration(ch, grid, t, slack, tpot, q_tokens, q_tpot)
 
 
@@ -177,3 +184,30 @@ def test_lightgbm_grid_path_gives_the_same_predictions() -> None:
         done = float(rng.integers(0, 2000))
         want = model.predict_features(with_prefill_chunks(base, grid, done))
         assert np.array_equal(model.predict_prefill_chunks(base, grid, done), want)
+
+
+class Jagged:
+    """Roofline, except that a 640-token chunk is predicted faster than 512 (a cheap tile)."""
+
+    def predict_features(self, X: np.ndarray) -> np.ndarray:
+        t = LAT.predict_features(X).copy()
+        t[np.isclose(X[:, F_PREFILL_TOKENS], 640.0)] *= 0.8
+        return t
+
+
+@pytest.mark.parametrize("window", [1, 2])
+def test_a_larger_chunk_predicted_faster_is_taken(window: int) -> None:
+    """A step whose slack fits 640 tokens' cheap point but not 512's takes 640, the largest
+    chunk predicted to fit, and never a chunk that a larger one beats."""
+    ctx = [1000] * 32
+    base = decode_features(ctx)
+    grid = np.arange(0.0, 1025.0, 16.0)
+    t = Jagged().predict_features(with_prefill_chunks(base, grid, 0.0))
+    at = {int(c): float(x) for c, x in zip(grid, t, strict=True)}
+    assert at[640] < at[512]
+    slack = np.full(32, (at[640] + at[512]) / 2)
+    ch = SlidingChunker(ChunkerConfig(window=window))
+    c1, t1 = ch.plan(Jagged(), base, 0.0, 1024, slack, np.full(32, 0.05),
+                     np.array([5000.0]), np.array([0.4]))
+    assert c1 == 640 and t1 == pytest.approx(at[640]) and t1 <= slack.min()
+    assert all(at[c] >= at[640] for c in at if c > 640)  # nothing larger fits
