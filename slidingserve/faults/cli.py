@@ -176,7 +176,13 @@ def print_overload_table(r: dict[str, Any]) -> None:
                           str(t["rejected_429"]), str(t["errors"]), str(t["lost"]),
                           _pct(t["ttft_attainment"]), _num(t["ttft_p50_s"]),
                           _num(t["ttft_p99_s"]))
-    Console(width=160).print(table)
+    console = Console(width=160)
+    console.print(table)
+    for label, run in r["runs"].items():
+        if "cpu_cores" in run:
+            console.print(f"{label}: cores busy on average: load generator "
+                          f"{run['cpu_cores']['client']:.2f}, cluster "
+                          f"{run['cpu_cores']['cluster']:.2f}")
 
 
 def _pct(x: float | None) -> str:

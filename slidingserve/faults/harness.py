@@ -182,6 +182,21 @@ class MemorySampler:
         }
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """CPU time (user + system, s) used so far by this process (the load generator) and by
+    the processes under it (the local cluster: Ray's, the replicas', the engines'). A process
+    that exited is no longer counted, so differences over a run are a lower bound."""
+    def used(p: psutil.Process) -> float:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            return 0.0
+        return t.user + t.system
+
+    me = psutil.Process()
+    return used(me), sum(used(p) for p in me.children(recursive=True))
+
+
 def _short_name(p: psutil.Process) -> str:
     title = " ".join(p.cmdline()[:1]) or p.name()
     return title[:60]

@@ -12,7 +12,8 @@
    explicit error); per tier we report admitted, refused (and why), TTFT attainment (share of
    the tier's requests admitted *and* first token within target) and TTFT p50/p99, to show the
    top tier kept on time while the lowest gives first. The resident memory of every process of the
-   cluster is sampled throughout (peak reported).
+   cluster is sampled throughout (peak reported), and the CPU both sides used (``cpu_cores``:
+   average cores busy in the load generator and in the cluster over the run).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 import httpx
 
 from slidingserve.faults.client import error_message
-from slidingserve.faults.harness import MemorySampler
+from slidingserve.faults.harness import MemorySampler, cpu_seconds
 from slidingserve.metrics.records import RequestRecord
 from slidingserve.slo.tiers import TierSet
 
@@ -134,11 +135,12 @@ def _run_factor(url: str, tiers: TierSet, cfg: OverloadConfig, auth: str | None,
                         max_output_tokens=cfg.max_output_tokens, api_key=auth, seed=cfg.seed,
                         timeout_s=cfg.request_timeout_s)
     mem = MemorySampler(period_s=1.0).start()
-    t0 = time.time()
+    t0, cpu0 = time.time(), cpu_seconds()
     try:
         outs = asyncio.run(_bounded_bench(bench, tiers, cfg.request_timeout_s))
     finally:
         mem.stop()
+    wall, cpu1 = time.time() - t0, cpu_seconds()
     kinds = [_classify(o) for o in outs]
     summary = bench_summary(bench, tiers, [o for o in outs])
     per_tier: dict[str, Any] = {}
@@ -163,8 +165,11 @@ def _run_factor(url: str, tiers: TierSet, cfg: OverloadConfig, auth: str | None,
         "sent": len(outs), "answered": len(outs) - lost, "lost": lost,
         "served": kinds.count("served"), "rejected_429": kinds.count("rejected"),
         "errors": kinds.count("error"), "rate_rps": round(rate, 3), "tier_mix": mix,
-        "factor": factor, "duration_s": cfg.duration_s, "wall_s": round(time.time() - t0, 1),
+        "factor": factor, "duration_s": cfg.duration_s, "wall_s": round(wall, 1),
         "tiers": per_tier, "memory": mem.report(),
+        # cores busy on average over the run: the load generator, and the cluster under it
+        "cpu_cores": {"client": round((cpu1[0] - cpu0[0]) / wall, 2),
+                      "cluster": round((cpu1[1] - cpu0[1]) / wall, 2)},
         "lost_examples": sorted({o.error or "" for o, k in zip(outs, kinds, strict=True)
                                  if k == "lost"})[:5],
         "status_counts": summary["http"]["status_counts"],

@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import hmac
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -221,3 +224,22 @@ def test_sse_lines_split_at_newlines_only():
     lines = asyncio.run(collect())
     assert lines == [f"data: {event}", "", "data: [DONE]"]
     assert json.loads(lines[0][6:])["choices"][0]["text"] == "a\u2028b\x1cc"
+
+
+def test_cpu_seconds_counts_the_processes_under_this_one_apart_from_it():
+    from slidingserve.faults.harness import cpu_seconds
+
+    me0, kids0 = cpu_seconds()
+    child = subprocess.Popen([sys.executable, "-c",
+                              "import time\nt = time.process_time()\n"
+                              "while time.process_time() - t < 0.3: pass\ntime.sleep(5)"])
+    try:
+        deadline = time.time() + 30
+        while cpu_seconds()[1] - kids0 < 0.25 and time.time() < deadline:
+            time.sleep(0.05)
+        me1, kids1 = cpu_seconds()
+    finally:
+        child.kill()
+        child.wait()
+    assert kids1 - kids0 >= 0.25  # the child's busy loop, counted while it runs
+    assert me1 - me0 < kids1 - kids0  # this process mostly slept
