@@ -243,3 +243,14 @@ def test_cpu_seconds_counts_the_processes_under_this_one_apart_from_it():
         child.wait()
     assert kids1 - kids0 >= 0.25  # the child's busy loop, counted while it runs
     assert me1 - me0 < kids1 - kids0  # this process mostly slept
+
+
+@pytest.mark.parametrize("argv, bad", [(["--requests", "0"], "--requests"),
+                                       (["--concurrency", "-1"], "--concurrency"),
+                                       (["--idle-s", "0"], "--idle-s")])
+def test_refusal_cost_names_a_bad_value(argv, bad, capsys):
+    from slidingserve.faults.refusal_cost import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and bad in capsys.readouterr().err
