@@ -136,9 +136,9 @@ class AdmissionConfig(_Strict):
     ingress_hold_s: float | None = Field(default=0.5, gt=0)
     # True: the ingress's 429 for a held tier says how long it is held (``x-slo-tier-hold-ms``),
     # and the HTTP proxy answers that tier's next requests itself, bodies unread
-    # (``ProxyTierGate``, serve/proxy_tier_gate.py): ~1.4 ms of CPU per refusal against ~11.5
-    # at the ingress, but at 4x overload no better for the top tier, and with a longer tail
-    # (docs/reliability.md), so off by default.
+    # (``ProxyTierGate``, serve/proxy_tier_gate.py): ~1.1 ms of cluster CPU per refusal
+    # against ~10.6 at the ingress, but at 4x overload no better for the top tier, and with a
+    # longer tail (docs/reliability.md), so off by default.
     hold_at_proxy: bool = False
 
 
