@@ -141,11 +141,9 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
 
 
 def refusal_counter() -> Callable[[str], None]:
-    """Counts the proxy's refusals in the ingress's ``slidingserve_rejected_total`` (same
-    tags: tier, status 429), so dashboards see every refusal wherever it was answered."""
-    from ray.util import metrics
+    """Counts the proxy's refusals in the ingress's own counter (``IngressMetrics``: tier,
+    status 429), so dashboards see every refusal wherever it was answered."""
+    from slidingserve.serve.metrics import IngressMetrics
 
-    counter = metrics.Counter("slidingserve_rejected_total",
-                              description="Requests refused at the ingress, by tier and HTTP "
-                                          "status.", tag_keys=("tier", "status"))
-    return lambda tier: counter.inc(1, tags={"tier": tier or "unknown", "status": "429"})
+    metrics = IngressMetrics()
+    return lambda tier: metrics.refused(tier or "unknown", 429)
