@@ -55,6 +55,22 @@ def test_sim_replays_a_trace(tmp_path):
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["overall"]["finished"] == 3
+    assert "windows" not in summary
+
+
+def test_sim_summarises_arrival_windows(tmp_path):
+    out = tmp_path / "w"
+    args = ["sim", "--policy", "sarathi", "--rate", "4", "--num-requests", "60", "--seed", "1"]
+    res = runner.invoke(app, [*args, "--out", str(out), "--window-seconds", "5"])
+    assert res.exit_code == 0, res.output
+    assert "by arrival window" in res.output
+    summary = json.loads((out / "summary.json").read_text())
+    rows = summary["windows"]
+    assert sum(w["requests"] for w in rows) == 60
+    assert [w["start_s"] for w in rows] == [5.0 * i for i in range(len(rows))]
+    assert all(set(w["slo_attainment"]) == {"overall", *summary["tiers"]} for w in rows)
+    bad = runner.invoke(app, [*args, "--out", str(out), "--window-seconds", "0"])
+    assert bad.exit_code != 0 and "window-seconds" in bad.output
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,12 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from slidingserve.capacity.config import CapacityConfig, Contender, ablation_contenders
+from slidingserve.capacity.config import (
+    DEFAULT_TRIAL_SECONDS,
+    CapacityConfig,
+    Contender,
+    ablation_contenders,
+)
 from slidingserve.capacity.fleet import run_fleet_capacity
 from slidingserve.capacity.harness import run_capacity
 from slidingserve.capacity.protocol import QOSERVE_NUM_REQUESTS, qoserve_capacity_config
@@ -236,8 +241,11 @@ def capacity(
     ] = False,
     ablation_seeds: Annotated[int | None, typer.Option(help="Seeds for ablation variants.")] = None,
     trial_seconds: Annotated[
-        float, typer.Option(help="Measured window per trial (s of arrivals).")
-    ] = 120.0,
+        float,
+        typer.Option(help="Measured window per trial (s of arrivals). Shorter windows "
+                     "overrate a policy whose queue builds slowly near its throughput limit "
+                     "(docs/results.md, trial length); the map defaults to 60."),
+    ] = DEFAULT_TRIAL_SECONDS,
     warmup_seconds: Annotated[
         float, typer.Option(help="Warm-up arrivals before the window (s).")
     ] = 30.0,
@@ -330,7 +338,7 @@ def capacity(
             policies=policies if policies != DEFAULT_POLICIES else MAP_POLICIES,
             seeds=seeds if seeds != 3 else 1,
             budgets=budgets if budgets != DEFAULT_BUDGETS else "512,1024,2048",
-            trial_seconds=trial_seconds if trial_seconds != 120.0 else 60.0,
+            trial_seconds=trial_seconds if trial_seconds != DEFAULT_TRIAL_SECONDS else 60.0,
             warmup_seconds=warmup_seconds,
             horizon_seconds=horizon_seconds if horizon_seconds != 120.0 else 60.0,
             min_requests=min_requests if min_requests != 1000 else 600,

@@ -10,6 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from slidingserve.sim import SimConfig, router_names
 
 DEFAULT_BUDGETS = [256, 512, 1024, 2048, 4096, 8192]
+# Measured window of a steady-state trial (s of arrivals). Near its throughput limit a policy's
+# queue can take several minutes to build (sarathi at 512 tokens on the measured H100 model at
+# 12 rps: every interactive request on time in the first 5 minutes, 69% in the next 5, none
+# after 10),
+# so a 60 s window from an empty system overrates it (12.42 rps at 1% against 11.56 with a
+# 600 s window, same seed; docs/results.md).
+DEFAULT_TRIAL_SECONDS = 600.0
 # SlidingServe components the ablation switches off, one at a time (config flags of the policy).
 ABLATION_FLAGS = ["use_sorter", "use_aging", "use_deferral", "use_sliding_chunker",
                   "use_batch_constructor"]
@@ -58,7 +65,7 @@ class CapacityConfig(BaseModel):
     budgets: list[int] = Field(default_factory=lambda: list(DEFAULT_BUDGETS))
     violation_target: float = Field(default=0.01, gt=0, lt=1)
     attainment_target: float = Field(default=0.9, gt=0, lt=1)
-    trial_seconds: float = Field(default=120.0, gt=0)
+    trial_seconds: float = Field(default=DEFAULT_TRIAL_SECONDS, gt=0)
     min_requests: int = Field(default=1000, ge=10)
     max_requests: int = Field(default=20000, ge=10)
     warmup_seconds: float = Field(default=30.0, ge=0)

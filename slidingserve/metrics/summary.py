@@ -17,6 +17,10 @@
 
 A request that never finished counts as a violation everywhere. ``duration_s`` defaults to
 the span from the first arrival to the last event (last token or last arrival).
+
+``windows(records, tiers, seconds)`` splits a run by arrival time: how a run moves towards (or
+away from) its steady state, which one summary over the whole run hides (a queue that takes
+ten minutes to build looks like a short excursion in a two-minute window).
 """
 
 from __future__ import annotations
@@ -56,6 +60,52 @@ def worst_tier_violation_rate(summary: dict[str, Any]) -> float:
     """The highest violation rate over tiers that received requests."""
     rates = [g["violation_rate"] for g in summary["tiers"].values() if g["requests"] > 0]
     return max(rates) if rates else 0.0
+
+
+def windows(
+    records: Sequence[RequestRecord], tiers: TierSet, seconds: float
+) -> list[dict[str, Any]]:
+    """Per window of ``seconds`` of arrivals (from the first arrival on)::
+
+        {"start_s", "end_s", "requests",
+         "queued_at_end"   requests arrived by ``end_s`` without a first token at ``end_s``,
+         "ttft_s": {"mean", "p50", "p90", "p99"} (requests of the window with a first token),
+         "slo_attainment": {"overall", TIER: ...}  (None for a tier without requests)}
+    """
+    if not seconds > 0:
+        raise ValueError(f"window length must be > 0 s (got {seconds})")
+    if not records:
+        return []
+    arrival = np.array([r.arrival_s for r in records], dtype=np.float64)
+    first = np.array(
+        [math.inf if r.first_token_s is None else r.first_token_s for r in records],
+        dtype=np.float64,
+    )
+    met = np.array([r.meets_slo(tiers[r.tier]) for r in records], dtype=bool)
+    tier = np.array([r.tier for r in records])
+    t0, t_last = float(arrival.min()), float(arrival.max())
+    out: list[dict[str, Any]] = []
+    start = t0
+    while start <= t_last:
+        end = start + seconds
+        inside = (arrival >= start) & (arrival < end)
+        attained: dict[str, float | None] = {
+            "overall": float(met[inside].mean()) if inside.any() else None
+        }
+        for name in tiers:
+            sel = inside & (tier == name)
+            attained[name] = float(met[sel].mean()) if sel.any() else None
+        out.append({
+            "start_s": start - t0,
+            "end_s": end - t0,
+            "requests": int(inside.sum()),
+            "queued_at_end": int(((arrival <= end) & (first > end)).sum()),
+            "ttft_s": _stats([f - a for a, f in zip(arrival[inside], first[inside], strict=True)
+                              if math.isfinite(f)]),
+            "slo_attainment": attained,
+        })
+        start = end
+    return out
 
 
 def _span(records: Sequence[RequestRecord]) -> float:

@@ -8,9 +8,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from slidingserve.latency import describe_latency_model, load_latency_model
-from slidingserve.metrics import summarize
+from slidingserve.metrics import summarize, windows
 from slidingserve.sim.config import SimConfig
 from slidingserve.sim.options import (
     LatencyModelOption,
@@ -69,6 +70,11 @@ def sim(
     noise_sigma: NoiseSigmaOption = None,
     replay: ReplayOption = None,
     plan_time_ms: PlanTimeOption = None,
+    window_seconds: Annotated[
+        float | None,
+        typer.Option(help="Also summarise every window of this many seconds of arrivals "
+                     "(summary.json 'windows': queue, TTFT, attainment per tier).", min=0.001),
+    ] = None,
 ) -> None:
     """Simulate one workload under one policy; write DIR/summary.json and DIR/config.json."""
     console = Console(stderr=True)
@@ -122,6 +128,8 @@ def sim(
         )
     summary = summarize(result.records, tier_set)
     summary["sim"] = result.stats
+    if window_seconds is not None:
+        summary["windows"] = windows(result.records, tier_set, window_seconds)
     summary["timing"] = {"label": result.stats["timing"], **timing_config.model_dump(mode="json")}
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -142,3 +150,23 @@ def sim(
         f"timing {result.stats['timing']} "
         f"(simulated in {result.stats['sim_wall_s']:.1f} s) -> {out}/summary.json"
     )
+    if window_seconds is not None:
+        _print_windows(console, summary["windows"], list(tier_set))
+
+
+def _print_windows(console: Console, rows: list[dict[str, Any]], tiers: list[str]) -> None:
+    table = Table(title="by arrival window: requests, queue at its end, TTFT (s), on time")
+    for col in ("from s", "n", "queue", "p50", "p99", "all", *tiers):
+        table.add_column(col, justify="right")
+
+    def fmt(x: float | None, spec: str) -> str:
+        return "-" if x is None else format(x, spec)
+
+    for w in rows:
+        att = w["slo_attainment"]
+        table.add_row(
+            f"{w['start_s']:.0f}", str(w["requests"]), str(w["queued_at_end"]),
+            fmt(w["ttft_s"]["p50"], ".2f"), fmt(w["ttft_s"]["p99"], ".2f"),
+            fmt(att["overall"], ".3f"), *(fmt(att[t], ".3f") for t in tiers),
+        )
+    console.print(table)

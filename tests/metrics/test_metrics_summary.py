@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from slidingserve.metrics import RequestRecord, summarize, worst_tier_violation_rate
+from slidingserve.metrics import RequestRecord, summarize, windows, worst_tier_violation_rate
 from slidingserve.slo import TierConfigError, load_tiers
 
 TIERS = load_tiers()  # interactive: TTFT 6 s, TPOT 50 ms; standard: e2e 600 s; batch: e2e 1800 s
@@ -93,3 +93,29 @@ def test_default_duration_spans_first_arrival_to_last_event():
 def test_unknown_tier_in_records_is_named():
     with pytest.raises(TierConfigError, match="'gold'"):
         summarize([rec(0.0, "gold", 1.0, 2.0, 2)], TIERS)
+
+
+def test_windows_by_hand():
+    records = [
+        rec(0.0, "interactive", 1.0, 1.5, 11),  # on time
+        rec(5.0, "interactive", 12.0, 12.5, 11),  # TTFT 7 > 6: late, still queued at t=10
+        rec(12.0, "batch", 30.0, 33.0, 11),  # TPOT 0.3 s, e2e 21 s: on time; queued at t=20
+        rec(25.0, "standard", None, None, 0, finished=False),  # never started
+    ]
+    rows = windows(records, TIERS, 10.0)
+    assert [(w["start_s"], w["end_s"], w["requests"]) for w in rows] == [
+        (0.0, 10.0, 2),
+        (10.0, 20.0, 1),
+        (20.0, 30.0, 1),
+    ]
+    assert [w["queued_at_end"] for w in rows] == [1, 1, 1]
+    assert rows[0]["slo_attainment"] == {
+        "overall": 0.5, "interactive": 0.5, "standard": None, "batch": None
+    }
+    assert rows[1]["slo_attainment"]["batch"] == 1.0
+    assert rows[2]["slo_attainment"]["overall"] == 0.0
+    assert rows[0]["ttft_s"]["p50"] == pytest.approx(4.0)  # TTFTs 1 and 7
+    assert rows[2]["ttft_s"]["p50"] is None  # no first token in the window
+    assert windows([], TIERS, 10.0) == []
+    with pytest.raises(ValueError, match="window length"):
+        windows(records, TIERS, 0.0)
