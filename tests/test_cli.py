@@ -71,6 +71,8 @@ def test_sim_summarises_arrival_windows(tmp_path):
     assert all(set(w["slo_attainment"]) == {"overall", *summary["tiers"]} for w in rows)
     bad = runner.invoke(app, [*args, "--out", str(out), "--window-seconds", "0"])
     assert bad.exit_code != 0 and "window-seconds" in bad.output
+    fine = runner.invoke(app, [*args, "--out", str(out), "--window-seconds", "0.001"])
+    assert fine.exit_code != 0 and "windows (at most" in fine.output
 
 
 @pytest.mark.parametrize(

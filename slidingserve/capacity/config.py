@@ -13,9 +13,8 @@ DEFAULT_BUDGETS = [256, 512, 1024, 2048, 4096, 8192]
 # Measured window of a steady-state trial (s of arrivals). Near its throughput limit a policy's
 # queue can take several minutes to build (sarathi at 512 tokens on the measured H100 model at
 # 12 rps: every interactive request on time in the first 5 minutes, 69% in the next 5, none
-# after 10),
-# so a 60 s window from an empty system overrates it (12.42 rps at 1% against 11.56 with a
-# 600 s window, same seed; docs/results.md).
+# after 10), so a 60 s window from an empty system overrates it (12.42 rps at 1% against 11.56
+# with a 600 s window, same seed; docs/results.md).
 DEFAULT_TRIAL_SECONDS = 600.0
 # SlidingServe components the ablation switches off, one at a time (config flags of the policy).
 ABLATION_FLAGS = ["use_sorter", "use_aging", "use_deferral", "use_sliding_chunker",

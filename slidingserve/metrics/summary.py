@@ -35,6 +35,7 @@ from slidingserve.metrics.records import RequestRecord
 from slidingserve.slo import TierSet
 
 SUMMARY_FORMAT = "slidingserve.summary/v1"
+MAX_WINDOWS = 10_000  # ``windows`` refuses to split a run finer than this
 
 
 def summarize(
@@ -77,6 +78,11 @@ def windows(
     if not records:
         return []
     arrival = np.array([r.arrival_s for r in records], dtype=np.float64)
+    count = window_count(float(arrival.max() - arrival.min()), seconds)
+    if count > MAX_WINDOWS:
+        raise ValueError(
+            f"{seconds} s windows split this run into {count} windows (at most {MAX_WINDOWS})"
+        )
     first = np.array(
         [math.inf if r.first_token_s is None else r.first_token_s for r in records],
         dtype=np.float64,
@@ -106,6 +112,11 @@ def windows(
         })
         start = end
     return out
+
+
+def window_count(span_s: float, seconds: float) -> int:
+    """How many windows of ``seconds`` cover arrivals spread over ``span_s``."""
+    return math.floor(span_s / seconds) + 1
 
 
 def _span(records: Sequence[RequestRecord]) -> float:

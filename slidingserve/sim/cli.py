@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from slidingserve.latency import describe_latency_model, load_latency_model
-from slidingserve.metrics import summarize, windows
+from slidingserve.metrics import MAX_WINDOWS, summarize, window_count, windows
 from slidingserve.sim.config import SimConfig
 from slidingserve.sim.options import (
     LatencyModelOption,
@@ -122,6 +122,13 @@ def sim(
         specs = build_workload(workload, tier_set)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--trace") from None
+    if window_seconds is not None and specs:
+        count = window_count(specs[-1].arrival_s - specs[0].arrival_s, window_seconds)
+        if count > MAX_WINDOWS:
+            raise typer.BadParameter(
+                f"{window_seconds} s splits these arrivals into {count} windows "
+                f"(at most {MAX_WINDOWS})", param_hint="--window-seconds"
+            )
     with console.status(f"simulating {len(specs)} requests under {policy}"):
         result = simulate(
             specs, tier_set, policy, sim_config, latency=latency, policy_config=overrides

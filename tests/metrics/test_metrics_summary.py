@@ -119,3 +119,5 @@ def test_windows_by_hand():
     assert windows([], TIERS, 10.0) == []
     with pytest.raises(ValueError, match="window length"):
         windows(records, TIERS, 0.0)
+    with pytest.raises(ValueError, match="at most"):
+        windows(records, TIERS, 0.001)  # 25 s of arrivals: 25,001 windows
