@@ -78,7 +78,8 @@ def windows(
     if not records:
         return []
     arrival = np.array([r.arrival_s for r in records], dtype=np.float64)
-    count = window_count(float(arrival.max() - arrival.min()), seconds)
+    t0 = float(arrival.min())
+    count = window_count(float(arrival.max()) - t0, seconds)
     if count > MAX_WINDOWS:
         raise ValueError(
             f"{seconds} s windows split this run into {count} windows (at most {MAX_WINDOWS})"
@@ -87,30 +88,28 @@ def windows(
         [math.inf if r.first_token_s is None else r.first_token_s for r in records],
         dtype=np.float64,
     )
+    ttft = first - arrival  # inf without a first token
     met = np.array([r.meets_slo(tiers[r.tier]) for r in records], dtype=bool)
     tier = np.array([r.tier for r in records])
-    t0, t_last = float(arrival.min()), float(arrival.max())
     out: list[dict[str, Any]] = []
-    start = t0
-    while start <= t_last:
-        end = start + seconds
-        inside = (arrival >= start) & (arrival < end)
+    for i in range(count):
+        start, end = i * seconds, (i + 1) * seconds  # from the first arrival
+        inside = (arrival >= t0 + start) & (arrival < t0 + end)
         attained: dict[str, float | None] = {
             "overall": float(met[inside].mean()) if inside.any() else None
         }
         for name in tiers:
             sel = inside & (tier == name)
             attained[name] = float(met[sel].mean()) if sel.any() else None
+        started = ttft[inside]
         out.append({
-            "start_s": start - t0,
-            "end_s": end - t0,
+            "start_s": start,
+            "end_s": end,
             "requests": int(inside.sum()),
-            "queued_at_end": int(((arrival <= end) & (first > end)).sum()),
-            "ttft_s": _stats([f - a for a, f in zip(arrival[inside], first[inside], strict=True)
-                              if math.isfinite(f)]),
+            "queued_at_end": int(((arrival <= t0 + end) & (first > t0 + end)).sum()),
+            "ttft_s": _stats(started[np.isfinite(started)].tolist()),
             "slo_attainment": attained,
         })
-        start = end
     return out
 
 
