@@ -147,10 +147,11 @@ DEFAULT_TIERS = "qoserve"
 
 
 def shipped_file(name: str) -> Path:
-    """A config file shipped inside the package (``slidingserve/configs/NAME``)."""
-    from importlib.resources import files
-
-    return Path(str(files("slidingserve").joinpath("configs", name)))
+    """A config file shipped inside the package (``slidingserve/configs/NAME``). Resolved from
+    this module's location, not ``importlib.resources``: a folder named ``slidingserve`` in the
+    current directory (say, a simulation's output) would otherwise join the package as a
+    namespace portion and hide the shipped files."""
+    return Path(__file__).resolve().parent.parent / "configs" / name
 
 
 def default_tiers_path() -> Path:

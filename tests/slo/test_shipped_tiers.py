@@ -3,6 +3,8 @@ links to the package's files), and the CPU tiers follow the engine benchmark's c
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,17 @@ def test_builtin_names_load_from_any_folder(tmp_path, monkeypatch):
     assert load_tiers().source == str(default_tiers_path())
     assert default_tiers_path() == shipped_file("slo_tiers.yaml")
     assert "slidingserve/configs" in default_tiers_path().as_posix()
+
+
+def test_builtin_tiers_load_beside_a_folder_named_slidingserve(tmp_path):
+    """A folder ``slidingserve`` in the current directory (a simulation's output named after
+    the policy) joins the package as a namespace portion; the shipped files are still found."""
+    (tmp_path / "slidingserve").mkdir()
+    code = "from slidingserve.slo import load_tiers; print(sorted(load_tiers('tight')))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "interactive" in out.stdout
 
 
 def test_an_unknown_name_or_missing_file_is_named_with_the_builtins():
