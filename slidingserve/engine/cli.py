@@ -135,6 +135,16 @@ def echo_predictions(policies: dict[str, Any]) -> None:
                    f"{len(errors)} within 5 points")
 
 
+def echo_spread(out: Path, reference: str) -> None:
+    """Write and print the seed bootstrap of the capacity run in ``out``."""
+    from slidingserve.engine.spread import format_spread, spread, write_spread
+
+    result = spread(out, reference)
+    for line in format_spread(result):
+        typer.echo(line)
+    typer.echo(f"wrote {write_spread(out, result)}")
+
+
 def bench_engine(
     scheduler: str = typer.Option("slidingserve", help="Scheduler(s), comma-separated."),
     trace: Path | None = typer.Option(None, help="Azure-format trace CSV (None: synthetic)."),
@@ -170,6 +180,11 @@ def bench_engine(
                                    "run in --out with --sim-timing / --sim-plan-time; "
                                    "with --variant, simulate those policies on the measured "
                                    "timing of the first --scheduler's trials instead."),
+    spread: bool = typer.Option(False, "--spread", help="Run no engine: the seed bootstrap "
+                                "of the finished --find-capacity run in --out (its "
+                                "capacities and the first --scheduler's ratio to the best "
+                                "other one, with 90% intervals); writes spread.json. A run "
+                                "with two or more --seeds writes it when it ends."),
 ) -> None:
     """Open-loop workload through an in-process AsyncLLM; writes summary.json / capacity.json."""
     from slidingserve.engine.bench import BenchConfig, Calibration, compare, trials_planned
@@ -178,6 +193,9 @@ def bench_engine(
     from slidingserve.engine.predict import repredict as recompute
     from slidingserve.engine.progress import TrialProgress
 
+    if spread:
+        echo_spread(out, scheduler.split(",")[0].strip())
+        return
     if repredict:
         if sim_timing not in ("oracle", "measured", "measured-trial", "measured-workload"):
             raise ValueError(f"--sim-timing: {sim_timing!r} is not oracle, measured, "
@@ -233,6 +251,8 @@ def bench_engine(
                        f"{sim.get('capacity_rps', float('nan')):.2f} / "
                        f"{sim.get('capacity_rps_90', float('nan')):.2f} rps")
         typer.echo(f"wrote {out / 'capacity.json'}")
+        if len(cfg.trial_seeds()) >= 2:
+            echo_spread(out, names[0] if "slidingserve" not in names else "slidingserve")
         return
     assert rate is not None
     results = asyncio.run(compare(cfg, names, rate, out, calib, progress))
