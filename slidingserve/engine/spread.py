@@ -22,9 +22,13 @@ every request) and returns (and ``write_spread`` writes) ``spread.json``::
 
     {"method", "level", "seeds", "draws", "exact", "reference",
      "policies": {NAME: {"capacity_rps": EST, "capacity_rps_90": EST}},
-     "ratio_to_best_baseline": {"capacity_rps": EST, "capacity_rps_90": EST}}
+     "ratio_to_best_baseline": {"capacity_rps": EST | None, "capacity_rps_90": EST | None}}
     EST = {"value": all seeds pooled, "lo", "hi", "share_at_least": share of draws >= the
            threshold (1.0 for a ratio, absent for capacities)}
+
+A ratio is None when every scheduler fails that criterion at the lowest rate measured, in
+every draw (no capacity to compare: measure lower rates). The reference scheduler comes first
+in ``policies``.
 """
 
 from __future__ import annotations
@@ -124,13 +128,17 @@ def bootstrap(counts: Counts, reference: str, level: float = 0.9, draws: int = 5
             out["share_at_least"] = float(prob[values >= at_least].sum())
         return out
 
+    names = [reference, *(n for n in counts if n != reference)]
     policies = {name: {c: est(caps[name][:, i], point[name][i], None)
-                       for i, c in enumerate(CRITERIA)} for name in counts}
+                       for i, c in enumerate(CRITERIA)} for name in names}
     baselines = [n for n in counts if n != reference]
     ratios: dict[str, Any] = {}
     if baselines:
         for i, c in enumerate(CRITERIA):
             best = np.max(np.stack([caps[n][:, i] for n in baselines]), axis=0)
+            if not (caps[reference][:, i].any() or best.any()):
+                ratios[c] = None  # every scheduler fails at the lowest rate in every draw
+                continue
             best_point = max(point[n][i] for n in baselines)
             ratios[c] = est(_ratio(caps[reference][:, i], best),
                             float(_ratio(np.array([point[reference][i]]),
@@ -231,6 +239,10 @@ def format_spread(result: dict[str, Any]) -> list[str]:
                      f"[{_f(b['lo'])}, {_f(b['hi'])}]")
     for c, r in result["ratio_to_best_baseline"].items():
         label = "worst tier <= 1%" if c == "capacity_rps" else ">= 90%"
+        if r is None:
+            lines.append(f"  {result['reference']} / best baseline, {label}: none (every "
+                         "scheduler fails at the lowest rate measured)")
+            continue
         lines.append(f"  {result['reference']} / best baseline, {label}: {_f(r['value'])}x "
                      f"[{_f(r['lo'])}, {_f(r['hi'])}], at least 1x in "
                      f"{100 * r['share_at_least']:.0f}% of draws")

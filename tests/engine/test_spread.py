@@ -150,3 +150,12 @@ def test_spread_names_what_is_missing(tmp_path: Path) -> None:
     requests_csv(tmp_path / "slidingserve", 4.0).unlink()
     with pytest.raises(ValueError, match="per-request file"):
         spread(tmp_path)
+
+
+def test_no_ratio_when_every_scheduler_fails_at_the_lowest_rate() -> None:
+    counts = {"slidingserve": _counts({12.0: [90, 95], 18.0: [50, 60]}),
+              "qoserve": _counts({12.0: [92, 93], 18.0: [40, 70]})}
+    res = bootstrap(counts, "slidingserve")
+    assert res["ratio_to_best_baseline"]["capacity_rps"] is None  # > 1% late at 12 for both
+    assert res["ratio_to_best_baseline"]["capacity_rps_90"]["value"] > 0
+    assert list(res["policies"]) == ["slidingserve", "qoserve"]
