@@ -90,6 +90,7 @@ def test_sim_summarises_arrival_windows(tmp_path):
         (["capacity", "--protocol", "qos"], "qos"),
         (["capacity", "--latency-model", "a100"], "a100"),
         (["sim", "--rate", "1", "--latency-model", "a100"], "a100"),
+        (["sim", "--rate", "1", "--progress-every", "-5"], "-5"),
     ],
 )
 def test_bad_values_are_named_and_exit_non_zero(tmp_path, args, needle):

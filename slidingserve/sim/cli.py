@@ -21,6 +21,7 @@ from slidingserve.sim.options import (
     TimingOption,
     TimingSeedOption,
 )
+from slidingserve.sim.progress import SimProgress
 from slidingserve.sim.simulator import simulate
 from slidingserve.sim.timing import timing_from_options
 from slidingserve.slo import load_tiers
@@ -75,9 +76,17 @@ def sim(
         typer.Option(help="Also summarise every window of this many seconds of arrivals "
                      "(summary.json 'windows': queue, TTFT, attainment per tier).", min=0.001),
     ] = None,
+    progress_every: Annotated[
+        float,
+        typer.Option(help="Print how far the run is every this many seconds of wall time "
+                     "(simulated time, arrived, finished, queue); 0: never."),
+    ] = 60.0,
 ) -> None:
     """Simulate one workload under one policy; write DIR/summary.json and DIR/config.json."""
     console = Console(stderr=True)
+    if not progress_every >= 0:
+        raise typer.BadParameter(f"must be >= 0 seconds (got {progress_every})",
+                                 param_hint="--progress-every")
     try:
         timing_config = timing_from_options(timing, timing_seed, noise_sigma, replay, plan_time_ms)
     except ValueError as e:
@@ -129,9 +138,11 @@ def sim(
                 f"{window_seconds} s splits these arrivals into {count} windows "
                 f"(at most {MAX_WINDOWS})", param_hint="--window-seconds"
             )
+    progress = SimProgress(console.print, progress_every) if progress_every > 0 else None
     with console.status(f"simulating {len(specs)} requests under {policy}"):
         result = simulate(
-            specs, tier_set, policy, sim_config, latency=latency, policy_config=overrides
+            specs, tier_set, policy, sim_config, latency=latency, policy_config=overrides,
+            monitor=progress,
         )
     summary = summarize(result.records, tier_set)
     summary["sim"] = result.stats

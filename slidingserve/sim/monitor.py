@@ -18,9 +18,19 @@ long, turns into a violation by itself.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 from slidingserve.sim.request import SimRequest
 from slidingserve.slo import TierSet
+
+
+class RunMonitor(Protocol):
+    """What ``simulate`` asks of a monitor: it is bound to the run's requests, then asked
+    every ``monitor_every_s`` simulated seconds whether to stop (requests settled up to then)."""
+
+    def bind(self, reqs: Sequence[SimRequest]) -> None: ...
+
+    def should_stop(self, now: float) -> bool: ...
 
 
 class ViolationMonitor:

@@ -36,7 +36,7 @@ from slidingserve.policy import Policy, RequestView, make_policy
 from slidingserve.sim.config import SimConfig, TimingConfig
 from slidingserve.sim.fastforward import fixed_decode_items, is_decode_only_plan, start_decode_run
 from slidingserve.sim.fleet import fleet_latencies
-from slidingserve.sim.monitor import ViolationMonitor
+from slidingserve.sim.monitor import RunMonitor
 from slidingserve.sim.replica import Replica
 from slidingserve.sim.request import SimRequest
 from slidingserve.sim.routers import make_router
@@ -67,7 +67,7 @@ def simulate(
     config: SimConfig | None = None,
     latency: LatencyModel | None = None,
     policy_config: dict[str, Any] | None = None,
-    monitor: ViolationMonitor | None = None,
+    monitor: RunMonitor | None = None,
     monitor_every_s: float = 5.0,
 ) -> SimResult:
     """Simulate ``specs`` (sorted by arrival) under ``policy`` (a registered name or a factory).
