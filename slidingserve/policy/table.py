@@ -142,23 +142,28 @@ class TableBuilder:
         if self._slot and running:
             for key in self._slot.keys() & set(map(_KEY, running)):
                 self.forget(key)
-        keys = list(map(_KEY, waiting))
-        slots = list(map(self._slot.get, keys))
-        new = [i for i, s in enumerate(slots) if s is None] if None in slots else []
+        n = len(waiting)
+        slots = list(map(self._slot.get, map(_KEY, waiting)))
+        try:  # the usual step: every waiting row cached (None, a row not cached, raises)
+            index = np.fromiter(slots, np.intp, n)
+            new: list[int] = []
+        except TypeError:
+            new = [i for i, s in enumerate(slots) if s is None]
         # One read for the running rows and the waiting ones not cached yet.
         fresh = read_rows(running + [waiting[i] for i in new] if new else running)
         if new:
             fresh_slots = [self._allocate() for _ in new]
             for i, s in zip(new, fresh_slots, strict=True):
-                slots[i] = self._slot[keys[i]] = s
+                slots[i] = self._slot[waiting[i].key] = s
             self._store[fresh_slots] = fresh[len(running) :]
-        if len(self._slot) > 2 * len(keys) + 1024:  # drop keys that left without forget()
-            for key in self._slot.keys() - set(keys):
+            index = np.fromiter(slots, np.intp, n)
+        if len(self._slot) > 2 * n + 1024:  # drop keys that left without forget()
+            for key in self._slot.keys() - set(map(_KEY, waiting)):
                 self.forget(key)
-        if len(new) == len(keys):  # every waiting row is fresh, already in waiting order
+        if len(new) == n:  # every waiting row is fresh, already in waiting order
             data = fresh
         else:
-            data = np.concatenate([fresh[: len(running)], self._store[np.asarray(slots)]])
+            data = np.concatenate([fresh[: len(running)], self._store[index]])
         return RequestTable(running + waiting, len(running), data)
 
     def _allocate(self) -> int:
