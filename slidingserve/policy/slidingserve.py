@@ -28,7 +28,9 @@ of running requests of a strictly lower tier ranked after them in the order, pre
 end of the order (lowest tier, most slack first): an interactive request does not wait for
 running batch work to finish. A request never preempts one of its own tier or a higher one, so
 tiers cannot evict each other back and forth; nothing is preempted when the lower-tier victims
-could not make room anyway.
+could not make room anyway. With ``overtake_e2e_tiers`` off only requests of tiers without an
+end-to-end deadline overtake: a victim's work is recomputed when it runs again (in a 40,000-
+request overload simulation 2.87% of all tokens run, 0.67% with the option off).
 
 Decode pacing (``pace_decodes``, off by default). Serving every decode every step runs decodes
 of loose-TPOT tiers ahead of their pace whenever a tight tier sets the step rate, and each of
@@ -84,6 +86,9 @@ class SlidingServeConfig(PolicyConfig):
     use_sliding_chunker: bool = True  # False: greedy chunking (window 1)
     use_batch_constructor: bool = True
     overtake: bool = True  # new higher-tier requests take slots/KV of lower-tier running work
+    # requests of tiers with an end-to-end deadline overtake too (False: only the tiers
+    # without one, whose first token cannot wait for running work to finish)
+    overtake_e2e_tiers: bool = True
     pace_decodes: bool = False  # decodes far ahead of pace skip steps while prefill waits
     kv_watermark: float = Field(default=0.01, ge=0.0, lt=1.0)  # free fraction kept when admitting
     # a new request starts its prefill only when the free KV (less the watermark) holds its
@@ -91,6 +96,9 @@ class SlidingServeConfig(PolicyConfig):
     # "skip": later ones that fit may), else on whatever its first chunk needs ("off")
     admit_whole_prompt: Literal["off", "skip", "stop"] = "off"
     rate_decay: float = Field(default=0.9, ge=0.0, lt=1.0)  # EMA of the time per prefill token
+
+
+_INF = float("inf")
 
 
 @register_policy("slidingserve")
@@ -181,7 +189,7 @@ class SlidingServe(Policy):
         that find no sequence slot or KV (module docstring: overtaking); returns the rows
         preempted. Plain Python: the head is a few requests, and the usual step (room for all
         of them) returns after one pass over it."""
-        n_run, views, prio = table.n_running, table.views, table.priority
+        n_run, views, prio, e2e = table.n_running, table.views, table.priority, table.e2e
         lowest = float(prio[:n_run].max())
         slots = packer.seqs_left - n_run
         reserve = int(self.config.kv_watermark * total_blocks)
@@ -195,6 +203,8 @@ class SlidingServe(Policy):
                 continue
             if prio[i] >= lowest:
                 break  # no running work of a lower tier to take from (the queue is in order)
+            if not self.config.overtake_e2e_tiers and e2e[i] != _INF:
+                continue
             r = views[i]
             n = min(r.remaining_prefill, tokens)
             need = packer.blocks_needed(r, n)

@@ -61,6 +61,19 @@ def test_starving_requests_go_first_in_arrival_order() -> None:
     assert order.tolist() == [0, 1, 2]
 
 
+def test_a_starving_request_past_its_deadline_does_not_go_ahead_of_work_on_time() -> None:
+    """Aging must not turn a lost SLO into more lost ones: at now = 2000 the standard request
+    (arrived at 0, deadline 600) starves but cannot make it; it goes after the interactive
+    request that can, and first among those that cannot (an older infeasible batch request
+    that does not starve yet comes after it)."""
+    s = MultiLevelPrioritySorter(SorterConfig(aging_s=600.0))
+    order, late = sort(s, due=[600.0, 2004.0, 1990.0], service=[0.5, 0.5, 0.5],
+                       prio=[1, 0, 2], arrival=[0.0, 1999.0, 300.0], remaining=[10] * 3,
+                       now=2000.0)
+    assert order.tolist() == [1, 0, 2]
+    assert late.tolist() == [True, False, True]
+
+
 def first_served(use_aging: bool, aging_s: float = 1.0, horizon_s: float = 10.0) -> float | None:
     """One seat per step, a fresh interactive request every step: when does batch get in?"""
     pol = make_policy("slidingserve", roofline(), use_aging=use_aging,
