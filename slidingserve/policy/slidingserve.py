@@ -28,9 +28,10 @@ of running requests of a strictly lower tier ranked after them in the order, pre
 end of the order (lowest tier, most slack first): an interactive request does not wait for
 running batch work to finish. A request never preempts one of its own tier or a higher one, so
 tiers cannot evict each other back and forth; nothing is preempted when the lower-tier victims
-could not make room anyway. With ``overtake_e2e_tiers`` off only requests of tiers without an
-end-to-end deadline overtake: a victim's work is recomputed when it runs again (in a 40,000-
-request overload simulation 2.87% of all tokens run, 0.67% with the option off).
+could not make room anyway. Only requests of tiers without an end-to-end deadline overtake
+(``overtake_e2e_tiers``, off by default): a victim's work is recomputed when it runs again, and
+under a long overload, tiers with end-to-end deadlines overtaking each other's work recomputed
+64% of all the work in a simulation (docs/results.md; 8.9% with the option off).
 
 Decode pacing (``pace_decodes``, off by default). Serving every decode every step runs decodes
 of loose-TPOT tiers ahead of their pace whenever a tight tier sets the step rate, and each of
@@ -86,9 +87,9 @@ class SlidingServeConfig(PolicyConfig):
     use_sliding_chunker: bool = True  # False: greedy chunking (window 1)
     use_batch_constructor: bool = True
     overtake: bool = True  # new higher-tier requests take slots/KV of lower-tier running work
-    # requests of tiers with an end-to-end deadline overtake too (False: only the tiers
-    # without one, whose first token cannot wait for running work to finish)
-    overtake_e2e_tiers: bool = True
+    # requests of tiers with an end-to-end deadline overtake too (False, the default: only the
+    # tiers without one, whose first token cannot wait for running work to finish)
+    overtake_e2e_tiers: bool = False
     pace_decodes: bool = False  # decodes far ahead of pace skip steps while prefill waits
     kv_watermark: float = Field(default=0.01, ge=0.0, lt=1.0)  # free fraction kept when admitting
     # a new request starts its prefill only when the free KV (less the watermark) holds its

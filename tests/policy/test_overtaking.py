@@ -87,14 +87,16 @@ def test_under_pressure_interactive_starts_at_once_and_everyone_finishes() -> No
 
 def test_tiers_with_an_end_to_end_deadline_can_be_kept_from_overtaking() -> None:
     """A ``standard`` request near its deadline (50 s of its 600 s left), on an engine full of
-    batch decodes, takes a seat by default; with ``overtake_e2e_tiers`` off it waits (an
-    interactive request still overtakes)."""
+    batch decodes, takes a seat with ``overtake_e2e_tiers`` on; with it off (the default) it
+    waits, while an interactive request still overtakes."""
     for tier, flag, overtakes in (("standard", True, True), ("standard", False, False),
                                   ("interactive", False, True)):
         arrival = 50.0 if tier == "standard" else 599.0
         st = state(running=batch_decodes(8), waiting_=[waiting(99, tier, arrival, prompt=64)],
                    now=600.0, max_num_seqs=8)
         plan = make_policy("slidingserve", roofline(), overtake_e2e_tiers=flag).schedule(st)
+        if not flag:  # the default
+            assert plan == make_policy("slidingserve", roofline()).schedule(st)
         assert bool(plan.preempt) == overtakes, (tier, flag)
         assert (99 in {k for k, _ in plan.scheduled}) == overtakes, (tier, flag)
         check_plan(st, plan, None)
