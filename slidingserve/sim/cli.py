@@ -142,7 +142,7 @@ def sim(
     with console.status(f"simulating {len(specs)} requests under {policy}"):
         result = simulate(
             specs, tier_set, policy, sim_config, latency=latency, policy_config=overrides,
-            monitor=progress,
+            monitor=progress, monitor_every_s=30.0,  # (a look settles fast-forwarded runs)
         )
     summary = summarize(result.records, tier_set)
     summary["sim"] = result.stats
