@@ -135,8 +135,9 @@ def echo_predictions(policies: dict[str, Any]) -> None:
                    f"{len(errors)} within 5 points")
 
 
-def echo_spread(out: Path, reference: str) -> None:
-    """Write and print the seed bootstrap of the capacity run in ``out``."""
+def echo_spread(out: Path, reference: str | None = None) -> None:
+    """Write and print the seed bootstrap of the capacity run in ``out`` (``reference``: the
+    scheduler compared with the others; None: ``spread``'s choice)."""
     from slidingserve.engine.spread import format_spread, spread, write_spread
 
     result = spread(out, reference)
@@ -252,7 +253,7 @@ def bench_engine(
                        f"{sim.get('capacity_rps_90', float('nan')):.2f} rps")
         typer.echo(f"wrote {out / 'capacity.json'}")
         if len(cfg.trial_seeds()) >= 2:
-            echo_spread(out, names[0] if "slidingserve" not in names else "slidingserve")
+            echo_spread(out)
         return
     assert rate is not None
     results = asyncio.run(compare(cfg, names, rate, out, calib, progress))

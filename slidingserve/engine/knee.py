@@ -33,13 +33,16 @@ async def sweep_capacities(evaluate: Any, rates: list[float]) -> dict[str, Any]:
         failed_in_a_row = failed_in_a_row + 1 if failed else 0
         if failed_in_a_row == 2:
             break
-    return {
-        "capacity_rps": sweep_knee([(x, r["worst_tier_violation_rate"] - 0.01)
-                                    for x, r in results]),
-        "capacity_rps_90": sweep_knee([(x, 0.9 - r["overall"]["slo_attainment"])
-                                       for x, r in results]),
-        "budget": None,
-    }
+    knee_1, knee_90 = sweep_knees([(x, r["worst_tier_violation_rate"],
+                                    r["overall"]["slo_attainment"]) for x, r in results])
+    return {"capacity_rps": knee_1, "capacity_rps_90": knee_90, "budget": None}
+
+
+def sweep_knees(points: list[tuple[float, float, float]]) -> tuple[float, float]:
+    """Both capacities of a rate sweep of ``(rate, worst tier's violation rate, overall
+    attainment)``: worst tier <= 1% late, and >= 90% attained (``sweep_knee`` each)."""
+    return (sweep_knee([(x, worst - 0.01) for x, worst, _ in points]),
+            sweep_knee([(x, 0.9 - attained) for x, _, attained in points]))
 
 
 async def bisect_knee(evaluate: Any, excess: Any, start: float, rel_tol: float, max_trials: int,

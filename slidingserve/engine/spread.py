@@ -6,7 +6,7 @@ same workloads for every scheduler. Those seeds are the run's sample of workload
 bootstrap draws them again, with replacement and the same draw for every scheduler and rate
 (paired: the schedulers ran the same workloads), pools each draw's per-tier request counts
 (a seed drawn twice counts twice) and recomputes both capacities from them exactly as a rate
-sweep does (``sweep_knee`` over the rates the run measured). The reported interval is the
+sweep does (``knee.sweep_knees`` over the rates the run measured). The reported interval is the
 central ``level`` share of that distribution (percentile method).
 
 With ``k`` seeds there are only C(2k - 1, k) distinct draws (10 for 3 seeds, 126 for 5): up to
@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from slidingserve.capacity.search import sweep_knee
+from slidingserve.engine.knee import sweep_knees
 
 EXACT_MAX_DRAWS = 5000
 CRITERIA = ("capacity_rps", "capacity_rps_90")
@@ -54,16 +54,15 @@ Counts = dict[str, dict[float, np.ndarray]]
 
 def capacities(pooled: dict[float, np.ndarray]) -> tuple[float, float]:
     """Both capacities of one scheduler from pooled per-tier ``(requests, met)`` rows per rate,
-    as ``engine.knee.sweep_capacities`` computes them from the trials' summaries."""
-    worst, overall = [], []
+    by the rule of a rate sweep (``engine.knee.sweep_knees``)."""
+    points = []
     for rate, rows in pooled.items():
         n, met = rows[:, 0], rows[:, 1]
         has = n > 0
-        worst.append((rate, float(np.max(1.0 - met[has] / n[has])) - 0.01 if has.any() else -0.01))
+        worst = float(np.max(1.0 - met[has] / n[has])) if has.any() else 0.0
         total = float(n.sum())
-        attained = float(met.sum()) / total if total else 1.0
-        overall.append((rate, 0.9 - attained))
-    return sweep_knee(worst), sweep_knee(overall)
+        points.append((rate, worst, float(met.sum()) / total if total else 1.0))
+    return sweep_knees(points)
 
 
 def seed_draws(k: int, draws: int, rng_seed: int = 0) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -111,12 +110,10 @@ def bootstrap(counts: Counts, reference: str, level: float = 0.9, draws: int = 5
         raise ValueError(f"a seed bootstrap needs 2 or more workload seeds (the run has "
                          f"{n_seeds}); run with --seeds")
     weights, prob, exact = seed_draws(n_seeds, draws, rng_seed)
-    ones = np.ones(n_seeds, dtype=np.int64)
     caps: dict[str, np.ndarray] = {}  # scheduler -> (draws, 2) capacities
     point: dict[str, tuple[float, float]] = {}
     for name, per_rate in counts.items():
-        point[name] = capacities({r: np.einsum("s,stc->tc", ones, rows)
-                                  for r, rows in per_rate.items()})
+        point[name] = capacities({r: rows.sum(axis=0) for r, rows in per_rate.items()})
         pooled = {r: np.einsum("ds,stc->dtc", weights, rows) for r, rows in per_rate.items()}
         caps[name] = np.array([capacities({r: p[d] for r, p in pooled.items()})
                                for d in range(len(weights))])
@@ -210,15 +207,7 @@ def spread(out: Path, reference: str | None = None, level: float = 0.9) -> dict[
     if not counts:
         raise ValueError(f"--spread: {str(out / 'capacity.json')!r} lists no scheduler")
     ref = reference or ("slidingserve" if "slidingserve" in counts else next(iter(counts)))
-    return {"seeds": seeds, **bootstrap(_aligned(counts), ref, level)}
-
-
-def _aligned(counts: Counts) -> Counts:
-    """Every trial's tiers in one order, so that draws pool like with like (tiers absent from a
-    trial count zero requests there)."""
-    width = max(rows.shape[1] for per_rate in counts.values() for rows in per_rate.values())
-    return {name: {r: np.pad(rows, ((0, 0), (0, width - rows.shape[1]), (0, 0)))
-                   for r, rows in per_rate.items()} for name, per_rate in counts.items()}
+    return {"seeds": seeds, **bootstrap(counts, ref, level)}
 
 
 def write_spread(out: Path, result: dict[str, Any]) -> Path:
