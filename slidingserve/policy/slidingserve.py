@@ -296,8 +296,9 @@ class SlidingServe(Policy):
     ) -> tuple[np.ndarray, np.ndarray]:
         if not self.config.use_sorter:
             return np.argsort(table.arrival, kind="stable"), np.zeros(len(table), dtype=bool)
+        decoding = (table.blocks > 0) & (table.remaining == 0)  # started prefills age on
         return self.sorter.plan(now, due, service, table.priority, table.arrival, table.remaining,
-                                table.blocks > 0, reserve, table.ttft, has_e2e)
+                                decoding, reserve, table.ttft, has_e2e)
 
     def _front_at_risk(
         self, now: float, queue: np.ndarray, infeasible: np.ndarray, due: np.ndarray,

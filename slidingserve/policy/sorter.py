@@ -26,20 +26,23 @@ The sort key is lexicographic, smallest first:
    request's TTFT target, so level 3 decides among requests of about equal urgency.
 3. Remaining work: least remaining prefill first.
 
-Aging (``use_aging``): a request that has waited ``w`` seconds since arrival without being
-admitted (it holds no KV) moves up ``floor(w / aging_s)`` tier levels, and once
-``w >= (priority + 1) * aging_s`` it enters the starving class, served FCFS ahead of
-everything else while it can still make its deadline, and first among the infeasible requests
-(FCFS) once it cannot. Bound: a starving request that can still make its deadline waits at most
-``(priority + 1) * aging_s`` plus the service time of the starving requests that arrived before
-it; one whose SLO is already lost runs as soon as the requests still on time leave room, so it
-waits without bound only under an overload that never ends, when something has to wait and
-it is the work that is late anyway. Why not ahead of everything: with QoServe's tiers a request
-starves only past its deadline (``standard`` after 1,200 s against a 600 s end-to-end target),
-and in a simulated long overload (docs/results.md) serving such requests first made 31.5% of
-all requests late and 42% of the interactive ones in the worst window; 12.9% and none with
-this rule.
-Running requests are not aged: they hold KV and are served every step they fit.
+Aging (``use_aging``): a request with prefill pending that has waited ``w`` seconds since
+arrival moves up ``floor(w / aging_s)`` tier levels, and once ``w >= (priority + 1) * aging_s``
+it enters the starving class, served FCFS ahead of everything else while it can still make its
+deadline, and first among the infeasible requests (FCFS) once it cannot. Bound: a starving
+request that can still make its deadline waits at most ``(priority + 1) * aging_s`` plus the
+service time of the starving requests that arrived before it; one whose SLO is already lost runs
+as soon as the requests still on time leave room, so it waits without bound only under an
+overload that never ends, when something has to wait and it is the work that is late anyway.
+Why not ahead of everything: with QoServe's tiers a request starves only past its deadline
+(``standard`` after 1,200 s against a 600 s end-to-end target), and in a simulated long
+overload (docs/results.md) serving such requests first made 31.5% of all requests late and 42%
+of the interactive ones in the worst window; 12.9% and none with this rule.
+Decoding requests are not aged: they run every step they fit. A started prefill is: exempting
+every request that holds KV sent a request back to its tier's level the step its first chunk
+ran, behind every aged request still waiting, so under a long overload each aged request got one
+chunk and was dropped for the next (the same docs/results.md run: hundreds of ``batch`` prefills
+about a third done held 80-99% of the KV cache, and steps shrank to a few hundred tokens).
 """
 
 from __future__ import annotations
@@ -74,13 +77,13 @@ class MultiLevelPrioritySorter:
         self.config = config
 
     def protection_level(
-        self, priority: np.ndarray, waited_s: np.ndarray, admitted: np.ndarray
+        self, priority: np.ndarray, waited_s: np.ndarray, decoding: np.ndarray
     ) -> np.ndarray:
         """Level 1 before the feasibility test: tier priority after aging, STARVING when starved."""
-        return self._levels(priority, waited_s, admitted)[0]
+        return self._levels(priority, waited_s, decoding)[0]
 
     def _levels(
-        self, priority: np.ndarray, waited_s: np.ndarray, admitted: np.ndarray
+        self, priority: np.ndarray, waited_s: np.ndarray, decoding: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """``protection_level`` and the mask of starving requests (None: nobody starves)."""
         if not self.config.use_aging:
@@ -88,7 +91,7 @@ class MultiLevelPrioritySorter:
         raw = np.floor(waited_s / self.config.aging_s)
         if not raw.any():  # the usual case (nobody waited aging_s yet): no level moves
             return priority, None  # (tier priorities are >= 0: the formula below gives them)
-        aged = np.where(admitted, 0.0, raw)
+        aged = np.where(decoding, 0.0, raw)
         level = np.maximum(priority - aged, 0.0)
         level = np.where(aged >= priority + 1.0, STARVING, level)
         starving = level == STARVING
@@ -102,7 +105,7 @@ class MultiLevelPrioritySorter:
         priority: np.ndarray,
         arrival: np.ndarray,
         remaining: np.ndarray,
-        admitted: np.ndarray,
+        decoding: np.ndarray,
         reserve_s: np.ndarray,
         ttft_s: np.ndarray | None = None,
         has_e2e: np.ndarray | None = None,
@@ -110,13 +113,13 @@ class MultiLevelPrioritySorter:
         """Indices in serving order, and the mask of requests that cannot make their deadline.
 
         ``due``: next deadline; ``service_s``: predicted time to the next token if served now;
-        ``admitted``: holds KV (never aged); ``reserve_s``: time to keep before the deadline
+        ``decoding``: running decodes (never aged); ``reserve_s``: time to keep before the deadline
         (``decode_reserve`` gives it: the decode time of an e2e tier's request still in prefill);
         ``ttft_s``/``has_e2e``: each request's TTFT target and whether its tier has an end-to-end
         deadline (without both, no request is deferrable and level 2 is exact slack).
         """
         # (starving: None in the usual case that nobody starves, which spares the masks below)
-        level, starving = self._levels(priority, now - arrival, admitted)
+        level, starving = self._levels(priority, now - arrival, decoding)
         slack = due - reserve_s - now - service_s
         deferrable = None
         if self.config.defer_frac is not None and ttft_s is not None and has_e2e is not None:

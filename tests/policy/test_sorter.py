@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from policy_factories import roofline, state, waiting
+from policy_factories import prefilling, roofline, state, waiting
 
 from slidingserve.policy import make_policy
 from slidingserve.policy.sorter import STARVING, MultiLevelPrioritySorter, SorterConfig
@@ -48,8 +48,8 @@ def test_aging_levels(prio: int, waited: float, aging: float) -> None:
         assert level == STARVING
     else:
         assert level == max(prio - int(waited // aging), 0) <= prio
-    admitted = s.protection_level(np.array([float(prio)]), np.array([waited]), np.array([True]))
-    assert admitted[0] == prio  # requests holding KV are not aged
+    decoding = s.protection_level(np.array([float(prio)]), np.array([waited]), np.array([True]))
+    assert decoding[0] == prio  # running decodes are not aged
 
 
 def test_starving_requests_go_first_in_arrival_order() -> None:
@@ -153,3 +153,17 @@ def test_a_tier_with_a_short_ttft_and_an_e2e_target_is_not_sent_behind_batch() -
     policy = make_policy("slidingserve", roofline(), chunker={"max_chunk": 2000},
                          sorter={"defer_frac": None})
     assert policy.schedule(st).scheduled[0][0] == 2
+
+
+def test_a_started_prefill_ages_like_the_requests_still_waiting() -> None:
+    """At now = 1700 two batch requests (arrived at 0 and 10) have aged two levels, to the
+    interactive level. The one whose prefill started (it holds KV) must keep that level: it
+    goes first (less remaining prefill) and gets its whole remainder this step. Were requests
+    holding KV exempt from aging, it would fall back to level 2, behind the waiting one, and
+    be left half-prefilled with its blocks held."""
+    started = prefilling(1, "batch", arrival=0.0, prompt=4000, computed=1024)
+    st = state(running=[started], waiting_=[waiting(2, "batch", 10.0, prompt=4000)], now=1700.0,
+               max_batch_tokens=4096)
+    plan = make_policy("slidingserve", roofline()).schedule(st)
+    assert plan.scheduled[0] == (1, 2976)
+    assert dict(plan.scheduled)[2] < 4000
