@@ -38,11 +38,12 @@ Why not ahead of everything: with QoServe's tiers a request starves only past it
 (``standard`` after 2,400 s against a 600 s end-to-end target), and in a simulated long
 overload (docs/results.md) serving such requests first made 31.5% of all requests late and 42%
 of the interactive ones in the worst window; 12.9% and none with this rule.
-Decoding requests are not aged: they run every step they fit. A started prefill is: exempting
-every request that holds KV sent a request back to its tier's level the step its first chunk
-ran, behind every aged request still waiting, so under a long overload each aged request got one
-chunk and was dropped for the next (the same docs/results.md run: hundreds of ``batch`` prefills
-about a third done held 80-99% of the KV cache, and steps shrank to a few hundred tokens).
+Running decodes are not aged: they run every step they fit. A started prefill (holding KV for
+part of its prompt) is aged like a waiting request: exempting every request that holds KV sent a
+request back to its tier's level the step its first chunk ran, behind every aged request still
+waiting, so under a long overload each aged request got one chunk and was dropped for the next
+(docs/results.md, the compressed overload: over a thousand ``batch`` prefills about a third done
+held up to 90% of the KV cache, and steps shrank to a few hundred tokens).
 """
 
 from __future__ import annotations
