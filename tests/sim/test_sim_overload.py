@@ -2,12 +2,13 @@
 starts instead of leaving them half-done, holding KV, while it starts others.
 
 The workload is QoServe's tier mix with end-to-end targets short enough that aging acts within a
-few minutes (``standard`` 20 s, ``batch`` 60 s, ``aging_s`` 20), at about 1.4x what the
-simulated H100 serves. When requests that held KV were exempt from aging, every aged request
-fell back to its tier's level the step its first chunk ran: hundreds of prefills stayed
-part-done, the running set filled the cache, and 12.6% of the work was recomputed after the
-preemptions that followed (837 preemptions). With started prefills aged like waiting requests
-nothing is preempted.
+few minutes (``standard`` 20 s, ``batch`` 60 s, ``aging_s`` 20), at 30 req/s, more than the
+simulated H100 serves (about 400 requests wait on average, against 35 at 20 req/s). If requests
+holding KV were exempt from aging, every aged request would fall back to its tier's level the
+step its first chunk ran: hundreds of prefills would stay part-done, the running set would fill
+the cache, and the preemptions that follow would recompute the work (measured with that rule:
+837 preemptions, 12.6% of the work run again). With started prefills aged like waiting requests
+nothing needs preempting.
 """
 
 from __future__ import annotations
