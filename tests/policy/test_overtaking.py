@@ -30,6 +30,17 @@ def test_interactive_takes_a_sequence_slot_from_running_batch() -> None:
     check_plan(st, plan, None)
 
 
+def test_the_victim_is_the_running_request_with_the_least_to_recompute() -> None:
+    """A sequence slot costs the same from any batch request; the one with the fewest computed
+    tokens gives it at the least recomputation, wherever it stands in the order."""
+    running = [decoding(i, "batch", prompt=32 if i == 3 else 512, generated=10) for i in range(8)]
+    st = state(running=running, waiting_=[waiting(99, "interactive", 1.0, prompt=64)], now=1.0,
+               max_num_seqs=8)
+    plan = make_policy("slidingserve", roofline()).schedule(st)
+    assert plan.preempt == [3] and (99, 64) in plan.scheduled
+    check_plan(st, plan, None)
+
+
 def test_same_tier_and_lower_tiers_do_not_overtake() -> None:
     for tier in ("batch", "standard"):
         running = [decoding(i, tier, prompt=64, generated=10) for i in range(8)]
