@@ -221,7 +221,7 @@ class SlidingServe(Policy):
         if not head:
             return set()
         rank = {row: k for k, row in enumerate(order.tolist())}
-        runners = [row for row in reversed(order.tolist()) if row < n_run]  # victims: from the end
+        runners = [row for row in reversed(order.tolist()) if row < n_run]  # from the end (ties)
         gone: set[int] = set()
         for i, need in head:
             cands = sorted((v for v in runners
