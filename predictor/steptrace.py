@@ -285,7 +285,10 @@ def read_steptrace(path: str | os.PathLike[str]) -> StepTrace:
     fmt = _format_of(p)
     try:
         if fmt == "parquet":
-            table = pq.read_table(p)
+            # one read of the whole file: given a path, pyarrow opens it once for the footer and
+            # again for the pages, and a writer's atomic replace in between pairs one file's
+            # footer with the other's pages ("Page was smaller than expected")
+            table = pq.read_table(pa.BufferReader(p.read_bytes()))
         else:
             convert = pacsv.ConvertOptions(
                 column_types={c: pa.string() for c in PROVENANCE_COLUMNS}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -126,3 +129,40 @@ def test_recorder(tmp_path: Path) -> None:
 def test_provenance_must_be_named() -> None:
     with pytest.raises(StepTraceError, match="'hardware'"):
         Provenance("vllm", "m", "", "1")
+
+
+def _rewrite_until(path: str, stop: Any) -> None:
+    """Rewrite ``path`` with traces of changing length until ``stop`` is set (a child process,
+    as the engine core that writes a replica's trace)."""
+    base = StepTrace.from_shapes(SHAPES * 400, [0.010, 0.002, 0.004] * 400, PROV)
+    i = 0
+    while not stop.is_set():
+        i += 1
+        write_steptrace(base.subset(np.arange(100 + (i * 37) % 1100)), path)
+
+
+def test_a_trace_rewritten_while_it_is_read_is_read_whole(tmp_path: Path) -> None:
+    """A reader sees one whole version of a file another process keeps replacing (given a
+    path, pyarrow opened the file twice and paired one version's footer with another's pages:
+    the predictor link's reads failed now and then)."""
+    path = tmp_path / "steps.parquet"
+    write_steptrace(_trace(), path)
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    writer = ctx.Process(target=_rewrite_until, args=(str(path), stop))
+    writer.start()
+    reads, errors = 0, []
+    try:
+        deadline = time.monotonic() + 4.0
+        while time.monotonic() < deadline:
+            try:
+                n = len(read_steptrace(path))
+                assert n == 3 or 100 <= n < 1200
+                reads += 1
+            except StepTraceError as e:
+                errors.append(str(e))
+    finally:
+        stop.set()
+        writer.join(timeout=30)
+    assert reads > 50, reads
+    assert not errors, f"{len(errors)} of {reads + len(errors)} reads failed: {errors[0]}"
