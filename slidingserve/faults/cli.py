@@ -189,6 +189,11 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.0f}%"
 
 
+def _interval(ci: list[float] | None) -> str:
+    """`` (90% interval -55..+10%)`` for a bootstrap interval of a change, '' without one."""
+    return "" if not ci else f" (90% interval {100 * ci[0]:+.0f}..{100 * ci[1]:+.0f}%)"
+
+
 def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
@@ -223,6 +228,7 @@ def write_soak(report: dict[str, Any], out: Path) -> None:
     for col in ("target", "met", "figure"):
         table.add_column(col)
     t = report["targets"]
+    ci = t["ttft_p99_stable"].get("change_interval_90") or {}
     rows = {
         "nothing lost": f"lost {req['lost']}; served {req['served']}, 429 {req['rejected']}, "
                         f"errors {req['error']}",
@@ -231,7 +237,7 @@ def write_soak(report: dict[str, Any], out: Path) -> None:
         "RSS flat (<= 5%)": f"max growth {100 * t['rss_flat']['max_growth']:.1f}% "
                             f"({t['rss_flat']['process']})",
         "p99 TTFT stable (<= 10%)": ", ".join(
-            f"{k} {'-' if v is None else f'{100 * v:+.0f}%'}"
+            f"{k} {'-' if v is None else f'{100 * v:+.0f}%'}{_interval(ci.get(k))}"
             for k, v in t["ttft_p99_stable"]["change"].items()),
     }
     for (label, figure), ok in zip(rows.items(), (v["ok"] for v in t.values()), strict=True):

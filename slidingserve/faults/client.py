@@ -9,11 +9,14 @@ dropped connection, a stream that stops without ``[DONE]`` or an error, a 5xx wi
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
+
+from slidingserve.serve.slo_headers import TTFT_MEASURED_HEADER
 
 Kind = Literal["served", "rejected", "error", "lost"]
 
@@ -25,7 +28,9 @@ class Result:
     message: str = ""
     replica: str | None = None
     tokens: int = 0
-    ttft_s: float | None = None
+    ttft_s: float | None = None  # streams: first token at the client, from the send
+    # whole answers: the ingress's own TTFT (x-ttft-ms: arrival there to its first token)
+    ingress_ttft_s: float | None = None
     latency_s: float = 0.0
     retry_after: str | None = None
     retried_from: str | None = None  # x-retried-from: the replica that failed before a token
@@ -49,6 +54,15 @@ def error_message(body: bytes) -> str | None:
     return msg if isinstance(msg, str) and msg.strip() else None
 
 
+def _ms_header(headers: httpx.Headers, name: str) -> float | None:
+    """A header of milliseconds, in seconds (None when absent or not a finite number >= 0)."""
+    try:
+        ms = float(headers.get(name, ""))
+    except ValueError:
+        return None
+    return ms / 1e3 if math.isfinite(ms) and ms >= 0 else None
+
+
 def classify_response(status: int, body: bytes, headers: httpx.Headers) -> Result:
     """A non-streamed response (or a streamed one that was refused before it started)."""
     msg = error_message(body)
@@ -59,7 +73,8 @@ def classify_response(status: int, body: bytes, headers: httpx.Headers) -> Resul
             ok = False
         kind: Kind = "served" if ok else "lost"
         return Result(kind, status, "" if ok else "200 without a completion body",
-                      headers.get("x-served-by"), retried_from=headers.get("x-retried-from"))
+                      headers.get("x-served-by"), retried_from=headers.get("x-retried-from"),
+                      ingress_ttft_s=_ms_header(headers, TTFT_MEASURED_HEADER))
     if status == 429:
         return Result("rejected" if msg else "lost", status, msg or "429 without a message",
                       retry_after=headers.get("retry-after"))

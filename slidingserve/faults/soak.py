@@ -80,7 +80,9 @@ class Sent:
     stream: bool
     kind: str  # served / rejected / error / lost
     status: int | None
-    ttft_s: float | None  # streams only: first token, from the send
+    # first token: for a stream at the client, from the send; for a whole answer the ingress's
+    # own measure (x-ttft-ms, from its arrival there), which the client cannot see
+    ttft_s: float | None
     latency_s: float
     message: str = ""
 
@@ -154,7 +156,8 @@ async def drive(url: str, auth: dict[str, str], tiers: TierSet, cfg: SoakConfig,
                                    {**auth, "x-slo-tier": spec.tier}, cfg.request_timeout_s,
                                    stream=stream)
             return Sent(round(spec.arrival_s, 3), spec.tier, stream, r.kind, r.status,
-                        r.ttft_s, round(r.latency_s, 4), "" if r.kind == "served" else r.message)
+                        r.ttft_s if stream else r.ingress_ttft_s, round(r.latency_s, 4),
+                        "" if r.kind == "served" else r.message)
 
         async def leavers() -> list[Leaver]:
             tasks, i = [], 0

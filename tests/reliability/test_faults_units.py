@@ -254,3 +254,12 @@ def test_refusal_cost_names_a_bad_value(argv, bad, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2 and bad in capsys.readouterr().err
+
+
+def test_a_whole_answer_carries_the_ingress_measured_ttft():
+    body = b'{"choices": [{"text": "x"}]}'
+    got = classify_response(200, body, httpx.Headers({"x-ttft-ms": "1234.5"}))
+    assert got.kind == "served" and got.ingress_ttft_s == pytest.approx(1.2345)
+    for bad in ("", "nan", "-3", "soon"):
+        headers = httpx.Headers({"x-ttft-ms": bad} if bad else {})
+        assert classify_response(200, body, headers).ingress_ttft_s is None

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from slidingserve.faults.soak import Leaver, Sent, SoakConfig
-from slidingserve.faults.soak_report import judge, plot_soak, rss_growth
+from slidingserve.faults.soak_report import judge, p99_change_interval, plot_soak, rss_growth
 from slidingserve.faults.soak_watch import AppWatch
 from slidingserve.slo.tiers import load_tiers
 
@@ -92,3 +93,30 @@ def test_the_cli_writes_the_report_the_plot_and_a_table(tmp_path: Path, capsys):
     assert (tmp_path / "soak.png").exists()
     out = capsys.readouterr().out
     assert "nothing lost" in out and "NO" in out
+
+
+def test_whole_answers_count_with_the_ingress_measured_ttft():
+    sent = traffic()
+    sent += [Sent(150.0, "interactive", False, "served", 200, 9.0, 9.5)]  # the one slow answer
+    sent += [Sent(150.0, "interactive", False, "rejected", 429, None, 0.01)]  # no TTFT: left out
+    r = run_judge(flat(), sent)
+    last = r["ttft"]["last"]["interactive"]
+    assert last["n"] == 61 and last["p99_s"] > 0.5
+    assert r["ttft"]["change"]["interactive"] > 0.1
+
+
+def test_the_interval_shows_what_chance_alone_moves_a_p99():
+    rng = np.random.default_rng(1)
+    same = [list(rng.exponential(0.5, 400)) for _ in range(2)]
+    lo, hi = p99_change_interval(*same)
+    assert lo < 0.0 < hi and hi - lo > 0.2  # ~4 requests above the p99: wide by chance alone
+    lo, hi = p99_change_interval(same[0], [2.0 * x for x in same[1]])
+    assert lo > 0.3  # twice as slow: the whole interval is above the 10% limit
+    assert p99_change_interval([], same[1]) is None
+
+
+def test_the_report_carries_an_interval_per_tier():
+    r = run_judge(flat(), traffic(ttft_late=0.6))
+    ci = r["targets"]["ttft_p99_stable"]["change_interval_90"]
+    assert set(ci) == set(TIERS)
+    assert all(lo == pytest.approx(0.2) and hi == pytest.approx(0.2) for lo, hi in ci.values())
