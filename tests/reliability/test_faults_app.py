@@ -133,6 +133,9 @@ def test_6_short_soak_loses_nothing_and_frees_the_kv_cache(app, tmp_path):
     for who in ("Engine#", "Ingress#", "ProxyActor", "ServeController"):
         assert any(label.startswith(who) for label in labels), (who, labels)
     assert len(r["ttft"]["windows"]) == 3
+    # whole answers count too, with the TTFT the ingress measured (x-ttft-ms)
+    timed = sum(t["n"] for w in r["ttft"]["windows"] for t in w["tiers"].values())
+    assert timed > r["requests"]["streamed"], (timed, r["requests"])
     plot_soak(r, tmp_path / "soak.png")
     assert (tmp_path / "soak.png").stat().st_size > 0
 
