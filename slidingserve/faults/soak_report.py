@@ -148,6 +148,11 @@ def judge(cfg: Any, tiers: TierSet, sent: list[Any], left: list[Any], watch: Any
                                for k in sorted({k for s in watch.samples for k in s["rss_mib"]})}},
         "kv": {"end": kv_end, "total": final["kv_blocks_total"], "final_step_probe": probe,
                "in_use": [{"t_s": s["t_s"], **s["kv_blocks_used"]} for s in watch.samples]},
+        # per engine over time: requests admitted and not finished, past their first token,
+        # and not started (a queue that drifts up at a steady offered load shows here)
+        "engines": {name: [{"t_s": s["t_s"], **s.get(key, {})} for s in watch.samples]
+                    for name, key in (("held", "engine_queue"), ("running", "engine_running"),
+                                      ("waiting", "engine_waiting"))},
         "replicas": {"first": watch.samples[0]["replicas"] if watch.samples else [],
                      "last": final["replicas"]},
         "targets": targets,
@@ -157,13 +162,14 @@ def judge(cfg: Any, tiers: TierSet, sent: list[Any], left: list[Any], watch: Any
 
 
 def plot_soak(report: dict[str, Any], path: Path) -> None:
-    """Memory of each process and p99 TTFT of each tier over time, in one figure."""
+    """Memory of each process, each engine's load (KV blocks, requests held) and p99 TTFT of
+    each tier over time, in one figure."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (mem, ttft) = plt.subplots(2, 1, figsize=(10, 8), sharex=True)
+    fig, (mem, load, ttft) = plt.subplots(3, 1, figsize=(10, 11), sharex=True)
     t_min = [t / 60 for t in report["memory"]["t_s"]]
     for label, ys in report["memory"]["rss_mib"].items():
         pts = [(t, y) for t, y in zip(t_min, ys, strict=True) if y is not None]
@@ -174,6 +180,22 @@ def plot_soak(report: dict[str, Any], path: Path) -> None:
     mem.legend(fontsize=6, ncol=3, loc="upper left")
     mem.set_title(f"soak: {report['minutes']:g} min at {report['rate_rps']:.2f} req/s "
                   f"(lost {report['requests']['lost']} of {report['requests']['sent']})")
+    kv_total = report["kv"]["total"] or {}
+    for label in sorted({k for row in report["kv"]["in_use"] for k in row} - {"t_s"}):
+        pts = [(row["t_s"] / 60, row[label]) for row in report["kv"]["in_use"]
+               if row.get(label) is not None]
+        if pts:
+            of = f" of {kv_total[label]}" if kv_total.get(label) else ""
+            load.plot(*zip(*pts, strict=True), linewidth=1, label=f"{label} KV blocks{of}")
+    held = report.get("engines", {}).get("held", [])
+    for label in sorted({k for row in held for k in row} - {"t_s"}):
+        pts = [(row["t_s"] / 60, row[label]) for row in held
+               if row.get(label) is not None]
+        if pts:
+            load.plot(*zip(*pts, strict=True), linewidth=1, linestyle=":",
+                      label=f"{label} requests held")
+    load.set_ylabel("per engine")
+    load.legend(fontsize=6, ncol=2, loc="upper left")
     windows = report["ttft"]["windows"]
     mid = [(w["t0_s"] + w["t1_s"]) / 120 for w in windows]
     for i, tier in enumerate(report["ttft"]["targets_s"]):

@@ -121,6 +121,9 @@ class AppWatch:
             "kv_blocks_used": {k: s.get("kv_blocks_used") for k, s in stats.items()},
             "kv_blocks_total": {k: s.get("kv_blocks_total") for k, s in stats.items()},
             "engine_queue": {k: s.get("queue_len") for k, s in stats.items()},
+            "engine_running": {k: s.get("running") for k, s in stats.items()},
+            "engine_waiting": {k: sum((s.get("waiting_requests") or {}).values())
+                               for k, s in stats.items()},
         }
         self.samples.append(row)
         return row

@@ -21,7 +21,8 @@ def sample(t: float, engine_mib: float, replicas: tuple[str, ...] = ("Engine#a",
            kv: int = 0) -> dict:
     return {"t_s": t, "rss_mib": {"Engine#a": engine_mib, "ProxyActor": 100.0},
             "replicas": list(replicas), "kv_blocks_used": {"Engine#a": kv},
-            "kv_blocks_total": {"Engine#a": 100}, "engine_queue": {"Engine#a": 0}}
+            "kv_blocks_total": {"Engine#a": 100}, "engine_queue": {"Engine#a": 3},
+            "engine_running": {"Engine#a": 2}, "engine_waiting": {"Engine#a": 1}}
 
 
 def traffic(ttft_late: float = 0.5, lost: int = 0) -> list[Sent]:
@@ -76,6 +77,13 @@ def test_rss_growth_compares_the_first_and_last_tenth_of_the_window():
     rows = [{"t_s": float(t), "rss_mib": {"p": 100.0 if t < 50 else 110.0}} for t in range(100)]
     assert rss_growth(rows, 0.0, 99.0) == {"p": 0.1}
     assert rss_growth(rows, 50.0, 99.0) == {"p": 0.0}
+
+
+def test_the_report_follows_each_engines_load():
+    r = run_judge(flat(), traffic())
+    assert r["engines"]["held"][0] == {"t_s": 0.0, "Engine#a": 3}
+    assert r["engines"]["running"][-1] == {"t_s": 180.0, "Engine#a": 2}
+    assert len(r["engines"]["waiting"]) == len(flat())
 
 
 def test_the_plot_needs_only_the_report(tmp_path: Path):
