@@ -55,14 +55,18 @@ def ttfts(sent: list[Any], tier: str, t0: float, t1: float) -> list[float]:
             and s.ttft_s is not None and t0 <= s.t_s < t1]
 
 
+def tail(xs: list[float]) -> dict[str, Any]:
+    """How many TTFTs, and their p99."""
+    return {"n": len(xs), "p99_s": p99(xs)}
+
+
 def ttft_windows(sent: list[Any], names: list[str], edges: list[float]) -> list[dict]:
     """p99 TTFT of each tier's served requests, per window ``[edges[i], edges[i+1])``."""
     rows = []
     for t0, t1 in itertools.pairwise(edges):
         tiers = {}
         for n in names:
-            xs = ttfts(sent, n, t0, t1)
-            tiers[n] = {"n": len(xs), "p99_s": p99(xs)}
+            tiers[n] = tail(ttfts(sent, n, t0, t1))
         rows.append({"t0_s": round(t0, 1), "t1_s": round(t1, 1), "tiers": tiers})
     return rows
 
@@ -106,13 +110,13 @@ def judge(cfg: Any, tiers: TierSet, sent: list[Any], left: list[Any], watch: Any
     traffic = [s for s in watch.samples if s["t_s"] <= run_s]
     edges = list(np.linspace(0.0, run_s, cfg.curve_windows + 1))
     req = outcomes(sent, names)
-    first = ttft_windows(sent, names, [0.0, third])[0]["tiers"]
-    last = ttft_windows(sent, names, [run_s - third, run_s + 1e-9])[0]["tiers"]
+    early = {n: ttfts(sent, n, 0.0, third) for n in names}
+    late = {n: ttfts(sent, n, run_s - third, run_s + 1e-9) for n in names}
+    first = {n: tail(xs) for n, xs in early.items()}
+    last = {n: tail(xs) for n, xs in late.items()}
     change = {n: (None if not (first[n]["p99_s"] and last[n]["p99_s"])
                   else round(last[n]["p99_s"] / first[n]["p99_s"] - 1, 4)) for n in names}
-    interval = {n: p99_change_interval(ttfts(sent, n, 0.0, third),
-                                       ttfts(sent, n, run_s - third, run_s + 1e-9))
-                for n in names}
+    interval = {n: p99_change_interval(early[n], late[n]) for n in names}
     growth = rss_growth(traffic, run_s - 2 * third, run_s)
     worst = max(growth.items(), key=lambda kv: kv[1], default=("-", 0.0))
     kv_end = final["kv_blocks_used"]
