@@ -6,12 +6,26 @@ Lawler-Moore dynamic program) over the requests due within ``horizon_s``:
 
 * item j: cost p_j = its predicted service time (remaining prefill x the step's time per
   prefill token: its share of the coming steps), deadline d_j = its slack target - now,
-  value w_j = its tier weight;
+  value w_j = its tier weight; given the tiers' priorities, the values are lexicographic
+  (one request of a higher tier outweighs every request of the lower ones in the window, its
+  weight deciding only within a priority), so a higher tier is never given up to keep
+  lower-tier requests on time;
 * a chosen set is feasible when, served in earliest-deadline order, each finishes by its own
   deadline (sum of the chosen p_i with d_i <= d_j is <= d_j); the capacity of item j is its
   own available slack;
 * the DP maximises the total weight kept on time: items in deadline order, F[t] = best weight
   with total cost exactly t, F[t] = max(F[t], F[t - p_j] + w_j) for p_j <= t <= d_j.
+
+The kept requests go first: in earliest-deadline order, or, given priorities, tier by tier
+(the highest first) and in deadline order within a tier. Why tiers first: in earliest-deadline
+order a kept lower-tier request with the earlier deadline runs ahead of a kept higher-tier one
+that is predicted to make it with little to spare, and a prediction that is a step short then
+makes the higher tier late. Measured in the simulator (roofline, 600 requests of 500-4,000
+prompt tokens at 18 req/s, interactive 2 s TTFT and a `standard` tier with a 15 s end-to-end
+target, seed 3; docs/results.md): 44 interactive requests late with deadline order, 0 tier by
+tier. The priorities passed are the sorter's levels after aging, so an aged request keeps the
+place aging gave it (with raw tier priorities a compressed long overload made 3.8% of its
+requests late instead of 2.0%).
 
 Discretisation: time in units of q = max(resolution_s, horizon_s / max_units); costs are
 rounded up and deadlines down, so a set the DP accepts is also feasible in continuous time, and
@@ -70,15 +84,18 @@ class BatchConstructor:
     def __init__(self, config: ConstructorConfig):
         self.config = config
 
-    def plan(self, service_s: np.ndarray, target_s: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    def plan(self, service_s: np.ndarray, target_s: np.ndarray, weight: np.ndarray,
+             priority: np.ndarray | None = None) -> np.ndarray:
         """A new serving order (a permutation of ``range(n)``) for a queue in sorted order.
 
         ``service_s``: predicted service time of each queued request; ``target_s``: its
-        deadline relative to now (slack target). Unchanged when nothing is at risk; otherwise
-        the requests the DP keeps come first in deadline order, then the rest of the queue in
-        its order, then the window's requests the DP gave up on.
+        deadline relative to now (slack target); ``priority``: its tier priority (0 = most
+        important; None: weights alone). Unchanged when nothing is at risk; otherwise the
+        requests the DP keeps come first (tier by tier given priorities, in deadline order
+        within), then the rest of the queue in its order, then the window's requests the DP gave
+        up on.
         """
-        new = self.reorder(service_s, target_s, weight)
+        new = self.reorder(service_s, target_s, weight, priority)
         return np.arange(len(service_s)) if new is None else new
 
     def any_at_risk(self, service_s: list[float], target_s: list[float]) -> bool:
@@ -99,7 +116,8 @@ class BatchConstructor:
         return False
 
     def reorder(
-        self, service_s: np.ndarray, target_s: np.ndarray, weight: np.ndarray
+        self, service_s: np.ndarray, target_s: np.ndarray, weight: np.ndarray,
+        priority: np.ndarray | None = None,
     ) -> np.ndarray | None:
         """``plan``, but None when the order is unchanged (nothing at risk)."""
         c = self.config
@@ -112,10 +130,26 @@ class BatchConstructor:
         q = max(c.resolution_s, c.horizon_s / c.max_units)
         cost = np.maximum(np.ceil(service_s[window] / q), 1.0)
         due = np.floor(np.maximum(target_s[window], 0.0) / q)
-        keep, _ = knapsack_with_deadlines(cost, due, weight[window])
+        value = weight[window]
+        if priority is not None:
+            value = _lexicographic(value, priority[window])
+        keep, _ = knapsack_with_deadlines(cost, due, value)
         kept = window[keep]
-        kept = kept[np.argsort(target_s[kept], kind="stable")]
+        if priority is None:
+            kept = kept[np.argsort(target_s[kept], kind="stable")]
+        else:
+            kept = kept[np.lexsort((target_s[kept], priority[kept]))]
         dropped = window[~keep]
         rest = np.ones(n, dtype=bool)
         rest[window] = False
         return np.concatenate([kept, order[rest], dropped])
+
+
+def _lexicographic(weight: np.ndarray, priority: np.ndarray) -> np.ndarray:
+    """Values under which one request of a higher tier (lower ``priority``) is worth more than
+    all requests of the lower tiers together; ``weight`` decides within a priority. Ranks of the
+    priorities present, not the priorities, are the exponents (a window holds few tiers)."""
+    w = weight.astype(np.float64) / float(weight.min())  # >= 1
+    levels, rank = np.unique(priority, return_inverse=True)  # rank 0 = the highest tier here
+    base = float(w.sum()) + 1.0  # more than the whole window's weight
+    return w * base ** (len(levels) - 1 - rank)

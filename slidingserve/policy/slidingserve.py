@@ -139,7 +139,8 @@ class SlidingServe(Policy):
         due, pending = table.next_due(), table.pending
         service = table.remaining * self._s_per_token  # 0 for decodes
         has_e2e = np.isfinite(table.e2e)
-        reserve = self.sorter.decode_reserve(due, table.arrival + table.e2e, table.e2e_first)
+        reserve = self.sorter.decode_reserve(due, table.arrival + table.e2e, table.e2e_first,
+                                             table.e2e)
         # 2. one order for everything: protection status, urgency, remaining prefill
         order, infeasible = self._sort(now, table, due, service, reserve, has_e2e)
         running, pending_o = order < table.n_running, pending[order]  # in serving order
@@ -305,6 +306,12 @@ class SlidingServe(Policy):
         return self.sorter.plan(now, due, service, table.priority, table.arrival, table.remaining,
                                 decoding, reserve, table.ttft, has_e2e)
 
+    def _levels(self, now: float, table: RequestTable, rows: np.ndarray) -> np.ndarray:
+        """The sorter's protection level of ``rows`` (tier priority after aging)."""
+        decoding = (table.blocks[rows] > 0) & (table.remaining[rows] == 0)
+        return self.sorter.protection_level(table.priority[rows], now - table.arrival[rows],
+                                            decoding)
+
     def _front_at_risk(
         self, now: float, queue: np.ndarray, infeasible: np.ndarray, due: np.ndarray,
         reserve: np.ndarray, service: np.ndarray, table: RequestTable,
@@ -325,7 +332,7 @@ class SlidingServe(Policy):
                                                    [d[i] - r[i] - now for i in rows])
         if at_risk:
             front = self.constructor.reorder(service[ok], due[ok] - reserve[ok] - now,
-                                             table.weight[ok])
+                                             table.weight[ok], self._levels(now, table, ok))
             if front is not None:
                 ok = ok[front]
         return np.concatenate([ok, queue[late]]) if any_late else ok

@@ -64,6 +64,9 @@ class SorterConfig(BaseModel):
     # (docs/results.md: one hour at 1.3x load, 1.33% late with 600, 0.50% with 1,200, 0.72% off).
     aging_s: float = Field(default=1200.0, gt=0)
     slack_margin_s: float = Field(default=30.0, ge=0)  # decode reserve of end-to-end tiers
+    # ... at most this share of the tier's end-to-end target: a fixed 30 s reserve taken off a
+    # 15 s target made every request of that tier infeasible on arrival (docs/results.md)
+    slack_margin_frac: float = Field(default=0.5, gt=0, le=1)
     use_aging: bool = True
     use_feasibility: bool = True
     # End-to-end-tier requests with more slack than this fraction of their TTFT target are
@@ -147,15 +150,20 @@ class MultiLevelPrioritySorter:
         return np.lexsort((remaining, urgency, level)), infeasible
 
     def decode_reserve(
-        self, due: np.ndarray, e2e_due: np.ndarray, e2e_first: np.ndarray
+        self, due: np.ndarray, e2e_due: np.ndarray, e2e_first: np.ndarray,
+        e2e_s: np.ndarray | None = None,
     ) -> np.ndarray:
         """Time to keep before ``due`` so that a request still in prefill leaves its decode
-        ``slack_margin_s`` before its end-to-end deadline: the planning target is
-        ``min(TTFT deadline, end-to-end deadline - slack_margin_s)``, so the reserve moves only
-        the end-to-end bound. (A fixed reserve taken off the TTFT deadline would make every
-        request of a tier whose TTFT target is under ``slack_margin_s`` infeasible on arrival,
-        and the feasibility level would send that whole tier behind lower ones.)
+        ``m`` before its end-to-end deadline, ``m = min(slack_margin_s, slack_margin_frac x
+        e2e_s)`` (``e2e_s``: each request's end-to-end target; None: ``slack_margin_s``): the
+        planning target is ``min(TTFT deadline, end-to-end deadline - m)``, so the reserve
+        moves only the end-to-end bound. (A fixed reserve taken off the TTFT deadline would
+        make every request of a tier whose TTFT target is under ``slack_margin_s`` infeasible
+        on arrival, and the feasibility level would send that whole tier behind lower ones;
+        the share does the same for an end-to-end target under the reserve.)
         ``e2e_first``: 1.0 for end-to-end-tier requests before their first token, else 0.0."""
-        m = self.config.slack_margin_s
+        m: float | np.ndarray = self.config.slack_margin_s
+        if e2e_s is not None:  # (inf x share for tiers without a target: the margin itself)
+            m = np.minimum(m, self.config.slack_margin_frac * e2e_s)
         over = np.clip(due - (e2e_due - m), 0.0, m)  # -inf (no e2e target) clips to 0
         return np.where(e2e_first > 0.0, over, 0.0)

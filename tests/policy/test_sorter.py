@@ -141,6 +141,16 @@ def test_decode_reserve_moves_only_the_end_to_end_bound() -> None:
     assert s.decode_reserve(due, e2e_due, first).tolist() == [0.0, 24.0, 30.0, 0.0, 0.0]
 
 
+def test_decode_reserve_is_at_most_half_a_short_end_to_end_target() -> None:
+    s = MultiLevelPrioritySorter(SorterConfig(slack_margin_s=30.0, slack_margin_frac=0.5))
+    # TTFT = e2e = 15 s: 7.5 s kept, not 30 (which would make the request infeasible on
+    # arrival); TTFT = e2e = 600 s: the full 30 s; no end-to-end target: none
+    due, e2e = np.array([15.0, 600.0, 6.0]), np.array([15.0, 600.0, np.inf])
+    first = np.array([1.0, 1.0, 0.0])
+    assert s.decode_reserve(due, e2e, first, e2e).tolist() == [7.5, 30.0, 0.0]
+    assert s.decode_reserve(due, e2e, first).tolist() == [30.0, 30.0, 0.0]  # the margin alone
+
+
 def test_a_tier_with_a_short_ttft_and_an_e2e_target_is_not_sent_behind_batch() -> None:
     """A tier whose TTFT target (10 s) is under the decode reserve (30 s) is feasible on arrival
     and goes before a lower tier's request, not behind it as infeasible."""
