@@ -73,6 +73,12 @@ class EngineConfig(_Strict):
     # one primitive per step shape, and SlidingServe's chunks vary the shapes: at the default
     # the vLLM worker grew ~15% in a 12-minute soak, flat at 8 (docs/reliability.md).
     onednn_primitive_cache: int | None = Field(default=8, gt=0)
+    # vLLM's VLLM_CPU_OMP_THREADS_BIND for CPU engines (an environment variable already set
+    # wins; None: vLLM's default, "auto"). "auto" binds each engine's threads to the host's
+    # cores less one it reserves, the same cores for every replica on the host: on 2 cores both
+    # replicas of the embedded default ran on core 0. "nobind" lets the OS place them
+    # (docs/reliability.md). GPU engines ignore it.
+    cpu_threads_bind: str | None = Field(default="nobind", min_length=1)
 
     @property
     def name(self) -> str:

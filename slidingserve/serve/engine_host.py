@@ -490,6 +490,8 @@ def engine_env(engine: EngineConfig, current: Mapping[str, str]) -> dict[str, st
     env: dict[str, str] = {}
     if engine.onednn_primitive_cache is not None:
         env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = str(engine.onednn_primitive_cache)
+    if engine.cpu_threads_bind is not None:
+        env["VLLM_CPU_OMP_THREADS_BIND"] = engine.cpu_threads_bind
     return {k: v for k, v in env.items() if k not in current}
 
 

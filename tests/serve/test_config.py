@@ -54,13 +54,28 @@ def test_engine_processes_get_a_bounded_onednn_primitive_cache():
     from slidingserve.serve.engine_host import engine_env
 
     engine = load_serve_config({}).engine
-    assert engine_env(engine, {}) == {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "8"}
-    assert engine_env(engine, {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "64"}) == {}  # set: kept
-    off = load_serve_config({"engine": {"onednn_primitive_cache": None}}).engine
+    assert engine_env(engine, {})["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "8"
+    assert "ONEDNN_PRIMITIVE_CACHE_CAPACITY" not in engine_env(
+        engine, {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "64"})  # set: kept
+    off = load_serve_config({"engine": {"onednn_primitive_cache": None,
+                                        "cpu_threads_bind": None}}).engine
     assert engine_env(off, {}) == {}
-    import pytest
 
-    from slidingserve.serve.config import ServeConfigError
 
+def test_cpu_engine_threads_are_not_bound_to_one_core_set_by_default():
+    """vLLM's "auto" binding puts every replica on a host on the same cores."""
+    from slidingserve.serve.engine_host import engine_env
+
+    engine = load_serve_config({}).engine
+    assert engine_env(engine, {})["VLLM_CPU_OMP_THREADS_BIND"] == "nobind"
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in engine_env(
+        engine, {"VLLM_CPU_OMP_THREADS_BIND": "0|1"})  # the deployment's own binding wins
+    auto = load_serve_config({"engine": {"cpu_threads_bind": "auto"}}).engine
+    assert engine_env(auto, {})["VLLM_CPU_OMP_THREADS_BIND"] == "auto"
+    with pytest.raises(ServeConfigError, match=r"engine\.cpu_threads_bind"):
+        load_serve_config({"engine": {"cpu_threads_bind": ""}})
+
+
+def test_a_primitive_cache_of_zero_is_refused():
     with pytest.raises(ServeConfigError, match=r"engine\.onednn_primitive_cache"):
         load_serve_config({"engine": {"onednn_primitive_cache": 0}})
