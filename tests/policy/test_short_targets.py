@@ -28,9 +28,9 @@ def _late(policy: str, rate: float, seed: int = 3) -> dict[str, int]:
 
 
 def test_under_overload_no_interactive_request_is_late_and_standard_is_near_qoserve():
-    # 24 req/s of 500-4,000-token prompts: about twice what the replica runs. Before the
-    # constructor served its kept requests tier by tier and the decode reserve was capped at
-    # half the end-to-end target: 5 interactive requests late, 362 standard (qoserve 0, 263).
+    # 24 req/s of 500-4,000-token prompts: about twice what the replica runs. With the
+    # constructor's kept requests in deadline order and a fixed 30 s decode reserve (e07b503):
+    # 5 interactive requests late, 362 standard (qoserve 0, 263).
     ours, theirs = _late("slidingserve", 24.0), _late("qoserve", 24.0)
     assert ours["interactive"] == 0
     assert ours["standard"] <= 1.1 * theirs["standard"], (ours, theirs)
