@@ -12,7 +12,8 @@ One step (``schedule``), top to bottom:
    deadline, then deferrable work, most remaining prefill first, then lowest tier, most slack).
 4. Order the prefill queue (sorted, feasible first); when that order is predicted to make
    requests miss their deadlines, the ``BatchConstructor`` (knapsack with deadlines) picks which
-   at-risk requests go first.
+   at-risk requests go first, tier by tier (the sorter's levels after aging), never giving up a
+   higher tier for lower ones.
 5. Size the step's prefill with the ``SlidingChunker`` (this step and the next, jointly), under
    the ``KVPacer``'s cap while the KV cache limits the running set (``policy/kv_pacer.py``).
 6. Pack prefill chunks in queue order under the chunk, ``max_num_seqs`` and KV (keeping a small
