@@ -303,15 +303,14 @@ class SlidingServe(Policy):
     ) -> tuple[np.ndarray, np.ndarray]:
         if not self.config.use_sorter:
             return np.argsort(table.arrival, kind="stable"), np.zeros(len(table), dtype=bool)
-        decoding = (table.blocks > 0) & (table.remaining == 0)  # started prefills age on
         return self.sorter.plan(now, due, service, table.priority, table.arrival, table.remaining,
-                                decoding, reserve, table.ttft, has_e2e)
+                                _decoding(table.blocks, table.remaining), reserve, table.ttft,
+                                has_e2e)
 
     def _levels(self, now: float, table: RequestTable, rows: np.ndarray) -> np.ndarray:
         """The sorter's protection level of ``rows`` (tier priority after aging)."""
-        decoding = (table.blocks[rows] > 0) & (table.remaining[rows] == 0)
         return self.sorter.protection_level(table.priority[rows], now - table.arrival[rows],
-                                            decoding)
+                                            _decoding(table.blocks[rows], table.remaining[rows]))
 
     def _front_at_risk(
         self, now: float, queue: np.ndarray, infeasible: np.ndarray, due: np.ndarray,
@@ -404,6 +403,12 @@ class SlidingServe(Policy):
             x[F_PREFILL_ATTN] += attn
             x[F_TOTAL_TOKENS] += tokens
         return x
+
+
+def _decoding(blocks: np.ndarray, remaining: np.ndarray) -> np.ndarray:
+    """Running decodes (KV held, prompt done): the requests aging leaves alone. A started
+    prefill ages on like a waiting request (``policy/sorter.py``)."""
+    return (blocks > 0) & (remaining == 0)
 
 
 class Victims:
