@@ -222,22 +222,27 @@ class SlidingServe(Policy):
                 head.append((i, need))
         if not head:
             return set()
-        rank = {row: k for k, row in enumerate(order.tolist())}
-        runners = [row for row in reversed(order.tolist()) if row < n_run]  # from the end (ties)
+        rank = np.empty(order.size, dtype=np.intp)
+        rank[order] = np.arange(order.size)
+        back = order[::-1]
+        runners = back[back < n_run]  # from the end of the order (ties), then
+        runners = runners[np.argsort(table.computed[runners], kind="stable")]  # least to recompute
+        r_rank, r_prio = rank[runners], prio[runners]
+        r_free = np.array([views[v].freeable_blocks for v in runners.tolist()], dtype=np.int64)
+        kept = np.ones(runners.size, dtype=bool)
         gone: set[int] = set()
         for i, need in head:
-            cands = sorted((v for v in runners
-                            if v not in gone and rank[v] > rank[i] and prio[v] > prio[i]),
-                           key=lambda v: views[v].num_computed)  # the least to recompute
-            gain_slots, gain_blocks = len(cands), sum(views[v].freeable_blocks for v in cands)
-            if slots + gain_slots < 1 or free + gain_blocks < need:
+            cands = np.flatnonzero(kept & (r_rank > rank[i]) & (r_prio > prio[i]))
+            if slots + cands.size < 1 or free + int(r_free[cands].sum()) < need:
                 continue  # the lower tiers could not make room: preempt nothing for it
-            for v in cands:
+            for k in cands.tolist():
                 if slots >= 1 and free >= need:
                     break
+                v = int(runners[k])
                 packer.preempt_request(views[v])
                 gone.add(v)
-                slots, free = slots + 1, free + views[v].freeable_blocks
+                kept[k] = False
+                slots, free = slots + 1, free + int(r_free[k])
             slots, free = slots - 1, free - need
         return gone
 
