@@ -71,6 +71,7 @@ from slidingserve.latency.features import (
 from slidingserve.policy.base import Policy, PolicyConfig, register_policy
 from slidingserve.policy.batch_constructor import BatchConstructor, ConstructorConfig
 from slidingserve.policy.chunker import ChunkerConfig, SlidingChunker
+from slidingserve.policy.decode_time import DecodeTimeConfig, DecodeTimeEstimator
 from slidingserve.policy.kv_pacer import KVPacer, KVPacerConfig
 from slidingserve.policy.packing import BudgetPacker, make_room, pending_tokens
 from slidingserve.policy.sorter import MultiLevelPrioritySorter, SorterConfig
@@ -86,6 +87,9 @@ class SlidingServeConfig(PolicyConfig):
     chunker: ChunkerConfig = ChunkerConfig()
     constructor: ConstructorConfig = ConstructorConfig()
     kv_pacer: KVPacerConfig = KVPacerConfig()  # shorter steps while KV limits the running set
+    # the decode reserve of end-to-end tiers, learned from finished requests (quantile None:
+    # the sorter's fixed ``slack_margin_s``)
+    decode_time: DecodeTimeConfig = DecodeTimeConfig()
     use_sorter: bool = True  # False: serve in arrival order (FCFS)
     use_aging: bool = True
     use_deferral: bool = True  # False: no deferrable level (sorter.defer_frac off)
@@ -127,12 +131,16 @@ class SlidingServe(Policy):
         self.constructor = BatchConstructor(c.constructor)
         self.kv_pacer = KVPacer(c.kv_pacer, c.chunker.max_chunk)
         self.tables = TableBuilder()  # caches waiting requests' rows between steps
+        self.decode_time = DecodeTimeEstimator(c.decode_time)
+        self._running: list[RequestView] = []  # the last step's running requests
+        self._running_by_key: dict[int, RequestView] | None = None  # (built on first forget)
         probe = float(min(2048, c.chunker.max_chunk))
         t = latency.predict_features(with_prefill_chunks(decode_features([]), np.array([probe]), 0))
         self._s_per_token = float(t[0]) / probe  # EMA of step time per prefill token
 
     def schedule(self, state: SchedulerInput) -> StepPlan:
         now, table = state.now_s, self.tables.build(state.running, state.waiting)
+        self._running, self._running_by_key = state.running, None
         packer = BudgetPacker.for_step(state)
         if not len(table):
             return packer.plan()
@@ -141,7 +149,7 @@ class SlidingServe(Policy):
         service = table.remaining * self._s_per_token  # 0 for decodes
         has_e2e = np.isfinite(table.e2e)
         reserve = self.sorter.decode_reserve(due, table.arrival + table.e2e, table.e2e_first,
-                                             table.e2e)
+                                             table.e2e, self._decode_time(table))
         # 2. one order for everything: protection status, urgency, remaining prefill
         order, infeasible = self._sort(now, table, due, service, reserve, has_e2e)
         running, pending_o = order < table.n_running, pending[order]  # in serving order
@@ -179,6 +187,7 @@ class SlidingServe(Policy):
             x = decode_features(ctx)
         predicted = float(self.latency.predict_features(x[None, :])[0]) if packer.scheduled else 0.0
         self._observe(predicted, float(x[F_PREFILL_TOKENS]))
+        self.decode_time.observe_step(predicted)  # (the decodes' pace)
         self.kv_pacer.observe(int(x[F_PREFILL_TOKENS]), packer.free_blocks, state.kv.total_blocks,
                               waiting=bool(state.waiting), preempted=bool(packer.preempt))
         stats = {"chunk": float(chunk), "prefill_tokens": float(x[F_PREFILL_TOKENS]),
@@ -187,6 +196,19 @@ class SlidingServe(Policy):
 
     def forget(self, key: int) -> None:
         self.tables.forget(key)
+        if self.decode_time.enabled:  # its output length, for the decode reserve
+            if self._running_by_key is None:
+                self._running_by_key = {v.key: v for v in self._running}
+            v = self._running_by_key.pop(key, None)
+            if v is not None and v.tier.e2e_s is not None:
+                self.decode_time.record(v.tier.priority, v.num_generated)
+
+    def _decode_time(self, table: RequestTable) -> np.ndarray | None:
+        """Predicted decode time of each request (``policy.decode_time``); None: unknown, or
+        no end-to-end-tier request waits for its first token (nothing to reserve for)."""
+        if not self.decode_time.enabled or not table.e2e_first.any():
+            return None
+        return self.decode_time.estimate(table.priority)
 
     def _overtake(
         self, table: RequestTable, order: np.ndarray, queue: np.ndarray, packer: BudgetPacker,

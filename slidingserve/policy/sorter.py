@@ -6,8 +6,8 @@ The sort key is lexicographic, smallest first:
    tier priority (0 = most important) after aging, plus ``INFEASIBLE`` (a large offset) when the
    request cannot make its next deadline even if served right now (its own predicted service
    time exceeds its slack; before the first token the target is the earlier of the TTFT deadline
-   and the end-to-end deadline less ``slack_margin_s``, for tiers with an end-to-end deadline,
-   which still need their decode: ``decode_reserve``). Such requests are still
+   and the end-to-end deadline less the request's predicted decode time, for tiers with an
+   end-to-end deadline, which still need their decode: ``decode_reserve``). Such requests are still
    served, after every request that can be kept on time. Contention among feasible requests
    (the queue ahead) is the BatchConstructor's job.
    Deferrable work (``defer_frac``, 0.1 by default; None: off). A request of a tier with an
@@ -63,10 +63,13 @@ class SorterConfig(BaseModel):
     # left, not with 1,200 s left and ahead of `standard` work near its own deadline
     # (docs/results.md: one hour at 1.3x load, 1.33% late with 600, 0.50% with 1,200, 0.72% off).
     aging_s: float = Field(default=1200.0, gt=0)
-    slack_margin_s: float = Field(default=30.0, ge=0)  # decode reserve of end-to-end tiers
-    # ... at most this share of the tier's end-to-end target: a fixed 30 s reserve taken off a
-    # 15 s target made every request of that tier infeasible on arrival (docs/results.md)
-    slack_margin_frac: float = Field(default=0.5, gt=0, le=1)
+    # decode reserve of end-to-end tiers: the predicted decode time (the policy learns one from
+    # finished requests: ``policy.decode_time``) up to this, and this while none is known
+    slack_margin_s: float = Field(default=30.0, ge=0)
+    # ... and of any reserve, at most this share of the tier's end-to-end target: a fixed 30 s
+    # reserve taken off a 15 s target made every request of that tier infeasible on arrival; a
+    # cap of half the target planned prefills too late for long decodes (docs/results.md)
+    slack_margin_frac: float = Field(default=0.9, gt=0, le=1)
     use_aging: bool = True
     use_feasibility: bool = True
     # End-to-end-tier requests with more slack than this fraction of their TTFT target are
@@ -151,18 +154,22 @@ class MultiLevelPrioritySorter:
 
     def decode_reserve(
         self, due: np.ndarray, e2e_due: np.ndarray, e2e_first: np.ndarray,
-        e2e_s: np.ndarray | None = None,
+        e2e_s: np.ndarray | None = None, decode_s: np.ndarray | None = None,
     ) -> np.ndarray:
         """Time to keep before ``due`` so that a request still in prefill leaves its decode
-        ``m`` before its end-to-end deadline, ``m = min(slack_margin_s, slack_margin_frac x
-        e2e_s)`` (``e2e_s``: each request's end-to-end target; None: ``slack_margin_s``): the
-        planning target is ``min(TTFT deadline, end-to-end deadline - m)``, so the reserve
-        moves only the end-to-end bound. (A fixed reserve taken off the TTFT deadline would
-        make every request of a tier whose TTFT target is under ``slack_margin_s`` infeasible
-        on arrival, and the feasibility level would send that whole tier behind lower ones;
-        the share does the same for an end-to-end target under the reserve.)
+        ``m`` before its end-to-end deadline: ``m`` is the request's predicted decode time
+        (``decode_s``, from ``policy.decode_time``, NaN where unknown), at most
+        ``slack_margin_s`` (the reserve where no prediction is given) and at most
+        ``slack_margin_frac x e2e_s`` (``e2e_s``: each request's end-to-end target). The
+        planning target is ``min(TTFT deadline, end-to-end deadline - m)``, so the reserve moves
+        only the end-to-end bound. (A fixed reserve taken off the TTFT deadline would make every
+        request of a tier whose TTFT target is under ``slack_margin_s`` infeasible on arrival,
+        and the feasibility level would send that whole tier behind lower ones; the share does
+        the same for an end-to-end target under the reserve.)
         ``e2e_first``: 1.0 for end-to-end-tier requests before their first token, else 0.0."""
         m: float | np.ndarray = self.config.slack_margin_s
+        if decode_s is not None:
+            m = np.where(np.isnan(decode_s), m, np.minimum(decode_s, m))
         if e2e_s is not None:  # (inf x share for tiers without a target: the margin itself)
             m = np.minimum(m, self.config.slack_margin_frac * e2e_s)
         over = np.clip(due - (e2e_due - m), 0.0, m)  # -inf (no e2e target) clips to 0

@@ -34,7 +34,10 @@ def test_an_overload_with_aging_recomputes_almost_nothing() -> None:
                    policy_config={"sorter": {"aging_s": 20.0}})
     needed = sum(s.prompt_len + s.output_len - 1 for s in specs)
     assert all(r.finished for r in res.records)
-    assert res.stats["preemptions"] <= 30
+    # (19 preemptions with a fixed decode reserve of half the end-to-end target; 61 with the
+    # reserve learned from finished requests, which starts such requests earlier: 756 late
+    # instead of 945, 0.4% of the work run again; the failure mode above: 837 and 12.6%)
+    assert res.stats["preemptions"] <= 100
     assert res.stats["tokens_run"] <= 1.01 * needed  # recomputed work at most 1%
     # the overload is real: requests are late (the test is not one of an idle engine)
     late = sum(not r.meets_slo(TIERS[r.tier]) for r in res.records)
