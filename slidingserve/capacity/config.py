@@ -153,4 +153,6 @@ def ablation_contenders(base: str = "slidingserve") -> list[Contender]:
         )
         for flag in ABLATION_FLAGS
     ] + [Contender(label=f"{base}-no-kv-pacer", policy=base,
-                   overrides={"kv_pacer": {"enabled": False}})]
+                   overrides={"kv_pacer": {"enabled": False}}),
+         Contender(label=f"{base}-no-learned-reserve", policy=base,  # the fixed decode reserve
+                   overrides={"decode_time": {"quantile": None}})]
