@@ -27,13 +27,15 @@ def _late(policy: str, rate: float, seed: int = 3) -> dict[str, int]:
             for t in ("interactive", "standard")}
 
 
-def test_under_overload_no_interactive_request_is_late_and_standard_is_near_qoserve():
+def test_under_overload_no_interactive_request_is_late_and_standard_is_ahead_of_qoserve():
     # 24 req/s of 500-4,000-token prompts: about twice what the replica runs. With the
     # constructor's kept requests in deadline order and a fixed 30 s decode reserve (e07b503):
     # 5 interactive requests late, 362 standard (qoserve 0, 263).
+    # A fixed reserve of half the target (5a75aa4): 275; learned but the infeasible ones served
+    # most overdue first (b4a5cae): 277; shortest prefill first among them: 253.
     ours, theirs = _late("slidingserve", 24.0), _late("qoserve", 24.0)
     assert ours["interactive"] == 0
-    assert ours["standard"] <= 1.1 * theirs["standard"], (ours, theirs)
+    assert ours["standard"] < theirs["standard"], (ours, theirs)
 
 
 def test_the_learned_decode_reserve_keeps_standard_ahead_of_qoserve_at_18_rps():

@@ -117,6 +117,24 @@ def test_roomy_end_to_end_requests_are_deferred_shortest_first() -> None:
     assert order.tolist().index(3) < order.tolist().index(1)
 
 
+def test_infeasible_end_to_end_requests_go_shortest_first_interactive_ones_by_slack() -> None:
+    s = MultiLevelPrioritySorter(SorterConfig())
+    # four standard requests (TTFT = e2e 15 s) all past their planning target: most overdue
+    # first would be 0, 1, 2, 3; the shortest prefill first is 3, 1, 0, 2. Two interactive
+    # requests past their TTFT deadline (no e2e target) keep the order by slack (4, the more
+    # overdue, then 5, although 5 has less prefill), ahead of standard (level 1: tier).
+    due = np.array([-9.0, -6.0, -3.0, -1.0, -4.0, -2.0])
+    ttft = np.array([15.0, 15.0, 15.0, 15.0, 2.0, 2.0])
+    e2e = np.array([True, True, True, True, False, False])
+    args = (0.0, due, np.full(6, 0.1), np.array([1.0, 1, 1, 1, 0, 0]), np.zeros(6),
+            np.array([800.0, 300, 900, 100, 5000, 50]), np.zeros(6, dtype=bool), np.zeros(6))
+    order, late = s.plan(*args, ttft, e2e)
+    assert late.all()
+    assert order.tolist() == [4, 5, 3, 1, 0, 2]
+    off = MultiLevelPrioritySorter(SorterConfig(shortest_when_infeasible=False))
+    assert off.plan(*args, ttft, e2e)[0].tolist() == [4, 5, 0, 1, 2, 3]
+
+
 def test_urgency_step_lets_less_remaining_prefill_go_first_among_equally_urgent() -> None:
     args = dict(due=[100.0, 110.0], service=[0.0, 0.0], prio=[1, 1], arrival=[0, 0],
                 remaining=[5000, 100])
