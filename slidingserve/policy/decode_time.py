@@ -86,14 +86,18 @@ class DecodeTimeEstimator:
                                                         self.config.quantile))
         return q
 
+    def output_tokens_of(self, levels: np.ndarray) -> np.ndarray:
+        """``output_tokens`` of each of ``levels`` (NaN where unknown)."""
+        out = np.full(len(levels), np.nan)
+        for level in self._lengths:
+            tokens = self.output_tokens(level)
+            if tokens == tokens:
+                out[levels == level] = tokens
+        return out
+
     def estimate(self, levels: np.ndarray) -> np.ndarray | None:
         """Predicted decode time of requests of tier levels ``levels`` (NaN where unknown), or
         None when nothing is known yet."""
         if not self._lengths or self._step_s != self._step_s:
             return None
-        out = np.full(len(levels), np.nan)
-        for level in self._lengths:
-            tokens = self.output_tokens(level)
-            if tokens == tokens:
-                out[levels == level] = tokens * self._step_s
-        return out
+        return self.output_tokens_of(levels) * self._step_s

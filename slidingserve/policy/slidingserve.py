@@ -15,7 +15,8 @@ One step (``schedule``), top to bottom:
    at-risk requests go first, tier by tier (the sorter's levels after aging), never giving up a
    higher tier for lower ones.
 5. Size the step's prefill with the ``SlidingChunker`` (this step and the next, jointly), under
-   the ``KVPacer``'s cap while the KV cache limits the running set (``policy/kv_pacer.py``).
+   the ``KVPacer``'s cap while the KV cache limits the running set (``policy/kv_pacer.py``);
+   decodes of end-to-end tiers bound the chunk by the pace their deadline needs (below).
 6. Pack prefill chunks in queue order under the chunk, ``max_num_seqs`` and KV (keeping a small
    watermark of free blocks when admitting new requests; with ``admit_whole_prompt``, a new
    request starts only when the free KV holds its whole prompt, as vLLM admits), and predict
@@ -46,6 +47,18 @@ prefill queue is not empty, a decode whose slack is at least twice the largest s
 be (all decodes plus a full token budget, x the chunker's safety) skips the step: it stays on
 pace even if this step and the next are that long, so no token deadline is put at risk. A step
 that would otherwise be empty runs the skipped decodes after all.
+
+End-to-end pace (``e2e_pace``, on by default). A decode of a tier with an end-to-end deadline
+has a loose per-token target (its TPOT) until the end-to-end deadline binds, when it is too late
+to catch up. Its pace is the time left over the tokens it is expected to still produce (the
+learned output length of its tier, ``policy.decode_time``, less the tokens out; at least one):
+the chunker takes that as the decode's slack and per-token budget where it is tighter than the
+tier's. Not for decodes that could not keep that pace even in a decode-only step (lost either
+way: they must not starve the step), nor for tiers below the most important queued prefill (a
+lower tier's decode does not slow a higher tier's first token). (Without the pace, the steps
+grew once the interactive tier drained and a 45 s end-to-end target was missed by 0.3-2.2 s;
+with it, 15 s / 30 s targets under overload: 1,414 / 205 late against 1,617 / 332;
+docs/results.md.)
 Ablation flags switch each collaborator off: ``use_sorter`` (FCFS order), ``use_aging``,
 ``use_deferral`` (the sorter's deferrable level),
 ``use_sliding_chunker`` (greedy chunking, QoServe's rule without its grid and margin),
@@ -100,6 +113,7 @@ class SlidingServeConfig(PolicyConfig):
     # tiers without one, whose first token cannot wait for running work to finish)
     overtake_e2e_tiers: bool = False
     pace_decodes: bool = False  # decodes far ahead of pace skip steps while prefill waits
+    e2e_pace: bool = True  # end-to-end-tier decodes bound the chunk by the pace they need
     kv_watermark: float = Field(default=0.01, ge=0.0, lt=1.0)  # free fraction kept when admitting
     # a new request starts its prefill only when the free KV (less the watermark) holds its
     # whole prompt ("stop": nothing after it in the queue starts this step either, as vLLM;
@@ -174,12 +188,12 @@ class SlidingServe(Policy):
         queued = pending[queue]
         limit = min(packer.tokens_left, int(queued.sum()), self._kv_room(table, queue, packer))
         limit = self.kv_pacer.limit(limit, lambda top: self._free_chunk(base, top))
-        slack = due[decodes] - now
+        slack, tpot = self._e2e_pace(now, table, due, decodes, queue, base)
         chunk = self.chunker.forced(limit, slack)  # None: search the grid with predictions
         if chunk is None:
             done = self._head_context(table, queue, queued, limit)
             chunk, _ = self.chunker.plan(self.latency, base, done, limit, slack,
-                                         table.tpot[decodes], queued, table.tpot[queue])
+                                         tpot, queued, table.tpot[queue])
         # 6. pack the chunk in queue order and predict the step
         x = self._pack_prefills(table, queue, chunk, victims, packer, state.kv.total_blocks, base)
         if not packer.scheduled and paced.size:  # nothing else could run: no decode sits out
@@ -267,6 +281,31 @@ class SlidingServe(Policy):
                 slots, free = slots + 1, free + int(r_free[k])
             slots, free = slots - 1, free - need
         return gone
+
+    def _e2e_pace(
+        self, now: float, table: RequestTable, due: np.ndarray, decodes: np.ndarray,
+        queue: np.ndarray, base: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The decodes' slack and per-token budget for the chunker: their next deadline and
+        TPOT, tightened to the end-to-end pace where it binds (module docstring)."""
+        slack, tpot = due[decodes] - now, table.tpot[decodes]
+        if not self.config.e2e_pace or not decodes.size:
+            return slack, tpot
+        e2e, levels = table.e2e[decodes], table.priority[decodes]
+        on = np.isfinite(e2e)
+        if queue.size:  # not below the most important queued prefill
+            on &= levels <= table.priority[queue].min()
+        if not on.any():
+            return slack, tpot
+        tokens = self.decode_time.output_tokens_of(levels)  # NaN where unknown
+        left = np.maximum(tokens - table.generated[decodes], 1.0)
+        with np.errstate(invalid="ignore"):
+            pace = np.where(on, (table.arrival[decodes] + e2e - now) / left, np.nan)
+            keepable = pace >= float(self.latency.predict_features(base[None, :])[0])
+        if not keepable.any():  # (NaN compares False: unknown lengths, not end-to-end)
+            return slack, tpot
+        return (np.where(keepable, np.minimum(slack, pace), slack),
+                np.where(keepable, np.minimum(tpot, pace), tpot))
 
     @staticmethod
     def _head_context(

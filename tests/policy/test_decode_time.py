@@ -102,3 +102,51 @@ def test_the_policy_learns_output_lengths_of_finished_end_to_end_requests() -> N
     assert decode is not None
     assert decode[3] == pytest.approx(120 * pol.decode_time._step_s)
     assert 0.0 < pol.decode_time._step_s < 1.0
+
+
+BATCH = SLOTier("batch", ttft_s=60.0, tpot_s=0.4, e2e_s=60.0, weight=1.0, priority=2,
+                share=0.2)
+
+
+def test_end_to_end_decodes_bound_the_chunk_by_the_pace_they_need() -> None:
+    pol = make_policy("slidingserve", RooflineModel(), decode_time={"min_samples": 1})
+    assert isinstance(pol, SlidingServe)
+    pol.decode_time.record(1, 300)  # `standard` requests produce up to 300 tokens
+    pol.decode_time.record(2, 300)
+    # arrival 0, now 10: `standard` (15 s) has 5 s left for ~200 more tokens: 25 ms a token,
+    # tighter than its 200 ms TPOT; one with 290 out has 5 s for its last ~10: 0.5 s, under its
+    # next token's slack (5 s, the end-to-end deadline) but above its TPOT; `batch` (60 s) has
+    # 50 s for ~200 tokens: 0.25 s a token, under its 0.4 s TPOT.
+    running = [_view(1, STANDARD, 100, 1.0), _view(2, STANDARD, 290, 1.0),
+               _view(3, BATCH, 100, 1.0)]
+    state = SchedulerInput(10.0, running, [],
+                           KVState(free_blocks=1000, total_blocks=1100, block_size=16),
+                           HostLimits(max_num_seqs=64))
+    table = pol.tables.build(state.running, state.waiting)
+    due, decodes, base = table.next_due(), np.arange(3), np.zeros(8)
+    slack, tpot = pol._e2e_pace(10.0, table, due, decodes, np.zeros(0, dtype=np.intp), base)
+    assert slack[0] == pytest.approx(5.0 / 200) and tpot[0] == pytest.approx(5.0 / 200)
+    assert due[1] - 10.0 == pytest.approx(5.0)
+    assert slack[1] == pytest.approx(0.5) and tpot[1] == pytest.approx(0.2)
+    assert tpot[2] == pytest.approx(50.0 / 200)
+    # a `standard` prefill queued: `batch` decodes (a lower tier) no longer bound the chunk
+    waiting = np.array([3], dtype=np.intp)
+    table = pol.tables.build(state.running, [_view(4, STANDARD, 0, None)])
+    slack, tpot = pol._e2e_pace(10.0, table, table.next_due(), decodes, waiting, base)
+    assert tpot[0] == pytest.approx(5.0 / 200) and tpot[2] == pytest.approx(0.4)
+    # a pace no step can keep (5 s for ~200 tokens at > 25 ms a step): left alone
+    slow = make_policy("slidingserve", RooflineModel(), decode_time={"min_samples": 1})
+    assert isinstance(slow, SlidingServe)
+    slow.decode_time.record(1, 100_000)
+    table = slow.tables.build(state.running, state.waiting)
+    slack, tpot = slow._e2e_pace(10.0, table, table.next_due(), decodes[:1],
+                                 np.zeros(0, dtype=np.intp), base)
+    assert tpot[0] == pytest.approx(0.2)
+    # off: the tiers' own targets
+    off = make_policy("slidingserve", RooflineModel(), e2e_pace=False,
+                      decode_time={"min_samples": 1})
+    assert isinstance(off, SlidingServe)
+    off.decode_time.record(1, 300)
+    table = off.tables.build(state.running, state.waiting)
+    assert off._e2e_pace(10.0, table, table.next_due(), decodes, np.zeros(0, dtype=np.intp),
+                         base)[1].tolist() == pytest.approx([0.2, 0.2, 0.4])
