@@ -54,6 +54,11 @@ class DecodeTimeEstimator:
     def enabled(self) -> bool:
         return self.config.quantile is not None
 
+    @property
+    def learned(self) -> bool:
+        """Whether any output length was recorded."""
+        return bool(self._lengths)
+
     def record(self, level: int, num_generated: int) -> None:
         """A request of tier level ``level`` left after ``num_generated`` output tokens."""
         if num_generated <= 0 or not self.enabled:

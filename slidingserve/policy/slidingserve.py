@@ -289,7 +289,7 @@ class SlidingServe(Policy):
         """The decodes' slack and per-token budget for the chunker: their next deadline and
         TPOT, tightened to the end-to-end pace where it binds (module docstring)."""
         slack, tpot = due[decodes] - now, table.tpot[decodes]
-        if not self.config.e2e_pace or not decodes.size:
+        if not self.config.e2e_pace or not decodes.size or not self.decode_time.learned:
             return slack, tpot
         e2e, levels = table.e2e[decodes], table.priority[decodes]
         on = np.isfinite(e2e)
@@ -301,8 +301,10 @@ class SlidingServe(Policy):
         left = np.maximum(tokens - table.generated[decodes], 1.0)
         with np.errstate(invalid="ignore"):
             pace = np.where(on, (table.arrival[decodes] + e2e - now) / left, np.nan)
+            if np.isnan(pace).all():  # no end-to-end decode with a learned length
+                return slack, tpot
             keepable = pace >= float(self.latency.predict_features(base[None, :])[0])
-        if not keepable.any():  # (NaN compares False: unknown lengths, not end-to-end)
+        if not keepable.any():  # (NaN compares False)
             return slack, tpot
         return (np.where(keepable, np.minimum(slack, pace), slack),
                 np.where(keepable, np.minimum(tpot, pace), tpot))
