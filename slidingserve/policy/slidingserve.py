@@ -62,7 +62,8 @@ docs/results.md.)
 Ablation flags switch each collaborator off: ``use_sorter`` (FCFS order), ``use_aging``,
 ``use_deferral`` (the sorter's deferrable level),
 ``use_sliding_chunker`` (greedy chunking, QoServe's rule without its grid and margin),
-``use_batch_constructor``, ``kv_pacer.enabled``.
+``use_batch_constructor``, ``kv_pacer.enabled``, ``e2e_pace``, and ``decode_time.quantile``
+(None: the fixed decode reserve).
 """
 
 from __future__ import annotations
