@@ -30,8 +30,8 @@ The sort key is lexicographic, smallest first:
    save the most of them, as on the deferrable level. (Served most overdue first, the oldest
    went first, which had the least time left for their decode: with a 15 s end-to-end target
    at up to twice the load a replica serves, 1,772 late against 1,617; docs/results.md.) An
-   infeasible request of a tier without an end-to-end target has missed its first token: its
-   order is by slack, as before.
+   infeasible request of a tier without an end-to-end target misses its TTFT either way, and
+   nothing later depends on it: those stay ordered by slack.
 3. Remaining work: least remaining prefill first.
 
 Aging (``use_aging``): a request with prefill pending that has waited ``w`` seconds since
