@@ -162,9 +162,9 @@ class SlidingServe(Policy):
         # 1. deadlines and predicted service of every request
         due, pending = table.next_due(), table.pending
         service = table.remaining * self._s_per_token  # 0 for decodes
-        has_e2e = np.isfinite(table.e2e)
-        reserve = self.sorter.decode_reserve(due, table.arrival + table.e2e, table.e2e_first,
-                                             table.e2e, self._decode_time(table))
+        has_e2e, e2e_due = np.isfinite(table.e2e), table.arrival + table.e2e
+        reserve = self.sorter.decode_reserve(due, e2e_due, table.e2e_first, table.e2e,
+                                             self._decode_time(table))
         # 2. one order for everything: protection status, urgency, remaining prefill
         order, infeasible = self._sort(now, table, due, service, reserve, has_e2e)
         running, pending_o = order < table.n_running, pending[order]  # in serving order
@@ -189,7 +189,7 @@ class SlidingServe(Policy):
         queued = pending[queue]
         limit = min(packer.tokens_left, int(queued.sum()), self._kv_room(table, queue, packer))
         limit = self.kv_pacer.limit(limit, lambda top: self._free_chunk(base, top))
-        slack, tpot = self._e2e_pace(now, table, due, decodes, queue, base)
+        slack, tpot = self._e2e_pace(now, table, due, e2e_due, has_e2e, decodes, queue, base)
         chunk = self.chunker.forced(limit, slack)  # None: search the grid with predictions
         if chunk is None:
             done = self._head_context(table, queue, queued, limit)
@@ -284,16 +284,16 @@ class SlidingServe(Policy):
         return gone
 
     def _e2e_pace(
-        self, now: float, table: RequestTable, due: np.ndarray, decodes: np.ndarray,
-        queue: np.ndarray, base: np.ndarray,
+        self, now: float, table: RequestTable, due: np.ndarray, e2e_due: np.ndarray,
+        has_e2e: np.ndarray, decodes: np.ndarray, queue: np.ndarray, base: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The decodes' slack and per-token budget for the chunker: their next deadline and
         TPOT, tightened to the end-to-end pace where it binds (module docstring)."""
         slack, tpot = due[decodes] - now, table.tpot[decodes]
         if not self.config.e2e_pace or not decodes.size or not self.decode_time.learned:
             return slack, tpot
-        e2e, levels = table.e2e[decodes], table.priority[decodes]
-        on = np.isfinite(e2e)
+        levels = table.priority[decodes]
+        on = has_e2e[decodes]
         if queue.size:  # not below the most important queued prefill
             on &= levels <= table.priority[queue].min()
         if not on.any():
@@ -301,7 +301,7 @@ class SlidingServe(Policy):
         tokens = self.decode_time.output_tokens_of(levels)  # NaN where unknown
         left = np.maximum(tokens - table.generated[decodes], 1.0)
         with np.errstate(invalid="ignore"):
-            pace = np.where(on, (table.arrival[decodes] + e2e - now) / left, np.nan)
+            pace = np.where(on, (e2e_due[decodes] - now) / left, np.nan)
             if np.isnan(pace).all():  # no end-to-end decode with a learned length
                 return slack, tpot
             keepable = pace >= float(self.latency.predict_features(base[None, :])[0])

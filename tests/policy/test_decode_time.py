@@ -108,6 +108,10 @@ BATCH = SLOTier("batch", ttft_s=60.0, tpot_s=0.4, e2e_s=60.0, weight=1.0, priori
                 share=0.2)
 
 
+def _e2e(table):  # (end-to-end deadline, has one) per row, as ``schedule`` passes them
+    return table.arrival + table.e2e, np.isfinite(table.e2e)
+
+
 def test_end_to_end_decodes_bound_the_chunk_by_the_pace_they_need() -> None:
     pol = make_policy("slidingserve", RooflineModel(), decode_time={"min_samples": 1})
     assert isinstance(pol, SlidingServe)
@@ -124,7 +128,8 @@ def test_end_to_end_decodes_bound_the_chunk_by_the_pace_they_need() -> None:
                            HostLimits(max_num_seqs=64))
     table = pol.tables.build(state.running, state.waiting)
     due, decodes, base = table.next_due(), np.arange(3), np.zeros(8)
-    slack, tpot = pol._e2e_pace(10.0, table, due, decodes, np.zeros(0, dtype=np.intp), base)
+    none = np.zeros(0, dtype=np.intp)  # no prefill queued
+    slack, tpot = pol._e2e_pace(10.0, table, due, *_e2e(table), decodes, none, base)
     assert slack[0] == pytest.approx(5.0 / 200) and tpot[0] == pytest.approx(5.0 / 200)
     assert due[1] - 10.0 == pytest.approx(5.0)
     assert slack[1] == pytest.approx(0.5) and tpot[1] == pytest.approx(0.2)
@@ -132,14 +137,14 @@ def test_end_to_end_decodes_bound_the_chunk_by_the_pace_they_need() -> None:
     # a `standard` prefill queued: `batch` decodes (a lower tier) no longer bound the chunk
     waiting = np.array([3], dtype=np.intp)
     table = pol.tables.build(state.running, [_view(4, STANDARD, 0, None)])
-    slack, tpot = pol._e2e_pace(10.0, table, table.next_due(), decodes, waiting, base)
+    slack, tpot = pol._e2e_pace(10.0, table, table.next_due(), *_e2e(table), decodes, waiting, base)
     assert tpot[0] == pytest.approx(5.0 / 200) and tpot[2] == pytest.approx(0.4)
     # a pace no step can keep (5 s for ~200 tokens at > 25 ms a step): left alone
     slow = make_policy("slidingserve", RooflineModel(), decode_time={"min_samples": 1})
     assert isinstance(slow, SlidingServe)
     slow.decode_time.record(1, 100_000)
     table = slow.tables.build(state.running, state.waiting)
-    slack, tpot = slow._e2e_pace(10.0, table, table.next_due(), decodes[:1],
+    slack, tpot = slow._e2e_pace(10.0, table, table.next_due(), *_e2e(table), decodes[:1],
                                  np.zeros(0, dtype=np.intp), base)
     assert tpot[0] == pytest.approx(0.2)
     # off: the tiers' own targets
@@ -148,5 +153,6 @@ def test_end_to_end_decodes_bound_the_chunk_by_the_pace_they_need() -> None:
     assert isinstance(off, SlidingServe)
     off.decode_time.record(1, 300)
     table = off.tables.build(state.running, state.waiting)
-    assert off._e2e_pace(10.0, table, table.next_due(), decodes, np.zeros(0, dtype=np.intp),
+    assert off._e2e_pace(10.0, table, table.next_due(), *_e2e(table), decodes,
+                         np.zeros(0, dtype=np.intp),
                          base)[1].tolist() == pytest.approx([0.2, 0.2, 0.4])
