@@ -18,7 +18,7 @@ DEFAULT_BUDGETS = [256, 512, 1024, 2048, 4096, 8192]
 DEFAULT_TRIAL_SECONDS = 600.0
 # SlidingServe components the ablation switches off, one at a time (config flags of the policy).
 ABLATION_FLAGS = ["use_sorter", "use_aging", "use_deferral", "use_sliding_chunker",
-                  "use_batch_constructor", "e2e_pace"]
+                  "use_batch_constructor", "e2e_pace", "fit_decodes"]
 
 
 class Contender(BaseModel):

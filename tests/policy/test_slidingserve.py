@@ -179,3 +179,42 @@ def test_a_known_host_time_per_step_shrinks_the_chunk_to_keep_the_slack() -> Non
     assert aware.predicted_s <= tightest + 1e-12  # the host time included
     assert aware.predicted_s - host < plain.predicted_s
     check_plan(st, aware, None)
+
+
+def _overrun_state(interactive_slack: float, queued: bool):
+    """One interactive decode whose next token is due ``interactive_slack`` from now, beside 40
+    `batch` decodes of long contexts (slack 1.1 s each) whose KV reads make the decode-only step
+    ~30 ms on the roofline."""
+    now = 1.0
+    inter = decoding(1, "interactive", prompt=1000, generated=10,
+                     first_token_s=now + interactive_slack - 10 * 0.05)
+    batch = [decoding(100 + i, "batch", prompt=8000, generated=5, first_token_s=0.1)
+             for i in range(40)]
+    queue = [waiting(200, "standard", arrival=0.5, prompt=3000)] if queued else []
+    return state(running=[inter, *batch], waiting_=queue, now=now)
+
+
+def test_loose_decodes_sit_out_a_step_that_would_overrun_the_tightest() -> None:
+    st = _overrun_state(0.012, queued=True)
+    assert next_due(st.running[0]) - st.now_s == pytest.approx(0.012)
+    plan = make_policy("slidingserve", roofline()).schedule(st)
+    keys = {k for k, _ in plan.scheduled}
+    assert 1 in keys and 0 < plan.predicted_s <= 0.012
+    out = {r.key for r in st.running} - keys
+    assert out and all(k >= 100 for k in out)  # only `batch` decodes sat out
+    check_plan(st, plan, None)
+    # off: every decode runs and the step overruns the interactive token's deadline
+    off = make_policy("slidingserve", roofline(), fit_decodes=False).schedule(st)
+    assert {r.key for r in st.running} <= {k for k, _ in off.scheduled}
+    assert off.predicted_s > 0.012
+
+
+def test_decodes_do_not_sit_out_when_that_cannot_make_the_step_fit_or_nothing_waits() -> None:
+    # 5 ms is below a one-decode step (~10 ms): sitting out would only delay the others
+    st = _overrun_state(0.005, queued=True)
+    plan = make_policy("slidingserve", roofline()).schedule(st)
+    assert {r.key for r in st.running} <= {k for k, _ in plan.scheduled}
+    # nothing waiting: the plan is the fixed "every decode" (Policy.fixed_decode_steps)
+    st = _overrun_state(0.012, queued=False)
+    plan = make_policy("slidingserve", roofline()).schedule(st)
+    assert sorted(plan.scheduled) == sorted((r.key, 1) for r in st.running)
