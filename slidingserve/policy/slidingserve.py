@@ -65,10 +65,12 @@ step, and a step has a floor (the weights are read once per step), so when the t
 close to that floor the decodes alone can overrun the tightest decode's slack: at SLO scale 0.25
 (interactive 12.5 ms TPOT against a ~10.4 ms one-decode step on the H100 roofline) 30
 long-context decodes take 12.5 ms, and interactive requests finished a few microseconds over
-their mean TPOT. Then, while prefill waits, decodes whose slack covers two such steps sit this one
-out, those with the longest contexts first, as few as make the step fit; if none can, every
-decode runs. (Nothing waiting: every decode runs, the fixed plan of ``fixed_decode_steps``.)
-At SLO scale 0.25 the 1% capacity went from 8.88 to 11.99 rps (docs/results.md).
+their mean TPOT. Then, while prefill waits, decodes of tiers below the tightest decode's whose
+slack covers two such steps sit this one out, those with the longest contexts first, as few as
+make the step fit, and the step runs no prefill (it catches up; filling the time freed with
+prefill left the tight decodes no margin when step times are noisy); if no such set makes it
+fit, every decode runs. Nothing waiting: every decode runs (``fixed_decode_steps``).
+(docs/results.md: SLO scale 0.25.)
 
 Ablation flags switch each collaborator off: ``use_sorter`` (FCFS order), ``use_aging``,
 ``use_deferral`` (the sorter's deferrable level),
@@ -197,10 +199,11 @@ class SlidingServe(Policy):
                 decodes = np.array([i for i in decodes.tolist() if i not in gone], dtype=np.intp)
         if self.config.pace_decodes and queue.size and decodes.size:
             decodes, paced = self._pace(now, table, decodes, due, packer)
+        catch_up = False  # decodes sat out to fit the tightest slack: no prefill this step
         if self.config.fit_decodes and queue.size and decodes.size > 1:
             decodes, out = self._fit_decodes(now, table, decodes, due)
             if out.size:
-                paced = np.concatenate([paced, out])
+                paced, catch_up = np.concatenate([paced, out]), True
         decodes, ctx = self._run_decodes(table, decodes, victims, packer)
         # 4. the prefill queue; the batch constructor fronts the at-risk requests it can keep
         if self.config.use_batch_constructor and queue.size:
@@ -210,6 +213,8 @@ class SlidingServe(Policy):
         queued = pending[queue]
         limit = min(packer.tokens_left, int(queued.sum()), self._kv_room(table, queue, packer))
         limit = self.kv_pacer.limit(limit, lambda top: self._free_chunk(base, top))
+        if catch_up:
+            limit = 0
         slack, tpot = self._e2e_pace(now, table, due, e2e_due, has_e2e, decodes, queue, base)
         chunk = self.chunker.forced(limit, slack)  # None: search the grid with predictions
         if chunk is None:
@@ -378,14 +383,16 @@ class SlidingServe(Policy):
         bound = slack >= -self.chunker.config.late_tolerance_s
         if not bound.any():
             return decodes, _NONE
-        s1 = float(slack[bound].min())
+        tight = int(np.flatnonzero(bound)[np.argmin(slack[bound])])
+        s1 = float(slack[tight])
         safety = self.chunker.config.safety
         ctx = table.computed[decodes] + 1.0
         x = decode_features(ctx.tolist())
         t = float(self.latency.predict_features(x[None, :])[0]) * safety
         if t <= s1:
             return decodes, _NONE
-        spare = np.flatnonzero(slack >= 2.0 * t)
+        level = table.priority[decodes]  # only lower tiers than the tightest decode's sit out
+        spare = np.flatnonzero((slack >= 2.0 * t) & (level > level[tight]))
         if not spare.size:
             return decodes, _NONE
         spare = spare[np.argsort(-ctx[spare], kind="stable")]  # the most KV read first

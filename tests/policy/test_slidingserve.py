@@ -202,6 +202,7 @@ def test_loose_decodes_sit_out_a_step_that_would_overrun_the_tightest() -> None:
     assert 1 in keys and 0 < plan.predicted_s <= 0.012
     out = {r.key for r in st.running} - keys
     assert out and all(k >= 100 for k in out)  # only `batch` decodes sat out
+    assert plan.stats["prefill_tokens"] == 0  # a catch-up step: no prefill in the time freed
     check_plan(st, plan, None)
     # off: every decode runs and the step overruns the interactive token's deadline
     off = make_policy("slidingserve", roofline(), fit_decodes=False).schedule(st)
@@ -209,9 +210,18 @@ def test_loose_decodes_sit_out_a_step_that_would_overrun_the_tightest() -> None:
     assert off.predicted_s > 0.012
 
 
-def test_decodes_do_not_sit_out_when_that_cannot_make_the_step_fit_or_nothing_waits() -> None:
+def test_decodes_do_not_sit_out_when_that_cannot_fit_the_step_for_a_lower_tier_or_idle() -> None:
     # 5 ms is below a one-decode step (~10 ms): sitting out would only delay the others
     st = _overrun_state(0.005, queued=True)
+    plan = make_policy("slidingserve", roofline()).schedule(st)
+    assert {r.key for r in st.running} <= {k for k, _ in plan.scheduled}
+    # the tightest decode is `batch`'s: the long `standard` decodes (a higher tier) stay in
+    now = 1.0
+    tight = decoding(1, "batch", prompt=1000, generated=10, first_token_s=now + 0.012 - 10 * 0.4)
+    std = [decoding(100 + i, "standard", prompt=8000, generated=5, first_token_s=0.1)
+           for i in range(40)]
+    st = state(running=[tight, *std], waiting_=[waiting(200, "standard", prompt=3000)], now=now)
+    assert next_due(tight) - now == pytest.approx(0.012)
     plan = make_policy("slidingserve", roofline()).schedule(st)
     assert {r.key for r in st.running} <= {k for k, _ in plan.scheduled}
     # nothing waiting: the plan is the fixed "every decode" (Policy.fixed_decode_steps)
