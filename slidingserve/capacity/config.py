@@ -155,4 +155,6 @@ def ablation_contenders(base: str = "slidingserve") -> list[Contender]:
     ] + [Contender(label=f"{base}-no-kv-pacer", policy=base,
                    overrides={"kv_pacer": {"enabled": False}}),
          Contender(label=f"{base}-no-learned-reserve", policy=base,  # the fixed decode reserve
-                   overrides={"decode_time": {"quantile": None}})]
+                   overrides={"decode_time": {"quantile": None}}),
+         Contender(label=f"{base}-no-step-margin", policy=base,  # plans to the exact prediction
+                   overrides={"step_error": {"enabled": False}})]

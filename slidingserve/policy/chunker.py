@@ -103,13 +103,15 @@ class SlidingChunker:
         tpot: np.ndarray,
         queue_tokens: np.ndarray,
         queue_tpot: np.ndarray,
+        margin: float = 1.0,
     ) -> tuple[int, float]:
         """Prefill tokens for this step and their predicted step time.
 
         ``base``: features of the step's decodes; ``done``: tokens already computed by the first
         prefill (its attention context); ``limit``: most prefill tokens that could run (budget,
         queue, KV); ``slack``/``tpot``: per decode in the step; ``queue_tokens``/``queue_tpot``:
-        remaining prefill and tier TPOT of the prefill queue, in serving order.
+        remaining prefill and tier TPOT of the prefill queue, in serving order; ``margin``:
+        a factor on ``safety`` (the planner's learned step-time margin, ``policy.step_error``).
         """
         grid = self.grid(max(limit, 0))
         # A model may offer the same predictions through a faster path (predictor.model's).
@@ -121,7 +123,8 @@ class SlidingChunker:
         # u[j]: the fastest predicted step with at least grid[j] tokens (non-decreasing). A
         # chunk whose own time is above it is dominated by a larger one at least as fast.
         u = np.minimum.accumulate(t[::-1])[::-1]
-        i = self._choose(grid, u, t > u, slack, tpot, queue_tokens, queue_tpot)
+        i = self._choose(grid, u, t > u, slack, tpot, queue_tokens, queue_tpot,
+                         self.config.safety * margin)
         floor = min(self.config.min_chunk, int(grid[-1]))
         if grid[i] < floor:
             i = min(int(grid.searchsorted(floor)), len(grid) - 1)
@@ -136,6 +139,7 @@ class SlidingChunker:
         tpot: np.ndarray,
         queue_tokens: np.ndarray,
         queue_tpot: np.ndarray,
+        safety: float,
     ) -> int:
         """The rule of the module docstring: the chosen chunk's index in ``grid`` (``t``: the
         fastest predicted step time of a chunk at least each grid chunk, non-decreasing;
@@ -155,7 +159,6 @@ class SlidingChunker:
         if s1 == math.inf:  # no bounding decode
             return len(grid) - 1
         # t x safety is non-decreasing, like t: the chunks that fit are a prefix
-        safety = self.config.safety
         scaled = t.tolist() if safety == 1.0 else (t * safety).tolist()
         fits = bisect_right(scaled, s1)
         if fits == 0:

@@ -162,7 +162,7 @@ def test_choice_matches_the_rule_enumerated(steps, slack_ms, queue, window, safe
     q_tokens = np.array([float(n) for n, _ in queue])
     q_tpot = np.array([p for _, p in queue])
     u = np.minimum.accumulate(t[::-1])[::-1]
-    got = ch._choose(grid, u, t > u, slack, tpot, q_tokens, q_tpot)
+    got = ch._choose(grid, u, t > u, slack, tpot, q_tokens, q_tpot, safety)
     assert got == rule_by_enumeration(ch, grid, t, slack, tpot, q_tokens, q_tpot)
 
 
