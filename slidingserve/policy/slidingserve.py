@@ -138,8 +138,8 @@ class SlidingServeConfig(PolicyConfig):
     # tiers without one, whose first token cannot wait for running work to finish)
     overtake_e2e_tiers: bool = False
     pace_decodes: bool = False  # decodes far ahead of pace skip steps while prefill waits
-    # when the decodes alone are predicted to overrun the tightest decode's slack, decodes with
-    # slack for two such steps sit it out, largest context first, if that makes it fit
+    # when the decodes alone are predicted to overrun the tightest decode's slack, lower-tier
+    # decodes with slack for two such steps sit it out (longest contexts first; no prefill then)
     fit_decodes: bool = True
     e2e_pace: bool = True  # end-to-end-tier decodes bound the chunk by the pace they need
     kv_watermark: float = Field(default=0.01, ge=0.0, lt=1.0)  # free fraction kept when admitting
