@@ -8,7 +8,7 @@ measured instead of configured: each time the host calls the planner right after
 planned (one step later, nothing skipped in between), ``elapsed / predicted`` of that step is a
 sample. Over the last ``window`` samples, with mean ``m`` and standard deviation ``s``,
 
-    margin = max(1, m + z x s / sqrt(tokens))
+    margin = max(1, m + z x s / sqrt(tokens)), at most ``max_margin``
 
 A TPOT target is judged on the mean over a request's output, so a decode is late when the sum
 of its steps' errors is: the mean of ``tokens`` ratios has standard deviation ``s / sqrt(tokens)``,
@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from slidingserve.policy.types import RequestView
 
@@ -42,6 +42,13 @@ class StepErrorConfig(BaseModel):
     z: float = Field(default=1.645, ge=0.0, le=10.0)
     max_ratio: float = Field(default=10.0, gt=1.0)  # larger samples: not one step (idle host)
     max_margin: float = Field(default=2.0, ge=1.0, le=10.0)
+
+    @model_validator(mode="after")
+    def _window_holds_min_samples(self) -> StepErrorConfig:
+        if self.min_samples > self.window:
+            raise ValueError(f"min_samples ({self.min_samples}) exceeds window ({self.window}): "
+                             "the margin would never leave 1")
+        return self
 
 
 class StepErrorEstimator:

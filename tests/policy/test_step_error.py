@@ -69,6 +69,8 @@ def test_bad_settings_are_refused() -> None:
         StepErrorConfig(window=1)
     with pytest.raises(ValidationError):
         StepErrorConfig(max_ratio=1.0)
+    with pytest.raises(ValidationError, match="exceeds window"):
+        StepErrorConfig(window=16, min_samples=32)
     with pytest.raises(ValueError, match=r"step_error\.z"):
         make_policy("slidingserve", roofline(), step_error={"z": -1})
 
