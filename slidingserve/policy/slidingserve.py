@@ -221,10 +221,11 @@ class SlidingServe(Policy):
         # 5. this step's prefill tokens, planned jointly with the next step's
         base = decode_features(ctx)
         queued = pending[queue]
-        limit = min(packer.tokens_left, int(queued.sum()), self._kv_room(table, queue, packer))
-        limit = self.kv_pacer.limit(limit, lambda top: self._free_chunk(base, top))
-        if catch_up:
+        if catch_up:  # the decodes that sat out give the step back to the tight ones
             limit = 0
+        else:
+            limit = min(packer.tokens_left, int(queued.sum()), self._kv_room(table, queue, packer))
+            limit = self.kv_pacer.limit(limit, lambda top: self._free_chunk(base, top))
         slack, tpot = self._e2e_pace(now, table, due, e2e_due, has_e2e, decodes, queue, base)
         chunk = self.chunker.forced(limit, slack)  # None: search the grid with predictions
         if chunk is None:
