@@ -16,8 +16,17 @@ online correction in use), ``host_s`` (the host time per step added to predictio
 ``policy`` and ``latency_version``. The file is rewritten atomically
 every ``flush_every`` steps, when the engine idles and at shutdown, so serving continuously
 produces training data.
-It holds the most recent ``keep`` steps (a sliding window): a long-running replica's memory and
-rewrite cost stay bounded, and retraining sees the engine as it is now.
+It holds the most recent ``keep`` steps (a sliding window): a long-running replica's memory
+stays bounded, and retraining sees the engine as it is now.
+
+A rewrite writes every row held, so its cost grows with the window (about 3.8 ms per 1,000
+rows on a 2-core CPU: 190 ms at 50,000), and it runs in the engine's loop between two steps.
+At a fixed period the engine would slow down the longer it serves, until the window is full.
+So a step-triggered rewrite also waits until ``rewrite_share`` of the rows held are
+new: a rewrite every ``max(flush_every, rewrite_share x rows held)`` steps, at most
+``1 / rewrite_share`` rows written per step, whatever the window. A small window (a new
+replica, a test) is still written every ``flush_every`` steps; rewrites when the engine idles
+cost it nothing and stay as they were.
 """
 
 from __future__ import annotations
@@ -91,6 +100,7 @@ class StepLog:
     path: Path | None = None
     flush_every: int = 512
     keep: int = 50_000  # most recent steps held and written
+    rewrite_share: float = 0.125  # new rows (share of those held) a step-triggered rewrite needs
     rows: deque[np.ndarray] = field(init=False)
     latency_s: deque[float] = field(init=False)
     extra: dict[str, deque] = field(init=False, default_factory=dict)
@@ -102,6 +112,8 @@ class StepLog:
     def __post_init__(self) -> None:
         if self.keep <= 0:
             raise ValueError(f"keep must be > 0 (got {self.keep})")
+        if not 0 < self.rewrite_share <= 1:
+            raise ValueError(f"rewrite_share must be in (0, 1] (got {self.rewrite_share})")
         self.rows, self.latency_s = deque(maxlen=self.keep), deque(maxlen=self.keep)
 
     def scheduled(self, features: np.ndarray, columns: dict[str, float],
@@ -130,10 +142,15 @@ class StepLog:
         for name, value in row.items():
             self.extra.setdefault(name, deque(maxlen=self.keep)).append(value)
         self.total += 1
-        if self.path is not None and self.total % self.flush_every == 0:
+        if self.path is not None and self.total - self._flushed >= self.rewrite_period:
             self.flush()
         return StepTiming(latency, float(p.columns.get("predicted_s", 0.0)),
                           bool(p.columns.get("cut", 0)))
+
+    @property
+    def rewrite_period(self) -> int:
+        """Steps between step-triggered rewrites now (module docstring)."""
+        return max(self.flush_every, int(self.rewrite_share * len(self.rows)))
 
     def to_trace(self) -> StepTrace:
         X = np.array(self.rows, dtype=np.float64).reshape(len(self.rows), -1)

@@ -64,3 +64,30 @@ def test_preemption_tally_counts_and_resets() -> None:
     tally.note(17)
     assert tally.take() == {"preempted": 2.0, "preempted_tokens": 317.0}
     assert tally.take() == {"preempted": 0.0, "preempted_tokens": 0.0}
+
+
+def test_rewrites_stay_cheap_per_step_as_the_window_fills(tmp_path: Path, monkeypatch) -> None:
+    """Each rewrite writes every row held, so a fixed period would make each step dearer as
+    the window fills; the rows written per step stay under ``1 / rewrite_share``, while a small
+    window is still written every ``flush_every`` steps."""
+    import slidingserve.engine.steps as steps_mod
+
+    written: list[tuple[int, int]] = []  # (step, rows written)
+    real = steps_mod.write_steptrace
+
+    def counting(trace, path):
+        written.append((log.total, len(trace)))
+        return real(trace, path)
+
+    monkeypatch.setattr(steps_mod, "write_steptrace", counting)
+    log = StepLog(PROV, "slidingserve", tmp_path / "steps.csv", flush_every=4, keep=4000)
+    for i in range(8000):
+        _step(log, i)
+    assert [s for s, _ in written[:3]] == [4, 8, 12]  # a new replica's rows go out at once
+    per_step = sum(n for _, n in written) / log.total
+    assert per_step <= 1 / log.rewrite_share + 1, per_step  # every 4 steps: 750 here
+    assert log.rewrite_period == 500
+    log.flush_if_dirty()  # the idle rewrite catches up with the steps since the last one
+    assert read_steptrace(tmp_path / "steps.csv").X[-1, F_PREFILL_TOKENS] == 7999
+    with pytest.raises(ValueError, match="rewrite_share"):
+        StepLog(PROV, "x", rewrite_share=0.0)
