@@ -85,6 +85,25 @@ class Provenance:
                 )
 
 
+def _string_array(values: np.ndarray) -> pa.Array:
+    """A string column; a column of few distinct values (provenance, the policy, the model
+    version: one per row of a long trace) goes through a dictionary, not one Python string per
+    row (a trace's rewrite, 50,000 rows, spent most of its time here)."""
+    values = np.asarray(values)
+    if not len(values):
+        return pa.array([], type=pa.string())
+    first = values[0]
+    if isinstance(first, str) and bool(np.all(values == first)):  # one value: no sort
+        distinct, codes = np.array([first]), np.zeros(len(values), dtype=np.int32)
+    else:
+        distinct, codes = np.unique(values.astype(str), return_inverse=True)
+    if len(distinct) > 64:
+        return pa.array([str(v) for v in values], type=pa.string())
+    return pa.DictionaryArray.from_arrays(
+        pa.array(codes.astype(np.int32)), pa.array(distinct.tolist(), type=pa.string())
+    ).cast(pa.string())
+
+
 @dataclass(frozen=True)
 class StepTrace:
     """An in-memory step trace: features X (n, F), latencies y (n,), provenance per row."""
@@ -203,10 +222,12 @@ class StepTrace:
         }
         cols[LATENCY_COLUMN] = pa.array(self.latency_s)
         for name in PROVENANCE_COLUMNS:
-            cols[name] = pa.array([str(v) for v in self.provenance[name]], type=pa.string())
+            cols[name] = _string_array(self.provenance[name])
         cols[SCHEMA_COLUMN] = pa.array(np.full(len(self), STEPTRACE_SCHEMA_VERSION, dtype=np.int64))
         for name, values in self.extra.items():
-            cols[name] = pa.array(values.tolist())
+            cols[name] = pa.array(values) if values.dtype.kind in "biuf" else \
+                _string_array(values) if values.dtype.kind in "OUS" and \
+                all(isinstance(v, str) for v in values[:1]) else pa.array(values.tolist())
         return pa.table(cols)
 
     @classmethod

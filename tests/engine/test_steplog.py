@@ -25,7 +25,7 @@ def test_window_keeps_the_most_recent_steps_and_flushes_them(tmp_path: Path) -> 
     path = tmp_path / "steps.csv"
     log = StepLog(PROV, "slidingserve", path, flush_every=4, keep=5)
     timings = [_step(log, i) for i in range(12)]
-    assert log.total == 12 and len(log.rows) == 5
+    assert log.total == 12 and log.held == 5
     assert all(t is not None and t.latency_s > 0 and t.predicted_s == 0.01 for t in timings)
     trace = read_steptrace(path)  # written at step 12 (flush_every=4)
     assert len(trace) == 5
@@ -53,7 +53,7 @@ def test_a_step_with_work_beyond_its_features_is_left_out() -> None:
     x[F_PREFILL_TOKENS] = x[F_TOTAL_TOKENS] = 512
     log.scheduled(x, {"predicted_s": 0.1, "cut": 0}, recorded=False)
     assert log.finished("v1") is None
-    assert log.total == 0 and log.unrecorded == 1 and not log.rows
+    assert log.total == 0 and log.unrecorded == 1 and not log.held
     assert _step(log, 3) is not None and log.total == 1
 
 
@@ -91,3 +91,24 @@ def test_rewrites_stay_cheap_per_step_as_the_window_fills(tmp_path: Path, monkey
     assert read_steptrace(tmp_path / "steps.csv").X[-1, F_PREFILL_TOKENS] == 7999
     with pytest.raises(ValueError, match="rewrite_share"):
         StepLog(PROV, "x", rewrite_share=0.0)
+
+
+def test_the_ring_keeps_every_column_in_step_order_across_the_wrap(tmp_path: Path) -> None:
+    """Features, latencies and extra columns (numbers and strings) come out oldest first after
+    the window wrapped; a model version changing mid-window is written row by row."""
+    path = tmp_path / "steps.parquet"
+    log = StepLog(PROV, "slidingserve", path, flush_every=1000, keep=7)
+    for i in range(17):
+        x = np.zeros(N_FEATURES)
+        x[F_PREFILL_TOKENS] = x[F_TOTAL_TOKENS] = i
+        log.scheduled(x, {"predicted_s": i / 1000, "cut": 0})
+        log.finished("v1" if i < 13 else "v2")
+    assert log.held == 7 and log.X[:, F_PREFILL_TOKENS].tolist() == list(range(10, 17))
+    assert log.extra["predicted_s"].tolist() == [i / 1000 for i in range(10, 17)]
+    assert len(log.latency_s) == 7 and (log.latency_s > 0).all()
+    log.flush()
+    trace = read_steptrace(path)
+    assert trace.X[:, F_PREFILL_TOKENS].tolist() == list(range(10, 17))
+    assert trace.extra["latency_version"].tolist() == ["v1"] * 3 + ["v2"] * 4
+    assert set(trace.extra["policy"].tolist()) == {"slidingserve"}
+    assert trace.extra["predicted_s"].tolist() == [i / 1000 for i in range(10, 17)]

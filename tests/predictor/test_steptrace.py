@@ -166,3 +166,19 @@ def test_a_trace_rewritten_while_it_is_read_is_read_whole(tmp_path: Path) -> Non
         writer.join(timeout=30)
     assert reads > 50, reads
     assert not errors, f"{len(errors)} of {reads + len(errors)} reads failed: {errors[0]}"
+
+
+@pytest.mark.parametrize("distinct", [1, 3, 100])
+def test_string_columns_round_trip_however_many_values(tmp_path: Path, distinct: int) -> None:
+    """String columns with one, a few (through a dictionary) or many distinct values are
+    written row for row; numeric extras keep their values."""
+    n = 300
+    X = np.tile(_trace().X[:1], (n, 1))
+    names = np.array([f"v{i % distinct}" for i in range(n)], dtype=object)
+    trace = StepTrace.from_arrays(X, np.full(n, 0.01), PROV,
+                                  {"latency_version": names, "num_reqs": np.arange(n)})
+    path = write_steptrace(trace, tmp_path / "t.parquet")
+    back = read_steptrace(path)
+    assert back.extra["latency_version"].tolist() == names.tolist()
+    assert back.extra["num_reqs"].tolist() == list(range(n))
+    assert back.provenance["hardware"].tolist() == [PROV.hardware] * n
