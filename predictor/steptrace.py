@@ -95,10 +95,12 @@ def _string_array(values: np.ndarray) -> pa.Array:
     first = values[0]
     if isinstance(first, str) and bool(np.all(values == first)):  # one value: no sort
         distinct, codes = np.array([first]), np.zeros(len(values), dtype=np.int32)
+    elif not all(isinstance(v, str) for v in values):  # missing values: nulls, as they are
+        return pa.array(values.tolist())
     else:
         distinct, codes = np.unique(values.astype(str), return_inverse=True)
     if len(distinct) > 64:
-        return pa.array([str(v) for v in values], type=pa.string())
+        return pa.array(values.tolist(), type=pa.string())
     return pa.DictionaryArray.from_arrays(
         pa.array(codes.astype(np.int32)), pa.array(distinct.tolist(), type=pa.string())
     ).cast(pa.string())
@@ -226,8 +228,8 @@ class StepTrace:
         cols[SCHEMA_COLUMN] = pa.array(np.full(len(self), STEPTRACE_SCHEMA_VERSION, dtype=np.int64))
         for name, values in self.extra.items():
             cols[name] = pa.array(values) if values.dtype.kind in "biuf" else \
-                _string_array(values) if values.dtype.kind in "OUS" and \
-                all(isinstance(v, str) for v in values[:1]) else pa.array(values.tolist())
+                _string_array(values) if values.dtype.kind in "OUS" and len(values) and \
+                isinstance(values[0], str) else pa.array(values.tolist())
         return pa.table(cols)
 
     @classmethod

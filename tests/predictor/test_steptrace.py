@@ -182,3 +182,11 @@ def test_string_columns_round_trip_however_many_values(tmp_path: Path, distinct:
     assert back.extra["latency_version"].tolist() == names.tolist()
     assert back.extra["num_reqs"].tolist() == list(range(n))
     assert back.provenance["hardware"].tolist() == [PROV.hardware] * n
+
+
+def test_a_string_column_with_missing_values_keeps_them_missing(tmp_path: Path) -> None:
+    X = np.tile(_trace().X[:1], (4, 1))
+    names = np.array(["v1", None, "v2", "v1"], dtype=object)
+    trace = StepTrace.from_arrays(X, np.full(4, 0.01), PROV, {"latency_version": names})
+    back = read_steptrace(write_steptrace(trace, tmp_path / "t.parquet"))
+    assert back.extra["latency_version"].tolist() == ["v1", None, "v2", "v1"]
