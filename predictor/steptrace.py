@@ -86,21 +86,20 @@ class Provenance:
 
 
 def _string_array(values: np.ndarray) -> pa.Array:
-    """A string column; a column of few distinct values (provenance, the policy, the model
-    version: one per row of a long trace) goes through a dictionary, not one Python string per
-    row (a trace's rewrite, 50,000 rows, spent most of its time here)."""
+    """A string column, built through a dictionary of its distinct values rather than one
+    Python string per row: its values repeat (provenance, the policy, the model version), and
+    per-row strings would be most of the cost of writing a long trace. A column with missing
+    (non-string) values is converted as it is, missing values as nulls."""
     values = np.asarray(values)
     if not len(values):
         return pa.array([], type=pa.string())
     first = values[0]
     if isinstance(first, str) and bool(np.all(values == first)):  # one value: no sort
         distinct, codes = np.array([first]), np.zeros(len(values), dtype=np.int32)
-    elif not all(isinstance(v, str) for v in values):  # missing values: nulls, as they are
+    elif not all(isinstance(v, str) for v in values):
         return pa.array(values.tolist())
     else:
         distinct, codes = np.unique(values.astype(str), return_inverse=True)
-    if len(distinct) > 64:
-        return pa.array(values.tolist(), type=pa.string())
     return pa.DictionaryArray.from_arrays(
         pa.array(codes.astype(np.int32)), pa.array(distinct.tolist(), type=pa.string())
     ).cast(pa.string())
@@ -227,9 +226,9 @@ class StepTrace:
             cols[name] = _string_array(self.provenance[name])
         cols[SCHEMA_COLUMN] = pa.array(np.full(len(self), STEPTRACE_SCHEMA_VERSION, dtype=np.int64))
         for name, values in self.extra.items():
-            cols[name] = pa.array(values) if values.dtype.kind in "biuf" else \
-                _string_array(values) if values.dtype.kind in "OUS" and len(values) and \
-                isinstance(values[0], str) else pa.array(values.tolist())
+            kind = values.dtype.kind
+            cols[name] = pa.array(values) if kind in "biuf" else \
+                _string_array(values) if kind in "OU" and len(values) else pa.array(values.tolist())
         return pa.table(cols)
 
     @classmethod

@@ -189,8 +189,7 @@ class StepLog:
         return np.concatenate([ring[head:], ring[:head]])
 
     def to_trace(self) -> StepTrace:
-        extra = self.extra if self.held else {}
-        return StepTrace.from_arrays(self.X, self.latency_s, self.provenance, extra)
+        return StepTrace.from_arrays(self.X, self.latency_s, self.provenance, self.extra)
 
     def flush(self) -> None:
         if self.path is not None and self.held:
