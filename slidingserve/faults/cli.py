@@ -47,6 +47,10 @@ def bench_faults(
     soak_load: float = typer.Option(0.8, help="Soak load as a fraction of measured capacity."),
     soak_rate: float = typer.Option(None, help="Soak arrival rate in req/s (instead of "
                                                "--soak-load x capacity)."),
+    soak_repeat: bool = typer.Option(True, help="Play one schedule of a third of the soak "
+                                                "three times, so the first and last thirds "
+                                                "compare the same requests (--no-soak-repeat: "
+                                                "one schedule over the whole soak)."),
     seed: int = typer.Option(0),
 ) -> None:
     """Run the scenarios on a local Ray Serve app; print a table; write DIR/faults.json."""
@@ -68,7 +72,7 @@ def bench_faults(
             bad_input=replace(base.bad_input, fuzz_examples=fuzz_examples, seed=seed))
         soak_cfg = None if soak is None else SoakConfig(
             minutes=soak, load=soak_load, rate_rps=soak_rate,
-            tier_mix=parse_mix(overload_mix), seed=seed)
+            tier_mix=parse_mix(overload_mix), seed=seed, repeat=soak_repeat)
         _, args = load_serve_file(config or repo_file("deploy", "local.yaml"))
     except ValueError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
@@ -238,7 +242,8 @@ def write_soak(report: dict[str, Any], out: Path) -> None:
                             f"({t['rss_flat']['process']})",
         "p99 TTFT stable (<= 10%)": ", ".join(
             f"{k} {'-' if v is None else f'{100 * v:+.0f}%'}{_interval(ci.get(k))}"
-            for k, v in t["ttft_p99_stable"]["change"].items()),
+            for k, v in t["ttft_p99_stable"]["change"].items())
+        + ("; same requests in both thirds" if t["ttft_p99_stable"].get("paired") else ""),
     }
     for (label, figure), ok in zip(rows.items(), (v["ok"] for v in t.values()), strict=True):
         table.add_row(label, "yes" if ok else "NO", figure)

@@ -2,7 +2,11 @@
 
 ``run_soak`` offers Poisson arrivals at ``load`` x the measured capacity (the overload
 scenario's burst measurement, or a fixed ``rate_rps``) for ``minutes``, with the tiers'
-default mix; each request is streamed or not at random (``stream_share``). Beside it, a client
+default mix; each request is streamed or not at random (``stream_share``). By default
+(``repeat``) the arrivals are one schedule a third of the run long, played three times: the
+first and last thirds, whose p99 TTFTs the stability target compares, then see the same
+requests at the same offsets, so the comparison measures what the system does over time and
+not which bursts the random draw put in each third. Beside the traffic, a client
 opens a long stream every ``disconnect_every_s`` and leaves after its first tokens. Every
 request sent gets one outcome (served, 429, explicit error, or lost: see ``faults.client``);
 the client that leaves on purpose is counted apart. An ``AppWatch`` samples memory, replica
@@ -18,7 +22,7 @@ import asyncio
 import json
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import httpx
@@ -49,6 +53,7 @@ class SoakConfig:
     capacity_burst: int = 48
     request_timeout_s: float = 240.0
     seed: int = 0
+    repeat: bool = True  # one schedule of a third of the run, played three times
 
     def __post_init__(self) -> None:
         checks = {"minutes": self.minutes > 0, "load": self.load > 0,
@@ -85,6 +90,8 @@ class Sent:
     ttft_s: float | None
     latency_s: float
     message: str = ""
+    slot: int | None = None  # index in the schedule: with ``repeat``, the same in each play
+    play: int = 0  # which play of the schedule (0, 1, 2 with ``repeat``; else 0)
 
 
 @dataclass
@@ -129,19 +136,41 @@ async def leave_mid_stream(client: httpx.AsyncClient, headers: dict[str, str], a
         return Leaver(t_s, tier, tokens, False, None, f"{type(exc).__name__}: {exc}"[:200])
 
 
-async def drive(url: str, auth: dict[str, str], tiers: TierSet, cfg: SoakConfig,
-                rate: float) -> tuple[list[Sent], list[Leaver], float]:
-    """Open-loop traffic for ``cfg.duration_s``; returns every request and leaver, and t0."""
+@dataclass(frozen=True)
+class Play:
+    """One request to send: its play of the schedule, its slot there, and how to send it."""
+
+    play: int
+    slot: int
+    spec: Any  # RequestSpec, its arrival shifted to this play
+    stream: bool
+    seed: float  # of the prompt's tokens
+
+
+def schedule(url: str, tiers: TierSet, cfg: SoakConfig, rate: float) -> list[Play]:
+    """Every request of the soak in arrival order: with ``cfg.repeat``, one schedule of a
+    third of the run (arrivals, tiers, lengths, streaming, prompts) played three times."""
     from slidingserve.serve.bench_http import BenchConfig, plan
 
     mix = dict(cfg.tier_mix) if cfg.tier_mix else {t.name: t.share for t in tiers.values()}
-    bench = BenchConfig(url=url, rate=rate, duration_s=cfg.duration_s, tier_mix=mix,
+    plays = 3 if cfg.repeat else 1
+    bench = BenchConfig(url=url, rate=rate, duration_s=cfg.duration_s / plays, tier_mix=mix,
                         max_prompt_tokens=cfg.max_prompt_tokens,
                         max_output_tokens=cfg.max_output_tokens, seed=cfg.seed)
     specs = plan(bench, tiers)
     rng = random.Random(cfg.seed)
     streams = [rng.random() < cfg.stream_share for _ in specs]
     seeds = [rng.random() for _ in specs]
+    return [Play(k, slot, replace(spec, arrival_s=spec.arrival_s + k * bench.duration_s),
+                 streams[slot], seeds[slot])
+            for k in range(plays) for slot, spec in enumerate(specs)]
+
+
+async def drive(url: str, auth: dict[str, str], tiers: TierSet, cfg: SoakConfig,
+                rate: float) -> tuple[list[Sent], list[Leaver], float]:
+    """Open-loop traffic for ``cfg.duration_s``; returns every request and leaver, and t0."""
+    played = schedule(url, tiers, cfg, rate)
+    mix = dict(cfg.tier_mix) if cfg.tier_mix else {t.name: t.share for t in tiers.values()}
     names = list(mix)
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
     async with httpx.AsyncClient(base_url=url, limits=limits,
@@ -149,15 +178,16 @@ async def drive(url: str, auth: dict[str, str], tiers: TierSet, cfg: SoakConfig,
         t0 = time.perf_counter()
         wall0 = time.time()
 
-        async def one(spec: Any, stream: bool, seed: float) -> Sent:
+        async def one(p: Play) -> Sent:
+            spec = p.spec
             await asyncio.sleep(max(0.0, t0 + spec.arrival_s - time.perf_counter()))
-            body = body_for(spec, stream, random.Random(seed))
+            body = body_for(spec, p.stream, random.Random(p.seed))
             r: Result = await send(client, "/v1/completions", body,
                                    {**auth, "x-slo-tier": spec.tier}, cfg.request_timeout_s,
-                                   stream=stream)
-            return Sent(round(spec.arrival_s, 3), spec.tier, stream, r.kind, r.status,
-                        r.ttft_s if stream else r.ingress_ttft_s, round(r.latency_s, 4),
-                        "" if r.kind == "served" else r.message)
+                                   stream=p.stream)
+            return Sent(round(spec.arrival_s, 3), spec.tier, p.stream, r.kind, r.status,
+                        r.ttft_s if p.stream else r.ingress_ttft_s, round(r.latency_s, 4),
+                        "" if r.kind == "served" else r.message, p.slot, p.play)
 
         async def leavers() -> list[Leaver]:
             tasks, i = [], 0
@@ -170,8 +200,7 @@ async def drive(url: str, auth: dict[str, str], tiers: TierSet, cfg: SoakConfig,
                 await asyncio.sleep(cfg.disconnect_every_s)
             return list(await asyncio.gather(*tasks))
 
-        sent_task = asyncio.gather(*(one(s, st, sd) for s, st, sd in
-                                     zip(specs, streams, seeds, strict=True)))
+        sent_task = asyncio.gather(*(one(p) for p in played))
         left = await leavers()
         sent = list(await sent_task)
     return sent, left, wall0

@@ -11,9 +11,11 @@ the first and last thirds, the last two thirds):
 * stable latency: each tier's p99 TTFT of the last 10 minutes (third) within 10 % of the first
   10 minutes'. Every served request counts: a stream's TTFT as the client saw it, a whole
   answer's as the ingress measured it (``x-ttft-ms``; the client sees no first token). Beside
-  each change, a 90 % bootstrap interval (the requests of each third resampled): with a few
-  hundred requests per tier and third, a p99 rests on the few slowest, and the interval shows
-  how far it moves by chance alone.
+  each change, a 90 % bootstrap interval: with a few hundred requests per tier and third, a p99
+  rests on the few slowest, and the interval shows how far it moves by chance alone. When the
+  schedule is played three times (``SoakConfig.repeat``), the thirds are the plays and the
+  bootstrap is paired: it resamples schedule slots, each drawn slot bringing its TTFT in the
+  first play and in the last. Otherwise each third's requests are resampled on their own.
 """
 
 from __future__ import annotations
@@ -55,6 +57,12 @@ def ttfts(sent: list[Any], tier: str, t0: float, t1: float) -> list[float]:
             and s.ttft_s is not None and t0 <= s.t_s < t1]
 
 
+def ttfts_by_slot(sent: list[Any], tier: str, play: int) -> dict[int, float]:
+    """TTFTs of the tier's served requests of one play of the schedule, by schedule slot."""
+    return {s.slot: s.ttft_s for s in sent if s.tier == tier and s.kind == "served"
+            and s.ttft_s is not None and s.play == play and s.slot is not None}
+
+
 def tail(xs: list[float]) -> dict[str, Any]:
     """How many TTFTs, and their p99."""
     return {"n": len(xs), "p99_s": p99(xs)}
@@ -86,6 +94,26 @@ def p99_change_interval(first: list[float], last: list[float], draws: int = 2000
     return [round(float(lo), 4), round(float(hi), 4)]
 
 
+def p99_change_interval_paired(first: dict[int, float], last: dict[int, float],
+                               draws: int = 2000, level: float = 0.9,
+                               seed: int = 0) -> list[float] | None:
+    """Bootstrap interval of ``p99(last) / p99(first) - 1`` for two plays of one schedule:
+    the schedule's slots resampled with replacement, each drawn slot counting in both plays
+    (where it was served), so both p99s are taken over the same requests."""
+    if not first or not last:
+        return None
+    slots = sorted(set(first) | set(last))
+    a = np.array([first.get(k, np.nan) for k in slots])
+    b = np.array([last.get(k, np.nan) for k in slots])
+    idx = np.random.default_rng(seed).integers(0, len(slots), (draws, len(slots)))
+    pa = np.nanpercentile(a[idx], 99, axis=1)
+    pb = np.nanpercentile(b[idx], 99, axis=1)
+    ratio = pb / np.maximum(pa, 1e-12) - 1.0
+    ratio = ratio[np.isfinite(ratio)]
+    lo, hi = np.quantile(ratio, [(1 - level) / 2, (1 + level) / 2])
+    return [round(float(lo), 4), round(float(hi), 4)]
+
+
 def rss_growth(samples: list[dict], t0: float, t1: float) -> dict[str, float]:
     """Per process: median RSS of the window's last tenth of samples / first tenth, - 1."""
     window = [s for s in samples if t0 <= s["t_s"] <= t1]
@@ -110,13 +138,19 @@ def judge(cfg: Any, tiers: TierSet, sent: list[Any], left: list[Any], watch: Any
     traffic = [s for s in watch.samples if s["t_s"] <= run_s]
     edges = list(np.linspace(0.0, run_s, cfg.curve_windows + 1))
     req = outcomes(sent, names)
-    early = {n: ttfts(sent, n, 0.0, third) for n in names}
-    late = {n: ttfts(sent, n, run_s - third, run_s + 1e-9) for n in names}
+    if cfg.repeat:
+        by_slot = {n: (ttfts_by_slot(sent, n, 0), ttfts_by_slot(sent, n, 2)) for n in names}
+        early = {n: list(a.values()) for n, (a, _) in by_slot.items()}
+        late = {n: list(b.values()) for n, (_, b) in by_slot.items()}
+        interval = {n: p99_change_interval_paired(*by_slot[n]) for n in names}
+    else:
+        early = {n: ttfts(sent, n, 0.0, third) for n in names}
+        late = {n: ttfts(sent, n, run_s - third, run_s + 1e-9) for n in names}
+        interval = {n: p99_change_interval(early[n], late[n]) for n in names}
     first = {n: tail(xs) for n, xs in early.items()}
     last = {n: tail(xs) for n, xs in late.items()}
     change = {n: (None if not (first[n]["p99_s"] and last[n]["p99_s"])
                   else round(last[n]["p99_s"] / first[n]["p99_s"] - 1, 4)) for n in names}
-    interval = {n: p99_change_interval(early[n], late[n]) for n in names}
     growth = rss_growth(traffic, run_s - 2 * third, run_s)
     worst = max(growth.items(), key=lambda kv: kv[1], default=("-", 0.0))
     kv_end = final["kv_blocks_used"]
@@ -134,6 +168,7 @@ def judge(cfg: Any, tiers: TierSet, sent: list[Any], left: list[Any], watch: Any
                                       for c in change.values()),
                             "change": change, "limit": TTFT_CHANGE_MAX,
                             "change_interval_90": interval,
+                            "paired": cfg.repeat,
                             "first_window_s": [0.0, round(third, 1)],
                             "last_window_s": [round(run_s - third, 1), round(run_s, 1)]},
     }

@@ -26,12 +26,13 @@ def sample(t: float, engine_mib: float, replicas: tuple[str, ...] = ("Engine#a",
 
 
 def traffic(ttft_late: float = 0.5, lost: int = 0) -> list[Sent]:
+    """One request per tier a second; a schedule of 60 slots played three times."""
     out = []
     for i in range(180):
         t = float(i)
         for tier in TIERS:
             ttft = ttft_late if t >= 120 else 0.5
-            out.append(Sent(t, tier, True, "served", 200, ttft, 1.0))
+            out.append(Sent(t, tier, True, "served", 200, ttft, 1.0, slot=i % 60, play=i // 60))
     out += [Sent(5.0, "batch", False, "lost", None, None, 240.0, "hung")] * lost
     return out
 
@@ -105,8 +106,9 @@ def test_the_cli_writes_the_report_the_plot_and_a_table(tmp_path: Path, capsys):
 
 def test_whole_answers_count_with_the_ingress_measured_ttft():
     sent = traffic()
-    sent += [Sent(150.0, "interactive", False, "served", 200, 9.0, 9.5)]  # the one slow answer
-    sent += [Sent(150.0, "interactive", False, "rejected", 429, None, 0.01)]  # no TTFT: left out
+    # the one slow answer, and a refusal (no TTFT: left out)
+    sent += [Sent(150.0, "interactive", False, "served", 200, 9.0, 9.5, slot=60, play=2)]
+    sent += [Sent(150.0, "interactive", False, "rejected", 429, None, 0.01, slot=61, play=2)]
     r = run_judge(flat(), sent)
     last = r["ttft"]["last"]["interactive"]
     assert last["n"] == 61 and last["p99_s"] > 0.5
@@ -128,3 +130,49 @@ def test_the_report_carries_an_interval_per_tier():
     ci = r["targets"]["ttft_p99_stable"]["change_interval_90"]
     assert set(ci) == set(TIERS)
     assert all(lo == pytest.approx(0.2) and hi == pytest.approx(0.2) for lo, hi in ci.values())
+
+
+def test_the_schedule_is_played_three_times_unless_told_otherwise():
+    from slidingserve.faults.soak import schedule
+
+    cfg = SoakConfig(minutes=3.0, rate_rps=2.0, seed=3)
+    played = schedule("http://localhost:8000", TIERS, cfg, 2.0)
+    plays = [[p for p in played if p.play == k] for k in range(3)]
+    assert len(plays[0]) == len(plays[1]) == len(plays[2]) > 100  # ~2 req/s for 60 s each
+    for k in (1, 2):
+        for a, b in zip(plays[0], plays[k], strict=True):
+            assert (a.slot, a.stream, a.seed, a.spec.tier, a.spec.prompt_len) == \
+                   (b.slot, b.stream, b.seed, b.spec.tier, b.spec.prompt_len)
+            assert b.spec.arrival_s == pytest.approx(a.spec.arrival_s + 60.0 * k)
+    assert max(p.spec.arrival_s for p in plays[0]) <= 60.0
+    fresh = schedule("http://localhost:8000", TIERS, SoakConfig(minutes=3.0, rate_rps=2.0,
+                                                                 seed=3, repeat=False), 2.0)
+    assert {p.play for p in fresh} == {0} and max(p.spec.arrival_s for p in fresh) > 170.0
+
+
+def test_the_paired_interval_sees_through_the_draw_to_the_system():
+    from slidingserve.faults.soak_report import p99_change_interval_paired
+
+    rng = np.random.default_rng(2)
+    draw = rng.exponential(0.5, 400)  # the schedule's TTFTs: a heavy tail set by its bursts
+    jitter = [1 + rng.normal(0, 0.02, 400) for _ in range(2)]  # the system's own noise
+    first = dict(enumerate(draw * jitter[0]))
+    lo, hi = p99_change_interval_paired(first, dict(enumerate(draw * jitter[1])))
+    assert -0.1 < lo <= hi < 0.1  # same requests, same system: within the limit
+    lo, hi = p99_change_interval_paired(first, dict(enumerate(1.3 * draw * jitter[1])))
+    assert lo > 0.1  # 30% slower on the same requests: the whole interval past the limit
+    slow_unpaired = p99_change_interval(list(draw), list(rng.exponential(0.5, 400)))
+    assert slow_unpaired[1] - slow_unpaired[0] > 2 * (hi - lo)  # fresh draws: far wider
+    assert p99_change_interval_paired({}, first) is None
+
+
+def test_a_fresh_draw_soak_compares_the_thirds_by_arrival_time():
+    from dataclasses import replace
+
+    sent = [replace(s, slot=None, play=0) for s in traffic(ttft_late=0.6)]
+    watch = AppWatch(t0=0.0, period_s=2.0, samples=flat())
+    r = judge(replace(CFG, repeat=False), TIERS, sent, [], watch, flat()[-1],
+              {"engines_not_reached": []}, 1.0, None, {})
+    assert not r["targets"]["ttft_p99_stable"]["paired"]
+    assert all(c == pytest.approx(0.2) for c in r["ttft"]["change"].values())
+    assert r["ttft"]["first"]["batch"]["n"] == 60
