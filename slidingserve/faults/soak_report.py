@@ -14,8 +14,12 @@ the first and last thirds, the last two thirds):
   each change, a 90 % bootstrap interval: with a few hundred requests per tier and third, a p99
   rests on the few slowest, and the interval shows how far it moves by chance alone. When the
   schedule is played three times (``SoakConfig.repeat``), the thirds are the plays and the
-  bootstrap is paired: it resamples schedule slots, each drawn slot bringing its TTFT in the
-  first play and in the last. Otherwise each third's requests are resampled on their own.
+  bootstrap is paired: it resamples 30-second blocks of the schedule, each drawn request
+  bringing its TTFT in the first play and in the last. Otherwise each third's requests are
+  resampled on their own.
+
+The report keeps every request (``requests.rows``: arrival, tier, stream, outcome, TTFT,
+latency, slot, play) for analyses of its own.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from slidingserve.slo.tiers import TierSet
 
 RSS_GROWTH_MAX = 0.05
 TTFT_CHANGE_MAX = 0.10
+BLOCK_S = 30.0  # the paired bootstrap resamples the schedule in blocks of this many seconds
 KINDS = ("served", "rejected", "error", "lost")
 
 
@@ -95,21 +100,30 @@ def p99_change_interval(first: list[float], last: list[float], draws: int = 2000
 
 
 def p99_change_interval_paired(first: dict[int, float], last: dict[int, float],
-                               draws: int = 2000, level: float = 0.9,
+                               block: int = 1, draws: int = 2000, level: float = 0.9,
                                seed: int = 0) -> list[float] | None:
-    """Bootstrap interval of ``p99(last) / p99(first) - 1`` for two plays of one schedule:
-    the schedule's slots resampled with replacement, each drawn slot counting in both plays
-    (where it was served), so both p99s are taken over the same requests."""
+    """Bootstrap interval of ``p99(last) / p99(first) - 1`` for two plays of one schedule,
+    paired: runs of ``block`` consecutive schedule slots (slots are in arrival order) are
+    resampled with replacement, each drawn slot counting in both plays (where it was served).
+    Both p99s are so taken over the same requests, and a block keeps a burst's requests
+    together: the slow requests of a tail come in bursts, and resampling them one by one would
+    make the interval too narrow."""
     if not first or not last:
         return None
     slots = sorted(set(first) | set(last))
     a = np.array([first.get(k, np.nan) for k in slots])
     b = np.array([last.get(k, np.nan) for k in slots])
-    idx = np.random.default_rng(seed).integers(0, len(slots), (draws, len(slots)))
-    pa = np.nanpercentile(a[idx], 99, axis=1)
-    pb = np.nanpercentile(b[idx], 99, axis=1)
-    ratio = pb / np.maximum(pa, 1e-12) - 1.0
-    ratio = ratio[np.isfinite(ratio)]
+    groups = np.asarray(slots) // max(1, block)
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    bounds = list(itertools.pairwise([*starts.tolist(), len(slots)]))
+    rng = np.random.default_rng(seed)
+    ratio = []
+    for _ in range(draws):
+        idx = np.concatenate([np.arange(*bounds[i])
+                              for i in rng.integers(0, len(bounds), len(bounds))])
+        pa, pb = np.nanpercentile(a[idx], 99), np.nanpercentile(b[idx], 99)
+        if np.isfinite(pa) and np.isfinite(pb):
+            ratio.append(pb / max(pa, 1e-12) - 1.0)
     lo, hi = np.quantile(ratio, [(1 - level) / 2, (1 + level) / 2])
     return [round(float(lo), 4), round(float(hi), 4)]
 
@@ -129,6 +143,15 @@ def rss_growth(samples: list[dict], t0: float, t1: float) -> dict[str, float]:
     return out
 
 
+ROW_FIELDS = ("t_s", "tier", "stream", "kind", "status", "ttft_s", "latency_s", "slot", "play")
+
+
+def request_rows(sent: list[Any]) -> dict[str, Any]:
+    """Every request as a row of ``ROW_FIELDS`` (compact in JSON)."""
+    return {"columns": list(ROW_FIELDS),
+            "rows": [[getattr(s, f) for f in ROW_FIELDS] for s in sent]}
+
+
 def judge(cfg: Any, tiers: TierSet, sent: list[Any], left: list[Any], watch: Any,
           final: dict[str, Any], probe: dict[str, Any], rate: float,
           capacity: dict[str, Any] | None, config: dict[str, Any]) -> dict[str, Any]:
@@ -142,7 +165,10 @@ def judge(cfg: Any, tiers: TierSet, sent: list[Any], left: list[Any], watch: Any
         by_slot = {n: (ttfts_by_slot(sent, n, 0), ttfts_by_slot(sent, n, 2)) for n in names}
         early = {n: list(a.values()) for n, (a, _) in by_slot.items()}
         late = {n: list(b.values()) for n, (_, b) in by_slot.items()}
-        interval = {n: p99_change_interval_paired(*by_slot[n]) for n in names}
+        # blocks of BLOCK_S of the schedule's arrivals (all tiers' slots count)
+        slots = 1 + max((x.slot for x in sent if x.slot is not None), default=0)
+        block = max(1, round(slots * BLOCK_S / third))
+        interval = {n: p99_change_interval_paired(*by_slot[n], block=block) for n in names}
     else:
         early = {n: ttfts(sent, n, 0.0, third) for n in names}
         late = {n: ttfts(sent, n, run_s - third, run_s + 1e-9) for n in names}
@@ -174,7 +200,7 @@ def judge(cfg: Any, tiers: TierSet, sent: list[Any], left: list[Any], watch: Any
     }
     return {
         "minutes": cfg.minutes, "rate_rps": round(rate, 3), "load": cfg.load,
-        "capacity": capacity, "requests": req,
+        "capacity": capacity, "requests": {**req, **request_rows(sent)},
         "left_mid_stream": {"sent": len(left), "left": sum(1 for x in left if x.left),
                             "examples": sorted({x.message for x in left if not x.left})[:5]},
         "ttft": {"first": first, "last": last, "change": change,

@@ -176,3 +176,25 @@ def test_a_fresh_draw_soak_compares_the_thirds_by_arrival_time():
     assert not r["targets"]["ttft_p99_stable"]["paired"]
     assert all(c == pytest.approx(0.2) for c in r["ttft"]["change"].values())
     assert r["ttft"]["first"]["batch"]["n"] == 60
+
+
+def test_the_paired_interval_keeps_a_bursts_requests_together():
+    from slidingserve.faults.soak_report import p99_change_interval_paired
+
+    rng = np.random.default_rng(4)
+    base = np.full(600, 0.2)
+    for start in rng.choice(np.arange(0, 590, 10), 5, replace=False):
+        base[start:start + 10] = 2.0  # five bursts of ten slow requests
+    noise = [rng.normal(1.0, 0.25, 60).repeat(10) for _ in range(2)]  # per burst, not request
+    first, last = (dict(enumerate(base * n)) for n in noise)
+    lo1, hi1 = p99_change_interval_paired(first, last)
+    lo10, hi10 = p99_change_interval_paired(first, last, block=10)
+    assert hi10 - lo10 > hi1 - lo1  # whole bursts drawn: the wider, honest interval
+
+
+def test_the_report_keeps_every_request():
+    r = run_judge(flat(), traffic(lost=1))
+    rows = r["requests"]["rows"]
+    assert len(rows) == len(traffic(lost=1))
+    row = dict(zip(r["requests"]["columns"], rows[0], strict=True))
+    assert row["tier"] in TIERS and row["slot"] == 0 and row["play"] == 0
