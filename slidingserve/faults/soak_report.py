@@ -124,6 +124,8 @@ def p99_change_interval_paired(first: dict[int, float], last: dict[int, float],
         pa, pb = np.nanpercentile(a[idx], 99), np.nanpercentile(b[idx], 99)
         if np.isfinite(pa) and np.isfinite(pb):
             ratio.append(pb / max(pa, 1e-12) - 1.0)
+    if not ratio:
+        return None
     lo, hi = np.quantile(ratio, [(1 - level) / 2, (1 + level) / 2])
     return [round(float(lo), 4), round(float(hi), 4)]
 
