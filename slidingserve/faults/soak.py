@@ -144,12 +144,12 @@ class Play:
     slot: int
     spec: Any  # RequestSpec, its arrival shifted to this play
     stream: bool
-    seed: float  # of the prompt's tokens
+    seed: float  # of the prompt's tokens (different in each play)
 
 
 def schedule(url: str, tiers: TierSet, cfg: SoakConfig, rate: float) -> list[Play]:
     """Every request of the soak in arrival order: with ``cfg.repeat``, one schedule of a
-    third of the run (arrivals, tiers, lengths, streaming, prompts) played three times."""
+    third of the run (arrivals, tiers, lengths, streamed or not) played three times."""
     from slidingserve.serve.bench_http import BenchConfig, plan
 
     mix = dict(cfg.tier_mix) if cfg.tier_mix else {t.name: t.share for t in tiers.values()}
@@ -161,8 +161,10 @@ def schedule(url: str, tiers: TierSet, cfg: SoakConfig, rate: float) -> list[Pla
     rng = random.Random(cfg.seed)
     streams = [rng.random() < cfg.stream_share for _ in specs]
     seeds = [rng.random() for _ in specs]
+    # each play draws its prompts' tokens anew (same lengths): a replayed prompt could hit the
+    # engine's prefix cache and make a later play cheaper than the first
     return [Play(k, slot, replace(spec, arrival_s=spec.arrival_s + k * bench.duration_s),
-                 streams[slot], seeds[slot])
+                 streams[slot], seeds[slot] + k)
             for k in range(plays) for slot, spec in enumerate(specs)]
 
 

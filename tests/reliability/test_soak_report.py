@@ -141,8 +141,9 @@ def test_the_schedule_is_played_three_times_unless_told_otherwise():
     assert len(plays[0]) == len(plays[1]) == len(plays[2]) > 100  # ~2 req/s for 60 s each
     for k in (1, 2):
         for a, b in zip(plays[0], plays[k], strict=True):
-            assert (a.slot, a.stream, a.seed, a.spec.tier, a.spec.prompt_len) == \
-                   (b.slot, b.stream, b.seed, b.spec.tier, b.spec.prompt_len)
+            assert (a.slot, a.stream, a.spec.tier, a.spec.prompt_len, a.spec.output_len) == \
+                   (b.slot, b.stream, b.spec.tier, b.spec.prompt_len, b.spec.output_len)
+            assert a.seed != b.seed  # new prompt tokens: no prefix-cache hit on a replay
             assert b.spec.arrival_s == pytest.approx(a.spec.arrival_s + 60.0 * k)
     assert max(p.spec.arrival_s for p in plays[0]) <= 60.0
     fresh = schedule("http://localhost:8000", TIERS, SoakConfig(minutes=3.0, rate_rps=2.0,
