@@ -55,6 +55,23 @@ MAX_HOST_S = 0.1  # host time per step above this is an idle gap, not overhead (
 
 
 
+# predictor models shipped with the project, by name: the LightGBM model of the tiny CPU
+# model's measured steps (predictor/data/cpu_tiny/README.md)
+BUILTIN_MODELS: dict[str, Path] = {
+    "cpu-tiny": Path(__file__).resolve().parents[2] / "predictor" / "data" / "cpu_tiny" / "model",
+}
+
+
+def resolve_model_dir(spec: str) -> Path:
+    """A predictor model directory from a path or a built-in name (``BUILTIN_MODELS``);
+    ValueError naming the value when it holds no predictor model."""
+    path = BUILTIN_MODELS.get(spec, Path(spec))
+    if not (path / MANIFEST_FILE).is_file():
+        raise ValueError(f"latency model {spec!r}: no predictor model ({MANIFEST_FILE}) in "
+                         f"{str(path)!r} (built-in: {', '.join(BUILTIN_MODELS)})")
+    return path
+
+
 def load_model_dir(path: Path) -> tuple[LatencyModel, str]:
     """Load the latency model in ``path``; returns (model, version)."""
     if (path / MANIFEST_FILE).is_file():

@@ -62,8 +62,11 @@ class EngineConfig(_Strict):
     engine_metrics: bool = True  # export vLLM's engine stats as Ray metrics (serve.engine_stats)
     keep_replica_files: bool = False  # keep a replica's step trace + model dir after it stops
     # the cold-start latency model: a replica plans with this roofline until the predictor
-    # publishes a model measured on it (defaults: Llama-3-8B on one H100 SXM)
+    # publishes a model measured on it (defaults: Llama-3-8B on one H100 SXM) ...
     roofline: RooflineConfig = Field(default_factory=RooflineConfig)
+    # ... or, when set, with this predictor model (a `predictor.train` output directory, or
+    # "cpu-tiny": the shipped model of the tiny model's CPU steps)
+    cold_start_model: str | None = Field(default=None, min_length=1)
     # provenance of the replica's step trace and of the predictor models it accepts
     # (None: the accelerator's name, else machine-cpus; see slidingserve.engine.steps)
     hardware: str | None = Field(default=None, min_length=1)
@@ -273,6 +276,14 @@ class ServeAppConfig(_Strict):
                 f"engine_num_gpus={gpus:g} per replica, but engine.tensor_parallel_size={tp} "
                 f"uses {tp}: the rest would be reserved and idle (set engine_num_gpus: {tp})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _cold_start_model_exists(self) -> ServeAppConfig:
+        if self.engine.cold_start_model is not None:
+            from slidingserve.engine.latency_source import resolve_model_dir
+
+            resolve_model_dir(self.engine.cold_start_model)
         return self
 
     @field_validator("tiers_path")

@@ -109,11 +109,19 @@ def scheduler_kwargs(cfg: ServeAppConfig, files: ReplicaFiles) -> dict[str, Any]
     ``files.step_trace`` with its measured steps; the predictor link feeds both.
     """
     from slidingserve.engine.config import SCHEDULER_CLS, additional_config
-    from slidingserve.engine.latency_source import MANIFEST_FILE, write_roofline_dir
+    from slidingserve.engine.latency_source import (
+        MANIFEST_FILE,
+        resolve_model_dir,
+        write_roofline_dir,
+    )
 
     if not (files.latency_model / MANIFEST_FILE).is_file():
-        # start on the configured roofline until the predictor publishes a measured model
-        write_roofline_dir(files.latency_model, cfg.engine.roofline, "cold-start")
+        # start on the configured model until the predictor publishes one measured here
+        if cfg.engine.cold_start_model is not None:
+            shutil.copytree(resolve_model_dir(cfg.engine.cold_start_model),
+                            files.latency_model, dirs_exist_ok=True)
+        else:
+            write_roofline_dir(files.latency_model, cfg.engine.roofline, "cold-start")
     extra = additional_config(
         policy=cfg.engine.policy,
         policy_config=cfg.engine.policy_config,

@@ -70,6 +70,8 @@ def test_tensor_parallel_replica_reserves_a_placement_group_of_its_gpus() -> Non
         ({"engine": {"roofline": {"mfu": 1.5}}}, "field engine.roofline.mfu"),
         ({"engine": {"roofline": {"peak_flop": 1e15}}}, "field engine.roofline.peak_flop"),
         ({"engine_placement_strategy": "PACKED"}, "field engine_placement_strategy"),
+        ({"engine": {"cold_start_model": "/no/such/model"}},
+         r"latency model '/no/such/model': no predictor model"),
     ],
 )
 def test_bad_scaling_and_latency_config_is_refused_naming_the_field(args, needle) -> None:
@@ -122,3 +124,23 @@ def test_placement_resources_reach_the_replica_or_its_first_bundle() -> None:
     assert "resources" not in tp.ray_actor_options
     with pytest.raises(ServeConfigError, match="max_engine_replicas_per_node"):
         load_serve_config({**tp_args, "placement": place}, "test")
+
+
+def test_a_cold_start_predictor_model_is_what_a_new_replica_plans_with(tmp_path: Path) -> None:
+    from slidingserve.engine.latency_source import load_model_dir
+    from slidingserve.latency import BatchShape
+
+    cfg = load_serve_config({"engine": {"cold_start_model": "cpu-tiny"}})
+    files = ReplicaFiles(tmp_path / "replica")
+    scheduler_kwargs(cfg, files)
+    model, version = load_model_dir(files.latency_model)
+    assert version.startswith("lgbm-v")
+    # the CPU steps' shape: a 256-token prefill costs several decode-only steps of 4 requests
+    prefill = model.predict(BatchShape(prefill=((256, 0),)))
+    decode = model.predict(BatchShape(decode_ctx=(300, 300, 300, 300)))
+    assert prefill > 2 * decode > 0
+    # the embedded default starts from it
+    from slidingserve.serve.cli import load_serve_file, repo_file
+
+    assert load_serve_config(load_serve_file(repo_file("deploy", "local.yaml"))[1]) \
+        .engine.cold_start_model == "cpu-tiny"
