@@ -40,6 +40,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 VERSION_FILE = "VERSION"
 MANIFEST_FILE = "model.json"  # predictor.bundle.MANIFEST
 ROOFLINE_FILE = "roofline.json"
+COLD_START_FILE = "COLD_START"  # beside a predictor model: a copy a replica started from
 MAX_HOST_S = 0.1  # host time per step above this is an idle gap, not overhead (clipped)
 
 
@@ -78,7 +80,10 @@ def load_model_dir(path: Path) -> tuple[LatencyModel, str]:
         from predictor.model import LightGBMLatencyModel
 
         model = LightGBMLatencyModel.load(path)
-        return model, f"lgbm-v{model.version}"
+        # a cold-start copy is named apart, so that a published model of the same version
+        # number still counts as new
+        prefix = "cold-start-" if (path / COLD_START_FILE).is_file() else ""
+        return model, f"{prefix}lgbm-v{model.version}"
     version_file = path / VERSION_FILE
     if version_file.is_file() and (path / ROOFLINE_FILE).is_file():
         version = version_file.read_text().strip() or "unversioned"
@@ -88,6 +93,17 @@ def load_model_dir(path: Path) -> tuple[LatencyModel, str]:
         f"latency model dir {str(path)!r} holds neither a predictor model ({MANIFEST_FILE}) "
         f"nor {VERSION_FILE} + {ROOFLINE_FILE}"
     )
+
+
+def write_cold_start_dir(path: Path, spec: str) -> Path:
+    """Put a copy of the predictor model ``spec`` (see ``resolve_model_dir``) at ``path``,
+    replacing what is there, marked as a cold start."""
+    source = resolve_model_dir(spec)
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    (path / COLD_START_FILE).write_text(spec + "\n")
+    shutil.copytree(source, path, dirs_exist_ok=True)
+    return path
 
 
 def write_roofline_dir(path: Path, config: RooflineConfig, version: str) -> Path:

@@ -110,18 +110,21 @@ def scheduler_kwargs(cfg: ServeAppConfig, files: ReplicaFiles) -> dict[str, Any]
     """
     from slidingserve.engine.config import SCHEDULER_CLS, additional_config
     from slidingserve.engine.latency_source import (
+        COLD_START_FILE,
         MANIFEST_FILE,
-        resolve_model_dir,
+        write_cold_start_dir,
         write_roofline_dir,
     )
 
-    if not (files.latency_model / MANIFEST_FILE).is_file():
-        # start on the configured model until the predictor publishes one measured here
+    model_dir = files.latency_model
+    if not (model_dir / MANIFEST_FILE).is_file() or (model_dir / COLD_START_FILE).is_file():
+        # start on the configured model until the predictor publishes one measured here (a
+        # published model is kept across restarts; a cold start follows the config)
         if cfg.engine.cold_start_model is not None:
-            shutil.copytree(resolve_model_dir(cfg.engine.cold_start_model),
-                            files.latency_model, dirs_exist_ok=True)
+            write_cold_start_dir(model_dir, cfg.engine.cold_start_model)
         else:
-            write_roofline_dir(files.latency_model, cfg.engine.roofline, "cold-start")
+            shutil.rmtree(model_dir, ignore_errors=True)
+            write_roofline_dir(model_dir, cfg.engine.roofline, "cold-start")
     extra = additional_config(
         policy=cfg.engine.policy,
         policy_config=cfg.engine.policy_config,

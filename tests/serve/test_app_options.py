@@ -134,7 +134,7 @@ def test_a_cold_start_predictor_model_is_what_a_new_replica_plans_with(tmp_path:
     files = ReplicaFiles(tmp_path / "replica")
     scheduler_kwargs(cfg, files)
     model, version = load_model_dir(files.latency_model)
-    assert version.startswith("lgbm-v")
+    assert version.startswith("cold-start-lgbm-v")  # apart from a published model's version
     # the CPU steps' shape: a 256-token prefill costs several decode-only steps of 4 requests
     prefill = model.predict(BatchShape(prefill=((256, 0),)))
     decode = model.predict(BatchShape(decode_ctx=(300, 300, 300, 300)))
@@ -144,3 +144,16 @@ def test_a_cold_start_predictor_model_is_what_a_new_replica_plans_with(tmp_path:
 
     assert load_serve_config(load_serve_file(repo_file("deploy", "local.yaml"))[1]) \
         .engine.cold_start_model == "cpu-tiny"
+    # a published model replaces it and is kept over a restart; a cold start follows the config
+    from predictor.bundle import load_bundle
+    from slidingserve.engine.latency_source import BUILTIN_MODELS
+    from slidingserve.serve.predictor_link import swap_model_dir
+
+    swap_model_dir(load_bundle(BUILTIN_MODELS["cpu-tiny"]), files.latency_model)
+    assert load_model_dir(files.latency_model)[1].startswith("lgbm-v")
+    scheduler_kwargs(cfg, files)
+    assert load_model_dir(files.latency_model)[1].startswith("lgbm-v")
+    fresh = ReplicaFiles(tmp_path / "other")
+    scheduler_kwargs(cfg, fresh)
+    scheduler_kwargs(load_serve_config({}), fresh)  # the config dropped the cold-start model
+    assert load_model_dir(fresh.latency_model)[1] == "roofline-cold-start"
