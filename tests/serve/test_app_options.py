@@ -139,11 +139,6 @@ def test_a_cold_start_predictor_model_is_what_a_new_replica_plans_with(tmp_path:
     prefill = model.predict(BatchShape(prefill=((256, 0),)))
     decode = model.predict(BatchShape(decode_ctx=(300, 300, 300, 300)))
     assert prefill > 2 * decode > 0
-    # the embedded default starts from it
-    from slidingserve.serve.cli import load_serve_file, repo_file
-
-    assert load_serve_config(load_serve_file(repo_file("deploy", "local.yaml"))[1]) \
-        .engine.cold_start_model == "cpu-tiny"
     # a published model replaces it and is kept over a restart; a cold start follows the config
     from predictor.bundle import load_bundle
     from slidingserve.engine.latency_source import BUILTIN_MODELS
