@@ -46,6 +46,7 @@ from slidingserve.engine.knee import search_capacities, sweep_capacities
 from slidingserve.engine.progress import TrialProgress
 from slidingserve.engine.sim_timing import PER_TRIAL
 from slidingserve.engine.slo import slo_extra_args
+from slidingserve.latency.named import SHIPPED_MODEL_DIRS
 from slidingserve.metrics.records import RequestRecord, write_records_csv
 from slidingserve.metrics.summary import summarize, worst_tier_violation_rate
 from slidingserve.slo.tiers import TierSet, tiers_from_dict
@@ -56,7 +57,7 @@ VLLM_OWN = {"vllm-default": "fcfs", "vllm-priority": "priority"}
 SIM_POLICY = {"vllm-default": "vllm-fcfs", "vllm-priority": "vllm-priority"}  # their sim twins
 KV_BYTES_PER_TOKEN = 2 * 4 * 4 * 64 * 4  # tiny Llama: K and V x 4 layers x 4 heads x 64 x fp32
 CPU_BLOCK_SIZE = 128  # vLLM-CPU's KV block size
-DEFAULT_LATENCY_MODEL = Path(__file__).resolve().parents[2] / "predictor/data/cpu_tiny/model"
+DEFAULT_LATENCY_MODEL = SHIPPED_MODEL_DIRS["cpu-tiny"]
 
 
 class TierScale(BaseModel):

@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from slidingserve.latency import BatchShape, LatencyModel, RooflineConfig, RooflineModel
+from slidingserve.latency.named import SHIPPED_MODEL_DIRS
 
 log = logging.getLogger(__name__)
 VERSION_FILE = "VERSION"
@@ -56,21 +57,14 @@ COLD_START_FILE = "COLD_START"  # beside a predictor model: a copy a replica sta
 MAX_HOST_S = 0.1  # host time per step above this is an idle gap, not overhead (clipped)
 
 
-
-# predictor models shipped with the project, by name: the LightGBM model of the tiny CPU
-# model's measured steps (predictor/data/cpu_tiny/README.md)
-BUILTIN_MODELS: dict[str, Path] = {
-    "cpu-tiny": Path(__file__).resolve().parents[2] / "predictor" / "data" / "cpu_tiny" / "model",
-}
-
-
 def resolve_model_dir(spec: str) -> Path:
-    """A predictor model directory from a path or a built-in name (``BUILTIN_MODELS``);
-    ValueError naming the value when it holds no predictor model."""
-    path = BUILTIN_MODELS.get(spec, Path(spec))
+    """A predictor model directory from a path or a shipped model's name
+    (``latency.named.SHIPPED_MODEL_DIRS``); ValueError naming the value when it holds no
+    predictor model."""
+    path = SHIPPED_MODEL_DIRS.get(spec, Path(spec))
     if not (path / MANIFEST_FILE).is_file():
         raise ValueError(f"latency model {spec!r}: no predictor model ({MANIFEST_FILE}) in "
-                         f"{str(path)!r} (built-in: {', '.join(BUILTIN_MODELS)})")
+                         f"{str(path)!r} (shipped: {', '.join(SHIPPED_MODEL_DIRS)})")
     return path
 
 
@@ -100,9 +94,8 @@ def write_cold_start_dir(path: Path, spec: str) -> Path:
     replacing what is there, marked as a cold start."""
     source = resolve_model_dir(spec)
     shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
+    shutil.copytree(source, path)
     (path / COLD_START_FILE).write_text(spec + "\n")
-    shutil.copytree(source, path, dirs_exist_ok=True)
     return path
 
 

@@ -31,6 +31,7 @@ from slidingserve.faults.client import Result, send
 from slidingserve.faults.harness import AppUnderTest
 from slidingserve.faults.soak_watch import AppWatch
 from slidingserve.slo.tiers import TierSet
+from slidingserve.workload.spec import RequestSpec
 
 SHORT_BODY = {"prompt": "ka ko ri su", "max_tokens": 4, "temperature": 0.0}
 LEAVER_BODY = {"prompt": list(range(30, 94)), "max_tokens": 256, "ignore_eos": True,
@@ -142,9 +143,14 @@ class Play:
 
     play: int
     slot: int
-    spec: Any  # RequestSpec, its arrival shifted to this play
+    spec: RequestSpec  # its arrival shifted to this play
     stream: bool
     seed: float  # of the prompt's tokens (different in each play)
+
+
+def tier_mix(cfg: SoakConfig, tiers: TierSet) -> dict[str, float]:
+    """The soak's share of each tier: ``cfg.tier_mix``, else the tiers' own shares."""
+    return dict(cfg.tier_mix) if cfg.tier_mix else {t.name: t.share for t in tiers.values()}
 
 
 def schedule(url: str, tiers: TierSet, cfg: SoakConfig, rate: float) -> list[Play]:
@@ -152,9 +158,9 @@ def schedule(url: str, tiers: TierSet, cfg: SoakConfig, rate: float) -> list[Pla
     third of the run (arrivals, tiers, lengths, streamed or not) played three times."""
     from slidingserve.serve.bench_http import BenchConfig, plan
 
-    mix = dict(cfg.tier_mix) if cfg.tier_mix else {t.name: t.share for t in tiers.values()}
     plays = 3 if cfg.repeat else 1
-    bench = BenchConfig(url=url, rate=rate, duration_s=cfg.duration_s / plays, tier_mix=mix,
+    bench = BenchConfig(url=url, rate=rate, duration_s=cfg.duration_s / plays,
+                        tier_mix=tier_mix(cfg, tiers),
                         max_prompt_tokens=cfg.max_prompt_tokens,
                         max_output_tokens=cfg.max_output_tokens, seed=cfg.seed)
     specs = plan(bench, tiers)
@@ -172,8 +178,7 @@ async def drive(url: str, auth: dict[str, str], tiers: TierSet, cfg: SoakConfig,
                 rate: float) -> tuple[list[Sent], list[Leaver], float]:
     """Open-loop traffic for ``cfg.duration_s``; returns every request and leaver, and t0."""
     played = schedule(url, tiers, cfg, rate)
-    mix = dict(cfg.tier_mix) if cfg.tier_mix else {t.name: t.share for t in tiers.values()}
-    names = list(mix)
+    names = list(tier_mix(cfg, tiers))
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
     async with httpx.AsyncClient(base_url=url, limits=limits,
                                  timeout=httpx.Timeout(cfg.request_timeout_s)) as client:

@@ -15,6 +15,12 @@ from slidingserve.latency.roofline import RooflineModel
 
 DEFAULT_LATENCY_MODEL = "roofline-h100"
 
+# predictor models shipped with the project, by name: the LightGBM model of the tiny CPU
+# model's measured steps (predictor/data/cpu_tiny/README.md)
+SHIPPED_MODEL_DIRS: dict[str, Path] = {
+    "cpu-tiny": Path(__file__).resolve().parents[2] / "predictor" / "data" / "cpu_tiny" / "model",
+}
+
 _NAMED: dict[str, Callable[[], LatencyModel]] = {
     "roofline-h100": RooflineModel,
     "qoserve-a100": lambda: BinnedLinearModel(QOSERVE_A100),

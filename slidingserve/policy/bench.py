@@ -35,13 +35,14 @@ from typing import Any
 import numpy as np
 
 from slidingserve.latency import LatencyModel, RooflineModel
+from slidingserve.latency.named import SHIPPED_MODEL_DIRS
 from slidingserve.policy.base import make_policy
 from slidingserve.policy.types import HostLimits, KVState, RequestView, SchedulerInput
 from slidingserve.slo import load_tiers
 
 BLOCK_SIZE = 16
 TOTAL_BLOCKS = 27_500  # about what an 80 GB H100 leaves for the KV of an 8B model
-CPU_MODEL_DIR = Path(__file__).resolve().parents[2] / "predictor/data/cpu_tiny/model"
+CPU_MODEL_DIR = SHIPPED_MODEL_DIRS["cpu-tiny"]
 
 
 @dataclass(frozen=True)

@@ -141,10 +141,10 @@ def test_a_cold_start_predictor_model_is_what_a_new_replica_plans_with(tmp_path:
     assert prefill > 2 * decode > 0
     # a published model replaces it and is kept over a restart; a cold start follows the config
     from predictor.bundle import load_bundle
-    from slidingserve.engine.latency_source import BUILTIN_MODELS
+    from slidingserve.latency.named import SHIPPED_MODEL_DIRS
     from slidingserve.serve.predictor_link import swap_model_dir
 
-    swap_model_dir(load_bundle(BUILTIN_MODELS["cpu-tiny"]), files.latency_model)
+    swap_model_dir(load_bundle(SHIPPED_MODEL_DIRS["cpu-tiny"]), files.latency_model)
     assert load_model_dir(files.latency_model)[1].startswith("lgbm-v")
     scheduler_kwargs(cfg, files)
     assert load_model_dir(files.latency_model)[1].startswith("lgbm-v")
