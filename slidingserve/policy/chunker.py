@@ -27,6 +27,19 @@ slack is recoverable in the steps after it, while a prefill stalled behind alway
 of them never fit a chunk) delays first tokens without bound. With the floor, the invariant
 above holds for every chunk above ``min_chunk``.
 
+First tokens on time (``ttft_floor``, on by default). The rule above protects the decodes'
+TPOT and is blind to the TTFT of the requests queued behind them. Where a decode's pace is
+just within reach (on the CPU engine: an interactive decode has one 50 ms TPOT of slack beside
+a 45 ms decode-only step), it keeps the chunk at a few tokens step after step while the queue's
+first tokens run out of time. So when a larger chunk would keep more of the queue's first
+tokens on time, the chunk is the smallest that keeps the most: with steps of ``c`` tokens,
+request k's first token comes after ``ceil(T_k / c)`` steps of ``t(c) * safety`` (``T_k``: the
+prefill tokens up to and including k's, in serving order; the decodes as in this step). The
+policy passes, per queued request, the slack of its first token, or infinity where it may not
+raise the chunk (a tier below the most important bounding decode's: a lower tier's first
+token does not outrank a higher tier's TPOT; a request the sorter judged infeasible). While the queue's first
+tokens have time, the floor is 0 and the rule above decides alone.
+
 Predicted step time need not grow with the chunk: a learned model of a real engine has cheap
 points (kernel tiles, launch-bound floors), where a larger chunk is predicted faster than a
 smaller one. ``fits`` reads "some chunk of at least c runs within the slack" from the suffix
@@ -60,6 +73,7 @@ class ChunkerConfig(BaseModel):
     max_chunk: int = Field(default=8192, ge=1)  # prefill tokens per step at most
     late_tolerance_s: float = Field(default=0.1, ge=0)  # decodes later than this don't bound
     min_chunk: int = Field(default=0, ge=0)  # prefill progress floor per step, up to the grid
+    ttft_floor: bool = True  # the chunk keeps the queue's first tokens on time (docstring)
 
 
 class SlidingChunker:
@@ -104,6 +118,7 @@ class SlidingChunker:
         queue_tokens: np.ndarray,
         queue_tpot: np.ndarray,
         margin: float = 1.0,
+        queue_slack: np.ndarray | None = None,
     ) -> tuple[int, float]:
         """Prefill tokens for this step and their predicted step time.
 
@@ -111,7 +126,9 @@ class SlidingChunker:
         prefill (its attention context); ``limit``: most prefill tokens that could run (budget,
         queue, KV); ``slack``/``tpot``: per decode in the step; ``queue_tokens``/``queue_tpot``:
         remaining prefill and tier TPOT of the prefill queue, in serving order; ``margin``:
-        a factor on ``safety`` (the planner's learned step-time margin, ``policy.step_error``).
+        a factor on ``safety`` (the planner's learned step-time margin, ``policy.step_error``);
+        ``queue_slack``: per queued request, the time left to its first token's deadline, or
+        infinity where it may not raise the chunk (module docstring: first tokens on time).
         """
         grid = self.grid(max(limit, 0))
         # A model may offer the same predictions through a faster path (predictor.model's).
@@ -123,12 +140,38 @@ class SlidingChunker:
         # u[j]: the fastest predicted step with at least grid[j] tokens (non-decreasing). A
         # chunk whose own time is above it is dominated by a larger one at least as fast.
         u = np.minimum.accumulate(t[::-1])[::-1]
-        i = self._choose(grid, u, t > u, slack, tpot, queue_tokens, queue_tpot,
-                         self.config.safety * margin)
+        safety = self.config.safety * margin
+        i = self._choose(grid, u, t > u, slack, tpot, queue_tokens, queue_tpot, safety)
+        if self.config.ttft_floor and queue_slack is not None and i < len(grid) - 1:
+            i = self._ttft_floor(grid, u, t > u, i, queue_tokens, queue_slack, safety)
         floor = min(self.config.min_chunk, int(grid[-1]))
         if grid[i] < floor:
             i = min(int(grid.searchsorted(floor)), len(grid) - 1)
         return int(grid[i]), float(t[i])
+
+    @staticmethod
+    def _ttft_floor(
+        grid: np.ndarray,
+        u: np.ndarray,
+        dominated: np.ndarray,
+        i: int,
+        queue_tokens: np.ndarray,
+        queue_slack: np.ndarray,
+        safety: float,
+    ) -> int:
+        """The index of the chunk to run: ``i`` (the slack rule's choice), or, when a larger
+        chunk keeps more queued first tokens on time, the smallest that keeps the most (module
+        docstring: first tokens on time); dominated chunks are never chosen."""
+        mask = queue_slack < np.inf
+        if not mask.any():
+            return i
+        tokens = np.cumsum(queue_tokens)[mask][:, None]
+        left = queue_slack[mask][:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):  # (chunk 0: no first token)
+            on_time = np.ceil(tokens / grid[None, i:]) * (u[None, i:] * safety) <= left
+        kept = np.where(dominated[i:], -1, np.count_nonzero(on_time, axis=0))
+        kept[0] = np.count_nonzero(on_time[:, 0])  # (the slack rule's choice stands as it is)
+        return i + int(np.argmax(kept))  # (ties: the smallest chunk)
 
     def _choose(
         self,

@@ -230,9 +230,11 @@ class SlidingServe(Policy):
         chunk = self.chunker.forced(limit, slack)  # None: search the grid with predictions
         if chunk is None:
             done = self._head_context(table, queue, queued, limit)
+            first = self._first_token_slack(now, table, queue, due, reserve, infeasible,
+                                            decodes, slack)
             chunk, _ = self.chunker.plan(self.latency, base, done, limit, slack,
                                          tpot, queued, table.tpot[queue],
-                                         self.step_error.margin)
+                                         self.step_error.margin, first)
         # 6. pack the chunk in queue order and predict the step
         x = self._pack_prefills(table, queue, chunk, victims, packer, state.kv.total_blocks, base)
         if not packer.scheduled and paced.size:  # nothing else could run: no decode sits out
@@ -354,6 +356,23 @@ class SlidingServe(Policy):
             return slack, tpot
         return (np.where(keepable, np.minimum(slack, pace), slack),
                 np.where(keepable, np.minimum(tpot, pace), tpot))
+
+    def _first_token_slack(
+        self, now: float, table: RequestTable, queue: np.ndarray, due: np.ndarray,
+        reserve: np.ndarray, infeasible: np.ndarray, decodes: np.ndarray, slack: np.ndarray,
+    ) -> np.ndarray | None:
+        """Per queued request, the time left to its first token's planning deadline (the one
+        the batch constructor plans for), or infinity where it may not raise the chunk: below
+        the tier of the most important decode that bounds the step, or infeasible. None when
+        the chunker's TTFT floor is off (``chunker.ttft_floor``)."""
+        if not self.chunker.config.ttft_floor:
+            return None
+        bound = slack >= -self.chunker.config.late_tolerance_s
+        if not bound.any():
+            return None
+        top = table.priority[decodes[bound]].min()
+        left = due[queue] - reserve[queue] - now
+        return np.where((table.priority[queue] <= top) & ~infeasible[queue], left, np.inf)
 
     @staticmethod
     def _head_context(

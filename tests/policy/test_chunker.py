@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -211,3 +212,44 @@ def test_a_larger_chunk_predicted_faster_is_taken(window: int) -> None:
                      np.array([5000.0]), np.array([0.4]))
     assert c1 == 640 and t1 == pytest.approx(at[640]) and t1 <= slack.min()
     assert all(at[c] >= at[640] for c in at if c > 640)  # nothing larger fits
+
+
+def _first_token_s(tokens: float, chunk: float, step_s: float, safety: float) -> float:
+    """When a request with ``tokens`` queued prefill tokens up to its own gets its first token,
+    steps of ``chunk`` tokens taking ``step_s`` x ``safety`` each."""
+    return math.inf if chunk <= 0 else math.ceil(tokens / chunk) * step_s * safety
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    slack_ms=st.floats(-50.0, 200.0),
+    limit=st.integers(0, 3000),
+    queue=st.lists(st.tuples(st.integers(1, 600), st.floats(0.0, 2.0), st.booleans()),
+                   min_size=1, max_size=8),
+    safety=st.sampled_from([1.0, 1.2]),
+)
+def test_ttft_floor_keeps_the_most_first_tokens_on_time(slack_ms, limit, queue, safety) -> None:
+    """With ``ttft_floor``, the chunk is the slack rule's choice, unless a larger chunk keeps
+    more queued first tokens on time: then the smallest that keeps the most (requests with
+    infinite slack do not count)."""
+    ctx = [1000] * 16
+    tokens = np.array([float(n) for n, _, _ in queue])
+    left = np.array([s if counted else math.inf for _, s, counted in queue])
+    args = (LAT, decode_features(ctx), 0.0, limit, np.array([slack_ms / 1e3]), np.array([0.05]),
+            tokens, np.full(len(queue), 0.05))
+    free, _ = SlidingChunker(ChunkerConfig(safety=safety, ttft_floor=False)).plan(*args)
+    ch = SlidingChunker(ChunkerConfig(safety=safety))
+    c1, t1 = ch.plan(*args, queue_slack=left)
+    assert abs(t1 - step_time(ctx, c1)) < 1e-12
+    cum = np.cumsum(tokens)
+
+    def on_time(c: int) -> int:
+        return sum(_first_token_s(cum[k], c, step_time(ctx, c), safety) <= left[k]
+                   for k in range(len(queue)))
+
+    larger = [int(c) for c in ch.grid(limit) if c > free]
+    best = max([on_time(c) for c in larger], default=-1)
+    if best <= on_time(free):
+        assert c1 == free
+    else:
+        assert c1 == min(c for c in larger if on_time(c) == best)

@@ -228,3 +228,42 @@ def test_decodes_do_not_sit_out_when_that_cannot_fit_the_step_for_a_lower_tier_o
     st = _overrun_state(0.012, queued=False)
     plan = make_policy("slidingserve", roofline()).schedule(st)
     assert sorted(plan.scheduled) == sorted((r.key, 1) for r in st.running)
+
+
+def _tight_decodes_state(queue_tier: str, ttft_left: float):
+    """16 interactive decodes whose next tokens are due in 12 ms (a chunk of tens of tokens fits
+    beside them on the roofline), and four 500-token prompts of ``queue_tier`` whose TTFT
+    deadlines are ``ttft_left`` away."""
+    now = 10.0
+    decs = [decoding(i, "interactive", prompt=1000, generated=10,
+                     first_token_s=now + 0.012 - 10 * 0.05) for i in range(16)]
+    ttft = {"interactive": 6.0, "standard": 600.0, "batch": 1800.0}[queue_tier]
+    queue = [waiting(100 + i, queue_tier, arrival=now + ttft_left - ttft, prompt=500)
+             for i in range(4)]
+    return state(running=decs, waiting_=queue, now=now)
+
+
+def test_the_chunk_grows_to_keep_queued_first_tokens_of_the_same_tier_on_time() -> None:
+    """Decodes whose TPOT leaves room for a few tokens per step would hold the chunk there while
+    the queue's first tokens run out of time (``chunker.ttft_floor``): the chunk grows just
+    enough to keep them on time, for the decodes' tier or a higher one, never for a lower."""
+    st = _tight_decodes_state("interactive", 0.06)
+    off = make_policy("slidingserve", roofline(), chunker={"ttft_floor": False}).schedule(st)
+    on = make_policy("slidingserve", roofline()).schedule(st)
+    assert off.predicted_s <= 0.012 < on.predicted_s  # the decodes' slack gives way
+    assert off.stats["chunk"] < on.stats["chunk"] < 2000
+
+    def on_time(plan) -> int:  # first tokens within 60 ms, steps like this one
+        c = plan.stats["chunk"]
+        return sum(-(-500 * k // c) * plan.predicted_s <= 0.06 for k in range(1, 5))
+
+    assert on_time(on) > on_time(off)
+    check_plan(st, on, None)
+    # plenty of time left: the slack rule alone decides
+    easy = _tight_decodes_state("interactive", 5.0)
+    assert make_policy("slidingserve", roofline()).schedule(easy).stats["chunk"] == \
+        make_policy("slidingserve", roofline(), chunker={"ttft_floor": False}).schedule(
+            easy).stats["chunk"]
+    # a lower tier's first tokens do not outrank the interactive decodes' TPOT
+    low = _tight_decodes_state("batch", 0.06)
+    assert make_policy("slidingserve", roofline()).schedule(low).predicted_s <= 0.012
