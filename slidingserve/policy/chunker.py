@@ -37,8 +37,8 @@ request k's first token comes after ``ceil(T_k / c)`` steps of ``t(c) * safety``
 prefill tokens up to and including k's, in serving order; the decodes as in this step). The
 policy passes, per queued request, the slack of its first token, or infinity where it may not
 raise the chunk (a tier below the most important bounding decode's: a lower tier's first
-token does not outrank a higher tier's TPOT; a request the sorter judged infeasible). While the queue's first
-tokens have time, the floor is 0 and the rule above decides alone.
+token does not outrank a higher tier's TPOT; a request the sorter judged infeasible). While
+the queue's first tokens have time, the rule above decides alone.
 
 Predicted step time need not grow with the chunk: a learned model of a real engine has cheap
 points (kernel tiles, launch-bound floors), where a larger chunk is predicted faster than a
