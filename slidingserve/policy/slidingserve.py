@@ -14,9 +14,11 @@ One step (``schedule``), top to bottom:
    requests miss their deadlines, the ``BatchConstructor`` (knapsack with deadlines) picks which
    at-risk requests go first, tier by tier (the sorter's levels after aging), never giving up a
    higher tier for lower ones.
-5. Size the step's prefill with the ``SlidingChunker`` (this step and the next, jointly), under
-   the ``KVPacer``'s cap while the KV cache limits the running set (``policy/kv_pacer.py``);
-   decodes of end-to-end tiers bound the chunk by the pace their deadline needs (below).
+5. Size the step's prefill with the ``SlidingChunker`` (this step and the next, jointly; larger
+   where that keeps more queued first tokens of the bounding decodes' tier or above on time),
+   under the ``KVPacer``'s cap while the KV cache limits the running set
+   (``policy/kv_pacer.py``); decodes of end-to-end tiers bound the chunk by the pace their
+   deadline needs (below).
 6. Pack prefill chunks in queue order under the chunk, ``max_num_seqs`` and KV (keeping a small
    watermark of free blocks when admitting new requests; with ``admit_whole_prompt``, a new
    request starts only when the free KV holds its whole prompt, as vLLM admits), and predict
