@@ -41,8 +41,9 @@ assert load_tiers()["interactive"].tpot_s == 0.05, default_tiers_path()
 for name in BUILTIN_TIERS:
     load_tiers(name)
 _, args = load_serve_file(shipped_file("local.yaml"))
-cfg = load_serve_config(args)
+cfg = load_serve_config(args)  # (its cold-start model must be there: validated at load)
 assert load_tiers(cfg.tiers_path)["interactive"].ttft_s < 1.0
+assert cfg.engine.cold_start_model == "cpu-tiny"
 print("ok", here)
 """
 
@@ -61,6 +62,9 @@ def test_wheel_carries_the_configs(wheel):
     for name in ("slo_tiers.yaml", "slo_tiers_tight.yaml", "slo_tiers_cpu.yaml", "local.yaml"):
         assert f"slidingserve/configs/{name}" in names, sorted(n for n in names if "yaml" in n)
     assert "slidingserve/py.typed" in names
+    # the embedded config's cold-start latency model (``engine.cold_start_model: cpu-tiny``)
+    for name in ("model.json", "mean.txt", "p90.txt"):
+        assert f"predictor/data/cpu_tiny/model/{name}" in names
 
 
 def test_installed_copy_finds_its_configs_from_another_folder(wheel, tmp_path):
