@@ -157,4 +157,6 @@ def ablation_contenders(base: str = "slidingserve") -> list[Contender]:
          Contender(label=f"{base}-no-learned-reserve", policy=base,  # the fixed decode reserve
                    overrides={"decode_time": {"quantile": None}}),
          Contender(label=f"{base}-no-step-margin", policy=base,  # plans to the exact prediction
-                   overrides={"step_error": {"enabled": False}})]
+                   overrides={"step_error": {"enabled": False}}),
+         Contender(label=f"{base}-no-ttft-floor", policy=base,  # the chunk blind to queued TTFTs
+                   overrides={"chunker": {"ttft_floor": False}})]

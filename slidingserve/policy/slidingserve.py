@@ -83,7 +83,8 @@ Ablation flags switch each collaborator off: ``use_sorter`` (FCFS order), ``use_
 ``use_deferral`` (the sorter's deferrable level),
 ``use_sliding_chunker`` (greedy chunking, QoServe's rule without its grid and margin),
 ``use_batch_constructor``, ``kv_pacer.enabled``, ``e2e_pace``, ``fit_decodes``,
-``step_error.enabled``, and ``decode_time.quantile`` (None: the fixed decode reserve).
+``step_error.enabled``, ``chunker.ttft_floor``, and ``decode_time.quantile`` (None: the fixed
+decode reserve).
 """
 
 from __future__ import annotations

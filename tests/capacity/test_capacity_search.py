@@ -85,7 +85,7 @@ def test_config_rejects_duplicates_and_bad_budgets():
     with pytest.raises(ValueError, match="got 0"):
         CapacityConfig(contenders=[c], budgets=[0])
     labels = [x.label for x in ablation_contenders()]
-    assert "slidingserve-no-sliding-chunker" in labels and len(labels) == 10
+    assert "slidingserve-no-sliding-chunker" in labels and len(labels) == 11
     assert "slidingserve-no-e2e-pace" in labels and "slidingserve-no-fit-decodes" in labels
     assert "slidingserve-no-kv-pacer" in labels and "slidingserve-no-learned-reserve" in labels
-    assert "slidingserve-no-step-margin" in labels
+    assert "slidingserve-no-step-margin" in labels and "slidingserve-no-ttft-floor" in labels

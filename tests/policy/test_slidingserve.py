@@ -76,6 +76,7 @@ ABLATIONS = [
     {"use_batch_constructor": False},
     {"kv_pacer": {"enabled": False}},
     {"chunker": {"safety": 1.2, "granularity": 128}},
+    {"chunker": {"ttft_floor": False}},
 ]
 
 
