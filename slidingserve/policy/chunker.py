@@ -147,10 +147,11 @@ class SlidingChunker:
         # u[j]: the fastest predicted step with at least grid[j] tokens (non-decreasing). A
         # chunk whose own time is above it is dominated by a larger one at least as fast.
         u = np.minimum.accumulate(t[::-1])[::-1]
+        dominated = t > u
         safety = self.config.safety * margin
-        i = self._choose(grid, u, t > u, slack, tpot, queue_tokens, queue_tpot, safety)
+        i = self._choose(grid, u, dominated, slack, tpot, queue_tokens, queue_tpot, safety)
         if self.config.ttft_floor and queue_slack is not None and i < len(grid) - 1:
-            i = self._ttft_floor(grid, u, t > u, i, queue_tokens, queue_slack, safety)
+            i = self._ttft_floor(grid, u, dominated, i, queue_tokens, queue_slack, safety)
         floor = min(self.config.min_chunk, int(grid[-1]))
         if grid[i] < floor:
             i = min(int(grid.searchsorted(floor)), len(grid) - 1)

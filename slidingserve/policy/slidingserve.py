@@ -111,11 +111,12 @@ from slidingserve.policy.batch_constructor import BatchConstructor, ConstructorC
 from slidingserve.policy.chunker import ChunkerConfig, SlidingChunker
 from slidingserve.policy.decode_time import DecodeTimeConfig, DecodeTimeEstimator
 from slidingserve.policy.kv_pacer import KVPacer, KVPacerConfig
-from slidingserve.policy.packing import BudgetPacker, make_room, pending_tokens
+from slidingserve.policy.packing import BudgetPacker, pending_tokens
 from slidingserve.policy.sorter import MultiLevelPrioritySorter, SorterConfig
 from slidingserve.policy.step_error import StepErrorConfig, StepErrorEstimator
 from slidingserve.policy.table import COMPUTED, RequestTable, TableBuilder
 from slidingserve.policy.types import RequestView, SchedulerInput, StepPlan
+from slidingserve.policy.victims import Victims
 
 _NONE = np.zeros(0, dtype=np.intp)  # no requests (read-only)
 _SHORT_QUEUE = 256  # queues up to this long are checked for risk in plain Python
@@ -585,28 +586,3 @@ def _decoding(blocks: np.ndarray, remaining: np.ndarray) -> np.ndarray:
     prefill ages on like a waiting request (``policy/sorter.py``)."""
     return (blocks > 0) & (remaining == 0)
 
-
-class Victims:
-    """Running requests in serving order (``order[running]``), materialised only when KV runs
-    short."""
-
-    def __init__(self, table: RequestTable, order: np.ndarray, running: np.ndarray):
-        self._table, self._order, self._running = table, order, running
-        self._list: list[RequestView] | None = None
-        self._rank: dict[int, int] = {}
-
-    def make_room(self, packer: BudgetPacker, req: RequestView, num_tokens: int) -> bool:
-        """Preempt, from the end of the order, only requests ranked after ``req``: a request
-        never evicts one it ranks below, so two requests cannot evict each other step after
-        step (a livelock seen on the real engine when the cache held less than the demand)."""
-        if not packer.kv_short(req, num_tokens):
-            return True
-        if self._list is None:
-            views = self._table.views
-            self._list = [views[i] for i in self._order[self._running].tolist()]
-            self._rank = {v.key: i for i, v in enumerate(self._list)}
-        after = self._list[self._rank.get(req.key, -1) + 1 :]
-        before = len(after)
-        ok = make_room(packer, req, num_tokens, after)
-        del self._list[len(self._list) - (before - len(after)) :]  # make_room pops from the end
-        return ok
