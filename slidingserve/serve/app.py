@@ -39,7 +39,7 @@ def engine_options(cfg: ServeAppConfig) -> dict[str, Any]:
     of tp one-GPU bundles; the replica actor itself runs in the first bundle (its CPUs) and
     vLLM's Ray executor places one worker per GPU bundle."""
     opts: dict[str, Any] = {
-        "max_ongoing_requests": cfg.max_ongoing_requests,
+        "max_ongoing_requests": cfg.engine_max_ongoing,
         "request_router_config": router_config(cfg),
         "health_check_period_s": 10,
         "health_check_timeout_s": 60,

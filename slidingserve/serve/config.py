@@ -118,9 +118,11 @@ class AdmissionConfig(_Strict):
     Under overload the lowest tier gives first: a replica holds at most
     ``lowest_tier_share`` x ``max_ongoing_requests`` requests when it admits one of the
     lowest tier, proportionally more for the tiers above, and all of them for the top tier;
-    beyond that it refuses the request with 429 and Retry-After. The top tier thus always
-    finds a slot on the replica, never waits behind lower tiers in Ray Serve's queue, and
-    overtakes them inside the engine (the policy's tier order).
+    beyond that it refuses the request with 429 and Retry-After. The top tier may also take
+    ``top_tier_reserve`` slots beyond ``max_ongoing_requests`` (Ray Serve's limit per engine
+    replica is their sum), so it finds a slot on the replica however many lower-tier requests
+    the engine holds, never waits behind them in Ray Serve's queue, and overtakes them inside
+    the engine (the policy's tier order); its own excess is refused by its predicted TTFT.
     """
 
     enabled: bool = True
@@ -129,6 +131,11 @@ class AdmissionConfig(_Strict):
     best_effort_tier: str | None = None  # None = the lowest-priority tier
     min_retry_after_s: int = Field(default=1, ge=1)
     lowest_tier_share: float = Field(default=0.5, gt=0, le=1)  # 1: no tier-aware shedding
+    # slots per engine replica only the top tier may take, beyond ``max_ongoing_requests``:
+    # under 4x overload an engine held 63 of 64 requests (lower tiers waiting within their
+    # long deadlines), and top-tier requests queued 2-5 s in Ray Serve before the replica saw
+    # them (docs/reliability.md). 0: the top tier shares ``max_ongoing_requests``.
+    top_tier_reserve: int = Field(default=64, ge=0)
     # scale each tier's predicted TTFT by the replica's measured / predicted ratio (load.py)
     learn_ttft_error: bool = True
     # Refuse a request while a request of a higher tier on this replica has waited for its
@@ -220,7 +227,8 @@ class ServeAppConfig(_Strict):
     engine_num_cpus: float = Field(default=1.0, ge=0)
     engine_num_gpus: float = Field(default=0.0, ge=0)
     engine_placement_strategy: PlacementStrategy = "STRICT_PACK"  # tensor-parallel replicas
-    max_ongoing_requests: int = Field(default=64, gt=0)  # per engine replica
+    # per engine replica, for every tier (the top tier also has ``admission.top_tier_reserve``)
+    max_ongoing_requests: int = Field(default=64, gt=0)
     ingress_replicas: int = Field(default=1, gt=0)
     ingress_max_ongoing_requests: int = Field(default=2048, gt=0)  # async: streams, not compute
     auth: AuthConfig = Field(default_factory=AuthConfig)
@@ -285,6 +293,13 @@ class ServeAppConfig(_Strict):
 
             resolve_model_dir(self.engine.cold_start_model)
         return self
+
+    @property
+    def engine_max_ongoing(self) -> int:
+        """Ray Serve's ``max_ongoing_requests`` per engine replica: every tier's slots, plus the
+        top tier's reserve while admission decides who takes them."""
+        reserve = self.admission.top_tier_reserve if self.admission.enabled else 0
+        return self.max_ongoing_requests + reserve
 
     @field_validator("tiers_path")
     @classmethod

@@ -169,16 +169,19 @@ def engine_args(cfg: EngineConfig, scheduler: dict[str, Any] | None = None) -> A
     return AsyncEngineArgs(**kwargs)
 
 
-def hold_limits(tiers: TierSet, max_held: int, lowest_share: float) -> dict[int, int]:
+def hold_limits(tiers: TierSet, max_held: int, lowest_share: float,
+                top_reserve: int = 0) -> dict[int, int]:
     """Priority -> requests a replica may hold and still admit one of that tier.
 
-    The top tier gets ``max_held``, the lowest ``lowest_share`` of it, tiers between them
-    shares in proportion to their rank (``AdmissionConfig``)."""
+    The top tier gets ``max_held`` plus ``top_reserve``, the lowest ``lowest_share`` of
+    ``max_held``, tiers between them shares in proportion to their rank (``AdmissionConfig``)."""
     prios = sorted({t.priority for t in tiers.values()})
     if len(prios) == 1:
-        return {prios[0]: max_held}
+        return {prios[0]: max_held + top_reserve}
     step = (1.0 - lowest_share) / (len(prios) - 1)
-    return {p: max(1, int(max_held * (1.0 - step * k))) for k, p in enumerate(prios)}
+    limits = {p: max(1, int(max_held * (1.0 - step * k))) for k, p in enumerate(prios)}
+    limits[prios[0]] += top_reserve
+    return limits
 
 
 def best_effort_tier(tiers: TierSet, name: str | None) -> SLOTier:
@@ -255,7 +258,8 @@ class EngineHost:
         self._llm: Any = None
         self.kv = KVUsage()  # KV blocks in use, as of the engine's last step
         self.hold_limits = hold_limits(tiers, cfg.max_ongoing_requests,
-                                       cfg.admission.lowest_tier_share)
+                                       cfg.admission.lowest_tier_share,
+                                       cfg.admission.top_tier_reserve)
 
     async def start(self) -> None:
         from vllm.v1.engine.async_llm import AsyncLLM

@@ -105,8 +105,8 @@ def hold(h: EngineHost, n: int, priority: int = 2) -> None:
     """Make ``h`` hold ``n`` requests of ``priority`` that have not produced a token yet."""
     from slidingserve.serve.engine_host import _Live
 
-    for i in range(n):
-        h._live[f"held-{priority}-{i}"] = _Live(priority, 10, time.time(), 0)
+    for _ in range(n):
+        h._live[f"held-{priority}-{len(h._live)}"] = _Live(priority, 10, time.time(), 0)
 
 
 def test_hold_limits_give_the_lowest_tier_the_smallest_share(tiers):
@@ -114,6 +114,29 @@ def test_hold_limits_give_the_lowest_tier_the_smallest_share(tiers):
 
     assert hold_limits(tiers, 64, 0.5) == {0: 64, 1: 48, 2: 32}
     assert hold_limits(tiers, 64, 1.0) == {0: 64, 1: 64, 2: 64}
+    assert hold_limits(tiers, 64, 0.5, 64) == {0: 128, 1: 48, 2: 32}
+
+
+def test_the_top_tier_has_slots_beyond_every_tiers_limit(tiers):
+    """Lower tiers fill ``max_ongoing_requests``; the top tier still finds its reserve on the
+    replica, and Ray Serve's own limit per replica is their sum (so top-tier requests do not
+    queue in Ray Serve behind lower-tier work the engine holds)."""
+    from slidingserve.serve.app import engine_options
+
+    h = host(tiers)  # max_ongoing_requests 64, top_tier_reserve 64
+    hold(h, 32, priority=2)
+    hold(h, 32, priority=1)  # 64 held: every tier's share is full
+    assert isinstance(h.admit(request(tiers, "standard", prompt_len=10)), Rejected)
+    hold(h, 63, priority=0)  # 127 held
+    assert isinstance(h.admit(request(tiers, "interactive", prompt_len=10)), Admitted)
+    hold(h, 1, priority=0)  # 128 held: the reserve too is full
+    refused = h.admit(request(tiers, "interactive", prompt_len=10))
+    assert isinstance(refused, Rejected) and "'interactive' is 128" in refused.reason
+    assert engine_options(load_serve_config({}))["max_ongoing_requests"] == 128
+    no_reserve = load_serve_config({"admission": {"top_tier_reserve": 0}})
+    assert engine_options(no_reserve)["max_ongoing_requests"] == 64
+    off = load_serve_config({"admission": {"enabled": False}})  # nobody decides: no reserve
+    assert engine_options(off)["max_ongoing_requests"] == 64
 
 
 def test_a_full_replica_refuses_the_lowest_tier_first(tiers):
