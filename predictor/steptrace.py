@@ -95,7 +95,7 @@ def _string_array(values: np.ndarray) -> pa.Array:
         return pa.array([], type=pa.string())
     first = values[0]
     if isinstance(first, str) and bool(np.all(values == first)):  # one value: no sort
-        distinct, codes = np.array([first]), np.zeros(len(values), dtype=np.int32)
+        distinct, codes = np.array([first]), np.zeros(len(values), dtype=np.intp)
     elif not all(isinstance(v, str) for v in values):
         return pa.array(values.tolist())
     else:
