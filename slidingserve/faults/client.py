@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import httpx
 
+from slidingserve.serve.bench_http import is_output
 from slidingserve.serve.slo_headers import TTFT_MEASURED_HEADER
 
 Kind = Literal["served", "rejected", "error", "lost"]
@@ -125,14 +126,6 @@ async def _send(client: httpx.AsyncClient, path: str, body: Any, headers: dict[s
         return _ingress(await _read_stream(resp, on_token, on_start, t0), resp.headers)
 
 
-def _is_output(choice: dict[str, Any]) -> bool:
-    """A stream chunk's choice that carries the request's output: every completion chunk (its
-    text can be empty while the detokenizer holds partial characters back), a chat chunk past
-    the role chunk."""
-    delta = choice.get("delta")
-    return delta is None or "role" not in delta
-
-
 async def _read_stream(resp: httpx.Response, on_token: Any, on_start: Any, t0: float) -> Result:
     """Read an SSE stream to its end. ``on_token(n, replica)`` is called for every chunk with
     output, ``n`` counting them (a chunk whose text is still empty counts: the client has
@@ -158,10 +151,10 @@ async def _read_stream(resp: httpx.Response, on_token: Any, on_start: Any, t0: f
         choices = event.get("choices", [])
         if any(c.get("text") or (c.get("delta") or {}).get("content") for c in choices):
             tokens += 1
-            if ttft is None:
-                ttft = time.perf_counter() - t0
-        if any(_is_output(c) for c in choices):
+        if any(is_output(c) for c in choices):
             chunks += 1
+            if ttft is None:  # (its text may still be empty: ``bench_http.is_output``)
+                ttft = time.perf_counter() - t0
             if on_token is not None:
                 on_token(chunks, replica)
     return Result("lost", 200, "stream ended without [DONE] or an error event", replica,

@@ -30,6 +30,7 @@ import httpx
 from slidingserve.faults.client import Result, send
 from slidingserve.faults.harness import AppUnderTest
 from slidingserve.faults.soak_watch import AppWatch
+from slidingserve.serve.bench_http import is_output
 from slidingserve.slo.tiers import TierSet
 from slidingserve.workload.spec import RequestSpec
 
@@ -128,7 +129,7 @@ async def leave_mid_stream(client: httpx.AsyncClient, headers: dict[str, str], a
                     if not line.startswith("data: {"):
                         continue
                     event = json.loads(line[6:])
-                    if any(c.get("text") for c in event.get("choices", [])):
+                    if any(is_output(c) for c in event.get("choices", [])):
                         tokens += 1
                         if tokens >= after:
                             return Leaver(t_s, tier, tokens, True, 200)

@@ -33,6 +33,17 @@ from slidingserve.workload.spec import RequestSpec
 PROMPT_TOKEN_RANGE = (10, 500)  # ids valid in any vocabulary of >= 512 tokens
 
 
+def is_output(choice: dict[str, Any]) -> bool:
+    """A stream chunk's choice that carries the request's output, so that its arrival is a
+    token's (the first one's: the TTFT): every completion chunk, and a chat chunk past the
+    role chunk. A chunk's text can be empty while the detokenizer holds back the bytes of a
+    character not complete yet (the tiny model's random weights pick byte tokens now and
+    then: one request in about a hundred showed text only tokens later); vLLM's own serving
+    benchmark counts such chunks too."""
+    delta = choice.get("delta")
+    return delta is None or "role" not in delta
+
+
 @dataclass(frozen=True)
 class BenchConfig:
     url: str
@@ -132,7 +143,7 @@ async def one_request(client: httpx.AsyncClient, cfg: BenchConfig, spec: Request
                         break
                     if event.get("usage"):
                         n_out = int(event["usage"]["completion_tokens"])
-                    if any(c.get("text") for c in event.get("choices", [])):
+                    if any(is_output(c) for c in event.get("choices", [])):
                         times.append(time.perf_counter())
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}"
