@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import httpx
 
-from slidingserve.serve.bench_http import is_output
+from slidingserve.serve.bench_http import is_output, sse_lines
 from slidingserve.serve.slo_headers import TTFT_MEASURED_HEADER
 
 Kind = Literal["served", "rejected", "error", "lost"]
@@ -137,7 +137,7 @@ async def _read_stream(resp: httpx.Response, on_token: Any, on_start: Any, t0: f
         return classify_response(resp.status_code, content, resp.headers)
     replica, retried = resp.headers.get("x-served-by"), resp.headers.get("x-retried-from")
     tokens, chunks, ttft = 0, 0, None
-    async for line in resp.aiter_lines():
+    async for line in sse_lines(resp.aiter_bytes()):
         if not line.startswith("data: "):
             continue
         data = line[6:]

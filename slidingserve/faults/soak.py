@@ -30,7 +30,7 @@ import httpx
 from slidingserve.faults.client import Result, send
 from slidingserve.faults.harness import AppUnderTest
 from slidingserve.faults.soak_watch import AppWatch
-from slidingserve.serve.bench_http import is_output
+from slidingserve.serve.bench_http import is_output, sse_lines
 from slidingserve.slo.tiers import TierSet
 from slidingserve.workload.spec import RequestSpec
 
@@ -125,7 +125,7 @@ async def leave_mid_stream(client: httpx.AsyncClient, headers: dict[str, str], a
                 if resp.status_code != 200:
                     text = (await resp.aread()).decode(errors="replace")[:200]
                     return Leaver(t_s, tier, 0, False, resp.status_code, text)
-                async for line in resp.aiter_lines():
+                async for line in sse_lines(resp.aiter_bytes()):
                     if not line.startswith("data: {"):
                         continue
                     event = json.loads(line[6:])

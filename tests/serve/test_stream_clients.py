@@ -1,7 +1,8 @@
 """The benchmark clients time a stream's first token at its first output chunk, even when the
 detokenizer has held that chunk's text back (the tiny model's byte tokens: text empty until a
 character is complete). Timing the first non-empty text instead put a request's TTFT many
-tokens late, about one request in a hundred."""
+tokens late, about one request in a hundred. And an event's text may hold characters that
+``str.splitlines`` breaks at (U+2028, U+0085): the clients split the body at newlines only."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ GAP_S = 0.3  # between the chunk whose text is held back and the next
 def _chunk(text: str, finish: str | None = None) -> bytes:
     event = {"id": "cmpl-1", "object": "text_completion", "created": 0, "model": "tiny",
              "choices": [{"index": 0, "text": text, "finish_reason": finish}]}
-    return f"data: {json.dumps(event)}\n\n".encode()
+    # raw UTF-8, as the server writes it (JSON escapes neither U+2028 nor U+0085)
+    return f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
 
 
 async def _sse():
@@ -30,7 +32,7 @@ async def _sse():
     yield _chunk("")  # token 1: its bytes are half a character
     await asyncio.sleep(GAP_S)
     yield _chunk("\u00e9")  # token 2 completes it
-    yield _chunk("x", "length")  # token 3
+    yield _chunk("x\u2028\u0085y", "length")  # token 3: splitlines() breaks inside it
     usage = {"id": "cmpl-1", "object": "text_completion", "created": 0, "model": "tiny",
              "choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 3,
                                       "total_tokens": 7}}
