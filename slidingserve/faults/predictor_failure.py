@@ -58,6 +58,14 @@ def predictor_pid() -> int | None:
     return alive_actors().get(ACTOR_NAME)
 
 
+def bundle_label(blob: bytes) -> str:
+    """The ``v<version>:<hash>`` label of a published model's bytes."""
+    from predictor.bundle import ModelBundle
+
+    bundle = ModelBundle.from_bytes(blob)
+    return f"v{bundle.version}:{bundle.data_hash[:12]}"
+
+
 def replica_model_hashes(app: AppUnderTest) -> dict[str, str | None]:
     """Replica -> data hash of the predictor model in its latency-model dir (None: none yet)."""
     from predictor.bundle import ModelFormatError, load_bundle
@@ -70,7 +78,7 @@ def replica_model_hashes(app: AppUnderTest) -> dict[str, str | None]:
         path = ReplicaFiles.for_replica(engine, replica).latency_model
         try:
             bundle = load_bundle(path)
-            out[replica] = f"v{bundle.version}:{bundle.data_hash[:12]}"
+            out[replica] = f"v{bundle.version}:{bundle.data_hash[:12]}"  # as bundle_label
         except (ModelFormatError, OSError):
             out[replica] = None
     return out
@@ -137,14 +145,17 @@ def run_predictor_failure(app: AppUnderTest, auth: dict[str, str],
     out["first_publish"] = {"published": gate.published, "version": gate.version,
                             "reason": gate.reason}
     first = replica_model_hashes(app)
+    good: Any = ray.get(actor.model_bytes.remote(), timeout=30)
+    # the replicas' directories may hold a model from an earlier actor: wait for this one's
+    published = None if good is None else bundle_label(good[1])
 
     def all_have_model() -> bool:
         hashes = replica_model_hashes(app)
-        return bool(hashes) and all(h is not None for h in hashes.values())
+        return bool(hashes) and all(h is not None and (published is None or h == published)
+                                    for h in hashes.values())
 
     out["applied_before_kill_s"] = wait_for(all_have_model, cfg.apply_timeout_s)
     before = replica_model_hashes(app)
-    good: Any = ray.get(actor.model_bytes.remote(), timeout=30)
 
     pid = predictor_pid()
     if pid is None:
