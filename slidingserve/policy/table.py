@@ -20,11 +20,14 @@ from operator import attrgetter
 import numpy as np
 
 from slidingserve.policy.types import RequestView
+from slidingserve.slo import SLOTier
 
 _NUMERIC = attrgetter(
     "key", "arrival_s", "prompt_len", "num_computed", "num_generated", "num_blocks"
 )
 _KEY = attrgetter("key")
+_TIER = attrgetter("tier")
+_FIRST_TOKEN = attrgetter("first_token_s")
 _TIER_COLUMNS = attrgetter("priority", "weight", "ttft_s", "tpot_s", "e2e_s")
 _NAN = float("nan")
 _INF = float("inf")
@@ -70,14 +73,64 @@ def _row(v: RequestView) -> tuple[float, ...]:
 def read_rows(views: list[RequestView]) -> np.ndarray:
     """The (len(views), N_COLUMNS) matrix of ``views``; first-token time NaN before it.
 
-    One pass of plain Python builds each row as a tuple and one ``fromiter`` fills the matrix:
-    a handful of numpy calls whatever the number of rows, which is what small steps pay for.
-    (Hosts may give every request its own tier object, so tier columns are read per row.)
+    Few rows: one pass of plain Python builds each row as a tuple and one ``fromiter`` fills
+    the matrix, a handful of numpy calls whatever the number of rows, which is what small steps
+    pay for. From ``BULK_ROWS`` rows on, ``read_columns`` computes the same matrix column by
+    column (tests/policy/test_table.py checks that the two agree to the bit).
     """
     n = len(views)
+    if n >= BULK_ROWS:
+        return read_columns(views)
     rows = [_row(v) for v in views]
     flat = np.fromiter(chain.from_iterable(rows), np.float64, N_COLUMNS * n)
     return flat.reshape(n, N_COLUMNS)
+
+
+BULK_ROWS = 48  # about where read_columns' fixed numpy cost falls below _row's per-row cost
+
+
+def read_columns(views: list[RequestView]) -> np.ndarray:
+    """``read_rows`` in bulk: the views' fields read by C-level ``map``s, the tier columns
+    from one row per distinct tier object (hosts may give every request its own), the derived
+    columns (pending, next deadline, ...) as numpy expressions of the same arithmetic as
+    ``_row``."""
+    n = len(views)
+    data = np.empty((n, N_COLUMNS), dtype=np.float64)
+    data[:, :FIRST] = np.fromiter(
+        chain.from_iterable(map(_NUMERIC, views)), np.float64, FIRST * n
+    ).reshape(n, FIRST)
+    data[:, FIRST] = [_NAN if f is None else f for f in map(_FIRST_TOKEN, views)]
+    tiers = list(map(_TIER, views))
+    ids = list(map(id, tiers))
+    by_id = dict(zip(ids, tiers, strict=True))
+    code = {i: c for c, i in enumerate(by_id)}
+    per_tier = np.array([_tier_row(t) for t in by_id.values()], dtype=np.float64)
+    tier_cols = per_tier[np.fromiter(map(code.__getitem__, ids), np.intp, n)]
+    data[:, PRIORITY : E2E + 1] = tier_cols[:, :5]
+    banked = tier_cols[:, 5] > 0.0
+    arrival, generated, first = data[:, ARRIVAL], data[:, GENERATED], data[:, FIRST]
+    ttft, tpot, e2e = data[:, TTFT], data[:, TPOT], data[:, E2E]
+    pending = data[:, PROMPT] + generated - data[:, COMPUTED]
+    anchor = arrival + ttft
+    started = (generated > 0) & ~np.isnan(first)
+    due = np.where(
+        started,
+        np.where(banked, np.maximum(first, anchor) + (generated + 1) * tpot,
+                 first + generated * tpot),
+        anchor,
+    )
+    data[:, PENDING] = pending
+    data[:, DUE] = np.minimum(due, arrival + e2e)
+    data[:, REMAINING] = np.where(pending > 1, pending, 0.0)
+    data[:, E2E_FIRST] = (generated == 0) & np.isfinite(e2e)
+    return data
+
+
+def _tier_row(tier: SLOTier) -> tuple[float, ...]:
+    """A tier's columns (priority .. e2e, inf for none) and 1.0 where decodes are banked."""
+    priority, weight, ttft, tpot, e2e = _TIER_COLUMNS(tier)
+    return (priority, weight, ttft, tpot, _INF if e2e is None else e2e,
+            1.0 if tier.decode_deadlines == "banked" else 0.0)
 
 
 class RequestTable:

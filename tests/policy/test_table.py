@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from policy_factories import decoding, waiting
+from policy_factories import decoding, tier, waiting
 
 from slidingserve.policy.deadlines import next_due
 from slidingserve.policy.table import TableBuilder, read_rows
+from slidingserve.policy.types import RequestView
 
 
 def test_columns_match_views_and_deadlines() -> None:
@@ -47,3 +48,35 @@ def test_cache_drops_keys_that_left_without_forget() -> None:
     b.build([], [waiting(k) for k in range(3000)])
     t = b.build([], [waiting(5000)])
     assert len(b) <= 2 * 1 + 1024 and t.key.tolist() == [5000]
+
+
+def test_bulk_columns_match_rows_to_the_bit() -> None:
+    """``read_columns`` (many rows) computes what ``_row`` does (few rows), bit for bit:
+    per-request tier objects, banked and paced decodes, no end-to-end target, preempted
+    requests that generated tokens but hold no KV, first tokens before and after the anchor."""
+    from dataclasses import replace
+
+    from slidingserve.policy.table import BULK_ROWS, _row, read_columns
+
+    rng = np.random.default_rng(3)
+    base = [tier(name) for name in ("interactive", "standard", "batch")]
+    tiers = [*base, replace(base[0], decode_deadlines="banked"),
+             replace(base[1], e2e_s=None, ttft_s=0.37)]
+    views = []
+    for k in range(200):
+        t = tiers[k % len(tiers)] if k % 7 else replace(tiers[k % 5], ttft_s=0.1 * k + 0.05)
+        prompt = int(rng.integers(1, 4000))
+        generated = int(rng.integers(0, 50)) if k % 3 else 0
+        computed = int(rng.integers(0, prompt + generated + 1))
+        arrival = float(rng.uniform(0, 100))
+        first = None if generated == 0 or k % 11 == 0 else arrival + float(rng.uniform(0, 8))
+        views.append(RequestView(key=k * 1_000_003, tier=t, arrival_s=arrival,
+                                 prompt_len=prompt, num_computed=computed,
+                                 num_generated=generated, num_blocks=int(computed // 16),
+                                 first_token_s=first))
+    rows = np.array([_row(v) for v in views], dtype=np.float64)
+    bulk = read_columns(views)
+    assert bulk.shape == rows.shape
+    assert np.array_equal(bulk, rows, equal_nan=True)
+    assert len(views) >= BULK_ROWS and np.array_equal(read_rows(views), rows, equal_nan=True)
+    assert np.array_equal(read_columns(views[:3]), rows[:3], equal_nan=True)
