@@ -198,6 +198,19 @@ def _interval(ci: list[float] | None) -> str:
     return "" if not ci else f" (90% interval {100 * ci[0]:+.0f}..{100 * ci[1]:+.0f}%)"
 
 
+def _context(stable: dict) -> str:
+    """The medians' change and the host probe's beside the p99's (not part of the target)."""
+    med = stable.get("median_change") or {}
+    host = stable.get("host_probe_change")
+    parts = []
+    if med:
+        parts.append("p50 " + " / ".join("-" if v is None else f"{100 * v:+.0f}%"
+                                         for v in med.values()))
+    if host is not None:
+        parts.append(f"host probe {100 * host:+.0f}% (time of the same CPU work)")
+    return ("; " + ", ".join(parts)) if parts else ""
+
+
 def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
@@ -243,7 +256,8 @@ def write_soak(report: dict[str, Any], out: Path) -> None:
         "p99 TTFT stable (<= 10%)": ", ".join(
             f"{k} {'-' if v is None else f'{100 * v:+.0f}%'}{_interval(ci.get(k))}"
             for k, v in t["ttft_p99_stable"]["change"].items())
-        + ("; same requests in both thirds" if t["ttft_p99_stable"].get("paired") else ""),
+        + ("; same requests in both thirds" if t["ttft_p99_stable"].get("paired") else "")
+        + _context(t["ttft_p99_stable"]),
     }
     for (label, figure), ok in zip(rows.items(), (v["ok"] for v in t.values()), strict=True):
         table.add_row(label, "yes" if ok else "NO", figure)

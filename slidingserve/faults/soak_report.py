@@ -16,7 +16,10 @@ the first and last thirds, the last two thirds):
   schedule is played three times (``SoakConfig.repeat``), the thirds are the plays and the
   bootstrap is paired: it resamples 30-second blocks of the schedule, each drawn request
   bringing its TTFT in the first play and in the last. Otherwise each third's requests are
-  resampled on their own.
+  resampled on their own. Beside the target, for reading it: the medians' change over the same
+  windows, and the host probe's (``soak_watch.host_probe_ms``): on a shared machine the same
+  work can run faster or slower from one third to the next, and a p99 that moves with the
+  median and the probe moved with the machine.
 
 The report keeps every request (``requests.rows``: arrival, tier, stream, outcome, TTFT,
 latency, slot, play) for analyses of its own.
@@ -69,8 +72,23 @@ def ttfts_by_slot(sent: list[Any], tier: str, play: int) -> dict[int, float]:
 
 
 def tail(xs: list[float]) -> dict[str, Any]:
-    """How many TTFTs, and their p99."""
-    return {"n": len(xs), "p99_s": p99(xs)}
+    """How many TTFTs, their p99 and their median."""
+    return {"n": len(xs), "p99_s": p99(xs),
+            "p50_s": float(np.median(xs)) if xs else None}
+
+
+def host_speed(samples: list[dict], first: tuple[float, float],
+               last: tuple[float, float]) -> dict[str, Any]:
+    """The host probe's median in the first and the last window (``soak_watch.host_probe_ms``),
+    and its change: positive when the machine ran the same work slower at the end."""
+    def median(t0: float, t1: float) -> float | None:
+        xs = [s["host_probe_ms"] for s in samples
+              if t0 <= s["t_s"] <= t1 and s.get("host_probe_ms") is not None]
+        return float(np.median(xs)) if xs else None
+
+    a, b = median(*first), median(*last)
+    return {"first_ms": a, "last_ms": b,
+            "change": None if not (a and b) else round(b / a - 1, 4)}
 
 
 def ttft_windows(sent: list[Any], names: list[str], edges: list[float]) -> list[dict]:
@@ -179,6 +197,10 @@ def judge(cfg: Any, tiers: TierSet, sent: list[Any], left: list[Any], watch: Any
     last = {n: tail(xs) for n, xs in late.items()}
     change = {n: (None if not (first[n]["p99_s"] and last[n]["p99_s"])
                   else round(last[n]["p99_s"] / first[n]["p99_s"] - 1, 4)) for n in names}
+    median_change = {n: (None if not (first[n]["p50_s"] and last[n]["p50_s"])
+                         else round(last[n]["p50_s"] / first[n]["p50_s"] - 1, 4))
+                     for n in names}
+    host = host_speed(traffic, (0.0, third), (run_s - third, run_s))
     growth = rss_growth(traffic, run_s - 2 * third, run_s)
     worst = max(growth.items(), key=lambda kv: kv[1], default=("-", 0.0))
     kv_end = final["kv_blocks_used"]
@@ -197,6 +219,10 @@ def judge(cfg: Any, tiers: TierSet, sent: list[Any], left: list[Any], watch: Any
                             "change": change, "limit": TTFT_CHANGE_MAX,
                             "change_interval_90": interval,
                             "paired": cfg.repeat,
+                            # context, not part of the target: the same change of the median,
+                            # and of the host's speed (the same work's time on this machine)
+                            "median_change": median_change,
+                            "host_probe_change": host["change"],
                             "first_window_s": [0.0, round(third, 1)],
                             "last_window_s": [round(run_s - third, 1), round(run_s, 1)]},
     }
@@ -205,7 +231,8 @@ def judge(cfg: Any, tiers: TierSet, sent: list[Any], left: list[Any], watch: Any
         "capacity": capacity, "requests": {**req, **request_rows(sent)},
         "left_mid_stream": {"sent": len(left), "left": sum(1 for x in left if x.left),
                             "examples": sorted({x.message for x in left if not x.left})[:5]},
-        "ttft": {"first": first, "last": last, "change": change,
+        "host": host,
+        "ttft": {"first": first, "last": last, "change": change, "median_change": median_change,
                  "change_interval_90": interval,
                  "windows": ttft_windows(sent, names, edges),
                  "targets_s": {n: tiers[n].ttft_s for n in names}},

@@ -3,8 +3,12 @@
 Every ``period_s``: the resident memory (RSS) of each Ray actor process of the application
 (engine and ingress replicas, the HTTP proxy, the Serve controller, the predictor) and of
 their child processes (vLLM's engine core), the actor ids of the engine and ingress replicas
-(a new id is a restarted replica), and each engine replica's KV blocks in use (from its
-routing stats, ``ReplicaLoad.kv_blocks_used``).
+(a new id is a restarted replica), each engine replica's KV blocks in use (from its
+routing stats, ``ReplicaLoad.kv_blocks_used``), and the host's speed (``host_probe_ms``: the
+fastest of a few runs of one fixed piece of CPU work in this process). When the soak plays one
+schedule several times, the application's load is the same in every play, so a probe that is
+faster or slower in one play than in another measures the machine (its other tenants, its
+clock), not the system under test.
 """
 
 from __future__ import annotations
@@ -21,6 +25,23 @@ from slidingserve.faults.harness import APP_NAME
 SERVE_NAMESPACE = "serve"
 REPLICA_CLASS = f"ServeReplica:{APP_NAME}:"  # + deployment name
 MIB = 2**20
+
+
+PROBE_RUNS = 5
+PROBE_N = 20_000  # about 1-2 ms of CPU per run on a 2020s x86 core
+
+
+def host_probe_ms(runs: int = PROBE_RUNS, n: int = PROBE_N) -> float:
+    """The fastest of ``runs`` timings of one fixed pure-Python loop, in ms: a run that lost
+    the CPU to another process is slower, so the minimum is the host's speed itself."""
+    best = float("inf")
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        acc = 0
+        for i in range(n):
+            acc += i * i
+        best = min(best, time.perf_counter() - t0)
+    return round(best * 1e3, 4)
 
 
 @dataclass(frozen=True)
@@ -124,6 +145,7 @@ class AppWatch:
             "engine_running": {k: s.get("running") for k, s in stats.items()},
             "engine_waiting": {k: sum((s.get("waiting_requests") or {}).values())
                                for k, s in stats.items()},
+            "host_probe_ms": host_probe_ms(),
         }
         self.samples.append(row)
         return row

@@ -199,3 +199,25 @@ def test_the_report_keeps_every_request():
     assert len(rows) == len(traffic(lost=1))
     row = dict(zip(r["requests"]["columns"], rows[0], strict=True))
     assert row["tier"] in TIERS and row["slot"] == 0 and row["play"] == 0
+
+
+def test_the_report_sets_the_medians_and_the_hosts_speed_beside_the_p99():
+    """A slower host at the end shows in the probe's change; the medians' change is reported
+    next to the p99's; neither decides the target."""
+    samples = [{**sample(float(t), 500.0), "host_probe_ms": 2.0 if t < 120 else 3.0}
+               for t in range(0, 181, 2)]
+    r = run_judge(samples, traffic(ttft_late=0.8))
+    stable = r["targets"]["ttft_p99_stable"]
+    assert not stable["ok"]
+    assert r["host"] == {"first_ms": 2.0, "last_ms": 3.0, "change": 0.5}
+    assert stable["host_probe_change"] == 0.5
+    assert stable["median_change"] == {n: 0.6 for n in TIERS}
+    r = run_judge(flat(), traffic())  # samples without the probe (older reports): no figure
+    assert r["host"]["change"] is None and r["targets"]["ttft_p99_stable"]["ok"]
+
+
+def test_the_host_probe_times_fixed_work():
+    from slidingserve.faults.soak_watch import host_probe_ms
+
+    small, large = host_probe_ms(runs=3, n=2_000), host_probe_ms(runs=3, n=200_000)
+    assert 0.0 < small < large
