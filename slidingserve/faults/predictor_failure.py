@@ -58,12 +58,16 @@ def predictor_pid() -> int | None:
     return alive_actors().get(ACTOR_NAME)
 
 
+def label(bundle: Any) -> str:
+    """A model bundle's ``v<version>:<hash>`` label (the hash's first 12 digits)."""
+    return f"v{bundle.version}:{bundle.data_hash[:12]}"
+
+
 def bundle_label(blob: bytes) -> str:
-    """The ``v<version>:<hash>`` label of a published model's bytes."""
+    """The label of a published model's bytes."""
     from predictor.bundle import ModelBundle
 
-    bundle = ModelBundle.from_bytes(blob)
-    return f"v{bundle.version}:{bundle.data_hash[:12]}"
+    return label(ModelBundle.from_bytes(blob))
 
 
 def replica_model_hashes(app: AppUnderTest) -> dict[str, str | None]:
@@ -77,8 +81,7 @@ def replica_model_hashes(app: AppUnderTest) -> dict[str, str | None]:
     for replica in app.engine_replicas():
         path = ReplicaFiles.for_replica(engine, replica).latency_model
         try:
-            bundle = load_bundle(path)
-            out[replica] = f"v{bundle.version}:{bundle.data_hash[:12]}"  # as bundle_label
+            out[replica] = label(load_bundle(path))
         except (ModelFormatError, OSError):
             out[replica] = None
     return out
