@@ -149,7 +149,7 @@ def run_predictor_failure(app: AppUnderTest, auth: dict[str, str],
                             "reason": gate.reason}
     first = replica_model_hashes(app)
     good: Any = ray.get(actor.model_bytes.remote(), timeout=30)
-    # the replicas' directories may hold a model from an earlier actor: wait for this one's
+    # replicas start with the shipped cold-start model (or an earlier actor's): wait for this one's
     published = None if good is None else bundle_label(good[1])
 
     def all_have_model() -> bool:
