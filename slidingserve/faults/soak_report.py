@@ -88,7 +88,9 @@ def host_speed(samples: list[dict], first: tuple[float, float],
 
     a, b = median(*first), median(*last)
     return {"first_ms": a, "last_ms": b,
-            "change": None if not (a and b) else round(b / a - 1, 4)}
+            "change": None if not (a and b) else round(b / a - 1, 4),
+            "t_s": [s["t_s"] for s in samples], "probe_ms": [s.get("host_probe_ms")
+                                                             for s in samples]}
 
 
 def ttft_windows(sent: list[Any], names: list[str], edges: list[float]) -> list[dict]:

@@ -209,7 +209,10 @@ def test_the_report_sets_the_medians_and_the_hosts_speed_beside_the_p99():
     r = run_judge(samples, traffic(ttft_late=0.8))
     stable = r["targets"]["ttft_p99_stable"]
     assert not stable["ok"]
-    assert r["host"] == {"first_ms": 2.0, "last_ms": 3.0, "change": 0.5}
+    host = r["host"]
+    assert (host["first_ms"], host["last_ms"], host["change"]) == (2.0, 3.0, 0.5)
+    assert host["probe_ms"][0] == 2.0 and host["probe_ms"][-1] == 3.0
+    assert len(host["t_s"]) == len(host["probe_ms"])
     assert stable["host_probe_change"] == 0.5
     assert stable["median_change"] == {n: 0.6 for n in TIERS}
     r = run_judge(flat(), traffic())  # samples without the probe (older reports): no figure
