@@ -305,6 +305,13 @@ def plot_soak(report: dict[str, Any], path: Path) -> None:
     ttft.set_ylabel("p99 TTFT (s)")
     ttft.set_xlabel("minutes")
     ttft.legend(fontsize=7, ncol=2)
+    host = report.get("host") or {}
+    probe = [(t / 60, y) for t, y in zip(host.get("t_s", []), host.get("probe_ms", []),
+                                         strict=True) if y is not None]
+    if probe:  # the machine's speed on the same axis of time (higher: slower)
+        speed = ttft.twinx()
+        speed.plot(*zip(*probe, strict=True), color="grey", linewidth=0.8, alpha=0.6)
+        speed.set_ylabel("host probe (ms, grey)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -201,7 +201,7 @@ def test_the_report_keeps_every_request():
     assert row["tier"] in TIERS and row["slot"] == 0 and row["play"] == 0
 
 
-def test_the_report_sets_the_medians_and_the_hosts_speed_beside_the_p99():
+def test_the_report_sets_the_medians_and_the_hosts_speed_beside_the_p99(tmp_path: Path):
     """A slower host at the end shows in the probe's change; the medians' change is reported
     next to the p99's; neither decides the target."""
     samples = [{**sample(float(t), 500.0), "host_probe_ms": 2.0 if t < 120 else 3.0}
@@ -213,6 +213,8 @@ def test_the_report_sets_the_medians_and_the_hosts_speed_beside_the_p99():
     assert (host["first_ms"], host["last_ms"], host["change"]) == (2.0, 3.0, 0.5)
     assert host["probe_ms"][0] == 2.0 and host["probe_ms"][-1] == 3.0
     assert len(host["t_s"]) == len(host["probe_ms"])
+    plot_soak(r, tmp_path / "soak.png")  # the probe's series on the TTFT panel
+    assert (tmp_path / "soak.png").stat().st_size > 0
     assert stable["host_probe_change"] == 0.5
     assert stable["median_change"] == {n: 0.6 for n in TIERS}
     r = run_judge(flat(), traffic())  # samples without the probe (older reports): no figure
