@@ -69,12 +69,10 @@ close to that floor the decodes alone can overrun the tightest decode's slack: a
 long-context decodes take 12.5 ms, and interactive requests finished a few microseconds over
 their mean TPOT. Then, while prefill waits, decodes of tiers below the tightest decode's whose
 slack covers two such steps sit this one out, those with the longest contexts first, as few as
-make the step fit, and the step runs only the prefill predicted to add almost no time to it
-(``catch_up_prefill``, 1%: the step is memory-bound, so its first tokens of prefill are
-computed while the weights are read; filling the time freed with prefill left the tight
-decodes no margin when step times are noisy); if no such set makes it fit, every decode runs.
-Nothing waiting: every decode runs (``fixed_decode_steps``). (docs/results.md: SLO scale
-0.25.)
+make the step fit, and the step runs no prefill (it catches up; filling the time freed with
+prefill left the tight decodes no margin when step times are noisy); if no such set makes it
+fit, every decode runs. Nothing waiting: every decode runs (``fixed_decode_steps``).
+(docs/results.md: SLO scale 0.25.)
 
 Step-time margin (``step_error``, ``policy/step_error.py``). The chunker fits the predicted
 step times a learned margin: measured from how long the planned steps really took, 1 where
@@ -147,10 +145,6 @@ class SlidingServeConfig(PolicyConfig):
     # when the decodes alone are predicted to overrun the tightest decode's slack, lower-tier
     # decodes with slack for two such steps sit it out (longest contexts first; no prefill then)
     fit_decodes: bool = True
-    # the prefill such a catch-up step runs: the largest chunk predicted to add at most this
-    # fraction to the decodes' time (a memory-bound step computes it while it reads the weights;
-    # what it adds is the chunk's KV writes); None: no prefill
-    catch_up_prefill: float | None = Field(default=0.01, ge=0.0, le=0.1)
     e2e_pace: bool = True  # end-to-end-tier decodes bound the chunk by the pace they need
     kv_watermark: float = Field(default=0.01, ge=0.0, lt=1.0)  # free fraction kept when admitting
     # a new request starts its prefill only when the free KV (less the watermark) holds its
@@ -231,11 +225,10 @@ class SlidingServe(Policy):
         # 5. this step's prefill tokens, planned jointly with the next step's
         base = decode_features(ctx)
         queued = pending[queue]
-        limit = min(packer.tokens_left, int(queued.sum()), self._kv_room(table, queue, packer))
         if catch_up:  # the decodes that sat out give the step back to the tight ones
-            tol = self.config.catch_up_prefill
-            limit = 0 if tol is None or limit <= 0 else self._free_chunk(base, limit, tol)
+            limit = 0
         else:
+            limit = min(packer.tokens_left, int(queued.sum()), self._kv_room(table, queue, packer))
             limit = self.kv_pacer.limit(limit, lambda top: self._free_chunk(base, top))
         slack, tpot = self._e2e_pace(now, table, due, e2e_due, has_e2e, decodes, queue, base)
         chunk = self.chunker.forced(limit, slack)  # None: search the grid with predictions
@@ -415,13 +408,12 @@ class SlidingServe(Policy):
             return packer.tokens_left
         return room
 
-    def _free_chunk(self, base: np.ndarray, top: int, tolerance: float | None = None) -> int:
-        """The largest prefill chunk (up to ``top``) that keeps the step within ``tolerance``
-        (default ``kv_pacer.free_tolerance``: the pacer's floor) of its time without prefill."""
+    def _free_chunk(self, base: np.ndarray, top: int) -> int:
+        """The largest prefill chunk (up to ``top``) that keeps the step within
+        ``kv_pacer.free_tolerance`` of its time without prefill (the pacer's floor)."""
         grid = self.chunker.grid(top)
         t = self.latency.predict_features(with_prefill_chunks(base, grid, 0.0))
-        tol = self.config.kv_pacer.free_tolerance if tolerance is None else tolerance
-        bound = (1.0 + tol) * t[0]
+        bound = (1.0 + self.config.kv_pacer.free_tolerance) * t[0]
         return int(grid[np.flatnonzero(t <= bound)[-1]])
 
     def _fit_decodes(

@@ -8,7 +8,6 @@ from policy_factories import decoding, prefilling, roofline, run_to_completion, 
 from test_plan_validity import check_plan
 
 from slidingserve.policy import make_policy, policy_names
-from slidingserve.policy.batch import predict_plan
 from slidingserve.policy.deadlines import next_due
 
 
@@ -204,14 +203,8 @@ def test_loose_decodes_sit_out_a_step_that_would_overrun_the_tightest() -> None:
     assert 1 in keys and 0 < plan.predicted_s <= 0.012
     out = {r.key for r in st.running} - keys
     assert out and all(k >= 100 for k in out)  # only `batch` decodes sat out
-    # a catch-up step: only the prefill the memory-bound step computes at (almost) no cost
-    ran = {r.key for r in st.running} & keys  # the decodes that run
-    decode_only = predict_plan(roofline(), st, [(k, 1) for k in sorted(ran)])
-    assert 0 < plan.stats["prefill_tokens"] <= 512
-    assert plan.predicted_s <= 1.01 * decode_only + 1e-12
+    assert plan.stats["prefill_tokens"] == 0  # a catch-up step: no prefill in the time freed
     check_plan(st, plan, None)
-    none = make_policy("slidingserve", roofline(), catch_up_prefill=None).schedule(st)
-    assert none.stats["prefill_tokens"] == 0 and {k for k, _ in none.scheduled} == ran
     # off: every decode runs and the step overruns the interactive token's deadline
     off = make_policy("slidingserve", roofline(), fit_decodes=False).schedule(st)
     assert {r.key for r in st.running} <= {k for k, _ in off.scheduled}
