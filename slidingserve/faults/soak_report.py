@@ -42,6 +42,11 @@ BLOCK_S = 30.0  # the paired bootstrap resamples the schedule in blocks of this 
 KINDS = ("served", "rejected", "error", "lost")
 
 
+def relative_change(first: float | None, last: float | None) -> float | None:
+    """``last / first - 1``, rounded to 4 digits; None when either is missing (or 0)."""
+    return None if not (first and last) else round(last / first - 1, 4)
+
+
 def p99(xs: list[float]) -> float | None:
     return float(np.percentile(xs, 99)) if xs else None
 
@@ -87,8 +92,7 @@ def host_speed(samples: list[dict], first: tuple[float, float],
         return float(np.median(xs)) if xs else None
 
     a, b = median(*first), median(*last)
-    return {"first_ms": a, "last_ms": b,
-            "change": None if not (a and b) else round(b / a - 1, 4),
+    return {"first_ms": a, "last_ms": b, "change": relative_change(a, b),
             "t_s": [s["t_s"] for s in samples], "probe_ms": [s.get("host_probe_ms")
                                                              for s in samples]}
 
@@ -197,11 +201,8 @@ def judge(cfg: Any, tiers: TierSet, sent: list[Any], left: list[Any], watch: Any
         interval = {n: p99_change_interval(early[n], late[n]) for n in names}
     first = {n: tail(xs) for n, xs in early.items()}
     last = {n: tail(xs) for n, xs in late.items()}
-    change = {n: (None if not (first[n]["p99_s"] and last[n]["p99_s"])
-                  else round(last[n]["p99_s"] / first[n]["p99_s"] - 1, 4)) for n in names}
-    median_change = {n: (None if not (first[n]["p50_s"] and last[n]["p50_s"])
-                         else round(last[n]["p50_s"] / first[n]["p50_s"] - 1, 4))
-                     for n in names}
+    change = {n: relative_change(first[n]["p99_s"], last[n]["p99_s"]) for n in names}
+    median_change = {n: relative_change(first[n]["p50_s"], last[n]["p50_s"]) for n in names}
     host = host_speed(traffic, (0.0, third), (run_s - third, run_s))
     growth = rss_growth(traffic, run_s - 2 * third, run_s)
     worst = max(growth.items(), key=lambda kv: kv[1], default=("-", 0.0))

@@ -46,14 +46,12 @@ def _row(v: RequestView) -> tuple[float, ...]:
     costs more than the rest of the row; tests/policy/test_table.py checks that they agree).
     Integer fields become floats in the matrix (``read_rows``' ``fromiter``).
     """
-    priority, weight, ttft, tpot, e2e = _TIER_COLUMNS(v.tier)
-    if e2e is None:
-        e2e = _INF  # no end-to-end target
+    priority, weight, ttft, tpot, e2e, banked = _tier_row(v.tier)
     arrival, generated, first = v.arrival_s, v.num_generated, v.first_token_s
     e2e_due = arrival + e2e
     if not generated or first is None:
         due = arrival + ttft
-    elif v.tier.decode_deadlines == "banked":
+    elif banked:
         anchor = arrival + ttft
         due = (first if first > anchor else anchor) + (generated + 1) * tpot
     else:
