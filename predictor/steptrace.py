@@ -60,6 +60,8 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
     SCHEMA_COLUMN,
 )
 PARQUET_SUFFIXES = (".parquet", ".pq")
+PARQUET_ROW_GROUP_ROWS = 2048  # rows per Parquet row group (a tail reads whole groups)
+TIMESTAMP_COLUMN = "timestamp_s"  # optional extra column: wall time of the step
 CSV_SUFFIXES = (".csv",)
 
 
@@ -321,6 +323,53 @@ def read_steptrace(path: str | os.PathLike[str]) -> StepTrace:
     return StepTrace.from_table(table, source=str(p))
 
 
+def read_steptrace_since(path: str | os.PathLike[str], after_s: float) -> StepTrace | None:
+    """The rows of the step-trace file ``path`` whose ``timestamp_s`` is after ``after_s``
+    (None when there are none, or the file has no timestamps).
+
+    For a tail that follows a trace rewritten as it grows: a Parquet file is read only from the
+    first row group holding a newer row (``write_steptrace`` writes groups of
+    ``PARQUET_ROW_GROUP_ROWS``, oldest first), so what a read decodes, and the memory it
+    leaves with the allocator, follows the new rows, not the window the file holds."""
+    p = Path(path)
+    if not p.exists():
+        raise StepTraceError(f"step-trace path {str(p)!r} does not exist")
+    if _format_of(p) != "parquet":
+        trace = read_steptrace(p)
+        ts = trace.extra.get(TIMESTAMP_COLUMN)
+        if ts is None:
+            return None
+        keep = np.asarray(ts, dtype=np.float64) > after_s
+        return trace.subset(np.flatnonzero(keep)) if keep.any() else None
+    try:
+        # one read of the bytes (see read_steptrace), then only the row groups needed
+        f = pq.ParquetFile(pa.BufferReader(p.read_bytes()))
+        names = f.schema_arrow.names
+        if TIMESTAMP_COLUMN not in names:
+            return None
+        col = names.index(TIMESTAMP_COLUMN)
+        groups = [g for g in range(f.num_row_groups) if _newest(f, g, col) > after_s]
+        if not groups:
+            return None
+        table = f.read_row_groups(groups)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise StepTraceError(f"step-trace file {str(p)!r} is unreadable as parquet: {e}") from e
+    ts = np.asarray(table.column(TIMESTAMP_COLUMN).to_numpy(zero_copy_only=False),
+                    dtype=np.float64)
+    keep = ts > after_s
+    if not keep.any():
+        return None
+    return StepTrace.from_table(table.filter(pa.array(keep)), source=str(p))
+
+
+def _newest(f: pq.ParquetFile, group: int, column: int) -> float:
+    """The largest value of ``column`` in row group ``group`` (inf when not recorded)."""
+    stats = f.metadata.row_group(group).column(column).statistics
+    if stats is None or not stats.has_min_max:
+        return float("inf")
+    return float(stats.max)
+
+
 def write_steptrace(trace: StepTrace, path: str | os.PathLike[str]) -> Path:
     """Validate and write a step trace atomically; the format follows the suffix."""
     p = Path(path)
@@ -332,7 +381,7 @@ def write_steptrace(trace: StepTrace, path: str | os.PathLike[str]) -> Path:
     os.close(fd)
     try:
         if fmt == "parquet":
-            pq.write_table(table, tmp)
+            pq.write_table(table, tmp, row_group_size=PARQUET_ROW_GROUP_ROWS)
         else:
             pacsv.write_csv(table, tmp)
         os.chmod(tmp, 0o644)

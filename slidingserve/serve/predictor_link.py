@@ -61,8 +61,10 @@ class StepTraceTail:
         self._stamp: tuple[int, int] | None = None
 
     def new_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """(X, latency_s, predicted_s) of rows not seen yet, or None."""
-        from predictor.steptrace import read_steptrace
+        """(X, latency_s, predicted_s) of rows not seen yet, or None. Only the file's newest
+        row groups are decoded (``read_steptrace_since``): a read's cost and the memory it
+        leaves behind follow the new rows, not the window the trace holds."""
+        from predictor.steptrace import read_steptrace_since
 
         try:
             st = self.path.stat()
@@ -72,16 +74,14 @@ class StepTraceTail:
         if stamp == self._stamp:
             return None
         self._stamp = stamp
-        trace = read_steptrace(self.path)
-        ts = np.asarray(trace.extra.get("timestamp_s", np.zeros(len(trace))), dtype=np.float64)
-        fresh = ts > self.last_ts
-        if not fresh.any():
+        trace = read_steptrace_since(self.path, self.last_ts)
+        if trace is None:
             return None
-        self.last_ts = float(ts[fresh].max())
+        self.last_ts = float(np.max(trace.extra["timestamp_s"]))
         predicted = trace.extra.get("predicted_s")
-        pred = np.asarray(predicted, dtype=np.float64)[fresh] if predicted is not None else \
-            np.full(int(fresh.sum()), np.nan)
-        return trace.X[fresh], trace.latency_s[fresh], pred
+        pred = np.asarray(predicted, dtype=np.float64) if predicted is not None else \
+            np.full(len(trace), np.nan)
+        return trace.X, trace.latency_s, pred
 
 
 class PredictorLink:

@@ -13,6 +13,7 @@ import pyarrow.csv as pacsv
 import pytest
 
 from predictor.steptrace import (
+    PARQUET_ROW_GROUP_ROWS,
     REQUIRED_COLUMNS,
     Provenance,
     StepRecorder,
@@ -20,6 +21,7 @@ from predictor.steptrace import (
     StepTraceError,
     aggregate_identical,
     read_steptrace,
+    read_steptrace_since,
     write_steptrace,
 )
 from slidingserve.latency.features import FEATURE_NAMES, BatchShape
@@ -190,3 +192,72 @@ def test_a_string_column_with_missing_values_keeps_them_missing(tmp_path: Path) 
     trace = StepTrace.from_arrays(X, np.full(4, 0.01), PROV, {"latency_version": names})
     back = read_steptrace(write_steptrace(trace, tmp_path / "t.parquet"))
     assert back.extra["latency_version"].tolist() == ["v1", None, "v2", "v1"]
+
+
+def _stamped(n: int) -> StepTrace:
+    """``n`` steps, the i-th stamped ``i + 1`` seconds."""
+    shapes = [BatchShape(prefill=((1 + i % 300, 0),), decode_ctx=(i % 7,)) for i in range(n)]
+    t = StepTrace.from_shapes(shapes, [0.001 + 1e-6 * i for i in range(n)], PROV)
+    t.extra["timestamp_s"] = np.arange(1, n + 1, dtype=np.float64)
+    return t
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_rows_since_a_time_are_the_newer_rows_of_the_whole_file(tmp_path: Path,
+                                                                 suffix: str) -> None:
+    n = 2 * PARQUET_ROW_GROUP_ROWS + 500
+    path = write_steptrace(_stamped(n), tmp_path / f"steps.{suffix}")
+    whole = read_steptrace(path)
+    for after in (0.0, 10.0, float(PARQUET_ROW_GROUP_ROWS), n - 3.5):
+        got = read_steptrace_since(path, after)
+        assert got is not None
+        keep = np.flatnonzero(whole.extra["timestamp_s"] > after)
+        assert np.array_equal(got.X, whole.X[keep])
+        assert np.array_equal(got.latency_s, whole.latency_s[keep])
+        assert got.provenance["model"].tolist() == ["tiny@float32"] * len(keep)
+    assert read_steptrace_since(path, float(n)) is None
+    no_stamps = write_steptrace(_trace(), tmp_path / f"plain.{suffix}")
+    assert read_steptrace_since(no_stamps, 0.0) is None
+    with pytest.raises(StepTraceError, match="does not exist"):
+        read_steptrace_since(tmp_path / f"none.{suffix}", 0.0)
+
+
+def test_rows_since_a_time_decode_only_the_row_groups_holding_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a tail decodes follows the new rows, not the file: a trace of three row groups
+    read after a time in the last group reads that group alone."""
+    import pyarrow.parquet as pq
+
+    n = 2 * PARQUET_ROW_GROUP_ROWS + 500
+    path = write_steptrace(_stamped(n), tmp_path / "steps.parquet")
+    assert pq.ParquetFile(path).num_row_groups == 3
+    read: list[list[int]] = []
+    real = pq.ParquetFile.read_row_groups
+
+    def spy(self: Any, groups: Any, *args: Any, **kwargs: Any) -> Any:
+        read.append(list(groups))
+        return real(self, groups, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_groups", spy)
+    got = read_steptrace_since(path, n - 100.0)
+    assert got is not None and len(got) == 100
+    assert read == [[2]]
+    read_steptrace_since(path, PARQUET_ROW_GROUP_ROWS - 1.0)  # the first group's last row
+    assert read[-1] == [0, 1, 2]
+
+
+def test_the_link_tail_forwards_each_row_once_as_the_trace_is_rewritten(tmp_path: Path) -> None:
+    from slidingserve.serve.predictor_link import StepTraceTail
+
+    full = _stamped(3 * PARQUET_ROW_GROUP_ROWS)
+    path = tmp_path / "steps.parquet"
+    tail = StepTraceTail(path)
+    assert tail.new_rows() is None  # no file yet
+    seen = []
+    for held in (40, 45, 2100, 2100, 4500, 6144):
+        write_steptrace(full.subset(np.arange(held)), path)
+        rows = tail.new_rows()
+        if rows is not None:
+            seen.append(rows[1])
+    assert tail.new_rows() is None  # unchanged file
+    assert np.array_equal(np.concatenate(seen), full.latency_s)
