@@ -327,10 +327,10 @@ def read_steptrace_since(path: str | os.PathLike[str], after_s: float) -> StepTr
     """The rows of the step-trace file ``path`` whose ``timestamp_s`` is after ``after_s``
     (None when there are none, or the file has no timestamps).
 
-    For a tail that follows a trace rewritten as it grows: a Parquet file is read only from the
-    first row group holding a newer row (``write_steptrace`` writes groups of
-    ``PARQUET_ROW_GROUP_ROWS``, oldest first), so what a read decodes, and the memory it
-    leaves with the allocator, follows the new rows, not the window the file holds."""
+    For a tail that follows a trace rewritten as it grows: of a Parquet file only the row groups
+    holding a newer row are decoded (by the groups' statistics; ``write_steptrace`` writes
+    groups of ``PARQUET_ROW_GROUP_ROWS`` rows, oldest first), so what a read decodes, and the
+    memory it leaves with the allocator, follows the new rows, not the window the file holds."""
     p = Path(path)
     if not p.exists():
         raise StepTraceError(f"step-trace path {str(p)!r} does not exist")

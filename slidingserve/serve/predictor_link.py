@@ -64,7 +64,7 @@ class StepTraceTail:
         """(X, latency_s, predicted_s) of rows not seen yet, or None. Only the file's newest
         row groups are decoded (``read_steptrace_since``): a read's cost and the memory it
         leaves behind follow the new rows, not the window the trace holds."""
-        from predictor.steptrace import read_steptrace_since
+        from predictor.steptrace import TIMESTAMP_COLUMN, read_steptrace_since
 
         try:
             st = self.path.stat()
@@ -77,7 +77,7 @@ class StepTraceTail:
         trace = read_steptrace_since(self.path, self.last_ts)
         if trace is None:
             return None
-        self.last_ts = float(np.max(trace.extra["timestamp_s"]))
+        self.last_ts = float(np.max(trace.extra[TIMESTAMP_COLUMN]))
         predicted = trace.extra.get("predicted_s")
         pred = np.asarray(predicted, dtype=np.float64) if predicted is not None else \
             np.full(len(trace), np.nan)
