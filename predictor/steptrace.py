@@ -336,30 +336,26 @@ def read_steptrace_since(path: str | os.PathLike[str], after_s: float) -> StepTr
         raise StepTraceError(f"step-trace path {str(p)!r} does not exist")
     if _format_of(p) != "parquet":
         trace = read_steptrace(p)
-        ts = trace.extra.get(TIMESTAMP_COLUMN)
-        if ts is None:
-            return None
-        keep = np.asarray(ts, dtype=np.float64) > after_s
-        return trace.subset(np.flatnonzero(keep)) if keep.any() else None
-    try:
-        # one read of the bytes (see read_steptrace), then only the row groups needed
-        f = pq.ParquetFile(pa.BufferReader(p.read_bytes()))
-        names = f.schema_arrow.names
-        if TIMESTAMP_COLUMN not in names:
-            return None
-        col = names.index(TIMESTAMP_COLUMN)
-        groups = [g for g in range(f.num_row_groups) if _newest(f, g, col) > after_s]
-        if not groups:
-            return None
-        table = f.read_row_groups(groups)
-    except (pa.ArrowInvalid, OSError) as e:
-        raise StepTraceError(f"step-trace file {str(p)!r} is unreadable as parquet: {e}") from e
-    ts = np.asarray(table.column(TIMESTAMP_COLUMN).to_numpy(zero_copy_only=False),
-                    dtype=np.float64)
-    keep = ts > after_s
-    if not keep.any():
+    else:
+        try:
+            # one read of the bytes (see read_steptrace), then only the row groups needed
+            f = pq.ParquetFile(pa.BufferReader(p.read_bytes()))
+            names = f.schema_arrow.names
+            if TIMESTAMP_COLUMN not in names:
+                return None
+            col = names.index(TIMESTAMP_COLUMN)
+            groups = [g for g in range(f.num_row_groups) if _newest(f, g, col) > after_s]
+            if not groups:
+                return None
+            table = f.read_row_groups(groups)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise StepTraceError(f"step-trace file {str(p)!r} is unreadable as parquet: {e}") from e
+        trace = StepTrace.from_table(table, source=str(p))
+    ts = trace.extra.get(TIMESTAMP_COLUMN)
+    if ts is None:
         return None
-    return StepTrace.from_table(table.filter(pa.array(keep)), source=str(p))
+    keep = np.flatnonzero(np.asarray(ts, dtype=np.float64) > after_s)
+    return trace.subset(keep) if keep.size else None
 
 
 def _newest(f: pq.ParquetFile, group: int, column: int) -> float:

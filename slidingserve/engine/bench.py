@@ -324,10 +324,10 @@ class EngineBench:
         """The adapter's per-step overhead since ``since_s`` (wall clock), from its step trace."""
         if not self.step_trace.exists():
             return None
-        from predictor.steptrace import read_steptrace
+        from predictor.steptrace import TIMESTAMP_COLUMN, read_steptrace
 
         trace = read_steptrace(self.step_trace)
-        ts = np.asarray(trace.extra["timestamp_s"], dtype=float)
+        ts = np.asarray(trace.extra[TIMESTAMP_COLUMN], dtype=float)
         keep = ts >= since_s
         if not keep.any():
             return None

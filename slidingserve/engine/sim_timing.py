@@ -165,12 +165,12 @@ def trial_step_fits(path: Path, trials: dict[str, dict[str, Any]], model: Latenc
     """``step_fit`` of each trial (keyed like ``trials``) from the step trace at ``path``;
     ``by_workload``: each fit also holds one per workload of the trial (``workloads``: seed ->
     fit, from ``workload_windows``; None for a workload with too few steps)."""
-    from predictor.steptrace import read_steptrace
+    from predictor.steptrace import TIMESTAMP_COLUMN, read_steptrace
 
     if not path.exists():
         return {k: None for k in trials}
     trace = read_steptrace(path)
-    ts = np.asarray(trace.extra["timestamp_s"], dtype=float)
+    ts = np.asarray(trace.extra[TIMESTAMP_COLUMN], dtype=float)
     predicted = model.predict_features(trace.X)
     prefill = trace.X[:, F_PREFILL_TOKENS] > 0
     columns = ("sched_s", "num_running", "num_waiting")

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from predictor.steptrace import Provenance, StepTrace, write_steptrace
+from predictor.steptrace import TIMESTAMP_COLUMN, Provenance, StepTrace, write_steptrace
 from slidingserve.latency.features import N_FEATURES
 
 
@@ -163,7 +163,7 @@ class StepLog:
         i = self.total % self.keep
         self._X[i] = p.features
         self._latency[i] = latency
-        row = {"timestamp_s": time.time(), **p.columns, "policy": self.policy,
+        row = {TIMESTAMP_COLUMN: time.time(), **p.columns, "policy": self.policy,
                "latency_version": latency_version}
         for name, value in row.items():
             col = self._columns.get(name)
