@@ -24,6 +24,7 @@ from slidingserve.capacity.config import CapacityConfig, Contender
 from slidingserve.capacity.limit import throughput_limit
 from slidingserve.capacity.protocol import qoserve_tiers, run_completion_trial
 from slidingserve.capacity.search import TrialCache, find_knee, sweep_knee
+from slidingserve.capacity.step_rate import step_rate_bound
 from slidingserve.capacity.trial import (
     EarlyPass,
     TrialResult,
@@ -34,7 +35,7 @@ from slidingserve.capacity.trial import (
 from slidingserve.latency import LatencyModel, RooflineModel
 from slidingserve.latency.features import decode_features, with_prefill_chunks
 from slidingserve.policy import make_policy
-from slidingserve.sim.fleet import fleet_speed
+from slidingserve.sim.fleet import fleet_latencies, fleet_speed
 from slidingserve.slo import TierSet, load_tiers, scale_tiers
 from slidingserve.workload import Trace, load_trace, synthetic_lengths
 
@@ -188,6 +189,23 @@ def estimate_start_rate(
     return 0.7 * sim_chunk / (prompt * step)
 
 
+def fleet_step_rate_bound(
+    config: CapacityConfig, tiers: TierSet, trace: Trace | None, latency: LatencyModel
+) -> dict[str, Any] | None:
+    """The step-rate bound (``capacity.step_rate``) of the whole fleet: the sum of its
+    replicas' bounds, each on its own latency model; None where no tier is judged on TPOT."""
+    if trace is not None:
+        prompt, output = trace.prompt_len, trace.output_len
+    else:
+        prompt, output = synthetic_lengths(10_000, np.random.default_rng(0))
+    per = [step_rate_bound(lat, tiers, prompt, output, config.tier_mix)
+           for lat in fleet_latencies(config.sim, latency)]
+    if per[0] is None:
+        return None
+    return {**per[0], "rate_rps": sum(b["rate_rps"] for b in per if b is not None),
+            "replicas": len(per)}
+
+
 def run_capacity(config: CapacityConfig, progress: Progress | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     tiers = (
@@ -256,6 +274,7 @@ def run_capacity(config: CapacityConfig, progress: Progress | None = None) -> di
             v["fraction_of_limit"] = v["capacity_rps"] / limit["rate_rps"]
     out: dict[str, Any] = {
         "throughput_limit": limit,
+        "step_rate_bound": fleet_step_rate_bound(config, tiers, trace, latency),
         "policies": {k: v for k, v in results.items() if k in requested},
         "ablation": {k: v for k, v in results.items() if k not in requested},
         "reference": ref,

@@ -320,6 +320,7 @@ def run_map(
                 for k in ("best_baseline", "capacity_ratio", "capacity_ratio_90")
             },
             "timing_model": config.sim.timing.label(),
+            "step_rate_bound_rps": (result.get("step_rate_bound") or {}).get("rate_rps"),
             "wall_s": time.perf_counter() - t0,
             "settings": settings,
         }
@@ -374,6 +375,7 @@ def map_table(rows: Sequence[dict[str, Any]], ours: str = "slidingserve") -> Tab
     for n in names:
         table.add_column(n, justify="right", no_wrap=True)
     table.add_column(f"{ours} / best", justify="right", no_wrap=True)
+    table.add_column("TPOT bound", justify="right", no_wrap=True)  # capacity.step_rate
     for r in rows:
         caps = [
             "-" if n not in r["policies"] else
@@ -395,6 +397,7 @@ def map_table(rows: Sequence[dict[str, Any]], ours: str = "slidingserve") -> Tab
             "mix" if share is None else f"{share:g}",
             *caps,
             ratio,
+            "-" if r.get("step_rate_bound_rps") is None else f"{r['step_rate_bound_rps']:.2f}",
         )
     return table
 

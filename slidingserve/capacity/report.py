@@ -44,6 +44,13 @@ def capacity_table(result: dict[str, Any], title: str = "Capacity under SLOs") -
             f"throughput limit (no SLO, decodes-first at {limit['budget']} tokens): "
             f"{limit['rate_rps']:.2f} rps"
         )
+    bound = result.get("step_rate_bound")
+    if bound:
+        table.caption = (table.caption + "\n" if table.caption else "") + (
+            f"step-rate bound ({bound['tier']}'s {bound['tpot_s'] * 1e3:g} ms TPOT: "
+            f">= {bound['steps_per_s']:.0f} steps/s of {bound['fixed_step_s'] * 1e3:.2f} ms "
+            f"fixed each): {bound['rate_rps']:.2f} rps"
+        )
     if cmp.get("capacity_ratio") is not None:
         table.caption = (table.caption + "\n" if table.caption else "") + (
             f"slidingserve / {cmp['best_baseline']}: {cmp['capacity_ratio']:.2f}x (1%), "

@@ -128,6 +128,8 @@ def test_map_cli_writes_cells_and_resumes(tmp_path):
         for v in c["policies"].values():
             assert v["capacity_rps"] > 0 and "capacity_rps_90" in v
     assert (out / "map.png").stat().st_size > 0
+    # the step-rate bound (capacity.step_rate) rises as the TPOT targets loosen
+    assert 0 < cells[0]["step_rate_bound_rps"] < cells[1]["step_rate_bound_rps"]
     # Relaxed SLOs cannot lower a capacity by much (same workload seed, coarse tolerance).
     assert cells[1]["policies"]["vllm-fcfs"]["capacity_rps"] >= (
         0.6 * cells[0]["policies"]["vllm-fcfs"]["capacity_rps"]
