@@ -102,7 +102,8 @@ def workload_bound(specs: Sequence[RequestSpec], tiers: TierSet, tokens_per_s: f
     return late_lower_bound(arrival, work, due, tokens_per_s, grid)
 
 
-def _positive_floats(text: str) -> list[float]:
+def positive_floats(text: str) -> list[float]:
+    """argparse type: comma-separated positive numbers."""
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -120,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--num-requests", type=int, default=20000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tiers", default=None, help="Tier set name or YAML (default: qoserve).")
-    p.add_argument("--tokens-per-s", type=_positive_floats, required=True,
+    p.add_argument("--tokens-per-s", type=positive_floats, required=True,
                    help="Comma-separated ceilings C (tokens/s) to bound with.")
     p.add_argument("--grid", type=int, default=64)
     a = p.parse_args(argv)

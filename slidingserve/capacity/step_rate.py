@@ -106,22 +106,14 @@ def step_rate_bound(
     }
 
 
-def _scales(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
-    if not values or any(not v > 0 for v in values):
-        raise argparse.ArgumentTypeError(f"every SLO scale must be > 0, got {text!r}")
-    return values
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    from slidingserve.capacity.late_bound import positive_floats
+
     p = argparse.ArgumentParser(prog="python -m slidingserve.capacity.step_rate",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--trace", default=None, help="Trace CSV (default: synthetic lengths).")
     p.add_argument("--tiers", default=None, help="Tier set name or YAML (default: qoserve).")
-    p.add_argument("--slo-scale", type=_scales, default=[1.0],
+    p.add_argument("--slo-scale", type=positive_floats, default=[1.0],
                    help="Comma-separated SLO scales (every target x each).")
     p.add_argument("--latency-model", default=None,
                    help="roofline-h100 (default), qoserve-a100, or a predictor model dir.")

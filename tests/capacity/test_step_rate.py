@@ -81,3 +81,15 @@ def test_no_simulated_schedule_keeps_the_tpot_above_the_bound(policy: str) -> No
 
     assert attainment(0.5 * bound["rate_rps"]) >= 0.95
     assert attainment(1.1 * bound["rate_rps"]) < 0.5
+
+
+def test_the_cli_prints_a_line_per_scale_and_names_a_bad_value(capsys) -> None:
+    from slidingserve.capacity.step_rate import main
+
+    assert main(["--slo-scale", "0.25,1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in out] == ["SLO x0.25", "SLO x1"]
+    assert all("req/s (interactive" in line for line in out)
+    with pytest.raises(SystemExit):
+        main(["--slo-scale", "0,1"])
+    assert "'0,1'" in capsys.readouterr().err
