@@ -317,7 +317,8 @@ def run_map(
             "budgets": {name: r["budget"] for name, r in result["policies"].items()},
             "comparison": {
                 k: result["comparison"].get(k)
-                for k in ("best_baseline", "capacity_ratio", "capacity_ratio_90")
+                for k in ("best_baseline", "best_baseline_90", "capacity_ratio",
+                          "capacity_ratio_90")
             },
             "timing_model": config.sim.timing.label(),
             "step_rate_bound_rps": (result.get("step_rate_bound") or {}).get("rate_rps"),

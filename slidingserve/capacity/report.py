@@ -53,8 +53,9 @@ def capacity_table(result: dict[str, Any], title: str = "Capacity under SLOs") -
         )
     if cmp.get("capacity_ratio") is not None:
         table.caption = (table.caption + "\n" if table.caption else "") + (
-            f"slidingserve / {cmp['best_baseline']}: {cmp['capacity_ratio']:.2f}x (1%), "
-            + (f"{cmp['capacity_ratio_90']:.2f}x (90%)" if cmp.get("capacity_ratio_90") else "")
+            f"slidingserve / {cmp['best_baseline']}: {cmp['capacity_ratio']:.2f}x (1%)"
+            + (f", / {cmp.get('best_baseline_90', cmp['best_baseline'])}: "
+               f"{cmp['capacity_ratio_90']:.2f}x (90%)" if cmp.get("capacity_ratio_90") else "")
         )
         heavy = cmp.get("heavy_load")
         if heavy and heavy.get("violation_ratio") is not None:

@@ -89,3 +89,23 @@ def test_config_rejects_duplicates_and_bad_budgets():
     assert "slidingserve-no-e2e-pace" in labels and "slidingserve-no-fit-decodes" in labels
     assert "slidingserve-no-kv-pacer" in labels and "slidingserve-no-learned-reserve" in labels
     assert "slidingserve-no-step-margin" in labels and "slidingserve-no-ttft-floor" in labels
+
+
+def test_each_criterion_compares_with_the_baseline_best_at_it():
+    from slidingserve.capacity.harness import _comparison
+    from slidingserve.capacity.report import capacity_table
+
+    pols = {
+        "slidingserve": {"policy": "slidingserve", "capacity_rps": 16.0, "capacity_rps_90": 29.0},
+        "qoserve": {"policy": "qoserve", "capacity_rps": 18.0, "capacity_rps_90": 25.0},
+        "vllm-priority": {"policy": "vllm-priority", "capacity_rps": 18.5, "capacity_rps_90": 20.0},
+    }
+    out = {"policies": pols, "curve": {"lines": {}}, "reference": "qoserve"}
+    cmp = _comparison(out, CapacityConfig(contenders=[Contender(label="s", policy="slidingserve")]))
+    assert (cmp["best_baseline"], cmp["best_baseline_90"]) == ("vllm-priority", "qoserve")
+    assert cmp["capacity_ratio"] == pytest.approx(16.0 / 18.5)
+    assert cmp["capacity_ratio_90"] == pytest.approx(29.0 / 25.0)  # not 29 / 20
+    spread = {"capacity_rps": {"min": 0.0, "max": 0.0}}
+    table = capacity_table({"policies": {k: {**v, "spread": spread, "budget": None, "trials": 1}
+                                         for k, v in pols.items()}, "comparison": cmp})
+    assert "/ qoserve: 1.16x (90%)" in str(table.caption)
