@@ -37,7 +37,7 @@ from slidingserve.latency.features import decode_features, with_prefill_chunks
 from slidingserve.policy import make_policy
 from slidingserve.sim.fleet import fleet_latencies, fleet_speed
 from slidingserve.slo import TierSet, load_tiers, scale_tiers
-from slidingserve.workload import Trace, load_trace, synthetic_lengths
+from slidingserve.workload import Trace, load_trace, workload_lengths
 
 Progress = Callable[[int, int, str], None]
 
@@ -175,11 +175,8 @@ def estimate_start_rate(
 ) -> float:
     """A first guess: the rate whose prefills fill 2048-token steps (latency model: default
     the roofline H100)."""
-    if trace is not None:
-        prompt, output = float(trace.prompt_len.mean()), float(trace.output_len.mean())
-    else:
-        p, o = synthetic_lengths(10_000, np.random.default_rng(0))
-        prompt, output = float(p.mean()), float(o.mean())
+    p, o = workload_lengths(trace)
+    prompt, output = float(p.mean()), float(o.mean())
     base = decode_features([int(prompt + output / 2)] * 64)
     step = float(
         (latency or RooflineModel()).predict_features(
@@ -194,12 +191,12 @@ def fleet_step_rate_bound(
 ) -> dict[str, Any] | None:
     """The step-rate bound (``capacity.step_rate``) of the whole fleet: the sum of its
     replicas' bounds, each on its own latency model; None where no tier is judged on TPOT."""
-    if trace is not None:
-        prompt, output = trace.prompt_len, trace.output_len
-    else:
-        prompt, output = synthetic_lengths(10_000, np.random.default_rng(0))
-    per = [step_rate_bound(lat, tiers, prompt, output, config.tier_mix)
-           for lat in fleet_latencies(config.sim, latency)]
+    prompt, output = workload_lengths(trace)
+    fleet = fleet_latencies(config.sim, latency)
+    # one bound per distinct model (a homogeneous fleet shares one object)
+    bounds = {id(lat): step_rate_bound(lat, tiers, prompt, output, config.tier_mix)
+              for lat in fleet}
+    per = [bounds[id(lat)] for lat in fleet]
     if per[0] is None:
         return None
     return {**per[0], "rate_rps": sum(b["rate_rps"] for b in per if b is not None),

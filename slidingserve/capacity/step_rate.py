@@ -81,12 +81,13 @@ def step_rate_bound(
     per_request = float(fit["per_decode_s"] * decodes.mean()
                         + fit["per_context_token_s"] * context.mean())
     fixed_share = fit["fixed_step_s"] / tau  # of each second, while the tier decodes
+
+    def busy(rate: float) -> float:
+        return 1.0 - math.exp(-share * rate * float(decodes.mean()) * tau)
+
     if fixed_share >= 1.0:
         rate = 0.0
     else:
-        def busy(rate: float) -> float:
-            return 1.0 - math.exp(-share * rate * float(decodes.mean()) * tau)
-
         lo, hi = 0.0, 1.0 / per_request if per_request > 0 else 1e9
         for _ in range(100):  # used(rate) = busy x fixed_share + rate x per_request rises
             mid = (lo + hi) / 2.0
@@ -101,7 +102,7 @@ def step_rate_bound(
         "tpot_s": tau,
         "steps_per_s": 1.0 / tau,
         "per_request_decode_s": per_request,
-        "busy_fraction": 1.0 - math.exp(-share * rate * float(decodes.mean()) * tau),
+        "busy_fraction": busy(rate),
         **fit,
     }
 
@@ -119,13 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="roofline-h100 (default), qoserve-a100, or a predictor model dir.")
     a = p.parse_args(argv)
     from slidingserve.capacity.trial import load_latency_model
-    from slidingserve.workload import load_trace, synthetic_lengths
+    from slidingserve.workload import load_trace, workload_lengths
 
-    if a.trace:
-        trace = load_trace(a.trace)
-        prompt, output = trace.prompt_len, trace.output_len
-    else:
-        prompt, output = synthetic_lengths(10_000, np.random.default_rng(0))
+    prompt, output = workload_lengths(load_trace(a.trace) if a.trace else None)
     latency = load_latency_model(a.latency_model)
     for scale in a.slo_scale:
         b = step_rate_bound(latency, scale_tiers(load_tiers(a.tiers), scale), prompt, output)

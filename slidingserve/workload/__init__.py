@@ -3,7 +3,7 @@
 from slidingserve.workload.arrivals import gamma_arrivals, poisson_arrivals
 from slidingserve.workload.build import WorkloadConfig, build_workload
 from slidingserve.workload.spec import RequestSpec
-from slidingserve.workload.synthetic import synthetic_lengths
+from slidingserve.workload.synthetic import synthetic_lengths, workload_lengths
 from slidingserve.workload.tiermix import (
     TierMixError,
     assign_tiers,
@@ -28,4 +28,5 @@ __all__ = [
     "poisson_arrivals",
     "synthetic_lengths",
     "top_tier_mix",
+    "workload_lengths",
 ]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from slidingserve.workload.trace import Trace
+
 PROMPT_MEDIAN, PROMPT_MEAN, PROMPT_MAX = 1020.0, 1155.0, 8192
 OUTPUT_MEDIAN, OUTPUT_MEAN, OUTPUT_MAX = 129.0, 211.0, 2048
 
@@ -24,3 +26,11 @@ def synthetic_lengths(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.
     prompt = np.clip(np.rint(_lognormal(PROMPT_MEDIAN, PROMPT_MEAN, n, rng)), 1, PROMPT_MAX)
     output = np.clip(np.rint(_lognormal(OUTPUT_MEDIAN, OUTPUT_MEAN, n, rng)), 1, OUTPUT_MAX)
     return prompt.astype(np.int64), output.astype(np.int64)
+
+
+def workload_lengths(trace: Trace | None, n: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
+    """(prompt_len, output_len) of a workload: the trace's, or ``n`` synthetic pairs (seed 0)
+    when there is no trace. What the capacity harness's estimates read lengths from."""
+    if trace is not None:
+        return trace.prompt_len, trace.output_len
+    return synthetic_lengths(n, np.random.default_rng(0))
