@@ -47,6 +47,7 @@ from slidingserve.engine.progress import TrialProgress
 from slidingserve.engine.sim_timing import PER_TRIAL
 from slidingserve.engine.slo import slo_extra_args
 from slidingserve.latency.named import SHIPPED_MODEL_DIRS
+from slidingserve.metrics.host import host_info
 from slidingserve.metrics.records import RequestRecord, write_records_csv
 from slidingserve.metrics.summary import summarize, worst_tier_violation_rate
 from slidingserve.slo.tiers import TierSet, tiers_from_dict
@@ -417,6 +418,14 @@ def requests_csv(folder: Path, rate: float, simulated: bool = False) -> Path:
     return folder / "requests" / f"rate-{rate:g}{'.sim' if simulated else ''}.csv"
 
 
+def write_capacity(out: Path, policies: dict[str, Any], calib: Calibration, cfg: BenchConfig,
+                   **extra: Any) -> None:
+    """``capacity.json``: every scheduler's figures with the calibration, config and host."""
+    write_json(out / "capacity.json", {"policies": policies, "calibration": asdict(calib),
+                                       "config": json.loads(cfg.model_dump_json()),
+                                       "host": host_info(), **extra})
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, sort_keys=True))
@@ -484,10 +493,8 @@ async def find_capacity(cfg: BenchConfig, schedulers: list[str], out: Path, star
 
     tiers = calib.tiers(cfg.scales)
     noise = await predict_capacities(cfg, out, policies, tiers, start_rps, rel_tol, max_trials)
-    write_json(out / "capacity.json", {"policies": policies, "calibration": asdict(calib),
-                                       "latency_scale": serving_scale(out),
-                                       "measured_noise": noise,
-                                       "config": json.loads(cfg.model_dump_json())})
+    write_capacity(out, policies, calib, cfg, latency_scale=serving_scale(out),
+                   measured_noise=noise)
     return {"policies": policies}
 
 
@@ -569,8 +576,7 @@ async def _searched(cfg: BenchConfig, schedulers: list[str], out: Path, start_rp
         if progress is not None:
             progress.drop(_unused_trials(cfg, trials, None, max_trials))
         policies[name] = _record(found, trials)
-        write_json(out / "capacity.json", {"policies": policies, "calibration": asdict(calib),
-                                           "config": json.loads(cfg.model_dump_json())})
+        write_capacity(out, policies, calib, cfg)
     assert calib is not None
     return policies, calib
 
@@ -594,7 +600,6 @@ async def _swept(cfg: BenchConfig, schedulers: list[str], out: Path, rates: list
         for bench in benches:
             bench.shutdown()
     policies = {name: _record(f, c) for name, f, c in zip(schedulers, found, caches, strict=True)}
-    write_json(out / "capacity.json", {"policies": policies, "calibration": asdict(calib),
-                                       "config": json.loads(cfg.model_dump_json())})
+    write_capacity(out, policies, calib, cfg)
     return policies, calib
 
