@@ -19,21 +19,51 @@ printed as a fraction of it), not a proof that no schedule does better.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from slidingserve.capacity.search import TrialCache, find_knee
 from slidingserve.capacity.trial import load_latency_model
+from slidingserve.latency import LatencyModel
 from slidingserve.sim import SimConfig, simulate
 from slidingserve.slo import SLOTier, TierSet
-from slidingserve.workload import Trace, WorkloadConfig, build_workload
+from slidingserve.workload import RequestSpec, Trace, WorkloadConfig, build_workload
 
 # One tier whose targets nothing misses: the limit is judged on the queue alone.
 _NO_SLO = TierSet(
     [SLOTier("any", ttft_s=1e9, tpot_s=1e9, e2e_s=None, weight=1.0, priority=0, share=1.0)],
     source="throughput-limit",
 )
+
+
+def unjudged(tiers: TierSet) -> TierSet:
+    """``tiers`` with targets nothing misses (names, priorities and shares kept): a workload
+    drawn for ``tiers`` judged on its queue alone."""
+    return TierSet(
+        [SLOTier(n, ttft_s=1e9, tpot_s=1e9, e2e_s=None, weight=1.0, priority=tiers[n].priority,
+                 share=tiers[n].share) for n in tiers],
+        source="throughput-limit",
+    )
+
+
+def backlog_fraction(
+    specs: Sequence[RequestSpec], tiers: TierSet, sim: SimConfig, latency: LatencyModel,
+    budget: int,
+) -> float:
+    """Fraction of ``specs`` without a first token when the last one arrives, served
+    decodes-first at ``budget`` tokens per step (``tiers``: targets nothing misses)."""
+    last = specs[-1].arrival_s
+    result = simulate(
+        specs,
+        tiers,
+        "decodes-first",
+        sim.model_copy(update={"drain_s": 0.0}),  # stop at the last arrival
+        latency=latency,
+        policy_config={"budget": budget},
+    )
+    waiting = sum(r.first_token_s is None or r.first_token_s > last for r in result.records)
+    return waiting / len(specs)
 
 
 def backlog_at_last_arrival(
@@ -45,23 +75,26 @@ def backlog_at_last_arrival(
     num_requests: int,
     seed: int = 0,
 ) -> float:
-    """Fraction of the requests without a first token when the last one arrives."""
+    """``backlog_fraction`` of ``num_requests`` Poisson arrivals at ``rate`` with the trace's
+    lengths."""
     specs = build_workload(
         WorkloadConfig(arrival="poisson", rate=rate, num_requests=num_requests, seed=seed),
         _NO_SLO,
         trace=trace,
     )
-    last = specs[-1].arrival_s
-    result = simulate(
-        specs,
-        _NO_SLO,
-        "decodes-first",
-        sim.model_copy(update={"drain_s": 0.0}),  # stop at the last arrival
-        latency=load_latency_model(latency_model),
-        policy_config={"budget": budget},
-    )
-    waiting = sum(r.first_token_s is None or r.first_token_s > last for r in result.records)
-    return waiting / len(specs)
+    return backlog_fraction(specs, _NO_SLO, sim, load_latency_model(latency_model), budget)
+
+
+def highest_stable_rate(
+    backlog: Callable[[float], float], start: float, backlog_frac: float = 0.02,
+    rel_tol: float = 0.03,
+) -> float:
+    """The highest rate whose ``backlog(rate)`` stays within ``backlog_frac``: bracketed from
+    ``start`` by factors of 1.25 and bisected (``search.find_knee``), the highest passing rate
+    tried."""
+    knee = find_knee(TrialCache(backlog), lambda frac: frac - backlog_frac, start, rel_tol,
+                     growth=1.25)
+    return knee.lo or 0.0
 
 
 def sustainable_rate(
@@ -74,13 +107,11 @@ def sustainable_rate(
     backlog_frac: float = 0.02,
     rel_tol: float = 0.03,
 ) -> float:
-    """The highest rate whose backlog stays within ``backlog_frac``: bracketed from ``start``
-    by factors of 1.25 and bisected (``search.find_knee``), the highest passing rate tried."""
-    cache = TrialCache(
-        lambda rate: backlog_at_last_arrival(rate, trace, latency_model, sim, budget, num_requests)
+    """``highest_stable_rate`` of the trace's workload (module docstring)."""
+    return highest_stable_rate(
+        lambda rate: backlog_at_last_arrival(rate, trace, latency_model, sim, budget, num_requests),
+        start, backlog_frac, rel_tol,
     )
-    knee = find_knee(cache, lambda frac: frac - backlog_frac, start, rel_tol, growth=1.25)
-    return knee.lo or 0.0
 
 
 def throughput_limit(

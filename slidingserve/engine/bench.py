@@ -129,6 +129,8 @@ class BenchConfig(BaseModel):
     sim_plan_time: Literal["sched", "plan", "plan-cpu", "none", "cycle"] = "sched"
     # with noisy timing, each prediction is the mean over this many draws of the noise
     sim_noise_draws: int = Field(default=4, ge=1, le=64)
+    # arrivals per rate tried for the engine's throughput limit (``predict.throughput_limit``)
+    limit_requests: int = Field(default=2000, ge=50)
 
     @model_validator(mode="after")
     def _check_cycle(self) -> BenchConfig:
@@ -492,10 +494,9 @@ async def find_capacity(cfg: BenchConfig, schedulers: list[str], out: Path, star
         policies, calib = await _swept(cfg, schedulers, out, rates, calib, progress)
 
     tiers = calib.tiers(cfg.scales)
-    noise = await predict_capacities(cfg, out, policies, tiers, start_rps, rel_tol, max_trials)
-    write_capacity(out, policies, calib, cfg, latency_scale=serving_scale(out),
-                   measured_noise=noise)
-    return {"policies": policies}
+    figures = await predict_capacities(cfg, out, policies, tiers, start_rps, rel_tol, max_trials)
+    write_capacity(out, policies, calib, cfg, latency_scale=serving_scale(out), **figures)
+    return {"policies": policies, **figures}
 
 
 TrialCache = dict[float, dict[str, Any]]

@@ -135,6 +135,20 @@ def echo_predictions(policies: dict[str, Any]) -> None:
                    f"{len(errors)} within 5 points")
 
 
+def echo_limit(data: dict[str, Any]) -> None:
+    """The engine's throughput limit (``predict.throughput_limit``) and each scheduler's 90%
+    capacity as a share of it."""
+    limit = data.get("throughput_limit") or {}
+    rate = limit.get("rate_rps") or 0.0
+    if rate <= 0:
+        return
+    shares = ", ".join(f"{name} {p['capacity_rps_90'] / rate:.0%}"
+                       for name, p in data["policies"].items())
+    typer.echo(f"throughput limit (simulator, no SLO, decodes-first at {limit['budget']} "
+               f"tokens, step timing of {limit['timing_of']} at {limit['timing_rate_rps']:g} "
+               f"rps): {rate:.2f} rps; 90% capacity as a share of it: {shares}")
+
+
 def echo_spread(out: Path, reference: str | None = None) -> None:
     """Write and print the seed bootstrap of the capacity run in ``out`` (``reference``: the
     scheduler compared with the others; None: ``spread``'s choice)."""
@@ -212,6 +226,7 @@ def bench_engine(
             return
         data = asyncio.run(recompute(out, sim_timing, sim_plan_time, start_rate))
         echo_predictions(data["policies"])
+        echo_limit(data)
         typer.echo(f"wrote {out / 'capacity.json'}")
         return
 
@@ -251,6 +266,7 @@ def bench_engine(
                        f"{r['capacity_rps_90']:.2f} rps; simulator predicts "
                        f"{sim.get('capacity_rps', float('nan')):.2f} / "
                        f"{sim.get('capacity_rps_90', float('nan')):.2f} rps")
+        echo_limit(result)
         typer.echo(f"wrote {out / 'capacity.json'}")
         if len(cfg.trial_seeds()) >= 2:
             echo_spread(out)

@@ -178,11 +178,12 @@ def predict_trials(cfg: BenchConfig, out: Path, results: dict[str, dict[str, Any
 
 async def predict_capacities(cfg: BenchConfig, out: Path, policies: dict[str, Any],
                              tiers: TierSet, start_rps: float, rel_tol: float,
-                             max_trials: int) -> dict[str, Any] | None:
+                             max_trials: int) -> dict[str, Any]:
     """The simulator's side of ``find_capacity`` (its docstring), in place: per scheduler, its
     own capacity search (``simulated``) and a prediction of every measured trial, with the
     step timing ``cfg.sim_timing`` measured in the run under ``out``. Returns the run-wide
-    measured noise (``measured_noise``)."""
+    figures for ``capacity.json``: the measured noise (``measured_noise``) and the engine's
+    ``throughput_limit``."""
     scale, model = serving_scale(out), sim_latency_model(cfg)
     noise = measured_noise(out, model[0]) if model is not None else None
     for name, result in policies.items():
@@ -208,7 +209,54 @@ async def predict_capacities(cfg: BenchConfig, out: Path, policies: dict[str, An
                                    "tiers", "preemptions")}
             if fits:
                 trial["step_fit"] = fits.get(rate)
-    return noise
+    top = max((float(r) for p in policies.values() for r in p["trials"]), default=start_rps)
+    return {"measured_noise": noise,
+            "throughput_limit": throughput_limit(cfg, out, policies, tiers, top)}
+
+
+def throughput_limit(cfg: BenchConfig, out: Path, policies: dict[str, Any], tiers: TierSet,
+                     start_rps: float) -> dict[str, Any] | None:
+    """The engine's throughput limit in the simulator, beside its capacities: the rule of
+    ``capacity.limit`` (no SLO; decodes-first at the engine's token budget; the highest rate
+    with at most 2% of the requests still queued at the last arrival) on the trials' workload
+    (lengths scaled alike, the first workload seed, ``cfg.limit_requests`` arrivals), with the
+    engine's latency model times the serving correction and the step timing measured in the
+    highest-rate trial of vLLM's own scheduler (``vllm-default``; else the first scheduler run):
+    its planning time and host gaps are the throughput schedule's. A reference for how close
+    the capacities come to what the engine can carry at all, not a proof that no schedule does
+    better. None without a latency model."""
+    from slidingserve.capacity.limit import backlog_fraction, highest_stable_rate, unjudged
+    from slidingserve.engine.latency_source import LiveLatencyModel
+    from slidingserve.sim.config import SimConfig
+
+    scale, model = serving_scale(out), sim_latency_model(cfg)
+    if model is None or not policies:
+        return None
+    name = "vllm-default" if "vllm-default" in policies else next(iter(policies))
+    trials = policies[name]["trials"]
+    key = max(trials, key=float)
+    fit = _step_fits(cfg, out / name / "steps.csv", trials, model).get(key) \
+        if cfg.sim_timing in PER_TRIAL else measured_noise(out, model[0])
+    timing = fitted_timing(cfg.sim_timing, fit, trials[key]["scheduler_overhead"],
+                           cfg.sim_plan_time, scale)
+    own = timing if isinstance(timing, TimingConfig) else timing[min(timing)]
+    sim_cfg = SimConfig(
+        block_size=CPU_BLOCK_SIZE,
+        num_blocks=cfg.kv_cache_bytes // (CPU_BLOCK_SIZE * KV_BYTES_PER_TOKEN) - 1,
+        max_num_seqs=cfg.max_num_seqs, max_batch_tokens=cfg.max_num_batched_tokens,
+        max_model_len=cfg.max_model_len, timing=own,
+    )
+    free, seed, num_requests = unjudged(tiers), cfg.trial_seeds()[0], cfg.limit_requests
+
+    def backlog(rate: float) -> float:
+        long = cfg.model_copy(update={"duration_s": num_requests / rate})
+        specs = scaled_workload(long, rate, tiers, seed)
+        latency = LiveLatencyModel(*model, initial_scale=scale)
+        return backlog_fraction(specs, free, sim_cfg, latency, cfg.max_num_batched_tokens)
+
+    return {"rate_rps": highest_stable_rate(backlog, start_rps), "timing_of": name,
+            "timing_rate_rps": float(key), "timing": own.label(),
+            "budget": cfg.max_num_batched_tokens, "num_requests": num_requests}
 
 
 async def repredict(out: Path, sim_timing: str, sim_plan_time: str, start_rps: float = 1.0,
@@ -229,10 +277,10 @@ async def repredict(out: Path, sim_timing: str, sim_plan_time: str, start_rps: f
         for trial in result["trials"].values():
             trial.pop("simulated", None)
             trial.pop("step_fit", None)
-    noise = await predict_capacities(cfg, out, policies, calib.tiers(cfg.scales), start_rps,
-                                     rel_tol, max_trials)
+    figures = await predict_capacities(cfg, out, policies, calib.tiers(cfg.scales), start_rps,
+                                       rel_tol, max_trials)
     data.update(policies=policies, config=json.loads(cfg.model_dump_json()),
-                latency_scale=serving_scale(out), measured_noise=noise)
+                latency_scale=serving_scale(out), **figures)
     write_json(path, data)
     return data
 

@@ -129,20 +129,22 @@ def test_a_heavy_tail_raises_the_scale_above_the_median() -> None:
     assert fit["ratio"] * math.exp(fit["sigma"] ** 2 / 2) == pytest.approx(ratios.mean())
 
 
-def test_repredict_recomputes_a_finished_run_without_an_engine(tmp_path: Path) -> None:
-    import asyncio
+def _finished_run(out: Path, step_s: float = 0.004) -> dict[str, Any]:
+    """A finished ``find_capacity`` run in ``out`` (one scheduler, one trial at 2 req/s, its
+    step trace: every step measured at ``step_s``), written as the bench writes it; returns its
+    ``capacity.json``."""
     import json
 
-    from slidingserve.engine.bench import BenchConfig, Calibration
-    from slidingserve.engine.predict import repredict
+    from slidingserve.engine.bench import BenchConfig
 
-    cfg = BenchConfig(duration_s=3.0, drain_s=10.0, max_prompt=128, max_output=8)
+    cfg = BenchConfig(duration_s=3.0, drain_s=10.0, max_prompt=128, max_output=8,
+                      limit_requests=200)
     X = np.array([features_of(BatchShape((), (10 * k,))) for k in range(1, 7)]
                  + [features_of(BatchShape(((64, 0),), ()))] * 3)
-    trace = StepTrace.from_arrays(X, np.full(len(X), 0.004), Provenance("e", "m", "h", "v"),
+    trace = StepTrace.from_arrays(X, np.full(len(X), step_s), Provenance("e", "m", "h", "v"),
                                   {"timestamp_s": np.arange(float(len(X))),
                                    "sched_s": np.full(len(X), 0.001)})
-    write_steptrace(trace, tmp_path / "slidingserve" / "steps.csv")
+    write_steptrace(trace, out / "slidingserve" / "steps.csv")
     overhead = {"sched_ms": {"mean": 1.0}, "plan_ms": {"mean": 0.5},
                 "plan_cpu_ms": {"mean": 0.4}, "steps": len(X)}
     run = {"config": json.loads(cfg.model_dump_json()),
@@ -152,17 +154,34 @@ def test_repredict_recomputes_a_finished_run_without_an_engine(tmp_path: Path) -
                "trials": {"2.0": {"attainment": 0.9, "seeds": {"0": 0.9},
                                   "worst_tier_violation_rate": 0.1,
                                   "scheduler_overhead": overhead, "window_s": [0, 100]}}}}}
-    (tmp_path / "capacity.json").write_text(json.dumps(run))
+    (out / "capacity.json").write_text(json.dumps(run))
+    return run
+
+
+def test_repredict_recomputes_a_finished_run_without_an_engine(tmp_path: Path) -> None:
+    import asyncio
+    import json
+
+    from slidingserve.engine.bench import BenchConfig, Calibration
+    from slidingserve.engine.predict import repredict
+
+    run = _finished_run(tmp_path)
+    cfg = BenchConfig(**run["config"])
+    steps = 9  # in _finished_run's trace
     assert Calibration(**run["calibration"]).ttft_s == 0.05
     data = asyncio.run(repredict(tmp_path, "measured-trial", "sched"))
     result = data["policies"]["slidingserve"]
     trial = result["trials"]["2.0"]
     assert 0.0 <= trial["simulated"]["slo_attainment"] <= 1.0
     assert "rho=" in trial["simulated"]["timing"] and "+plan 1ms" in trial["simulated"]["timing"]
-    assert trial["step_fit"]["steps"] == len(X)
+    assert trial["step_fit"]["steps"] == steps
     assert result["simulated"]["capacity_rps_90"] > 0
     on_disk = json.loads((tmp_path / "capacity.json").read_text())
     assert on_disk["config"]["sim_timing"] == "measured-trial"
+    # the engine's throughput limit (no SLO) on the timing of the one scheduler that ran
+    limit = on_disk["throughput_limit"]
+    assert limit["timing_of"] == "slidingserve" and limit["timing_rate_rps"] == 2.0
+    assert limit["budget"] == cfg.max_num_batched_tokens and limit["rate_rps"] > 2.0
     assert "step_fit" not in asyncio.run(repredict(tmp_path, "oracle", "sched"))[
         "policies"]["slidingserve"]["trials"]["2.0"]
     with pytest.raises(ValueError, match=r"capacity\.json"):
@@ -179,6 +198,26 @@ def test_repredict_recomputes_a_finished_run_without_an_engine(tmp_path: Path) -
     assert json.loads((tmp_path / "variants.json").read_text())["rows"][1]["label"] == "fcfs-order"
     with pytest.raises(ValueError, match="did not run"):
         predict_variants(tmp_path, {}, timing_of="qoserve")
+
+
+def test_the_engines_throughput_limit_falls_as_its_steps_slow_down(tmp_path: Path) -> None:
+    """An engine whose steps were measured twice as long carries about half the requests/s."""
+    import json
+
+    from slidingserve.engine.bench import BenchConfig, Calibration
+    from slidingserve.engine.predict import throughput_limit
+
+    limits = []
+    for step_s in (0.004, 0.008):
+        out = tmp_path / f"step{step_s:g}"
+        run = _finished_run(out, step_s)
+        cfg = BenchConfig(**run["config"])
+        tiers = Calibration(**run["calibration"]).tiers(cfg.scales)
+        limit = throughput_limit(cfg, out, json.loads((out / "capacity.json").read_text())[
+            "policies"], tiers, start_rps=2.0)
+        assert limit is not None
+        limits.append(limit["rate_rps"])
+    assert 0.35 * limits[0] <= limits[1] <= 0.7 * limits[0], limits
 
 
 def test_cycle_overhead_is_the_busy_engine_time_outside_the_model() -> None:
