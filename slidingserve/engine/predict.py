@@ -224,7 +224,7 @@ def throughput_limit(cfg: BenchConfig, out: Path, policies: dict[str, Any], tier
     highest-rate trial of vLLM's own scheduler (``vllm-default``; else the first scheduler run):
     its planning time and host gaps are the throughput schedule's. A reference for how close
     the capacities come to what the engine can carry at all, not a proof that no schedule does
-    better. None without a latency model."""
+    better. None without a latency model or a trial."""
     from slidingserve.capacity.limit import backlog_fraction, highest_stable_rate, unjudged
     from slidingserve.engine.latency_source import LiveLatencyModel
     from slidingserve.sim.config import SimConfig
@@ -234,6 +234,8 @@ def throughput_limit(cfg: BenchConfig, out: Path, policies: dict[str, Any], tier
         return None
     name = "vllm-default" if "vllm-default" in policies else next(iter(policies))
     trials = policies[name]["trials"]
+    if not trials:
+        return None
     key = max(trials, key=float)
     fit = _step_fits(cfg, out / name / "steps.csv", trials, model).get(key) \
         if cfg.sim_timing in PER_TRIAL else measured_noise(out, model[0])

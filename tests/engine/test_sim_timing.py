@@ -182,6 +182,16 @@ def test_repredict_recomputes_a_finished_run_without_an_engine(tmp_path: Path) -
     limit = on_disk["throughput_limit"]
     assert limit["timing_of"] == "slidingserve" and limit["timing_rate_rps"] == 2.0
     assert limit["budget"] == cfg.max_num_batched_tokens and limit["rate_rps"] > 2.0
+    from typer.testing import CliRunner
+
+    from slidingserve.cli import app
+
+    cli = CliRunner().invoke(app, ["bench", "engine", "--repredict", "--out", str(tmp_path)])
+    assert cli.exit_code == 0, cli.output
+    share = 2.0 / json.loads((tmp_path / "capacity.json").read_text())["throughput_limit"][
+        "rate_rps"]
+    assert "throughput limit (simulator, no SLO" in cli.output
+    assert f"90% capacity as a share of it: slidingserve {share:.0%}" in cli.output
     assert "step_fit" not in asyncio.run(repredict(tmp_path, "oracle", "sched"))[
         "policies"]["slidingserve"]["trials"]["2.0"]
     with pytest.raises(ValueError, match=r"capacity\.json"):
