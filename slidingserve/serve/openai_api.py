@@ -21,6 +21,7 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 from vllm.entrypoints.openai.completion.protocol import CompletionRequest
 from vllm.exceptions import VLLMClientError
@@ -228,27 +229,39 @@ def _is_ids(value: Any) -> bool:
 
 def chat_conversation(req: ChatCompletionRequest) -> list[dict[str, Any]]:
     """The messages as the chat template sees them: content-part arrays joined into text
-    (vLLM's "string" content format), ``None`` fields dropped."""
+    (vLLM's "string" content format), ``None`` fields dropped. Content-part and tool-call
+    arrays are validated as they are read (pydantic checks iterables lazily): a bad one is a
+    400."""
     out = []
     for i, msg in enumerate(req.messages):
-        m = {k: (list(v) if k == "tool_calls" and v is not None else v)
-             for k, v in dict(msg).items() if v is not None}
-        content = m.get("content")
-        if content is not None and not isinstance(content, str):
-            texts = []
-            for part in list(content):
-                part = dict(part)
-                kind = part.get("type", "text" if "text" in part else None)
-                if kind in TEXT_PART_TYPES:
-                    texts.append(str(part.get("text", "")))
-                elif kind == "refusal":
-                    texts.append(str(part.get("refusal", "")))
-                else:
-                    raise HTTPError(400, f"messages[{i}].content: content part type {kind!r} is "
-                                    "not supported (this model takes text only)", "messages")
-            m["content"] = "\n".join(texts)
-        out.append(m)
+        try:
+            out.append(_template_message(i, msg))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(x) for x in err["loc"])
+            raise HTTPError(400, f"messages[{i}]: {where}: {err['msg']}", "messages") from None
     return out
+
+
+def _template_message(i: int, msg: Any) -> dict[str, Any]:
+    """One message of ``chat_conversation``."""
+    m = {k: (list(v) if k == "tool_calls" and v is not None else v)
+         for k, v in dict(msg).items() if v is not None}
+    content = m.get("content")
+    if content is not None and not isinstance(content, str):
+        texts = []
+        for part in list(content):
+            part = dict(part)
+            kind = part.get("type", "text" if "text" in part else None)
+            if kind in TEXT_PART_TYPES:
+                texts.append(str(part.get("text", "")))
+            elif kind == "refusal":
+                texts.append(str(part.get("refusal", "")))
+            else:
+                raise HTTPError(400, f"messages[{i}].content: content part type {kind!r} is "
+                                "not supported (this model takes text only)", "messages")
+        m["content"] = "\n".join(texts)
+    return m
 
 
 def chat_prompt(req: ChatCompletionRequest, tokenizer: Any) -> Prompt:

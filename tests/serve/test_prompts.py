@@ -68,6 +68,17 @@ def test_content_parts_and_the_developer_role(tokenizer):
     assert info.value.status == 400 and "image_url" in info.value.message
 
 
+def test_a_content_part_that_fails_its_schema_is_a_400(tokenizer):
+    """pydantic checks a content-part array only as it is read: a part of no known shape is a
+    400 naming the message, not a server error (found by the schema fuzzer)."""
+    body = ChatCompletionRequest(messages=[{"role": "user", "content": "hi"},
+                                           {"role": "user", "content": [{"": None}]}])
+    with pytest.raises(HTTPError) as info:
+        oa.chat_prompt(body, tokenizer)
+    assert info.value.status == 400 and info.value.param == "messages"
+    assert info.value.message.startswith("messages[1]: ")
+
+
 def test_a_model_without_a_chat_template_is_a_400(tokenizer, tmp_path):
     bare = tmp_path / "bare"
     shutil.copytree(ensure_tiny_model(), bare)
