@@ -410,7 +410,7 @@ def build_api(service: IngressService, replica: str | None = None) -> FastAPI:
 
     @api.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = validation_message(exc.errors())
+        message, param = oa.validation_message(exc.errors())
         return JSONResponse(oa.error_body(message, param), 400)
 
     @api.exception_handler(VLLMClientError)
@@ -488,25 +488,3 @@ def build_api(service: IngressService, replica: str | None = None) -> FastAPI:
 
     return api
 
-
-def validation_message(errors: Any) -> tuple[str, str | None]:
-    """A 400's message and ``param`` from pydantic's errors, naming the field (the first error;
-    a vLLM validator's own message and parameter when one refused the body)."""
-    from vllm.entrypoints.serve.exception_handling.handlers.validation import (
-        clean_loc_for_param,
-    )
-    from vllm.exceptions import VLLMValidationError
-
-    err: dict[str, Any] = dict(errors[0]) if errors else {"loc": ("body",), "msg": "invalid body"}
-    cause = (err.get("ctx") or {}).get("error")
-    if isinstance(cause, VLLMValidationError):
-        return oa.clean_message(cause), cause.parameter
-    loc = clean_loc_for_param(tuple(p for p in err["loc"] if p != "body")) or "body"
-    if err.get("type") == "json_invalid":
-        reason = (err.get("ctx") or {}).get("error", "JSON decode error")
-        return f"body is not valid JSON: {reason} at character {loc}", "body"
-    shown = repr(err.get("input"))
-    if len(shown) > 200:
-        shown = shown[:200] + "...[truncated]"
-    more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
-    return f"field {loc}: {err['msg']} (got {shown}){more}", loc

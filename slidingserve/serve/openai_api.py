@@ -227,6 +227,29 @@ def _is_ids(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(t, int) for t in value)
 
 
+def validation_message(errors: Any) -> tuple[str, str | None]:
+    """A 400's message and ``param`` from pydantic's errors, naming the field (the first error;
+    a vLLM validator's own message and parameter when one refused the body)."""
+    from vllm.entrypoints.serve.exception_handling.handlers.validation import (
+        clean_loc_for_param,
+    )
+    from vllm.exceptions import VLLMValidationError
+
+    err: dict[str, Any] = dict(errors[0]) if errors else {"loc": ("body",), "msg": "invalid body"}
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, VLLMValidationError):
+        return clean_message(cause), cause.parameter
+    loc = clean_loc_for_param(tuple(p for p in err["loc"] if p != "body")) or "body"
+    if err.get("type") == "json_invalid":
+        reason = (err.get("ctx") or {}).get("error", "JSON decode error")
+        return f"body is not valid JSON: {reason} at character {loc}", "body"
+    shown = repr(err.get("input"))
+    if len(shown) > 200:
+        shown = shown[:200] + "...[truncated]"
+    more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
+    return f"field {loc}: {err['msg']} (got {shown}){more}", loc
+
+
 def chat_conversation(req: ChatCompletionRequest) -> list[dict[str, Any]]:
     """The messages as the chat template sees them: content-part arrays joined into text
     (vLLM's "string" content format), ``None`` fields dropped. Content-part and tool-call
@@ -237,9 +260,8 @@ def chat_conversation(req: ChatCompletionRequest) -> list[dict[str, Any]]:
         try:
             out.append(_template_message(i, msg))
         except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(x) for x in err["loc"])
-            raise HTTPError(400, f"messages[{i}]: {where}: {err['msg']}", "messages") from None
+            message, _ = validation_message(exc.errors())
+            raise HTTPError(400, f"messages[{i}]: {message}", "messages") from None
     return out
 
 
