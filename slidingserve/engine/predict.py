@@ -40,7 +40,7 @@ from slidingserve.engine.sim_timing import (
 from slidingserve.latency import LatencyModel
 from slidingserve.metrics.records import RequestRecord, write_records_csv
 from slidingserve.metrics.summary import summarize, worst_tier_violation_rate
-from slidingserve.sim.config import TimingConfig
+from slidingserve.sim.config import SimConfig, TimingConfig
 from slidingserve.slo.tiers import TierSet, tiers_from_dict
 
 
@@ -67,6 +67,17 @@ def sim_latency_model(cfg: BenchConfig) -> tuple[LatencyModel, str] | None:
     return load_model_dir(latency_dir) if latency_dir.is_dir() else None
 
 
+def engine_sim_config(cfg: BenchConfig) -> SimConfig:
+    """The simulator's replica with the engine's limits: its KV blocks, sequences, token
+    budget and context length."""
+    return SimConfig(
+        block_size=CPU_BLOCK_SIZE,
+        num_blocks=cfg.kv_cache_bytes // (CPU_BLOCK_SIZE * KV_BYTES_PER_TOKEN) - 1,
+        max_num_seqs=cfg.max_num_seqs, max_batch_tokens=cfg.max_num_batched_tokens,
+        max_model_len=cfg.max_model_len,
+    )
+
+
 def simulate_trial(cfg: BenchConfig, scheduler: str, rate: float, tiers: TierSet,
                    scale: float = 1.0, model: tuple[LatencyModel, str] | None = None,
                    timing: Timing | None = None,
@@ -82,7 +93,6 @@ def simulate_trial(cfg: BenchConfig, scheduler: str, rate: float, tiers: TierSet
     sample of it. ``records_path``: write the per-request records of the first draw there
     (``bench.requests_csv``)."""
     from slidingserve.engine.latency_source import LiveLatencyModel
-    from slidingserve.sim.config import SimConfig
     from slidingserve.sim.simulator import simulate
 
     model = model or sim_latency_model(cfg)
@@ -90,12 +100,7 @@ def simulate_trial(cfg: BenchConfig, scheduler: str, rate: float, tiers: TierSet
         return {"skipped": f"no latency model at {cfg.latency_model or DEFAULT_LATENCY_MODEL}"}
     latency = LiveLatencyModel(*model, initial_scale=scale)
     version = model[1]
-    sim_cfg = SimConfig(
-        block_size=CPU_BLOCK_SIZE,
-        num_blocks=cfg.kv_cache_bytes // (CPU_BLOCK_SIZE * KV_BYTES_PER_TOKEN) - 1,
-        max_num_seqs=cfg.max_num_seqs, max_batch_tokens=cfg.max_num_batched_tokens,
-        max_model_len=cfg.max_model_len, drain_s=cfg.drain_s,
-    )
+    sim_cfg = engine_sim_config(cfg).model_copy(update={"drain_s": cfg.drain_s})
     policy, overrides = (SIM_POLICY[scheduler], {}) if scheduler in SIM_POLICY else \
         cfg.policy_of(scheduler)
     by_seed = dict(timing) if isinstance(timing, Mapping) else \
@@ -186,6 +191,7 @@ async def predict_capacities(cfg: BenchConfig, out: Path, policies: dict[str, An
     ``throughput_limit``."""
     scale, model = serving_scale(out), sim_latency_model(cfg)
     noise = measured_noise(out, model[0]) if model is not None else None
+    timings: dict[str, Callable[[float], Timing]] = {}
     for name, result in policies.items():
         fits = _step_fits(cfg, out / name / "steps.csv", result["trials"], model)
 
@@ -198,6 +204,7 @@ async def predict_capacities(cfg: BenchConfig, out: Path, policies: dict[str, An
                 None if key is None else _fits.get(key)
             return fitted_timing(cfg.sim_timing, fit, overhead, cfg.sim_plan_time, scale)
 
+        timings[name] = timing_at
         result["simulated"] = await _simulated_capacities(cfg, name, tiers, scale, start_rps,
                                                           rel_tol, max_trials, model, timing_at)
         for rate, trial in result["trials"].items():
@@ -209,45 +216,41 @@ async def predict_capacities(cfg: BenchConfig, out: Path, policies: dict[str, An
                                    "tiers", "preemptions")}
             if fits:
                 trial["step_fit"] = fits.get(rate)
-    top = max((float(r) for p in policies.values() for r in p["trials"]), default=start_rps)
     return {"measured_noise": noise,
-            "throughput_limit": throughput_limit(cfg, out, policies, tiers, top)}
+            "throughput_limit": _limit_of_run(cfg, policies, tiers, model, scale, timings)}
 
 
-def throughput_limit(cfg: BenchConfig, out: Path, policies: dict[str, Any], tiers: TierSet,
-                     start_rps: float) -> dict[str, Any] | None:
+def _limit_of_run(cfg: BenchConfig, policies: dict[str, Any], tiers: TierSet,
+                  model: tuple[LatencyModel, str] | None, scale: float,
+                  timings: dict[str, Callable[[float], Timing]]) -> dict[str, Any] | None:
+    """``throughput_limit`` on the step timing measured in the highest-rate trial of vLLM's own
+    scheduler (``vllm-default``; else the first scheduler run): its planning time and host gaps
+    are the throughput schedule's. None without a latency model or a trial."""
+    if model is None or not policies:
+        return None
+    name = "vllm-default" if "vllm-default" in policies else next(iter(policies))
+    if not policies[name]["trials"]:
+        return None
+    top = max(float(r) for r in policies[name]["trials"])
+    timing = timings[name](top)
+    own = timing if isinstance(timing, TimingConfig) else timing[min(timing)]
+    return {**throughput_limit(cfg, tiers, model, scale, own, top),
+            "timing_of": name, "timing_rate_rps": top}
+
+
+def throughput_limit(cfg: BenchConfig, tiers: TierSet, model: tuple[LatencyModel, str],
+                     scale: float, timing: TimingConfig, start_rps: float) -> dict[str, Any]:
     """The engine's throughput limit in the simulator, beside its capacities: the rule of
     ``capacity.limit`` (no SLO; decodes-first at the engine's token budget; the highest rate
     with at most 2% of the requests still queued at the last arrival) on the trials' workload
     (lengths scaled alike, the first workload seed, ``cfg.limit_requests`` arrivals), with the
-    engine's latency model times the serving correction and the step timing measured in the
-    highest-rate trial of vLLM's own scheduler (``vllm-default``; else the first scheduler run):
-    its planning time and host gaps are the throughput schedule's. A reference for how close
-    the capacities come to what the engine can carry at all, not a proof that no schedule does
-    better. None without a latency model or a trial."""
+    engine's latency model times the serving correction ``scale`` and steps timed by
+    ``timing``; the search starts at ``start_rps``. A reference for how close the capacities
+    come to what the engine can carry at all, not a proof that no schedule does better."""
     from slidingserve.capacity.limit import backlog_fraction, highest_stable_rate, unjudged
     from slidingserve.engine.latency_source import LiveLatencyModel
-    from slidingserve.sim.config import SimConfig
 
-    scale, model = serving_scale(out), sim_latency_model(cfg)
-    if model is None or not policies:
-        return None
-    name = "vllm-default" if "vllm-default" in policies else next(iter(policies))
-    trials = policies[name]["trials"]
-    if not trials:
-        return None
-    key = max(trials, key=float)
-    fit = _step_fits(cfg, out / name / "steps.csv", trials, model).get(key) \
-        if cfg.sim_timing in PER_TRIAL else measured_noise(out, model[0])
-    timing = fitted_timing(cfg.sim_timing, fit, trials[key]["scheduler_overhead"],
-                           cfg.sim_plan_time, scale)
-    own = timing if isinstance(timing, TimingConfig) else timing[min(timing)]
-    sim_cfg = SimConfig(
-        block_size=CPU_BLOCK_SIZE,
-        num_blocks=cfg.kv_cache_bytes // (CPU_BLOCK_SIZE * KV_BYTES_PER_TOKEN) - 1,
-        max_num_seqs=cfg.max_num_seqs, max_batch_tokens=cfg.max_num_batched_tokens,
-        max_model_len=cfg.max_model_len, timing=own,
-    )
+    sim_cfg = engine_sim_config(cfg).model_copy(update={"timing": timing})
     free, seed, num_requests = unjudged(tiers), cfg.trial_seeds()[0], cfg.limit_requests
 
     def backlog(rate: float) -> float:
@@ -256,8 +259,7 @@ def throughput_limit(cfg: BenchConfig, out: Path, policies: dict[str, Any], tier
         latency = LiveLatencyModel(*model, initial_scale=scale)
         return backlog_fraction(specs, free, sim_cfg, latency, cfg.max_num_batched_tokens)
 
-    return {"rate_rps": highest_stable_rate(backlog, start_rps), "timing_of": name,
-            "timing_rate_rps": float(key), "timing": own.label(),
+    return {"rate_rps": highest_stable_rate(backlog, start_rps), "timing": timing.label(),
             "budget": cfg.max_num_batched_tokens, "num_requests": num_requests}
 
 

@@ -212,19 +212,15 @@ def test_repredict_recomputes_a_finished_run_without_an_engine(tmp_path: Path) -
 
 def test_the_engines_throughput_limit_falls_as_its_steps_slow_down(tmp_path: Path) -> None:
     """An engine whose steps were measured twice as long carries about half the requests/s."""
-    import json
+    import asyncio
 
-    from slidingserve.engine.bench import BenchConfig, Calibration
-    from slidingserve.engine.predict import throughput_limit
+    from slidingserve.engine.predict import repredict
 
     limits = []
     for step_s in (0.004, 0.008):
         out = tmp_path / f"step{step_s:g}"
-        run = _finished_run(out, step_s)
-        cfg = BenchConfig(**run["config"])
-        tiers = Calibration(**run["calibration"]).tiers(cfg.scales)
-        limit = throughput_limit(cfg, out, json.loads((out / "capacity.json").read_text())[
-            "policies"], tiers, start_rps=2.0)
+        _finished_run(out, step_s)
+        limit = asyncio.run(repredict(out, "measured-workload", "sched"))["throughput_limit"]
         assert limit is not None
         limits.append(limit["rate_rps"])
     assert 0.35 * limits[0] <= limits[1] <= 0.7 * limits[0], limits
