@@ -202,8 +202,9 @@ def bench_engine(
                                 "with two or more --seeds writes it when it ends."),
 ) -> None:
     """Open-loop workload through an in-process AsyncLLM; writes summary.json / capacity.json."""
-    from slidingserve.engine.bench import BenchConfig, Calibration, compare, trials_planned
+    from slidingserve.engine.bench import compare, trials_planned
     from slidingserve.engine.bench import find_capacity as search
+    from slidingserve.engine.bench_config import BenchConfig, Calibration
     from slidingserve.engine.predict import predict_variants
     from slidingserve.engine.predict import repredict as recompute
     from slidingserve.engine.progress import TrialProgress

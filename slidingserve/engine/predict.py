@@ -17,16 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from slidingserve.engine.bench import (
+from slidingserve.engine.bench import requests_csv, write_json
+from slidingserve.engine.bench_config import (
     CPU_BLOCK_SIZE,
     DEFAULT_LATENCY_MODEL,
     KV_BYTES_PER_TOKEN,
     SIM_POLICY,
     BenchConfig,
     Calibration,
-    requests_csv,
     scaled_workload,
-    write_json,
 )
 from slidingserve.engine.knee import search_capacities
 from slidingserve.engine.sim_timing import (

@@ -86,7 +86,7 @@ async def run_once(cfg: PrefixBenchConfig, prefix_caching: bool, out_dir: Path
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    from slidingserve.engine.bench import DEFAULT_LATENCY_MODEL
+    from slidingserve.engine.bench_config import DEFAULT_LATENCY_MODEL
     from slidingserve.engine.config import SCHEDULER_CLS, additional_config
     from slidingserve.models import cpu_engine_kwargs, ensure_tiny_model
 

@@ -16,12 +16,8 @@ import pytest
 pytest.importorskip("vllm")
 pytestmark = pytest.mark.vllm
 
-from slidingserve.engine.bench import (  # noqa: E402
-    BenchConfig,
-    Calibration,
-    compare,
-    trials_planned,
-)
+from slidingserve.engine.bench import compare, trials_planned  # noqa: E402
+from slidingserve.engine.bench_config import BenchConfig, Calibration  # noqa: E402
 from slidingserve.engine.progress import TrialProgress  # noqa: E402
 
 RATE, DURATION = 2.0, 3.0

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from slidingserve.engine.bench import BenchConfig, Calibration, TierScale, scaled_workload
+from slidingserve.engine.bench_config import BenchConfig, Calibration, TierScale, scaled_workload
 from slidingserve.engine.cli import parse_schedulers
 from slidingserve.engine.knee import bisect_knee, sweep_capacities, sweep_knee
 
@@ -81,7 +81,7 @@ def test_serving_scale_is_the_median_correction_of_every_adapter_run(tmp_path: P
 
 
 def test_simulated_trial_slows_down_with_the_serving_correction() -> None:
-    from slidingserve.engine.bench import DEFAULT_LATENCY_MODEL
+    from slidingserve.engine.bench_config import DEFAULT_LATENCY_MODEL
     from slidingserve.engine.predict import simulate_trial
 
     if not DEFAULT_LATENCY_MODEL.is_dir():
@@ -95,7 +95,7 @@ def test_simulated_trial_slows_down_with_the_serving_correction() -> None:
 
 
 def test_trial_seeds_pool_one_workload_per_seed() -> None:
-    from slidingserve.engine.bench import DEFAULT_LATENCY_MODEL
+    from slidingserve.engine.bench_config import DEFAULT_LATENCY_MODEL
     from slidingserve.engine.cli import parse_seeds
     from slidingserve.engine.predict import simulate_trial
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from slidingserve.engine.bench import BenchConfig, trials_planned
+from slidingserve.engine.bench import trials_planned
+from slidingserve.engine.bench_config import BenchConfig
 from slidingserve.engine.progress import TrialProgress, format_duration
 
 

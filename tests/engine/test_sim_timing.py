@@ -135,7 +135,7 @@ def _finished_run(out: Path, step_s: float = 0.004) -> dict[str, Any]:
     ``capacity.json``."""
     import json
 
-    from slidingserve.engine.bench import BenchConfig
+    from slidingserve.engine.bench_config import BenchConfig
 
     cfg = BenchConfig(duration_s=3.0, drain_s=10.0, max_prompt=128, max_output=8,
                       limit_requests=200)
@@ -162,7 +162,7 @@ def test_repredict_recomputes_a_finished_run_without_an_engine(tmp_path: Path) -
     import asyncio
     import json
 
-    from slidingserve.engine.bench import BenchConfig, Calibration
+    from slidingserve.engine.bench_config import BenchConfig, Calibration
     from slidingserve.engine.predict import repredict
 
     run = _finished_run(tmp_path)
@@ -235,7 +235,7 @@ def test_cycle_overhead_is_the_busy_engine_time_outside_the_model() -> None:
     assert cycle_overhead_s(np.array([0.0, 5.0]), np.full(2, 0.010)) is None
     assert plan_time_s({"sched_ms": {"mean": 2.0}}, "cycle", {"cycle_s": 0.003}) == 0.003
     assert plan_time_s({"sched_ms": {"mean": 2.0}}, "cycle", None) == pytest.approx(0.002)
-    from slidingserve.engine.bench import BenchConfig
+    from slidingserve.engine.bench_config import BenchConfig
     with pytest.raises(ValueError, match="cycle"):
         BenchConfig(sim_timing="measured", sim_plan_time="cycle")
 
@@ -303,7 +303,7 @@ def test_each_workload_gets_its_own_step_timing(tmp_path: Path) -> None:
 def test_a_trial_simulates_each_workload_on_its_own_timing() -> None:
     """``simulate_trial`` takes a timing per workload seed: slower steps for one workload
     lower the pooled attainment against the same trial on the fast timing."""
-    from slidingserve.engine.bench import BenchConfig, Calibration
+    from slidingserve.engine.bench_config import BenchConfig, Calibration
     from slidingserve.engine.predict import simulate_trial
     from slidingserve.latency.roofline import RooflineConfig, RooflineModel
     from slidingserve.sim.config import TimingConfig

@@ -66,7 +66,7 @@ def test_cpu_tiers_follow_the_engine_benchmark_calibration():
     """slo_tiers_cpu.yaml = bench engine's calibrated tiers for its recorded calibration
     (median prompt 250 tokens: TTFT 42 ms, decode step 7.6 ms), the embedded default's tiers."""
     pytest.importorskip("vllm")
-    from slidingserve.engine.bench import DEFAULT_SCALES, Calibration
+    from slidingserve.engine.bench_config import DEFAULT_SCALES, Calibration
 
     calibrated = Calibration(0.042, 0.0076, 250).tiers(DEFAULT_SCALES)
     shipped = load_tiers("cpu-tiny")
