@@ -430,11 +430,19 @@ class EngineHost:
                 yield delta
             outcome = "downgraded" if decision.downgraded_from else "ok"
         except Exception as exc:  # the stream ends with an explicit error, never silently
-            log.warning("replica %s: request %s failed: %s", self.replica, req.request_id, exc)
-            yield StreamError(f"engine error: {type(exc).__name__}: {exc}", {"n_out": live.n_out})
+            refused = _client_error(exc) if live.n_out == 0 else None
+            if refused is not None:  # vLLM's input checks refused the parameters: a 400
+                outcome = "refused"
+                yield refused
+            else:
+                log.warning("replica %s: request %s failed: %s", self.replica, req.request_id,
+                            exc)
+                yield StreamError(f"engine error: {type(exc).__name__}: {exc}",
+                                  {"n_out": live.n_out})
         finally:
             self._live.pop(req.request_id, None)
-            self._finish(req, slo, live, outcome)
+            if outcome != "refused":  # a 400 is not a served request, as the ingress's own
+                self._finish(req, slo, live, outcome)
 
     async def _run(
         self, req: GenerateRequest, slo: RequestSLO, live: _Live
@@ -508,6 +516,17 @@ def engine_env(engine: EngineConfig, current: Mapping[str, str]) -> dict[str, st
     if engine.cpu_threads_bind is not None:
         env["VLLM_CPU_OMP_THREADS_BIND"] = engine.cpu_threads_bind
     return {k: v for k, v in env.items() if k not in current}
+
+
+def _client_error(exc: Exception) -> StreamError | None:
+    """A 400 for an error vLLM raises for the request's own parameters (its input processor's
+    checks: ``VLLMClientError``, as vLLM's server answers them), else None."""
+    from vllm.exceptions import VLLMClientError
+
+    if not isinstance(exc, VLLMClientError):
+        return None
+    message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+    return StreamError(message, {"n_out": 0}, status=400, param=getattr(exc, "parameter", None))
 
 
 def engine_params(sampling: Any, slo_args: dict[str, object]) -> Any:

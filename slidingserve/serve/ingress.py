@@ -23,7 +23,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
-from vllm.entrypoints.openai.completion.protocol import CompletionRequest
 from vllm.exceptions import VLLMClientError
 
 from slidingserve.serve import openai_api as oa
@@ -251,6 +250,11 @@ class IngressService:
         prompt_logprobs: dict[int, Any] = {}
         async for i, ev in _merge([self._events(st, buffered=True) for st in started]):
             if isinstance(ev, StreamError):
+                if ev.status < 500:  # the engine refused the parameters before running them
+                    for st in started:
+                        st.stream.cancel()
+                    return JSONResponse(oa.error_body(ev.message, ev.param, ev.status),
+                                        ev.status, headers=_headers(started))
                 partial = {"text": "".join(responder.choices[0].text), **ev.partial}
                 return _partial_error(ev.message, _headers(started), partial)
             assert isinstance(ev, TokenDelta), ev
@@ -269,7 +273,7 @@ class IngressService:
         try:
             async for i, ev in _merge([self._events(st) for st in started]):
                 if isinstance(ev, StreamError):
-                    yield oa.stream_error(ev.message)
+                    yield oa.stream_error(ev.message, ev.status)
                     return
                 assert isinstance(ev, TokenDelta), ev
                 chunk = responder.chunk(i, ev, ev.prompt_logprobs)
@@ -429,11 +433,11 @@ def build_api(service: IngressService, replica: str | None = None) -> FastAPI:
                             headers=getattr(exc, "headers", None))
 
     @api.post("/v1/completions")
-    async def completions(body: CompletionRequest, request: Request) -> Response:
+    async def completions(body: oa.CompletionBody, request: Request) -> Response:
         return await service.complete(body, request.headers)
 
     @api.post("/v1/chat/completions")
-    async def chat(body: ChatCompletionRequest, request: Request) -> Response:
+    async def chat(body: oa.ChatCompletionBody, request: Request) -> Response:
         return await service.complete(body, request.headers)
 
     def card() -> dict[str, Any]:

@@ -103,6 +103,10 @@ class StreamError:
 
     message: str
     partial: dict[str, Any] = field(default_factory=dict)
+    # 400: the engine refused the request's parameters before running it (vLLM's input
+    # checks: a client error, as vLLM's own server answers it); 500 for everything else
+    status: int = 500
+    param: str | None = None
 
 
 StreamEvent = Admitted | Rejected | TokenDelta | StreamError

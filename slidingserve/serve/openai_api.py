@@ -14,19 +14,75 @@ calling (no tool parser runs here).
 
 from __future__ import annotations
 
+import functools
 import json
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError, ValidatorFunctionWrapHandler, model_validator
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 from vllm.entrypoints.openai.completion.protocol import CompletionRequest
 from vllm.exceptions import VLLMClientError
 
 AnyRequest = CompletionRequest | ChatCompletionRequest
+
+
+@functools.cache
+def _number_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The top-level fields of ``model`` that take a number and not a boolean."""
+    def numeric(tp: Any) -> bool:
+        if tp is bool:
+            return False
+        if tp in (int, float):
+            return True
+        return any(numeric(a) for a in typing.get_args(tp))
+
+    def takes_bool(tp: Any) -> bool:
+        return tp is bool or any(takes_bool(a) for a in typing.get_args(tp))
+
+    return frozenset(name for name, f in model.model_fields.items()
+                     if numeric(f.annotation) and not takes_bool(f.annotation))
+
+
+def _shape_errors_are_invalid(model: type[BaseModel], data: Any,
+                              handler: ValidatorFunctionWrapHandler) -> Any:
+    """vLLM's ``mode="before"`` validators read the raw body and assume its shape (they
+    iterate ``messages``, call ``.get`` on its items); a body of another shape raises a
+    TypeError or AttributeError there, which pydantic does not turn into a validation error
+    (FastAPI would answer 500). Here it is one: a 400 naming the error. And a boolean where a
+    number goes (``"top_k": true``) is refused, as OpenAI's API refuses it: pydantic's lax mode
+    would read it as 1 or 0 and serve a request the client did not mean."""
+    if isinstance(data, dict):
+        for name in _number_fields(model):
+            if isinstance(data.get(name), bool):
+                raise ValueError(f"field {name}: expected a number, got a boolean "
+                                 f"({json.dumps(data[name])})")
+    try:
+        return handler(data)
+    except (TypeError, AttributeError, KeyError, IndexError) as exc:
+        raise ValueError(f"malformed request body ({type(exc).__name__}: {exc})") from None
+
+
+class CompletionBody(CompletionRequest):
+    """``/v1/completions``' body: vLLM's ``CompletionRequest``, a malformed one a 400."""
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _shape(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        return _shape_errors_are_invalid(cls, data, handler)
+
+
+class ChatCompletionBody(ChatCompletionRequest):
+    """``/v1/chat/completions``' body: vLLM's ``ChatCompletionRequest``, a malformed one a 400."""
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _shape(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        return _shape_errors_are_invalid(cls, data, handler)
 
 MAX_LOGPROBS = 20  # vLLM's default --max-logprobs
 NO_CHAT_TEMPLATE = (  # vLLM's words, so clients that match on them keep working
@@ -269,10 +325,19 @@ def _template_message(i: int, msg: Any) -> dict[str, Any]:
     """One message of ``chat_conversation``."""
     m = {k: (list(v) if k == "tool_calls" and v is not None else v)
          for k, v in dict(msg).items() if v is not None}
+    if not isinstance(m.get("role"), str):  # vLLM's schema admits role-less message shapes
+        raise HTTPError(400, f"messages[{i}]: a message needs a 'role' (a string: system, "
+                        "developer, user, assistant or tool)", "messages")
     content = m.get("content")
     if content is not None and not isinstance(content, str):
         texts = []
         for part in list(content):
+            if isinstance(part, str):  # a bare string part is text, as vLLM reads it
+                texts.append(part)
+                continue
+            if not isinstance(part, Mapping):
+                raise HTTPError(400, f"messages[{i}].content: a content part must be an object "
+                                f"or a string (got {type(part).__name__})", "messages")
             part = dict(part)
             kind = part.get("type", "text" if "text" in part else None)
             if kind in TEXT_PART_TYPES:
@@ -305,7 +370,10 @@ def chat_prompt(req: ChatCompletionRequest, tokenizer: Any) -> Prompt:
         text = tokenizer.apply_chat_template(conversation, chat_template=template,
                                              tokenize=False, **kwargs)
     except Exception as exc:  # jinja errors: the request's fault, as vLLM treats them
-        if not any(c.__name__ == "TemplateError" for c in type(exc).__mro__):
+        # (and transformers' ValueError for options that contradict each other, such as
+        # continue_final_message with add_generation_prompt)
+        if not (isinstance(exc, ValueError)
+                or any(c.__name__ == "TemplateError" for c in type(exc).__mro__)):
             raise
         raise HTTPError(400, f"chat template error: {exc}", "messages") from None
     ids = list(tokenizer.encode(text, add_special_tokens=req.add_special_tokens))
