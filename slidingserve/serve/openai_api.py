@@ -84,6 +84,7 @@ class ChatCompletionBody(ChatCompletionRequest):
     def _shape(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         return _shape_errors_are_invalid(cls, data, handler)
 
+
 MAX_LOGPROBS = 20  # vLLM's default --max-logprobs
 NO_CHAT_TEMPLATE = (  # vLLM's words, so clients that match on them keep working
     "As of transformers v4.44, default chat template is no longer allowed, so you must "
