@@ -137,7 +137,8 @@ class IngressService:
         for i, prompt in enumerate(prompts):
             n_max = oa.max_tokens_for(body, len(prompt.token_ids), self.limits.max_model_len,
                                       self.defaults)
-            params = oa.sampling_params(body, n_max, self.defaults, self.limits)
+            params = oa.sampling_params(body, n_max, self.defaults, self.limits,
+                                        len(prompt.token_ids))
             sub_id = rid if len(prompts) == 1 else f"{rid}-{i}"
             reqs.append(GenerateRequest(sub_id, prompt.token_ids, slo, params, arrival))
         now = time.time()

@@ -201,10 +201,12 @@ class ModelLimits:
 
 
 def sampling_params(req: AnyRequest, max_tokens: int, defaults: Mapping[str, Any],
-                    limits: ModelLimits) -> Any:
+                    limits: ModelLimits, prompt_len: int) -> Any:
     """The request's ``SamplingParams`` (vLLM's own conversion) checked as vLLM's engine checks
-    them on arrival (logprob counts, logit-bias and allowed token ids), so a bad value is a 400
-    here rather than an engine error after admission."""
+    them on arrival (logprob counts, logit-bias and allowed token ids, the routed-experts start
+    against the prompt's ``prompt_len`` tokens, a thinking budget without a reasoning parser),
+    so a bad value is a 400 here rather than an engine error after admission (the engine's own
+    refusals of a request's parameters are 400s too, ``engine_host._client_error``)."""
     try:
         params = req.to_sampling_params(max_tokens, dict(defaults))
         model: Any = limits  # the validators read only what ModelLimits has
@@ -214,6 +216,14 @@ def sampling_params(req: AnyRequest, max_tokens: int, defaults: Mapping[str, Any
         params._validate_stop_token_ids(model)
     except (VLLMClientError, ValueError, TypeError, OverflowError) as exc:
         raise HTTPError(400, clean_message(exc), getattr(exc, "parameter", None)) from None
+    start = getattr(params, "routed_experts_prompt_start", 0)
+    if not 0 <= start <= prompt_len:  # vLLM's words
+        raise HTTPError(400, "routed_experts_prompt_start must be between 0 and the prompt "
+                        f"length ({prompt_len}), inclusive.", "routed_experts_prompt_start")
+    if getattr(params, "thinking_token_budget", None) is not None:  # no reasoning parser here
+        raise HTTPError(400, "thinking_token_budget is set but reasoning_config is not "
+                        "configured: this server runs no reasoning parser.",
+                        "thinking_token_budget")
     return params
 
 
