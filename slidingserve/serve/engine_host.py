@@ -523,10 +523,12 @@ def _client_error(exc: Exception) -> StreamError | None:
     checks: ``VLLMClientError``, as vLLM's server answers them), else None."""
     from vllm.exceptions import VLLMClientError
 
+    from slidingserve.serve.openai_api import clean_message
+
     if not isinstance(exc, VLLMClientError):
         return None
-    message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
-    return StreamError(message, {"n_out": 0}, status=400, param=getattr(exc, "parameter", None))
+    return StreamError(clean_message(exc), {"n_out": 0}, status=400,
+                       param=getattr(exc, "parameter", None))
 
 
 def engine_params(sampling: Any, slo_args: dict[str, object]) -> Any:
