@@ -92,6 +92,10 @@ class BenchConfig(BaseModel):
     sim_plan_time: Literal["sched", "plan", "plan-cpu", "none", "cycle"] = "sched"
     # with noisy timing, each prediction is the mean over this many draws of the noise
     sim_noise_draws: int = Field(default=4, ge=1, le=64)
+    # With noisy timing, the simulated planner corrects its model online as the adapter does
+    # (``TimingConfig.planner_correction``; the adapter's ``latency_correction_decay``); 0:
+    # it plans with the median correction measured while serving, fixed.
+    sim_planner_correction: float = Field(default=0.95, ge=0, lt=1)
     # arrivals per rate tried for the engine's throughput limit (``predict.throughput_limit``)
     limit_requests: int = Field(default=2000, ge=50)
 

@@ -190,6 +190,10 @@ def bench_engine(
                                       "wall), plan, plan-cpu, none, or cycle (measured-trial "
                                       "or -workload only: everything per step outside the "
                                       "model)."),
+    sim_planner_correction: float = typer.Option(
+        0.95, help="With --sim-timing measured*, the decay of the simulated planner's online "
+        "correction of its latency model, as the adapter's latency_correction_decay; 0 plans "
+        "with the median correction measured while serving, fixed."),
     repredict: bool = typer.Option(False, "--repredict", help="Run no engine: recompute the "
                                    "simulator's predictions of the finished --find-capacity "
                                    "run in --out with --sim-timing / --sim-plan-time; "
@@ -212,6 +216,9 @@ def bench_engine(
     if spread:
         echo_spread(out, scheduler.split(",")[0].strip())
         return
+    if not 0 <= sim_planner_correction < 1:
+        raise ValueError("--sim-planner-correction must be in [0, 1) "
+                         f"(got {sim_planner_correction!r})")
     if repredict:
         if sim_timing not in ("oracle", "measured", "measured-trial", "measured-workload"):
             raise ValueError(f"--sim-timing: {sim_timing!r} is not oracle, measured, "
@@ -225,7 +232,8 @@ def bench_engine(
             echo_variants(table["rows"])
             typer.echo(f"wrote {out / 'variants.json'}")
             return
-        data = asyncio.run(recompute(out, sim_timing, sim_plan_time, start_rate))
+        data = asyncio.run(recompute(out, sim_timing, sim_plan_time, start_rate,
+                                     planner_correction=sim_planner_correction))
         echo_predictions(data["policies"])
         echo_limit(data)
         typer.echo(f"wrote {out / 'capacity.json'}")
@@ -244,7 +252,8 @@ def bench_engine(
                           max_num_batched_tokens=max_num_batched_tokens, variants=variants,
                           # pydantic rejects other values, naming the field and value
                           sim_timing=sim_timing,  # type: ignore[arg-type]
-                          sim_plan_time=sim_plan_time)  # type: ignore[arg-type]
+                          sim_plan_time=sim_plan_time,  # type: ignore[arg-type]
+                          sim_planner_correction=sim_planner_correction)
     except ValidationError as exc:
         err = exc.errors()[0]
         raise ValueError(f"bench engine: {'.'.join(map(str, err['loc']))}: {err['msg']} "

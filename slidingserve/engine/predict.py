@@ -89,8 +89,9 @@ def simulate_trial(cfg: BenchConfig, scheduler: str, rate: float, tiers: TierSet
     own timing, ``sim_timing.fitted_timing``), its seed the workload's. With
     noise timing the figures are the mean over ``cfg.sim_noise_draws`` draws of the noise
     (near a knee one draw's attainment moved by 10 points): the expected outcome, not one
-    sample of it. ``records_path``: write the per-request records of the first draw there
-    (``bench.requests_csv``)."""
+    sample of it, and the simulated planner corrects its model online as the adapter does
+    (``cfg.sim_planner_correction``). ``records_path``: write the per-request records of the
+    first draw there (``bench.requests_csv``)."""
     from slidingserve.engine.latency_source import LiveLatencyModel
     from slidingserve.sim.simulator import simulate
 
@@ -113,8 +114,9 @@ def simulate_trial(cfg: BenchConfig, scheduler: str, rate: float, tiers: TierSet
             specs = scaled_workload(cfg, rate, tiers, seed)
             noise_seed = seed + NOISE_SEED_STRIDE * draw  # draw 0: the workload's seed
             own = by_seed.get(seed, TimingConfig())
-            seeded = sim_cfg.model_copy(
-                update={"timing": own.model_copy(update={"seed": noise_seed})})
+            correction = cfg.sim_planner_correction if own.kind != "oracle" else 0.0
+            seeded = sim_cfg.model_copy(update={"timing": own.model_copy(
+                update={"seed": noise_seed, "planner_correction": correction})})
             got = simulate(specs, tiers, policy, seeded, latency, policy_config=overrides).records
             records += got
             per_seed.append((seed, list(got)))
@@ -263,7 +265,8 @@ def throughput_limit(cfg: BenchConfig, tiers: TierSet, model: tuple[LatencyModel
 
 
 async def repredict(out: Path, sim_timing: str, sim_plan_time: str, start_rps: float = 1.0,
-                    rel_tol: float = 0.15, max_trials: int = 7) -> dict[str, Any]:
+                    rel_tol: float = 0.15, max_trials: int = 7,
+                    planner_correction: float | None = None) -> dict[str, Any]:
     """Recompute the simulator's predictions of a finished ``find_capacity`` run in ``out``
     (its ``capacity.json``, calibration and step traces) with another step timing; rewrites
     ``capacity.json``. No engine runs."""
@@ -271,8 +274,10 @@ async def repredict(out: Path, sim_timing: str, sim_plan_time: str, start_rps: f
     if not path.is_file():
         raise ValueError(f"--repredict: {str(path)!r} does not exist (run --find-capacity first)")
     data = json.loads(path.read_text())
-    cfg = BenchConfig(**{**data["config"], "sim_timing": sim_timing,
-                         "sim_plan_time": sim_plan_time})
+    update: dict[str, Any] = {"sim_timing": sim_timing, "sim_plan_time": sim_plan_time}
+    if planner_correction is not None:
+        update["sim_planner_correction"] = planner_correction
+    cfg = BenchConfig(**{**data["config"], **update})
     calib = Calibration(**data["calibration"])
     policies = data["policies"]
     for result in policies.values():  # the previous prediction's figures go

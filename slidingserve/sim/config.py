@@ -60,6 +60,12 @@ class TimingConfig(BaseModel):
     requests the replica holds (running and waiting) when it plans the step: a planner's cost
     grows with its queue (measured: 0.15 ms with up to 5 requests, 1.7 ms with 40 or more).
     Random draws follow ``seed`` per replica and step number, never the wall clock.
+    With ``planner_correction`` > 0 the planner corrects its model online from the steps it
+    sees, as the engine adapter does (``engine.latency_source.LiveLatencyModel``): each
+    replica's policy plans with its own copy of the model, scaled by the moving average of
+    log(step time / its prediction), while the clock keeps timing steps with the model as
+    given; slow steps in a run (``noise_rho``) then inflate the planner's predictions for the
+    steps after them, as on the engine.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -76,6 +82,10 @@ class TimingConfig(BaseModel):
     plan_s_by_policy: dict[str, float] = Field(default_factory=dict)
     # (requests held, planning time per step) steps, every policy; overrides both above.
     plan_s_by_held: tuple[tuple[int, float], ...] = ()
+    # The planner's online correction, as the engine adapter runs it: the decay of its moving
+    # average of log(step time / prediction) (the engine's ``latency_correction_decay``); 0:
+    # the planner's model stays as given.
+    planner_correction: float = Field(default=0.0, ge=0, lt=1)
 
     @field_validator("plan_s_by_policy")
     @classmethod
@@ -137,6 +147,8 @@ class TimingConfig(BaseModel):
             text += f" x{self.scale:.3g}"
         if self.prefill_scale is not None:
             text += f" (prefill x{self.prefill_scale:.3g})"
+        if self.planner_correction:
+            text += f" planner-corrected({self.planner_correction:g})"
         if policy is not None:
             plans = [("", self.plan_time_s(policy))]
         else:

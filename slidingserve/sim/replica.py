@@ -17,6 +17,9 @@ the run is settled; ``load`` and ``outstanding`` read the run meanwhile, and ``e
 A step lasts what the replica's ``TimingModel`` says (``slidingserve/sim/timing.py``): by
 default the policy's own prediction (the oracle); with measured noise, replayed step times
 and the policy's planning time the simulator's clock parts from the policy's planning model.
+With ``TimingConfig.planner_correction`` the replica tells its planner's model (``corrector``)
+each step's time when it launches the step, as the engine adapter does after each step (the
+planner plans again only after the step ends).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from slidingserve.sim.request import SimRequest
 from slidingserve.sim.timing import OracleTiming, TimingModel
 
 if TYPE_CHECKING:
+    from slidingserve.engine.latency_source import LiveLatencyModel
     from slidingserve.sim.fastforward import DecodeRun
 
 _EPS = 1e-9
@@ -75,6 +79,7 @@ class Replica:
         record_token_times: bool = False,
         timing: TimingModel | None = None,
         overhead: StepOverhead | None = None,
+        corrector: LiveLatencyModel | None = None,
     ):
         self.index = index
         self.policy = policy
@@ -82,6 +87,8 @@ class Replica:
         self.timing = timing or OracleTiming(latency)  # the clock: how long a step takes
         # the policy's model, planning time included (set per step from ``timing.plan_time``)
         self.overhead = overhead
+        # the planner's model when it corrects itself online: told each step's time
+        self.corrector = corrector
         self.total_blocks = num_blocks
         self.free_blocks = num_blocks
         self.block_size = block_size
@@ -269,11 +276,16 @@ class Replica:
         if admitted:
             self.waiting = [v for v in self.waiting if v.num_blocks == 0]
         # The policies' own feature builder: the oracle times steps exactly as planners predict.
-        if duration is None:
+        held = len(self.running) + len(self.waiting)
+        if duration is None or self.corrector is not None:
             x = step_features([(r.view, n) for r, n in items])
-            duration = self.timing.step_time(x, self.steps, len(self.running) + len(self.waiting))
+        if duration is None:
+            duration = self.timing.step_time(x, self.steps, held)
         if not duration > 0:
             raise self._error(now, f"timing model gave a non-positive step time {duration}")
+        if self.corrector is not None:  # the planner sees the step's time, as the engine's does
+            predicted = float(self.corrector.predict_features(x[None, :])[0])
+            self.corrector.observe(predicted, duration - self.timing.plan_time(held))
         self.busy = True
         self.version += 1
         self.step_items = items

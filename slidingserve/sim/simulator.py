@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from slidingserve.engine.latency_source import LiveLatencyModel
 from slidingserve.latency import LatencyModel, RooflineModel, StepOverhead
 from slidingserve.metrics import RequestRecord
 from slidingserve.policy import Policy, RequestView, make_policy
@@ -80,7 +81,10 @@ def simulate(
     factory = _policy_factory(policy, policy_config)
     timing = resolve_timing(config.timing)
     latencies = fleet_latencies(config, latency)
-    planners = [_planning_policy(factory, lat, timing) for lat in latencies]
+    # what each replica's policy plans with: the model as given, or a copy corrected online
+    correctors = [_corrector(lat, timing.planner_correction) for lat in latencies]
+    planners = [_planning_policy(factory, c or lat, timing)
+                for c, lat in zip(correctors, latencies, strict=True)]
     policies = [pol for pol, _ in planners]
     replicas = [
         Replica(
@@ -93,8 +97,10 @@ def simulate(
             config.record_token_times,
             make_timing(timing, lat, i, pol.name),
             overhead,
+            corrector,
         )
-        for i, ((pol, overhead), lat) in enumerate(zip(planners, latencies, strict=True))
+        for i, ((pol, overhead), lat, corrector) in enumerate(
+            zip(planners, latencies, correctors, strict=True))
     ]
     for rep in replicas:
         rep.measure_cpu = config.measure_policy_cpu
@@ -124,6 +130,8 @@ def simulate(
     skip_fixed, ff_on, ff_max = (
         config.skip_fixed_plans, config.fast_forward, config.fast_forward_max_steps
     )
+    # A decode run applies its steps only when settled; a correcting planner must see each.
+    ff_on = ff_on and not timing.planner_correction
 
     def push(rep: Replica, end: float) -> None:
         nonlocal seq
@@ -241,6 +249,9 @@ def simulate(
         "rerouted": rerouted,
         "lost": lost,
         "timing": timing.label(policies[0].name),
+        # each replica's online correction at the end (planner_correction; else None)
+        "planner_scale": [rep.corrector.scale if rep.corrector is not None else None
+                          for rep in replicas],
     }
     return SimResult([r.record() for r in reqs], now, stats)
 
@@ -257,6 +268,18 @@ def _planning_policy(factory: Callable[[LatencyModel], Policy], latency: Latency
         return policy, None
     overhead = StepOverhead(latency, plan_s)
     return factory(overhead), overhead
+
+
+def _corrector(latency: LatencyModel, decay: float) -> LiveLatencyModel | None:
+    """A copy of ``latency`` that the planner corrects online (the engine adapter's class and
+    rule), starting from the correction ``latency`` carries; None when ``decay`` is 0."""
+    if decay <= 0:
+        return None
+    if isinstance(latency, LiveLatencyModel):
+        return LiveLatencyModel(latency.current, latency.version, correction_decay=decay,
+                                max_scale=latency.max_scale, initial_scale=latency.scale,
+                                host_s=latency.host_s)
+    return LiveLatencyModel(latency, "sim", correction_decay=decay)
 
 
 def _policy_factory(
