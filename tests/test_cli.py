@@ -75,6 +75,16 @@ def test_sim_summarises_arrival_windows(tmp_path):
     assert fine.exit_code != 0 and "windows (at most" in fine.output
 
 
+def test_sim_with_slow_spells_and_a_correcting_planner(tmp_path):
+    args = ["sim", "--policy", "slidingserve", "--rate", "4", "--num-requests", "40",
+            "--timing", "noise", "--spells", "0.5,0.4,3", "--planner-correction", "0.95"]
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "s")])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert "spells(0.5/s of 0.4s x3) planner-corrected(0.95)" in summary["timing"]["label"]
+    assert summary["timing"]["spell_rate_hz"] == 0.5
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
@@ -91,6 +101,9 @@ def test_sim_summarises_arrival_windows(tmp_path):
         (["capacity", "--latency-model", "a100"], "a100"),
         (["sim", "--rate", "1", "--latency-model", "a100"], "a100"),
         (["sim", "--rate", "1", "--progress-every", "-5"], "-5"),
+        (["sim", "--rate", "1", "--spells", "0.1,half"], "0.1,half"),
+        (["sim", "--rate", "1", "--spells", "0.1,0.5,0.5"], "spell_x"),
+        (["sim", "--rate", "1", "--planner-correction", "1.5"], "planner_correction"),
     ],
 )
 def test_bad_values_are_named_and_exit_non_zero(tmp_path, args, needle):

@@ -46,8 +46,10 @@ from slidingserve.sim.config import TimingConfig
 from slidingserve.sim.options import (
     LatencyModelOption,
     NoiseSigmaOption,
+    PlannerCorrectionOption,
     PlanTimeOption,
     ReplayOption,
+    SpellsOption,
     TimingOption,
     TimingSeedOption,
 )
@@ -298,6 +300,8 @@ def capacity(
     noise_sigma: NoiseSigmaOption = None,
     replay: ReplayOption = None,
     plan_time_ms: PlanTimeOption = None,
+    spells: SpellsOption = None,
+    planner_correction: PlannerCorrectionOption = 0.0,
     slo_scale: Annotated[
         float, typer.Option(help="Multiply every latency target of the tiers (SLO scale).")
     ] = 1.0,
@@ -357,7 +361,8 @@ def capacity(
             "--arrival)"
         )
     try:
-        timing_config = timing_from_options(timing, timing_seed, noise_sigma, replay, plan_time_ms)
+        timing_config = timing_from_options(timing, timing_seed, noise_sigma, replay, plan_time_ms,
+                                            spells, planner_correction)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     if latency_model is not None:

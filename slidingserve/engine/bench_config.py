@@ -96,6 +96,9 @@ class BenchConfig(BaseModel):
     # (``TimingConfig.planner_correction``; the adapter's ``latency_correction_decay``); 0:
     # it plans with the median correction measured while serving, fixed.
     sim_planner_correction: float = Field(default=0.95, ge=0, lt=1)
+    # With per-trial timing, the slow spells found in each trial's steps are simulated as
+    # spells (``sim_timing.spell_fit``), the rest as noise; False: all of it as noise.
+    sim_spells: bool = True
     # arrivals per rate tried for the engine's throughput limit (``predict.throughput_limit``)
     limit_requests: int = Field(default=2000, ge=50)
 

@@ -111,10 +111,11 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 
 def echo_predictions(policies: dict[str, Any]) -> None:
     """Measured and predicted attainment of every trial of a capacity run, the error, and the
-    preemptions measured / predicted (``-`` where a run did not record them)."""
+    preemptions measured / predicted (``-`` where a run did not record them), and the seconds
+    the trial's engine spent in slow spells (``sim_timing.slow_spell_s``; ``-``: not fitted)."""
     errors = []
     typer.echo(f"{'scheduler':15s} {'rate':>6s} {'measured':>9s} {'predicted':>9s} {'error':>6s}"
-               f" {'preempted':>11s}  timing")
+               f" {'preempted':>11s} {'spells':>7s}  timing")
     for name, r in policies.items():
         for rate, t in sorted(r["trials"].items(), key=lambda kv: float(kv[0])):
             sim = t.get("simulated") or {}
@@ -126,9 +127,11 @@ def echo_predictions(policies: dict[str, Any]) -> None:
             predicted = sim.get("preemptions")
             preempted = (f"{'-' if measured is None else int(measured)}/"
                          f"{'-' if predicted is None else round(predicted)}")
+            spell = (sim.get("measured_noise") or t.get("step_fit") or {}).get("slow_spell_s")
+            spells = "-" if spell is None else f"{spell:.2f}s"
             typer.echo(f"{name:15s} {float(rate):6.2f} {t['attainment']:9.3f} "
-                       f"{sim['slo_attainment']:9.3f} {err:+6.1f} {preempted:>11s}  "
-                       f"{sim.get('timing', '')}")
+                       f"{sim['slo_attainment']:9.3f} {err:+6.1f} {preempted:>11s} {spells:>7s}"
+                       f"  {sim.get('timing', '')}")
     if errors:
         within = sum(e <= 5.0 for e in errors)
         typer.echo(f"mean |error| {sum(errors) / len(errors):.1f} points; {within} of "
@@ -194,6 +197,10 @@ def bench_engine(
         0.95, help="With --sim-timing measured*, the decay of the simulated planner's online "
         "correction of its latency model, as the adapter's latency_correction_decay; 0 plans "
         "with the median correction measured while serving, fixed."),
+    sim_spells: bool = typer.Option(True, "--sim-spells/--no-sim-spells", help="With "
+                                    "--sim-timing measured-trial or -workload, simulate the "
+                                    "slow spells found in each trial's steps as spells "
+                                    "(else as part of the noise)."),
     repredict: bool = typer.Option(False, "--repredict", help="Run no engine: recompute the "
                                    "simulator's predictions of the finished --find-capacity "
                                    "run in --out with --sim-timing / --sim-plan-time; "
@@ -228,12 +235,14 @@ def bench_engine(
                              "plan-cpu, none or cycle")
         if variant:
             table = predict_variants(out, dict(parse_variant(v) for v in variant),
-                                     scheduler.split(",")[0].strip())
+                                     scheduler.split(",")[0].strip(),
+                                     sim_planner_correction, sim_spells)
             echo_variants(table["rows"])
             typer.echo(f"wrote {out / 'variants.json'}")
             return
         data = asyncio.run(recompute(out, sim_timing, sim_plan_time, start_rate,
-                                     planner_correction=sim_planner_correction))
+                                     planner_correction=sim_planner_correction,
+                                     spells=sim_spells))
         echo_predictions(data["policies"])
         echo_limit(data)
         typer.echo(f"wrote {out / 'capacity.json'}")
@@ -253,7 +262,8 @@ def bench_engine(
                           # pydantic rejects other values, naming the field and value
                           sim_timing=sim_timing,  # type: ignore[arg-type]
                           sim_plan_time=sim_plan_time,  # type: ignore[arg-type]
-                          sim_planner_correction=sim_planner_correction)
+                          sim_planner_correction=sim_planner_correction,
+                          sim_spells=sim_spells)
     except ValidationError as exc:
         err = exc.errors()[0]
         raise ValueError(f"bench engine: {'.'.join(map(str, err['loc']))}: {err['msg']} "

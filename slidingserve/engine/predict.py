@@ -176,7 +176,7 @@ def predict_trials(cfg: BenchConfig, out: Path, results: dict[str, dict[str, Any
             key = str(rate)  # keys are rates (trial_windows orders them)
             fit = _step_fits(cfg, folder / "steps.csv", {key: summary}, model)[key]
         timing = fitted_timing(cfg.sim_timing, fit, summary["scheduler_overhead"],
-                               cfg.sim_plan_time, scale)
+                               cfg.sim_plan_time, scale, cfg.sim_spells)
         summary["simulated"] = simulate_trial(cfg, name, rate, tiers, scale, model, timing,
                                               requests_csv(folder, rate, simulated=True))
         summary["simulated"]["measured_noise"] = fit
@@ -203,7 +203,8 @@ async def predict_capacities(cfg: BenchConfig, out: Path, policies: dict[str, An
             overhead = None if key is None else _trials[key]["scheduler_overhead"]
             fit = noise if cfg.sim_timing not in PER_TRIAL else \
                 None if key is None else _fits.get(key)
-            return fitted_timing(cfg.sim_timing, fit, overhead, cfg.sim_plan_time, scale)
+            return fitted_timing(cfg.sim_timing, fit, overhead, cfg.sim_plan_time, scale,
+                                 cfg.sim_spells)
 
         timings[name] = timing_at
         result["simulated"] = await _simulated_capacities(cfg, name, tiers, scale, start_rps,
@@ -266,7 +267,8 @@ def throughput_limit(cfg: BenchConfig, tiers: TierSet, model: tuple[LatencyModel
 
 async def repredict(out: Path, sim_timing: str, sim_plan_time: str, start_rps: float = 1.0,
                     rel_tol: float = 0.15, max_trials: int = 7,
-                    planner_correction: float | None = None) -> dict[str, Any]:
+                    planner_correction: float | None = None,
+                    spells: bool | None = None) -> dict[str, Any]:
     """Recompute the simulator's predictions of a finished ``find_capacity`` run in ``out``
     (its ``capacity.json``, calibration and step traces) with another step timing; rewrites
     ``capacity.json``. No engine runs."""
@@ -277,6 +279,8 @@ async def repredict(out: Path, sim_timing: str, sim_plan_time: str, start_rps: f
     update: dict[str, Any] = {"sim_timing": sim_timing, "sim_plan_time": sim_plan_time}
     if planner_correction is not None:
         update["sim_planner_correction"] = planner_correction
+    if spells is not None:
+        update["sim_spells"] = spells
     cfg = BenchConfig(**{**data["config"], **update})
     calib = Calibration(**data["calibration"])
     policies = data["policies"]
@@ -294,12 +298,15 @@ async def repredict(out: Path, sim_timing: str, sim_plan_time: str, start_rps: f
 
 
 def predict_variants(out: Path, variants: dict[str, tuple[str, dict[str, Any]]],
-                     timing_of: str = "slidingserve") -> dict[str, Any]:
+                     timing_of: str = "slidingserve", planner_correction: float | None = None,
+                     spells: bool | None = None) -> dict[str, Any]:
     """What other policies would have done in a finished ``find_capacity`` run in ``out``:
     every trial of its scheduler ``timing_of`` simulated again with ``timing_of`` itself and
     with each variant (label -> (registered policy, config overrides)) in its place, on that
     trial's measured step timing (the run's ``sim_timing``; the planning time per step is
-    ``timing_of``'s, not the variant's). Writes ``variants.json``; no engine runs."""
+    ``timing_of``'s, not the variant's; ``planner_correction`` / ``spells``: the simulator's
+    ``sim_planner_correction`` / ``sim_spells`` instead of the run's). Writes
+    ``variants.json``; no engine runs."""
     path = out / "capacity.json"
     if not path.is_file():
         raise ValueError(f"--repredict: {str(path)!r} does not exist (run --find-capacity first)")
@@ -308,7 +315,12 @@ def predict_variants(out: Path, variants: dict[str, tuple[str, dict[str, Any]]],
         raise ValueError(f"--scheduler: {timing_of!r} did not run in {str(out)!r} (it ran "
                          f"{sorted(data['policies'])})")
     stored = data["config"]
-    cfg = BenchConfig(**{**stored, "variants": {**stored.get("variants", {}), **variants}})
+    update: dict[str, Any] = {"variants": {**stored.get("variants", {}), **variants}}
+    if planner_correction is not None:
+        update["sim_planner_correction"] = planner_correction
+    if spells is not None:
+        update["sim_spells"] = spells
+    cfg = BenchConfig(**{**stored, **update})
     tiers = Calibration(**data["calibration"]).tiers(cfg.scales)
     scale, model = serving_scale(out), sim_latency_model(cfg)
     if model is None:
@@ -320,7 +332,7 @@ def predict_variants(out: Path, variants: dict[str, tuple[str, dict[str, Any]]],
     for rate, trial in sorted(trials.items(), key=lambda kv: float(kv[0])):
         fit = fits.get(rate) if cfg.sim_timing in PER_TRIAL else noise
         timing = fitted_timing(cfg.sim_timing, fit, trial["scheduler_overhead"],
-                               cfg.sim_plan_time, scale)
+                               cfg.sim_plan_time, scale, cfg.sim_spells)
         for label in (timing_of, *variants):
             sim = simulate_trial(cfg, label, float(rate), tiers, scale, model, timing)
             rows.append({"label": label, "policy": cfg.policy_of(label)[0]

@@ -75,38 +75,101 @@ def measured_noise(out: Path, model: LatencyModel) -> dict[str, Any] | None:
 
 
 MAX_RHO = 0.95  # the AR(1) noise stays stationary
+SPELL_STEPS = 15  # steps of the centred window that finds a slow spell
+SPELL_X = 2.0  # a slow spell: the window's median step this many times its class median or more
+
+
+def slow_steps(dev: np.ndarray) -> np.ndarray:
+    """The steps inside slow spells: those whose centred window of ``SPELL_STEPS`` steps has
+    a median ratio to the class median (``exp(dev)``) of ``SPELL_X`` or more. A spell is the
+    machine (or the engine) running slow for many steps in a row, which the online correction
+    follows, unlike one slow step."""
+    slow = np.zeros(dev.size, dtype=bool)
+    if dev.size < SPELL_STEPS:
+        return slow
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    window = np.median(sliding_window_view(np.exp(dev), SPELL_STEPS), axis=1)
+    half = SPELL_STEPS // 2
+    slow[half:half + window.size] = window >= SPELL_X
+    return slow
+
+
+def slow_spell_s(latency_s: np.ndarray, dev: np.ndarray) -> float:
+    """Seconds of steps inside slow spells (``slow_steps``)."""
+    return float(np.asarray(latency_s, dtype=float)[slow_steps(dev)].sum())
+
+
+def spell_fit(latency_s: np.ndarray, dev: np.ndarray, slow: np.ndarray,
+              timestamps: np.ndarray | None) -> dict[str, float]:
+    """The slow spells of a trial's steps (``slow``: ``slow_steps``) as ``TimingConfig``'s
+    spells: ``count`` runs of slow steps, ``rate_hz`` of them per second of the trial (its
+    steps' time span, or their busy time without ``timestamps``), mean length ``mean_s``
+    (first step's start to last step's end) and ``x``, the median ratio of their steps to
+    the calm steps' class median (``exp(dev)``)."""
+    idx = np.flatnonzero(slow)
+    breaks = np.flatnonzero(np.diff(idx) > 1)
+    starts = idx[np.r_[0, breaks + 1]]
+    ends = idx[np.r_[breaks, idx.size - 1]]
+    if timestamps is not None:
+        lengths = timestamps[ends] - timestamps[starts] + latency_s[starts]
+        span = float(timestamps[-1] - timestamps[0] + latency_s[0])
+    else:
+        cum = np.cumsum(latency_s)
+        lengths = cum[ends] - cum[starts] + latency_s[starts]
+        span = float(cum[-1])
+    return {"count": int(starts.size), "rate_hz": starts.size / max(span, 1e-9),
+            "mean_s": float(np.mean(lengths)), "x": float(np.exp(np.median(dev[slow])))}
 
 
 def step_fit(latency_s: np.ndarray, predicted_s: np.ndarray,
-             has_prefill: np.ndarray | None = None) -> dict[str, Any] | None:
+             has_prefill: np.ndarray | None = None,
+             timestamps: np.ndarray | None = None) -> dict[str, Any] | None:
     """A trial's measured step timing against the uncorrected model's predictions, in step
     order: ``ratio`` = median measured / predicted of decode-only steps and ``prefill_ratio``
     of steps with prefill tokens (``has_prefill``; None: one class, both the same), each raised
     so that, under the simulated lognormal noise, the class's mean step time is the measured
     one (``median_ratio`` / ``median_prefill_ratio``: before that), ``sigma`` = std of the log
     ratio's deviations from its class median, ``rho`` = their lag-1 autocorrelation
-    (0-``MAX_RHO``)."""
-    r = np.log(np.asarray(latency_s, dtype=float) / np.asarray(predicted_s, dtype=float))
+    (0-``MAX_RHO``); ``slow_spell_s`` = the seconds of steps in slow spells (``slow_steps``)
+    and ``spells`` their fit (``spell_fit``; None without any). With spells, every other
+    figure is of the calm steps, the spells' own figures standing for the rest."""
+    latency_s = np.asarray(latency_s, dtype=float)
+    r = np.log(latency_s / np.asarray(predicted_s, dtype=float))
     if r.size < 3:
         return None
     pre = np.zeros(r.size, dtype=bool) if has_prefill is None else np.asarray(has_prefill, bool)
-    med = {c: float(np.median(r[pre == c])) if (pre == c).any() else float(np.median(r))
-           for c in (False, True)}
-    dev = r - np.where(pre, med[True], med[False])
-    a, b = dev[:-1] - dev.mean(), dev[1:] - dev.mean()
+
+    def deviations(keep: np.ndarray) -> tuple[dict[bool, float], np.ndarray]:
+        med = {c: float(np.median(r[keep & (pre == c)])) if (keep & (pre == c)).any()
+               else float(np.median(r[keep])) for c in (False, True)}
+        return med, r - np.where(pre, med[True], med[False])
+
+    med, dev = deviations(np.ones(r.size, dtype=bool))
+    slow = slow_steps(dev)
+    calm = ~slow
+    spells = None
+    if slow.any() and calm.sum() >= 3:
+        med, dev = deviations(calm)
+        spells = spell_fit(latency_s, dev, slow, timestamps)
+    else:
+        calm[:] = True
+    d, p = dev[calm], pre[calm]
+    a, b = d[:-1] - d.mean(), d[1:] - d.mean()
     denom = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
     rho = float((a * b).sum()) / denom if denom > 0 else 0.0
-    sigma = float(np.std(dev, ddof=1))
+    sigma = float(np.std(d, ddof=1))
     # the simulated noise exp(sigma z) has mean exp(sigma^2 / 2); the measured deviations'
-    # tail is heavier (slow spells), so each class's scale is raised by the excess of its
-    # measured mean: the simulated engine then does as much work per second as the real one
+    # tail is heavier, so each class's scale is raised by the excess of its measured mean:
+    # the simulated engine then does as much work per second as the real one
     lognormal_mean = math.exp(sigma * sigma / 2)
-    excess = {c: float(np.exp(dev[pre == c]).mean()) / lognormal_mean if (pre == c).any()
+    excess = {c: float(np.exp(d[p == c]).mean()) / lognormal_mean if (p == c).any()
               else 1.0 for c in (False, True)}
     return {"steps": int(r.size), "ratio": math.exp(med[False]) * excess[False],
             "prefill_ratio": math.exp(med[True]) * excess[True], "sigma": sigma,
             "rho": min(max(rho, 0.0), MAX_RHO), "median_ratio": math.exp(med[False]),
-            "median_prefill_ratio": math.exp(med[True])}
+            "median_prefill_ratio": math.exp(med[True]),
+            "slow_spell_s": float(latency_s[slow].sum()), "spells": spells}
 
 
 def trial_windows(trials: dict[str, dict[str, Any]], timestamps: np.ndarray
@@ -181,7 +244,8 @@ def trial_step_fits(path: Path, trials: dict[str, dict[str, Any]], model: Latenc
             np.asarray(trace.extra["num_waiting"], dtype=float)
 
     def fit_of(m: np.ndarray) -> dict[str, Any] | None:
-        fit = step_fit(trace.latency_s[m], predicted[m], prefill[m]) if m.any() else None
+        fit = (step_fit(trace.latency_s[m], predicted[m], prefill[m], ts[m]) if m.any()
+               else None)
         if fit is not None:
             cycle = cycle_overhead_s(ts[m], trace.latency_s[m])
             if cycle is not None:
@@ -256,14 +320,14 @@ Timing = TimingConfig | Mapping[int, TimingConfig]  # one for a trial, or one pe
 
 
 def fitted_timing(kind: str, fit: dict[str, Any] | None, overhead: dict[str, Any] | None,
-                  plan_source: str, planner_scale: float = 1.0
+                  plan_source: str, planner_scale: float = 1.0, spells: bool = True
                   ) -> Timing:
     """The simulator's timing of one trial from its fit (``trial_step_fits``): one
     ``trial_timing`` for the trial, or with ``measured-workload`` one per workload seed (a
     workload whose steps were too few for a fit takes the trial's)."""
     def one(f: dict[str, Any] | None) -> TimingConfig:
         return trial_timing(kind, f, plan_time_s(overhead, plan_source, f), planner_scale,
-                            held_table(f, plan_source))
+                            held_table(f, plan_source), spells)
 
     if kind == "measured-workload" and fit is not None and fit.get("workloads"):
         return {int(seed): one(f if f is not None else fit)
@@ -273,17 +337,21 @@ def fitted_timing(kind: str, fit: dict[str, Any] | None, overhead: dict[str, Any
 
 def trial_timing(kind: str, noise: dict[str, Any] | None, plan_s: float,
                  planner_scale: float = 1.0,
-                 plan_s_by_held: tuple[tuple[int, float], ...] = ()) -> TimingConfig:
+                 plan_s_by_held: tuple[tuple[int, float], ...] = (),
+                 spells: bool = True) -> TimingConfig:
     """The simulator's timing for one trial: ``oracle``, or ``measured`` (noise + plan_s), or
     ``measured-trial`` / ``measured-workload`` (``noise`` is then the trial's, or one
-    workload's, ``step_fit``: its sigma, rho, and its ratio over ``planner_scale``, the
-    correction the simulated planner uses)."""
+    workload's, ``step_fit``: its sigma, rho, its ratio over ``planner_scale``, the
+    correction the simulated planner uses, and with ``spells`` its slow spells)."""
     if kind == "oracle":
         return TimingConfig()
     if noise is None:  # nothing measured: the latency model's own timing plus planning time
         return TimingConfig(plan_s=plan_s)
     if kind in PER_TRIAL:
-        return TimingConfig(kind="noise", noise_sigma=round(noise["sigma"], 4),
+        spell = noise.get("spells") if spells else None
+        slow = {"spell_rate_hz": round(spell["rate_hz"], 5), "spell_s": round(spell["mean_s"], 4),
+                "spell_x": round(max(spell["x"], 1.0), 3)} if spell else {}
+        return TimingConfig(kind="noise", noise_sigma=round(noise["sigma"], 4), **slow,
                             noise_rho=round(noise["rho"], 3),
                             scale=round(noise["ratio"] / planner_scale, 4),
                             prefill_scale=round(noise["prefill_ratio"] / planner_scale, 4),

@@ -16,8 +16,10 @@ from slidingserve.sim.config import SimConfig
 from slidingserve.sim.options import (
     LatencyModelOption,
     NoiseSigmaOption,
+    PlannerCorrectionOption,
     PlanTimeOption,
     ReplayOption,
+    SpellsOption,
     TimingOption,
     TimingSeedOption,
 )
@@ -71,6 +73,8 @@ def sim(
     noise_sigma: NoiseSigmaOption = None,
     replay: ReplayOption = None,
     plan_time_ms: PlanTimeOption = None,
+    spells: SpellsOption = None,
+    planner_correction: PlannerCorrectionOption = 0.0,
     window_seconds: Annotated[
         float | None,
         typer.Option(help="Also summarise every window of this many seconds of arrivals "
@@ -88,7 +92,8 @@ def sim(
         raise typer.BadParameter(f"must be >= 0 seconds (got {progress_every})",
                                  param_hint="--progress-every")
     try:
-        timing_config = timing_from_options(timing, timing_seed, noise_sigma, replay, plan_time_ms)
+        timing_config = timing_from_options(timing, timing_seed, noise_sigma, replay, plan_time_ms,
+                                            spells, planner_correction)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     tier_set = load_tiers(tiers)

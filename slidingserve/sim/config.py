@@ -65,7 +65,9 @@ class TimingConfig(BaseModel):
     replica's policy plans with its own copy of the model, scaled by the moving average of
     log(step time / its prediction), while the clock keeps timing steps with the model as
     given; slow steps in a run (``noise_rho``) then inflate the planner's predictions for the
-    steps after them, as on the engine.
+    steps after them, as on the engine. With ``spell_rate_hz`` > 0 the machine has slow spells
+    (``timing.SlowSpells``): Poisson in time, of exponential length ``spell_s`` on average,
+    execution time x ``spell_x`` while one lasts, the same times for every policy of a seed.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -86,6 +88,11 @@ class TimingConfig(BaseModel):
     # average of log(step time / prediction) (the engine's ``latency_correction_decay``); 0:
     # the planner's model stays as given.
     planner_correction: float = Field(default=0.0, ge=0, lt=1)
+    # Slow spells (``timing.SlowSpells``): spells per second (0: none), their mean length (s)
+    # and the factor on execution time while one lasts.
+    spell_rate_hz: float = Field(default=0.0, ge=0, le=100)
+    spell_s: float = Field(default=0.5, gt=0, le=600)
+    spell_x: float = Field(default=2.5, ge=1, le=100)
 
     @field_validator("plan_s_by_policy")
     @classmethod
@@ -147,6 +154,9 @@ class TimingConfig(BaseModel):
             text += f" x{self.scale:.3g}"
         if self.prefill_scale is not None:
             text += f" (prefill x{self.prefill_scale:.3g})"
+        if self.spell_rate_hz:
+            text += (f" spells({self.spell_rate_hz:.3g}/s of {self.spell_s:.3g}s"
+                     f" x{self.spell_x:.3g})")
         if self.planner_correction:
             text += f" planner-corrected({self.planner_correction:g})"
         if policy is not None:

@@ -34,3 +34,17 @@ PlanTimeOption = Annotated[
         help="Planning time added to each step: MS, or POLICY=MS items, comma-separated."
     ),
 ]
+SpellsOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Slow spells of the machine: RATE,SECONDS,X (spells per second, their mean "
+        "length, execution time x X while one lasts), e.g. 0.05,0.5,2.5."
+    ),
+]
+PlannerCorrectionOption = Annotated[
+    float,
+    typer.Option(
+        help="The planner corrects its latency model online from the steps it sees, as the "
+        "engine adapter does: the decay of its moving average (the adapter's 0.95); 0: off."
+    ),
+]

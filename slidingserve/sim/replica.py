@@ -280,7 +280,7 @@ class Replica:
         if duration is None or self.corrector is not None:
             x = step_features([(r.view, n) for r, n in items])
         if duration is None:
-            duration = self.timing.step_time(x, self.steps, held)
+            duration = self.timing.step_time(x, self.steps, held, now)
         if not duration > 0:
             raise self._error(now, f"timing model gave a non-positive step time {duration}")
         if self.corrector is not None:  # the planner sees the step's time, as the engine's does

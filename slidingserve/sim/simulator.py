@@ -130,8 +130,9 @@ def simulate(
     skip_fixed, ff_on, ff_max = (
         config.skip_fixed_plans, config.fast_forward, config.fast_forward_max_steps
     )
-    # A decode run applies its steps only when settled; a correcting planner must see each.
-    ff_on = ff_on and not timing.planner_correction
+    # A decode run applies its steps only when settled and times them without their start
+    # times: a correcting planner must see each step, and slow spells need each one's time.
+    ff_on = ff_on and not timing.planner_correction and not timing.spell_rate_hz
 
     def push(rep: Replica, end: float) -> None:
         nonlocal seq

@@ -178,6 +178,37 @@ def load_replay_table(path: Path) -> ReplayTable:
 
 
 # -- timing models --------------------------------------------------------------------------------
+SPELL_STREAM = 7_919  # the slow spells' random stream, apart from the step draws' blocks
+
+
+class SlowSpells:
+    """Spells of a slower machine on one replica: they start as a Poisson process of
+    ``rate_hz`` per second of simulated time, last an exponential time of mean ``duration_s``,
+    and multiply every step's execution time by ``factor`` while they last (a step takes the
+    factor of the moment its execution starts). A pure function of (seed, replica, time):
+    every policy run on the same seed meets the same spells at the same times."""
+
+    def __init__(self, rate_hz: float, duration_s: float, factor: float, seed: int,
+                 replica: int):
+        self.rate_hz, self.duration_s, self.factor = rate_hz, duration_s, factor
+        self._rng = np.random.default_rng([seed, replica, SPELL_STREAM])
+        self.spans: list[tuple[float, float]] = []  # (start, end) of each spell, in order
+        self._horizon = 0.0  # spells are drawn up to here
+        self._next = 0  # first span not yet over (queries come in time order)
+
+    def factor_at(self, t: float) -> float:
+        while self._horizon <= t:  # draw spells until one ends after t
+            start = self._horizon + float(self._rng.exponential(1.0 / self.rate_hz))
+            end = start + float(self._rng.exponential(self.duration_s))
+            self.spans.append((start, end))
+            self._horizon = end
+        if self._next and t < self.spans[self._next - 1][1]:
+            self._next = 0  # a query earlier than the last one (a new replica clock)
+        while self.spans[self._next][1] <= t:
+            self._next += 1
+        return self.factor if self.spans[self._next][0] <= t else 1.0
+
+
 class StepDraws:
     """Random numbers indexed by a replica's step number (module docstring): block b is
     ``transform(default_rng([seed, replica, b]))``, BLOCK values."""
@@ -255,10 +286,13 @@ class TimingModel(ABC):
         self.scale = self.prefill_scale = 1.0  # execution time x these (``configure``)
         self._held: list[int] = []  # planning time by requests held (``plan_s_by_held``)
         self._plan: list[float] = []
+        self.spells: SlowSpells | None = None  # slow spells by simulated time
 
-    def configure(self, config: TimingConfig) -> TimingModel:
-        """Takes ``config``'s scales and planning-time table (every kind's ``from_config``
-        ends with it)."""
+    def configure(self, config: TimingConfig, replica: int = 0) -> TimingModel:
+        """Takes ``config``'s scales, planning-time table and slow spells (every kind's
+        ``from_config`` ends with it)."""
+        self.spells = SlowSpells(config.spell_rate_hz, config.spell_s, config.spell_x,
+                                 config.seed, replica) if config.spell_rate_hz > 0 else None
         self.scale = config.scale
         self.prefill_scale = config.scale if config.prefill_scale is None else \
             config.prefill_scale
@@ -275,23 +309,32 @@ class TimingModel(ABC):
     @classmethod
     def from_config(cls, config: TimingConfig, latency: LatencyModel, replica: int,
                     plan_s: float) -> TimingModel:
-        return cls(latency, plan_s).configure(config)
+        return cls(latency, plan_s).configure(config, replica)
 
     def _scale_of(self, x: np.ndarray) -> float:
         return self.prefill_scale if x[F_PREFILL_TOKENS] > 0 else self.scale
 
-    def step_time(self, x: np.ndarray, step: int, held: int | None = None) -> float:
+    def step_time(self, x: np.ndarray, step: int, held: int | None = None,
+                  now: float | None = None) -> float:
         """``held``: the requests the replica held when it planned the step (default: those
-        the step runs, as in a decode-only run with nothing waiting)."""
+        the step runs, as in a decode-only run with nothing waiting); ``now``: when the step
+        starts (it matters with slow spells only)."""
         if self._held:
             plan = self.plan_time(x[F_DECODE_REQS] + x[F_PREFILL_REQS] if held is None else held)
         else:
             plan = self.plan_s
-        return self.run_time(x, step) * self._scale_of(x) + plan
+        scale = self._scale_of(x)
+        if self.spells is not None:
+            if now is None:
+                raise ValueError("timing with slow spells needs each step's start time")
+            scale *= self.spells.factor_at(now + plan)
+        return self.run_time(x, step) * scale + plan
 
     def step_times(self, X: np.ndarray, first_step: int) -> list[float]:
         """Consecutive decode-only steps with nothing waiting (fast-forward): each step's
         planner held the requests it runs."""
+        if self.spells is not None:
+            raise ValueError("timing with slow spells times steps one by one (no fast-forward)")
         times = self.run_times(X, first_step)
         if self._held:
             plans = [self.plan_time(n) for n in (X[:, F_DECODE_REQS] + X[:, F_PREFILL_REQS])]
@@ -345,7 +388,7 @@ class NoiseTiming(TimingModel):
         sigma = resolve_timing(config).noise_sigma
         assert sigma is not None
         return cls(latency, plan_s, sigma, config.seed, replica,
-                   config.noise_rho).configure(config)
+                   config.noise_rho).configure(config, replica)
 
     def run_time(self, x: np.ndarray, step: int) -> float:
         return float(self.latency.predict_features(x[None, :])[0]) * self.draws.at(step)
@@ -375,7 +418,7 @@ class ReplayTiming(TimingModel):
                     plan_s: float) -> TimingModel:
         assert config.replay is not None
         return cls(latency, plan_s, load_replay_table(config.replay), config.seed,
-                   replica).configure(config)
+                   replica).configure(config, replica)
 
     def nearest(self, x: np.ndarray) -> int:
         """Row of the table's shape nearest to ``x`` in log(1 + feature) space."""
@@ -448,8 +491,20 @@ def parse_plan_times(text: str) -> tuple[float, dict[str, float]]:
     return default, by_policy
 
 
+def parse_spells(text: str) -> tuple[float, float, float]:
+    """``--spells``: ``RATE,SECONDS,X`` (spells per second, their mean length, the factor on
+    execution time; ``TimingConfig``'s spell fields; ValueError names the value)."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        rate, seconds, factor = (float(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"--spells: {text!r} is not RATE,SECONDS,X (e.g. 0.05,0.5,2.5)") from None
+    return rate, seconds, factor
+
+
 def timing_from_options(kind: str = "oracle", seed: int = 0, noise_sigma: float | None = None,
-                        replay: Path | None = None, plan_time_ms: str | None = None
+                        replay: Path | None = None, plan_time_ms: str | None = None,
+                        spells: str | None = None, planner_correction: float = 0.0
                         ) -> TimingConfig:
     """The resolved ``TimingConfig`` of the CLIs' ``--timing`` options (ValueError names the
     option and value)."""
@@ -464,13 +519,16 @@ def timing_from_options(kind: str = "oracle", seed: int = 0, noise_sigma: float 
     if kind != "noise" and noise_sigma is not None:
         raise ValueError(f"--noise-sigma is given but --timing is {kind!r} (use --timing noise)")
     plan_s, by_policy = parse_plan_times(plan_time_ms) if plan_time_ms else (0.0, {})
+    rate, spell_s, spell_x = parse_spells(spells) if spells else (0.0, 0.5, 2.5)
     unknown = sorted(set(by_policy) - set(policy_names()))
     if unknown:
         raise ValueError(f"--plan-time-ms: unknown policy {unknown[0]!r} (known: "
                          f"{', '.join(policy_names())})")
     try:
         config = TimingConfig(kind=kind, seed=seed, noise_sigma=noise_sigma,  # type: ignore[arg-type]
-                              replay=replay, plan_s=plan_s, plan_s_by_policy=by_policy)
+                              replay=replay, plan_s=plan_s, plan_s_by_policy=by_policy,
+                              planner_correction=planner_correction, spell_rate_hz=rate,
+                              spell_s=spell_s, spell_x=spell_x)
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(map(str, err["loc"])) or "timing"

@@ -319,3 +319,36 @@ def test_a_trial_simulates_each_workload_on_its_own_timing() -> None:
     assert mixed["slo_attainment"] < same["slo_attainment"]
     assert set(mixed["timing_config_by_seed"]) == {"0", "1"}
     assert mixed["timing_config_by_seed"]["1"]["scale"] == 40.0
+
+
+def test_slow_spells_count_runs_of_slow_steps_not_scattered_ones():
+    from slidingserve.engine.sim_timing import slow_spell_s
+
+    predicted = np.full(400, 0.004)
+    latency = predicted * 1.2
+    latency[100:125] *= 3.0  # two spells of 25 steps: at 3x and at 4x
+    latency[300:325] *= 4.0
+    stamps = np.cumsum(latency)  # the engine busy throughout: each step ends as recorded
+    fit = step_fit(latency, predicted, timestamps=stamps)
+    assert fit is not None
+    assert fit["slow_spell_s"] == pytest.approx(float(latency[100:125].sum()
+                                                      + latency[300:325].sum()))
+    spells = fit["spells"]
+    assert spells["count"] == 2
+    assert spells["mean_s"] == pytest.approx((latency[100:125].sum()
+                                              + latency[300:325].sum()) / 2)
+    assert spells["rate_hz"] == pytest.approx(2 / float(latency.sum()))
+    # the median of the slow steps' log ratios over the calm: between 3x and 4x
+    assert spells["x"] == pytest.approx(math.sqrt(12))
+    # the calm steps alone set the rest: no noise left, the ratio the calm one
+    assert fit["ratio"] == pytest.approx(1.2) and fit["sigma"] == pytest.approx(0.0, abs=1e-9)
+    timing = trial_timing("measured-trial", fit, 0.0)
+    assert timing.spell_rate_hz == pytest.approx(spells["rate_hz"], rel=1e-3)
+    assert timing.spell_x == pytest.approx(3.464) and "spells(" in timing.label()
+    assert trial_timing("measured-trial", fit, 0.0, spells=False).spell_rate_hz == 0.0
+    scattered = predicted * 1.2
+    scattered[::3] *= 3.0  # every third step slow: no run of them
+    calm = step_fit(scattered, predicted)
+    assert calm is not None and calm["slow_spell_s"] == 0.0 and calm["spells"] is None
+    assert trial_timing("measured-trial", calm, 0.0).spell_rate_hz == 0.0
+    assert slow_spell_s(latency[:10], np.zeros(10)) == 0.0  # too few steps for a window

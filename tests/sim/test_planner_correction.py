@@ -79,3 +79,49 @@ def test_bad_correction_values_are_refused_by_name():
     # the simulated planner corrects as the engine adapter's default does
     assert BenchConfig().sim_planner_correction == \
         EngineSchedulerConfig().latency_correction_decay
+
+
+# -- slow spells ------------------------------------------------------------------------------
+def test_slow_spells_are_a_function_of_seed_replica_and_time():
+    from slidingserve.sim.timing import SlowSpells
+
+    a, b = SlowSpells(0.5, 0.4, 3.0, 1, 0), SlowSpells(0.5, 0.4, 3.0, 1, 0)
+    times = [i * 0.01 for i in range(200_000)]  # 2,000 s
+    fa = [a.factor_at(t) for t in times]
+    assert fa == [b.factor_at(t) for t in times]
+    assert set(fa) == {1.0, 3.0}
+    other = SlowSpells(0.5, 0.4, 3.0, 1, 1)  # another replica: other spells
+    assert [other.factor_at(t) for t in times] != fa
+    # share of time in spells: rate x length / (1 + rate x length) = 1/6
+    assert sum(f > 1 for f in fa) / len(fa) == pytest.approx(1 / 6, rel=0.1)
+    for start, end in a.spans[:20]:  # the factor holds exactly inside each drawn spell
+        assert start < end
+        assert a.factor_at(start) == 3.0 or start == end
+
+
+def test_spells_slow_the_run_reproducibly_and_step_one_by_one():
+    spells = TimingConfig(kind="noise", noise_sigma=0.0, spell_rate_hz=2.0, spell_s=0.3,
+                          spell_x=4.0, seed=5)
+    calm = _run(TimingConfig(kind="noise", noise_sigma=0.0, seed=5), n=150)
+    slow, again = _run(spells, n=150), _run(spells, n=150)
+    assert _records(slow) == _records(again)
+    assert slow.stats["fast_forwarded_steps"] == 0
+    assert "spells(2/s of 0.3s x4)" in slow.stats["timing"]
+    ttft = [r.first_token_s - r.arrival_s for r in slow.records]
+    calm_ttft = [r.first_token_s - r.arrival_s for r in calm.records]
+    assert max(ttft) > max(calm_ttft) and sum(ttft) > sum(calm_ttft)
+
+
+def test_spells_refuse_timing_without_start_times():
+    import numpy as np
+
+    from slidingserve.sim.timing import make_timing
+
+    clock = make_timing(TimingConfig(spell_rate_hz=1.0), RooflineModel(), 0, "slidingserve")
+    x = np.zeros(8)
+    with pytest.raises(ValueError, match="start time"):
+        clock.step_time(x, 0)
+    with pytest.raises(ValueError, match="one by one"):
+        clock.step_times(x[None, :], 0)
+    with pytest.raises(ValidationError, match="spell_x"):
+        TimingConfig(spell_x=0.5)
