@@ -26,6 +26,7 @@ their steps are traced like ours; any registered policy name (``slidingserve``, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -243,24 +244,27 @@ def trials_planned(cfg: BenchConfig, schedulers: int, search: bool,
 
 
 async def run_trial(bench: EngineBench, cfg: BenchConfig, rate: float, tiers: TierSet,
-                    calib: Calibration, progress: TrialProgress | None = None
-                    ) -> dict[str, Any]:
-    """One workload per trial seed, back to back; the summary pools their requests and lists
-    each seed's attainment (``seeds``). ``progress`` gets a line per workload."""
+                    calib: Calibration, progress: TrialProgress | None = None,
+                    turn: asyncio.Lock | None = None) -> dict[str, Any]:
+    """One workload per trial seed, in seed order; the summary pools their requests and lists
+    each seed's attainment (``seeds``). ``progress`` gets a line per workload. ``turn``: a
+    lock held for each workload (trials of other engines take turns on it between two
+    workloads); None: the workloads run back to back."""
     wall0 = time.time()
     records: list[RequestRecord] = []
     per_seed: dict[str, float] = {}
     windows: dict[str, list[float]] = {}
     seeded: list[tuple[int, list[RequestRecord]]] = []
     for seed in cfg.trial_seeds():
-        if progress is not None:
-            progress.started(bench.scheduler, rate, seed)
-        t0 = time.time()
-        got = await bench.trial(scaled_workload(cfg, rate, tiers, seed), tiers)
-        windows[str(seed)] = [t0, time.time()]
-        per_seed[str(seed)] = summarize(got, tiers)["overall"]["slo_attainment"]
-        if progress is not None:
-            progress.finished(bench.scheduler, rate, seed, per_seed[str(seed)])
+        async with turn or contextlib.nullcontext():
+            if progress is not None:
+                progress.started(bench.scheduler, rate, seed)
+            t0 = time.time()
+            got = await bench.trial(scaled_workload(cfg, rate, tiers, seed), tiers)
+            windows[str(seed)] = [t0, time.time()]
+            per_seed[str(seed)] = summarize(got, tiers)["overall"]["slo_attainment"]
+            if progress is not None:
+                progress.finished(bench.scheduler, rate, seed, per_seed[str(seed)])
         records += got
         seeded.append((seed, got))
     write_records_csv(requests_csv(bench.out, rate), seeded, tiers)
@@ -345,9 +349,10 @@ async def find_capacity(cfg: BenchConfig, schedulers: list[str], out: Path, star
     searches, cached by rate), one scheduler after the other. With ``rates``: every scheduler
     runs the same ascending sweep (``sweep_knee``; it stops after two rates in a row fail both
     criteria), which compares schedulers at identical workloads and is less fooled by one noisy
-    trial than bisection; the schedulers' engines all start first and their trials interleave
-    (rate 1 of every scheduler, then rate 2, ...), so that a slow spell of a shared machine
-    falls on every scheduler alike rather than on whichever ran then. Once every engine has
+    trial than bisection; the schedulers' engines all start first and their workloads
+    interleave (rate 1 seed 1 of every scheduler, then rate 1 seed 2, ..., then rate 2), so
+    that a slow spell of a shared machine falls on every scheduler alike rather than on
+    whichever ran then. Once every engine has
     run, the simulator repeats the searches (``simulated``) with the engine's latency model
     times the correction measured while serving, and predicts each measured trial.
     """
@@ -370,30 +375,31 @@ TrialFn = Callable[[float], Awaitable[dict[str, Any]]]
 
 
 def _trial_fn(bench: EngineBench, cfg: BenchConfig, calib: Calibration, cache: TrialCache,
-              progress: TrialProgress | None) -> TrialFn:
-    """A scheduler's trial at a rate, cached by rate."""
+              progress: TrialProgress | None, turn: asyncio.Lock | None = None) -> TrialFn:
+    """A scheduler's trial at a rate, cached by rate (``turn``: see ``run_trial``)."""
     tiers = calib.tiers(cfg.scales)
 
     async def evaluate(rate: float) -> dict[str, Any]:
         key = round(rate, 4)
         if key not in cache:
-            cache[key] = await run_trial(bench, cfg, key, tiers, calib, progress)
+            cache[key] = await run_trial(bench, cfg, key, tiers, calib, progress, turn)
         return cache[key]
 
     return evaluate
 
 
 async def interleaved_sweeps(trials: list[TrialFn], rates: list[float],
-                             on_done: Callable[[int], None] | None = None
-                             ) -> list[dict[str, Any]]:
-    """``sweep_capacities`` of every trial function, one trial at a time, taking turns: the
-    first rate of each in order, then the second, ... (a sweep that has stopped drops out);
-    ``on_done(i)`` as the i-th sweep ends."""
-    turn = asyncio.Lock()  # FIFO: a finished trial's sweep queues behind the others
+                             on_done: Callable[[int], None] | None = None,
+                             turn: asyncio.Lock | None = None) -> list[dict[str, Any]]:
+    """``sweep_capacities`` of every trial function, taking turns: the first rate of each in
+    order, then the second, ... (a sweep that has stopped drops out); ``on_done(i)`` as the
+    i-th sweep ends. ``turn``: the lock the trial functions take turns on themselves (for
+    each workload of a trial: ``run_trial``); None: one whole trial at a time."""
+    whole = asyncio.Lock() if turn is None else None  # FIFO: a finished turn queues behind
 
     async def sweep(i: int, trial: TrialFn) -> dict[str, Any]:
         async def evaluate(rate: float) -> dict[str, Any]:
-            async with turn:
+            async with whole or contextlib.nullcontext():
                 return await trial(rate)
         found = await sweep_capacities(evaluate, rates)
         if on_done is not None:
@@ -451,7 +457,7 @@ async def _searched(cfg: BenchConfig, schedulers: list[str], out: Path, start_rp
 async def _swept(cfg: BenchConfig, schedulers: list[str], out: Path, rates: list[float],
                  calib: Calibration | None, progress: TrialProgress | None
                  ) -> tuple[dict[str, Any], Calibration]:
-    """``find_capacity`` over ``rates``: every engine up first, trials interleaved."""
+    """``find_capacity`` over ``rates``: every engine up first, workloads interleaved."""
     engine_tiers = Calibration.placeholder().tiers(cfg.scales)
     benches = [EngineBench(cfg, name, engine_tiers, out / name) for name in schedulers]
     caches: list[TrialCache] = [{} for _ in schedulers]
@@ -459,10 +465,12 @@ async def _swept(cfg: BenchConfig, schedulers: list[str], out: Path, rates: list
         for bench in benches:
             await bench.start()
         calib = await _calibrated(benches[0], cfg, out, calib)
+        turn = asyncio.Lock()  # one workload at a time, the schedulers' in turn
         found = await interleaved_sweeps(
-            [_trial_fn(b, cfg, calib, c, progress) for b, c in zip(benches, caches, strict=True)],
+            [_trial_fn(b, cfg, calib, c, progress, turn)
+             for b, c in zip(benches, caches, strict=True)],
             rates, None if progress is None else
-            lambda i: progress.drop(_unused_trials(cfg, caches[i], rates, 0)))
+            lambda i: progress.drop(_unused_trials(cfg, caches[i], rates, 0)), turn)
     finally:
         for bench in benches:
             bench.shutdown()

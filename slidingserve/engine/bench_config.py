@@ -67,8 +67,9 @@ class BenchConfig(BaseModel):
     duration_s: float = Field(default=60.0, gt=0)
     drain_s: float = Field(default=60.0, ge=0)
     seed: int = 0  # the engine's seed, and the workload's unless ``workload_seeds`` is set
-    # Every trial runs one workload per seed, back to back, and pools their requests: one
-    # 30 s trial holds too few requests to tell schedulers apart (README); () means (seed,).
+    # Every trial runs one workload per seed and pools their requests: one 30 s trial holds
+    # too few requests to tell schedulers apart (README); () means (seed,). In a sweep the
+    # schedulers' workloads take turns (``bench.find_capacity``).
     workload_seeds: tuple[int, ...] = ()
     prompt_scale: float = Field(default=0.25, gt=0)  # trace prompt lengths x this
     output_scale: float = Field(default=0.25, gt=0)  # trace output lengths x this

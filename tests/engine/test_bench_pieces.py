@@ -196,6 +196,27 @@ def test_interleaved_sweeps_take_turns_one_trial_at_a_time() -> None:
     assert found[0]["capacity_rps"] == 4 and 1 <= found[1]["capacity_rps"] < 2
 
 
+def test_sweeps_given_a_turn_interleave_workloads_not_whole_trials() -> None:
+    """With the lock passed down, each trial takes it per workload: the schedulers' workloads
+    alternate (a slow spell of the machine falls on all of them alike)."""
+    from slidingserve.engine.bench import interleaved_sweeps
+
+    order: list[tuple[str, float, int]] = []
+    turn = asyncio.Lock()
+
+    def trial_fn(name: str) -> Any:
+        async def trial(rate: float) -> dict[str, Any]:
+            for seed in (0, 1, 2):
+                async with turn:
+                    order.append((name, rate, seed))
+                    await asyncio.sleep(0.001 if name == "a" else 0.002)
+            return {"worst_tier_violation_rate": 0.0, "overall": {"slo_attainment": 1.0}}
+        return trial
+
+    asyncio.run(interleaved_sweeps([trial_fn("a"), trial_fn("b")], [1, 2], None, turn))
+    assert order == [(n, r, s) for r in (1, 2) for s in (0, 1, 2) for n in ("a", "b")]
+
+
 def test_tier_priorities_survive_a_config_stored_with_sorted_keys() -> None:
     """A run's config is stored as JSON with sorted keys (batch, interactive, standard): read
     back, it must give the same priorities and the same workload as the run had."""
