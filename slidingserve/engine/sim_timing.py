@@ -28,11 +28,15 @@ the two: on the CPU engine decode-only steps ran at 0.76-0.80 of the model, pref
 0.87-1.13; the simulator's clock is scaled by each ratio over the correction its planner
 uses: ``TimingConfig.scale`` / ``prefill_scale``), and since a trial's steps are a time
 series, the lag-1 autocorrelation of the log ratio's deviations from those medians (slow
-steps come in runs: ``TimingConfig.noise_rho``). These are the trial's
-measured step times, not its outcome: the prediction of attainment is still the simulator's.
+steps come in runs: ``TimingConfig.noise_rho``). Runs of many slow steps in a row (slow
+spells: ``slow_steps``) are fitted apart as ``TimingConfig``'s spells (``spell_fit``: their
+rate, mean length and factor), the other figures then from the calm steps alone
+(``BenchConfig.sim_spells``). These are the trial's measured step times, not its outcome: the
+prediction of attainment is still the simulator's, whose planner corrects its model online
+as the adapter does (``BenchConfig.sim_planner_correction``).
 
 ``measured-workload`` fits all of these to each workload of a trial apart (a trial runs one
-workload per seed, back to back, ~30 s each): the machine's speed is not steady over a trial.
+workload per seed, ~30-60 s each): the machine's speed is not steady over a trial.
 In a held-out run on a 2-core VM, the engine's decode steps ran at 1.3-1.6x the latency
 model in most 30 s windows and at 2.0-2.6x for a spell of about three minutes, whichever
 scheduler was running; a trial-wide fit spread that spell over the trial's three workloads.
