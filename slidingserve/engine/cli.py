@@ -112,7 +112,7 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 def echo_predictions(policies: dict[str, Any]) -> None:
     """Measured and predicted attainment of every trial of a capacity run, the error, and the
     preemptions measured / predicted (``-`` where a run did not record them), and the seconds
-    the trial's engine spent in slow spells (``sim_timing.slow_spell_s``; ``-``: not fitted)."""
+    the trial's engine spent in slow spells (``sim_timing.step_fit``; ``-``: not fitted)."""
     errors = []
     typer.echo(f"{'scheduler':15s} {'rate':>6s} {'measured':>9s} {'predicted':>9s} {'error':>6s}"
                f" {'preempted':>11s} {'spells':>7s}  timing")

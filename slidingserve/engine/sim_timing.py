@@ -99,11 +99,6 @@ def slow_steps(dev: np.ndarray) -> np.ndarray:
     return slow
 
 
-def slow_spell_s(latency_s: np.ndarray, dev: np.ndarray) -> float:
-    """Seconds of steps inside slow spells (``slow_steps``)."""
-    return float(np.asarray(latency_s, dtype=float)[slow_steps(dev)].sum())
-
-
 def spell_fit(latency_s: np.ndarray, dev: np.ndarray, slow: np.ndarray,
               timestamps: np.ndarray | None) -> dict[str, float]:
     """The slow spells of a trial's steps (``slow``: ``slow_steps``) as ``TimingConfig``'s
