@@ -25,6 +25,7 @@ from slidingserve.latency.base import LatencyModel
 from slidingserve.latency.features import BatchShape
 from slidingserve.metrics.records import RequestRecord
 from slidingserve.serve.config import EngineConfig, ServeAppConfig
+from slidingserve.serve.engine_request import EngineRequest
 from slidingserve.serve.load import KVUsage, ReplicaLoad, StartPace, TTFTCorrection
 from slidingserve.serve.messages import (
     Admitted,
@@ -410,50 +411,82 @@ class EngineHost:
         return Admitted(self.replica, fallback, req.slo.tier, predicted)
 
     async def generate(self, req: GenerateRequest) -> AsyncIterator[StreamEvent]:
+        """``Rejected``; or the engine's refusal of the parameters (a 400 ``StreamError``); or
+        ``Admitted``, the request's ``TokenDelta``s and, should it fail, a ``StreamError``.
+        The engine takes the request before the admission is sent, so that vLLM's input checks
+        refuse bad parameters before the ingress answers (a stream's 200 goes out with the
+        admission)."""
         load = self.load()
         decision = self._decide(req, load)
-        yield decision
         if isinstance(decision, Rejected):
+            yield decision
             return
         slo = decision.slo
         # the engine's first use of a logprobs path costs seconds of set-up: not a prefill cost
         first_use = bool(req.logprob_paths - self._warmed_up)
-        self._warmed_up |= req.logprob_paths
         live = _Live(slo.priority, req.prefill_tokens, time.time(), 0, ctx=req.prompt_len,
                      n=req.n, observed=not first_use, ttft_target_s=slo.ttft_s)
         live.tokens_ahead = load.tokens_ahead(slo.priority)
         live.modelled_ttft_s = load.modelled_ttft_s(slo.priority, req.prefill_tokens)
-        self._live[req.request_id] = live
-        outcome = "error"
+        self._live[req.request_id] = live  # in the load from the decision on
+        outcome: str | None = None  # None: never admitted (refused, or gone before it was)
+        run: EngineRequest | None = None
+        ended: BaseException | None = None
         try:
-            async for delta in self._run(req, slo, live):
+            failed: Exception | None = None
+            try:
+                run = await self._add(req, slo)
+            except Exception as exc:
+                refused = _client_error(exc)
+                if refused is not None:  # vLLM's input checks refused the parameters: a 400
+                    yield refused
+                    return
+                failed = exc  # reported after the admission, as an engine error
+            outcome = "error"
+            if run is not None:
+                self._warmed_up |= req.logprob_paths
+            yield decision
+            if failed is not None:
+                raise failed
+            assert run is not None
+            async for delta in self._run(req, live, run):
                 yield delta
             outcome = "downgraded" if decision.downgraded_from else "ok"
         except Exception as exc:  # the stream ends with an explicit error, never silently
+            ended = exc
             refused = _client_error(exc) if live.n_out == 0 else None
-            if refused is not None:  # vLLM's input checks refused the parameters: a 400
-                outcome = "refused"
+            if refused is not None:  # vLLM refused the parameters later: a 400 all the same
+                outcome = None
                 yield refused
             else:
                 log.warning("replica %s: request %s failed: %s", self.replica, req.request_id,
                             exc)
                 yield StreamError(f"engine error: {type(exc).__name__}: {exc}",
                                   {"n_out": live.n_out})
+        except BaseException as exc:  # cancelled, or the stream closed: the client went away
+            ended = exc
+            raise
         finally:
+            if run is not None:
+                await run.end(ended)
             self._live.pop(req.request_id, None)
-            if outcome != "refused":  # a 400 is not a served request, as the ingress's own
+            if outcome is not None:  # a 400 is not a served request, as the ingress's own
                 self._finish(req, slo, live, outcome)
 
-    async def _run(
-        self, req: GenerateRequest, slo: RequestSLO, live: _Live
-    ) -> AsyncIterator[TokenDelta]:
+    async def _add(self, req: GenerateRequest, slo: RequestSLO) -> EngineRequest:
+        """Hand ``req`` to the engine (vLLM's input processor checks its parameters here)."""
         if self._llm is None:
             raise RuntimeError("engine not started")
         params = engine_params(req.sampling, slo.extra_args())
         prompt = {"prompt_token_ids": list(req.prompt_token_ids)}
+        return await EngineRequest.add(self._llm, req.request_id, prompt, params)
+
+    async def _run(
+        self, req: GenerateRequest, live: _Live, run: EngineRequest
+    ) -> AsyncIterator[TokenDelta]:
         counts = [0] * live.n
         first = True
-        async for out in self._llm.generate(prompt, params, request_id=req.request_id):
+        async for out in run.outputs():
             prompt_lp = plain_logprobs(out.prompt_logprobs) if first else None
             first = False
             for comp in out.outputs:

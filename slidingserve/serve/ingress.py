@@ -171,7 +171,9 @@ class IngressService:
     async def _start(self, req: GenerateRequest, retried_from: str | None = None) -> _Started:
         """Send ``req`` to a replica and wait for its admission (not its first token). A call
         that never reached a replica (a dead one Serve had not dropped yet) is sent again, at
-        most ``MAX_ATTEMPTS`` sends in all; a refusal is a 429 with ``Retry-After``."""
+        most ``MAX_ATTEMPTS`` sends in all; a refusal is a 429 with ``Retry-After``, and the
+        engine's refusal of the request's parameters (vLLM's input checks, before the replica
+        admits it) a 400 with vLLM's message, before any stream starts."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
             stream = self.engine.options(stream=True).generate.remote(req)
             try:
@@ -192,6 +194,8 @@ class IngressService:
                     self.gate.close(req.slo.priority, why, first.retry_after_s, time.time())
                     hold_s = self._proxy_hold(self.gate.hold_s)
                 raise _refused(req.slo.tier, why, first.retry_after_s, hold_s)
+            if isinstance(first, StreamError):  # the engine refused the parameters (a 400)
+                raise HTTPError(first.status, first.message, first.param)
             assert isinstance(first, Admitted), first
             return _Started(req, first, stream, retried_from)
         raise AssertionError("unreachable")
@@ -251,7 +255,7 @@ class IngressService:
         prompt_logprobs: dict[int, Any] = {}
         async for i, ev in _merge([self._events(st, buffered=True) for st in started]):
             if isinstance(ev, StreamError):
-                if ev.status < 500:  # the engine refused the parameters before running them
+                if ev.status < 500:  # vLLM refused the parameters after taking them
                     for st in started:
                         st.stream.cancel()
                     return JSONResponse(oa.error_body(ev.message, ev.param, ev.status),

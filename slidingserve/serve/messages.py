@@ -56,7 +56,8 @@ class GenerateRequest:
 
 @dataclass(frozen=True, slots=True)
 class Admitted:
-    """First message of every stream: the replica accepted the request (maybe downgraded)."""
+    """First message of an accepted stream: the replica admitted the request (maybe
+    downgraded) and its engine took it."""
 
     replica: str
     slo: RequestSLO  # the SLO it will run under
@@ -104,7 +105,9 @@ class StreamError:
     message: str
     partial: dict[str, Any] = field(default_factory=dict)
     # 400: the engine refused the request's parameters before running it (vLLM's input
-    # checks: a client error, as vLLM's own server answers it); 500 for everything else
+    # checks: a client error, as vLLM's own server answers it); as a stream's first message
+    # (instead of ``Admitted``) the ingress answers it before any response starts. 500 for
+    # everything else
     status: int = 500
     param: str | None = None
 

@@ -568,3 +568,58 @@ def test_a_request_the_engine_refuses_ends_with_an_explicit_error(app):
     got = asyncio.run(events())
     assert isinstance(got[0], Admitted)
     assert isinstance(got[-1], StreamError) and "error" in got[-1].message, got
+
+
+def test_parameters_the_engine_refuses_are_a_400_before_any_stream(app):
+    """vLLM's input processor checks structured outputs only when the engine takes the request
+    (an empty choice list passes the ingress's own checks). Streaming or not, the client gets
+    vLLM's plain 400 with its message, never a stream's 200 followed by an error event; the
+    replicas hold nothing of it and serve on."""
+    from ray import serve
+
+    from slidingserve.serve.messages import GenerateRequest, StreamError
+    from slidingserve.serve.slo_headers import RequestSLO
+
+    client, _ = app
+    bad = {"prompt": "ka", "max_tokens": 2, "structured_outputs": {"choice": []}}
+    for stream in (True, False):
+        r = post(client, "/v1/completions", {**bad, "stream": stream})
+        assert r.status_code == 400, (stream, r.text)
+        assert r.headers["content-type"].startswith("application/json"), r.headers
+        err = r.json()["error"]
+        assert err["code"] == 400 and err["type"] == "BadRequestError", err
+        assert "cannot be an empty list" in err["message"], err
+    r = post(client, "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}],
+                                              "max_tokens": 2, "stream": True,
+                                              "structured_outputs": {"choice": []}})
+    assert r.status_code == 400 and "cannot be an empty list" in r.json()["error"]["message"]
+
+    handle = serve.get_deployment_handle("Engine", app_name="slidingserve")
+    slo = RequestSLO("interactive", ttft_s=6.0, tpot_s=0.05, e2e_s=None, priority=0)
+    req = GenerateRequest("direct-bad-choice", [5, 6, 7], slo, _empty_choice_params(),
+                          time.time())
+
+    async def events():
+        return [ev async for ev in handle.options(stream=True).generate.remote(req)]
+
+    got = asyncio.run(events())
+    assert len(got) == 1 and isinstance(got[0], StreamError) and got[0].status == 400, got
+
+    r = post(client, "/v1/completions", {"prompt": "ka", "max_tokens": 3, "ignore_eos": True,
+                                         "stream": True})
+    assert r.status_code == 200, r.text
+    chunks = [e for e in sse_events(r.text) if e.get("choices")]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+
+    async def loads():
+        return [await handle.replica_info.remote() for _ in range(6)]
+
+    for info in asyncio.run(loads()):  # nothing of the refused requests is left held
+        assert info["load"]["queue_len"] == 0, info
+
+
+def _empty_choice_params():
+    from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    return SamplingParams(max_tokens=2, structured_outputs=StructuredOutputsParams(choice=[]))
