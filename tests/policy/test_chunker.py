@@ -227,29 +227,58 @@ def _first_token_s(tokens: float, chunk: float, step_s: float, safety: float) ->
     queue=st.lists(st.tuples(st.integers(1, 600), st.floats(0.0, 2.0), st.booleans()),
                    min_size=1, max_size=8),
     safety=st.sampled_from([1.0, 1.2]),
+    recovery=st.sampled_from([None, 0.0, 0.5, 2.0]),
 )
-def test_ttft_floor_keeps_the_most_first_tokens_on_time(slack_ms, limit, queue, safety) -> None:
+def test_ttft_floor_keeps_the_most_first_tokens_on_time(slack_ms, limit, queue, safety,
+                                                        recovery) -> None:
     """With ``ttft_floor``, the chunk is the slack rule's choice, unless a larger chunk keeps
     more queued first tokens on time: then the smallest that keeps the most (requests with
-    infinite slack do not count)."""
+    infinite slack do not count), among the chunks whose step overruns the decode's slack by
+    at most what ``floor_recovery_steps`` decode-only steps win back at its TPOT."""
     ctx = [1000] * 16
+    tpot = 0.05
     tokens = np.array([float(n) for n, _, _ in queue])
     left = np.array([s if counted else math.inf for _, s, counted in queue])
-    args = (LAT, decode_features(ctx), 0.0, limit, np.array([slack_ms / 1e3]), np.array([0.05]),
+    args = (LAT, decode_features(ctx), 0.0, limit, np.array([slack_ms / 1e3]), np.array([tpot]),
             tokens, np.full(len(queue), 0.05))
     free, _ = SlidingChunker(ChunkerConfig(safety=safety, ttft_floor=False)).plan(*args)
-    ch = SlidingChunker(ChunkerConfig(safety=safety))
+    ch = SlidingChunker(ChunkerConfig(safety=safety, floor_recovery_steps=recovery))
     c1, t1 = ch.plan(*args, queue_slack=left)
     assert abs(t1 - step_time(ctx, c1)) < 1e-12
     cum = np.cumsum(tokens)
+    cap = math.inf if recovery is None else \
+        slack_ms / 1e3 + recovery * max(tpot - step_time(ctx, 0), 0.0)
 
     def on_time(c: int) -> int:
         return sum(_first_token_s(cum[k], c, step_time(ctx, c), safety) <= left[k]
                    for k in range(len(queue)))
 
-    larger = [int(c) for c in ch.grid(limit) if c > free]
+    larger = [int(c) for c in ch.grid(limit)
+              if c > free and step_time(ctx, int(c)) * safety <= cap]
     best = max([on_time(c) for c in larger], default=-1)
     if best <= on_time(free):
         assert c1 == free
     else:
         assert c1 == min(c for c in larger if on_time(c) == best)
+
+
+def test_ttft_floor_overruns_a_decode_only_by_what_it_can_win_back() -> None:
+    """A decode whose TPOT a decode-only step nearly fills (SLO x 0.25 on an H100: 12.5 ms
+    against ~12.4 ms) cannot win back an overrun: the floor leaves its step within the slack.
+    With a TPOT that leaves room (the CPU engine's), the floor still raises the chunk."""
+    ctx = [1000] * 16
+    t0 = step_time(ctx, 0)
+    queue = np.array([1000.0])
+    left = np.array([0.04])  # one step of 1,000 tokens (34 ms) keeps it; four of 288 do not
+    for tpot, raised in [(t0 + 1e-4, False), (t0 + 0.05, True)]:
+        slack = np.array([t0 + 0.002])
+        args = (LAT, decode_features(ctx), 0.0, 4096, slack, np.array([tpot]), queue,
+                np.array([0.05]))
+        free, _ = SlidingChunker(ChunkerConfig(ttft_floor=False)).plan(*args)
+        c, t = SlidingChunker(ChunkerConfig()).plan(*args, queue_slack=left)
+        old, _ = SlidingChunker(ChunkerConfig(floor_recovery_steps=None)).plan(
+            *args, queue_slack=left)
+        assert old > free  # the floor without a bound raises the chunk in both cases
+        assert (c > free) == raised
+        if not raised:
+            assert c == free and t <= slack[0] + 2 * 1e-4
