@@ -1,7 +1,9 @@
-"""Shared helpers for the serve tests: a free port and a Ray + Serve app runner."""
+"""Shared helpers for the serve tests: a free port, a Ray + Serve app runner, a stream's SSE
+events, a metrics scrape, and polling until a condition holds."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -40,3 +42,29 @@ def serve_app(
             serve.shutdown()
         finally:
             ray.shutdown()
+
+
+def sse_events(text: str) -> list[dict[str, Any]]:
+    """The JSON events of an SSE body that ends with ``data: [DONE]``."""
+    lines = [ln[len("data: ") :] for ln in text.splitlines() if ln.startswith("data: ")]
+    assert lines and lines[-1] == "[DONE]", text[-300:]
+    return [json.loads(x) for x in lines[:-1]]
+
+
+def wait_for(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    """Poll ``check`` every second until it returns something true; fail after ``timeout_s``."""
+    deadline = time.time() + timeout_s
+    last = None
+    while time.time() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(1.0)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})")
+
+
+def scrape_metrics(port: int) -> str:
+    """The Prometheus exposition served on ``port``."""
+    import httpx
+
+    return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from serve_helpers import free_port, serve_app
+from serve_helpers import free_port, scrape_metrics, serve_app, sse_events, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.vllm]
 
@@ -51,10 +51,16 @@ def post(client, path, body, **headers):
     return client.post(path, json=body, headers={**ALL, **headers})
 
 
-def sse_events(text: str) -> list:
-    lines = [ln[len("data: ") :] for ln in text.splitlines() if ln.startswith("data: ")]
-    assert lines and lines[-1] == "[DONE]", text[-300:]
-    return [json.loads(x) for x in lines[:-1]]
+def engine_events(req) -> list:
+    """Every event of ``req`` sent straight to an engine replica (past the ingress's checks)."""
+    from ray import serve
+
+    handle = serve.get_deployment_handle("Engine", app_name="slidingserve")
+
+    async def events():
+        return [ev async for ev in handle.options(stream=True).generate.remote(req)]
+
+    return asyncio.run(events())
 
 
 # ---- happy paths ------------------------------------------------------------------------
@@ -397,21 +403,6 @@ def test_router_prefers_the_replica_with_more_slack(app):
 
 
 # ---- predictor and metrics --------------------------------------------------------------
-def wait_for(check, timeout_s: float, what: str):
-    deadline = time.time() + timeout_s
-    last = None
-    while time.time() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(1.0)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})")
-
-
-def scrape(port: int) -> str:
-    return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-
-
 def test_new_predictor_version_reaches_both_replicas(app):
     import ray
 
@@ -434,7 +425,7 @@ def test_new_predictor_version_reaches_both_replicas(app):
     version = result.version
 
     def replicas_on_version():
-        text = scrape(metrics_port)
+        text = scrape_metrics(metrics_port)
         found = re.findall(
             r'^ray_slidingserve_predictor_model_version\{[^}]*replica="([^"]+)"[^}]*\} (\S+)',
             text, re.M)
@@ -476,7 +467,7 @@ def test_metrics_endpoint_has_tier_tagged_series(app):
     _, metrics_port = app
 
     def series():
-        text = scrape(metrics_port)
+        text = scrape_metrics(metrics_port)
         need = [
             r'ray_slidingserve_ttft_seconds_bucket\{[^}]*tier="interactive"',
             r'ray_slidingserve_requests_total\{[^}]*outcome="ok"[^}]*tier="batch"'
@@ -508,7 +499,7 @@ def test_engine_replicas_export_vllm_engine_stats(app):
             list(pool.map(lambda _: post(client, "/v1/completions",
                                          {"prompt": "ka ko " * 20, "max_tokens": 8,
                                           "ignore_eos": True}), range(4)))
-        text = scrape(metrics_port)
+        text = scrape_metrics(metrics_port)
         replicas = set(re.findall(
             r'^ray_slidingserve_engine_kv_cache_usage\{[^}]*replica="([^"]+)"', text, re.M))
         if len(replicas) < 2:
@@ -553,19 +544,12 @@ def test_bench_http_writes_the_shared_summary(app, tmp_path):
 def test_a_request_the_engine_refuses_ends_with_an_explicit_error(app):
     """Past the ingress's checks (a direct handle call), the scheduler refuses a bad SLO; the
     stream must end with a StreamError naming why, not a silent or 'successful' end."""
-    from ray import serve
-
     from slidingserve.serve.messages import Admitted, GenerateRequest, StreamError
     from slidingserve.serve.slo_headers import RequestSLO
 
-    handle = serve.get_deployment_handle("Engine", app_name="slidingserve")
     bad = RequestSLO("interactive", ttft_s=6.0, tpot_s=-0.05, e2e_s=None, priority=0)
-    req = GenerateRequest("direct-bad-slo", [5, 6, 7], bad, {"max_tokens": 4}, time.time())
-
-    async def events():
-        return [ev async for ev in handle.options(stream=True).generate.remote(req)]
-
-    got = asyncio.run(events())
+    got = engine_events(GenerateRequest("direct-bad-slo", [5, 6, 7], bad, {"max_tokens": 4},
+                                        time.time()))
     assert isinstance(got[0], Admitted)
     assert isinstance(got[-1], StreamError) and "error" in got[-1].message, got
 
@@ -576,6 +560,8 @@ def test_parameters_the_engine_refuses_are_a_400_before_any_stream(app):
     vLLM's plain 400 with its message, never a stream's 200 followed by an error event; the
     replicas hold nothing of it and serve on."""
     from ray import serve
+    from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
 
     from slidingserve.serve.messages import GenerateRequest, StreamError
     from slidingserve.serve.slo_headers import RequestSLO
@@ -594,15 +580,9 @@ def test_parameters_the_engine_refuses_are_a_400_before_any_stream(app):
                                               "structured_outputs": {"choice": []}})
     assert r.status_code == 400 and "cannot be an empty list" in r.json()["error"]["message"]
 
-    handle = serve.get_deployment_handle("Engine", app_name="slidingserve")
     slo = RequestSLO("interactive", ttft_s=6.0, tpot_s=0.05, e2e_s=None, priority=0)
-    req = GenerateRequest("direct-bad-choice", [5, 6, 7], slo, _empty_choice_params(),
-                          time.time())
-
-    async def events():
-        return [ev async for ev in handle.options(stream=True).generate.remote(req)]
-
-    got = asyncio.run(events())
+    params = SamplingParams(max_tokens=2, structured_outputs=StructuredOutputsParams(choice=[]))
+    got = engine_events(GenerateRequest("direct-bad-choice", [5, 6, 7], slo, params, time.time()))
     assert len(got) == 1 and isinstance(got[0], StreamError) and got[0].status == 400, got
 
     r = post(client, "/v1/completions", {"prompt": "ka", "max_tokens": 3, "ignore_eos": True,
@@ -611,15 +591,10 @@ def test_parameters_the_engine_refuses_are_a_400_before_any_stream(app):
     chunks = [e for e in sse_events(r.text) if e.get("choices")]
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
 
+    handle = serve.get_deployment_handle("Engine", app_name="slidingserve")
+
     async def loads():
         return [await handle.replica_info.remote() for _ in range(6)]
 
     for info in asyncio.run(loads()):  # nothing of the refused requests is left held
         assert info["load"]["queue_len"] == 0, info
-
-
-def _empty_choice_params():
-    from vllm import SamplingParams
-    from vllm.sampling_params import StructuredOutputsParams
-
-    return SamplingParams(max_tokens=2, structured_outputs=StructuredOutputsParams(choice=[]))

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from serve_helpers import sse_events
 from transformers import AutoTokenizer
 
 from slidingserve.models.tiny import ensure_tiny_model
@@ -96,12 +97,6 @@ def call(svc: IngressService, path: str, body: Any = None, method: str = "POST"
             return await client.post(path, json=body)
 
     return asyncio.run(go())
-
-
-def events(text: str) -> list[dict[str, Any]]:
-    data = [ln[6:] for ln in text.splitlines() if ln.startswith("data: ")]
-    assert data[-1] == "[DONE]", text
-    return [json.loads(x) for x in data[:-1]]
 
 
 # ---- requests -> SamplingParams ---------------------------------------------------------
@@ -256,7 +251,7 @@ def test_stream_sends_its_role_chunk_before_the_first_token(tokenizer):
     first = [json.loads(e[6:]) for e in early]
     assert [c["choices"][0]["index"] for c in first] == [0, 1]
     assert all(c["choices"][0]["delta"] == {"role": "assistant", "content": ""} for c in first)
-    chunks = events("".join(early + rest))
+    chunks = sse_events("".join(early + rest))
     usage = chunks[-1]
     assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 4
     assert usage["object"] == "chat.completion.chunk" and usage["model"] == "tiny"
@@ -272,7 +267,7 @@ def test_completion_stream_opens_with_a_comment(tokenizer):
              {"prompt": "ka", "max_tokens": 2, "stream": True, "logprobs": 0,
               "stream_options": {"include_usage": True}})
     assert r.text.startswith(": ")
-    chunks = events(r.text)
+    chunks = sse_events(r.text)
     assert "".join(c["choices"][0]["text"] for c in chunks[:-1]) == "t0t1"
     assert chunks[0]["choices"][0]["logprobs"]["tokens"] == ["t0"]
     assert chunks[-1]["object"] == "text_completion" and chunks[-1]["usage"]["total_tokens"] > 2
