@@ -45,6 +45,15 @@ the steps after it where a decode-only step is short against the TPOT (the CPU e
 against 30 ms), and not where it nearly fills it (SLO x 0.25 on an H100: ~12.4 ms against
 12.5 ms, where an unbounded floor made interactive requests late by microseconds).
 
+A step-time ceiling (``max_step_s``, off by default). Each running request decodes one token
+per step, so the decodes in a step are the output tokens per second times the step time: a
+longer step brings more decodes with it. Where a step's decodes cost more than their sum (the
+measured H100 model, whose decodes pay for the longest context among them), steps that fill the
+interactive TPOT settle at more decodes and fewer prompt tokens per second than shorter ones.
+The ceiling bounds every step that has decodes in it, as one more decode would with
+``max_step_s`` of slack and of TPOT; steps without decodes are not bounded. No rule derives it
+from the latency model yet: set it from a measurement (docs/results.md).
+
 Predicted step time need not grow with the chunk: a learned model of a real engine has cheap
 points (kernel tiles, launch-bound floors), where a larger chunk is predicted faster than a
 smaller one. ``fits`` reads "some chunk of at least c runs within the slack" from the suffix
@@ -89,6 +98,9 @@ class ChunkerConfig(BaseModel):
     # ... overrunning a bounding decode's slack by at most what this many decode-only steps
     # win back at its TPOT (docstring; None: no bound)
     floor_recovery_steps: float | None = Field(default=2.0, ge=0.0)
+    # A step with decodes in it is predicted to take at most this long, as if one more decode
+    # had this much slack and this TPOT (docstring: a step-time ceiling; None: off)
+    max_step_s: float | None = Field(default=None, gt=0.0)
 
 
 class SlidingChunker:
@@ -145,6 +157,9 @@ class SlidingChunker:
         ``queue_slack``: per queued request, the time left to its first token's deadline, or
         infinity where it may not raise the chunk (module docstring: first tokens on time).
         """
+        cap = self.config.max_step_s
+        if cap is not None:
+            slack, tpot = np.append(slack, cap), np.append(tpot, cap)
         grid = self.grid(max(limit, 0))
         # A model may offer the same predictions through a faster path (predictor.model's).
         fast = getattr(latency, "predict_prefill_chunks", None)

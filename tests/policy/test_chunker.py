@@ -282,3 +282,29 @@ def test_ttft_floor_overruns_a_decode_only_by_what_it_can_win_back() -> None:
         assert (c > free) == raised
         if not raised:
             assert c == free and t <= slack[0] + 2 * 1e-4
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    ceiling_ms=st.floats(5.0, 80.0),
+    slack_ms=st.floats(0.0, 200.0),
+    limit=st.integers(0, 9000),
+    window=st.sampled_from([1, 2]),
+)
+def test_step_time_ceiling(ceiling_ms: float, slack_ms: float, limit: int, window: int) -> None:
+    """``max_step_s`` bounds a step with decodes as a decode with that slack and TPOT would:
+    the same chunk as planning with that decode added, within the ceiling whenever a
+    decode-only step is; a step without decodes is not bounded."""
+    cap = ceiling_ms / 1e3
+    ctx = [1200] * 40
+    queue, queue_tpot = np.array([700.0, 3000.0, 9000.0]), np.array([0.05, 0.4, 0.4])
+    slack, tpot = np.full(40, slack_ms / 1e3), np.full(40, 0.05)
+    capped = SlidingChunker(ChunkerConfig(window=window, max_step_s=cap))
+    plain = SlidingChunker(ChunkerConfig(window=window))
+    c, t = capped.plan(LAT, decode_features(ctx), 0.0, limit, slack, tpot, queue, queue_tpot)
+    c_ref, _ = plain.plan(LAT, decode_features(ctx), 0.0, limit, np.append(slack, cap),
+                          np.append(tpot, cap), queue, queue_tpot)
+    assert c == c_ref
+    if step_time(ctx, 0) <= min(cap, slack_ms / 1e3):
+        assert t <= cap + 1e-12
+    assert capped.forced(limit, np.array([])) == min(limit, capped.config.max_chunk)
