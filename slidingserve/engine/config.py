@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from slidingserve.slo.tiers import TierSet, load_tiers, tiers_from_dict
 
@@ -46,6 +46,13 @@ class EngineSchedulerConfig(BaseModel):
     step_trace_keep: int = Field(default=50_000, gt=0)  # most recent steps kept in the trace
     model_name: str = "unknown"  # provenance of the step trace
     hardware: str | None = None  # provenance (None: machine-cpus)
+
+    @model_validator(mode="after")
+    def _policy_config_valid(self) -> EngineSchedulerConfig:
+        from slidingserve.policy import policy_config
+
+        policy_config(self.policy, **self.policy_config)
+        return self
 
     def load_tiers(self) -> TierSet:
         if self.tiers is not None:

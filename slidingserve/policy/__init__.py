@@ -4,6 +4,7 @@ from slidingserve.policy.base import (
     Policy,
     PolicyConfig,
     make_policy,
+    policy_config,
     policy_names,
     register_policy,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "SchedulerInput",
     "StepPlan",
     "make_policy",
+    "policy_config",
     "policy_names",
     "register_policy",
 ]

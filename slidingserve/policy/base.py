@@ -87,8 +87,9 @@ def policy_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def make_policy(name: str, latency: LatencyModel, **overrides: Any) -> Policy:
-    """Build a registered policy, validating ``overrides`` against its config class."""
+def policy_config(name: str, **overrides: Any) -> PolicyConfig:
+    """The config of registered policy ``name`` with ``overrides``; a ValueError names an
+    unknown policy, or the first bad field and its value."""
     _load_builtin()
     try:
         cls = _REGISTRY[name]
@@ -96,14 +97,19 @@ def make_policy(name: str, latency: LatencyModel, **overrides: Any) -> Policy:
         known = ", ".join(sorted(_REGISTRY))
         raise ValueError(f"unknown policy {name!r} (known: {known})") from None
     try:
-        config = cls.config_cls(**overrides)
+        return cls.config_cls(**overrides)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"])
         raise ValueError(
             f"policy {name!r}: config field {field!r}: {err['msg']} (got {err.get('input')!r})"
         ) from None
-    return cls(config, latency)
+
+
+def make_policy(name: str, latency: LatencyModel, **overrides: Any) -> Policy:
+    """Build a registered policy, validating ``overrides`` against its config class."""
+    config = policy_config(name, **overrides)
+    return _REGISTRY[name](config, latency)
 
 
 def _load_builtin() -> None:

@@ -88,6 +88,15 @@ class EngineConfig(_Strict):
         return self.served_model_name or ("tiny" if self.model == "tiny" else self.model)
 
 
+    @model_validator(mode="after")
+    def _policy_config_valid(self) -> EngineConfig:
+        # refused here, naming the field, rather than in the engine's process at start-up
+        if self.scheduler == "slidingserve":
+            from slidingserve.policy import policy_config
+
+            policy_config(self.policy, **self.policy_config)
+        return self
+
 class AuthConfig(_Strict):
     """API keys and the tiers each may use. Keys come from config or an env var, never code.
 

@@ -65,6 +65,8 @@ def test_config_round_trips_through_additional_config() -> None:
     [
         ({"latency_check_every": 0}, r"slidingserve\.latency_check_every.*got 0"),
         ({"polcy": "x"}, r"slidingserve\.polcy: Extra inputs"),
+        ({"policy_config": {"chunker": {"window": 3}}}, r"chunker\.window.*got 3"),
+        ({"policy": "sliding"}, r"unknown policy 'sliding'"),
     ],
 )
 def test_bad_config_names_field_and_value(raw, needle) -> None:

@@ -20,6 +20,10 @@ def test_defaults_validate():
         ({"placement": {"ingress_resources": {"head": 0}}}, "placement.ingress_resources"),
         ({"placement": {"max_engine_replicas_per_node": 0}},
          "placement.max_engine_replicas_per_node"),
+        # the scheduler's settings are checked here, not in the engine's process at start-up
+        ({"engine": {"policy_config": {"chunker": {"max_step_s": 0}}}}, "chunker.max_step_s"),
+        ({"engine": {"policy_config": {"chunkr": {}}}}, "chunkr"),
+        ({"engine": {"policy": "slidingserv"}}, "slidingserv"),
     ],
 )
 def test_bad_config_names_field(data, needle):
