@@ -50,8 +50,9 @@ per step, so the decodes in a step are the output tokens per second times the st
 longer step brings more decodes with it. Where a step's decodes cost more than their sum (the
 measured H100 model, whose decodes pay for the longest context among them), steps that fill the
 interactive TPOT settle at more decodes and fewer prompt tokens per second than shorter ones.
-The ceiling bounds every step that has decodes in it, as one more decode would with
-``max_step_s`` of slack and of TPOT; steps without decodes are not bounded. No rule derives it
+The ceiling bounds every step that some decode bounds (one not already later than
+``late_tolerance_s``), as one more decode would with ``max_step_s`` of slack and of TPOT; other
+steps are not bounded. No rule derives it
 from the latency model yet: set it from a measurement (docs/results.md).
 
 Predicted step time need not grow with the chunk: a learned model of a real engine has cheap
@@ -98,7 +99,7 @@ class ChunkerConfig(BaseModel):
     # ... overrunning a bounding decode's slack by at most what this many decode-only steps
     # win back at its TPOT (docstring; None: no bound)
     floor_recovery_steps: float | None = Field(default=2.0, ge=0.0)
-    # A step with decodes in it is predicted to take at most this long, as if one more decode
+    # A step that decodes bound is predicted to take at most this long, as if one more decode
     # had this much slack and this TPOT (docstring: a step-time ceiling; None: off)
     max_step_s: float | None = Field(default=None, gt=0.0)
 
