@@ -52,8 +52,8 @@ measured H100 model, whose decodes pay for the longest context among them), step
 interactive TPOT settle at more decodes and fewer prompt tokens per second than shorter ones.
 The ceiling bounds every step that some decode bounds (one not already later than
 ``late_tolerance_s``), as one more decode would with ``max_step_s`` of slack and of TPOT; other
-steps are not bounded. No rule derives it
-from the latency model yet: set it from a measurement (docs/results.md).
+steps are not bounded. No rule derives it from the latency model yet: set it from a capacity
+run on the deployment's own model (docs/results.md).
 
 Predicted step time need not grow with the chunk: a learned model of a real engine has cheap
 points (kernel tiles, launch-bound floors), where a larger chunk is predicted faster than a

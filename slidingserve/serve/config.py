@@ -87,7 +87,6 @@ class EngineConfig(_Strict):
     def name(self) -> str:
         return self.served_model_name or ("tiny" if self.model == "tiny" else self.model)
 
-
     @model_validator(mode="after")
     def _policy_config_valid(self) -> EngineConfig:
         # refused here, naming the field, rather than in the engine's process at start-up
@@ -96,6 +95,7 @@ class EngineConfig(_Strict):
 
             policy_config(self.policy, **self.policy_config)
         return self
+
 
 class AuthConfig(_Strict):
     """API keys and the tiers each may use. Keys come from config or an env var, never code.
